@@ -1,0 +1,94 @@
+"""Argument validation: every message names the argument and the offending value."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _array as A
+
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def reduction(value: Any) -> str:
+    if value not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {value!r}")
+    return value
+
+
+def floating(xp: Any, x: Any, name: str) -> None:
+    if not A.is_floating(xp, x):
+        raise TypeError(
+            f"{name} must be a floating-point array, got dtype {A.dtype_name(x.dtype)}; "
+            f"cast it with .astype(float32) first"
+        )
+
+
+def non_negative(value: float, name: str) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+    return float(value)
+
+
+def positive(value: float, name: str) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def unit_interval(value: float, name: str) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    return float(value)
+
+
+def axis(value: Any, ndim: int, name: str = "axis") -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not -ndim <= value < ndim:
+        raise ValueError(f"{name}={value!r} is out of range for an array with {ndim} dimensions")
+    return value % ndim
+
+
+def same_shape(a: Any, b: Any, name_a: str, name_b: str) -> None:
+    if tuple(a.shape) != tuple(b.shape):
+        raise ValueError(
+            f"{name_b} must have the shape of {name_a} {tuple(a.shape)}, got {tuple(b.shape)}"
+        )
+
+
+def labels_in_range(xp: Any, labels: Any, num_classes: int, ignore_index: int | None,
+                    name: str = "targets") -> None:
+    """Every label in [0, C) or equal to ignore_index; skipped for traced (abstract) arrays."""
+    if not A.concrete(labels) or labels.size == 0:
+        return
+    bad = (labels < 0) | (labels >= num_classes)
+    if ignore_index is not None:
+        bad = bad & (labels != ignore_index)
+    if bool(xp.any(bad)):
+        lo, hi = int(xp.min(labels)), int(xp.max(labels))
+        raise ValueError(
+            f"{name} must hold class indices in [0, {num_classes})"
+            + (f" or ignore_index={ignore_index}" if ignore_index is not None else "")
+            + f", got values in [{lo}, {hi}]"
+        )
+
+
+def in_unit_interval(xp: Any, x: Any, name: str) -> None:
+    """Probabilities must lie in [0, 1]; skipped for traced arrays."""
+    if not A.concrete(x) or x.size == 0:
+        return
+    bad = (x < 0) | (x > 1) | (x != x)
+    if bool(xp.any(bad)):
+        lo, hi = float(xp.min(x)), float(xp.max(x))
+        raise ValueError(f"{name} must hold probabilities in [0, 1], got values in [{lo}, {hi}]")
+
+
+def class_weight(xp: Any, weight: Any, num_classes: int, dtype: Any, device: Any,
+                 name: str = "weight") -> Any:
+    if weight is None:
+        return None
+    w = A.as_array(xp, weight, dtype, device)
+    if w.ndim != 1 or w.shape[0] != num_classes:
+        raise ValueError(
+            f"{name} must be a 1-D array of one weight per class ({num_classes}), "
+            f"got shape {tuple(w.shape)}"
+        )
+    return w

@@ -1,0 +1,49 @@
+"""The one reduction every loss uses: ``none`` | ``sum`` | ``mean`` with weights and masks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Array = Any
+
+
+def safe_divide(xp: Any, num: Array, den: Array) -> Array:
+    """num / den, and 0 where den == 0 (an all-ignored batch has loss 0 and gradient 0)."""
+    nonzero = den != 0
+    return xp.where(nonzero, num / xp.where(nonzero, den, xp.ones_like(den)), xp.zeros_like(num))
+
+
+def reduce(xp: Any, loss: Array, reduction: str, denominator: Array | None = None) -> Array:
+    """Reduce per-position losses.
+
+    ``loss`` already carries any per-position weight and is 0 at masked positions. "mean"
+    divides by ``denominator`` (the total weight of the positions that count) or, when it is
+    None, by the number of positions; a zero denominator gives 0, not NaN.
+    """
+    if reduction == "none":
+        return loss
+    total = xp.sum(loss)
+    if reduction == "sum":
+        return total
+    if denominator is None:
+        n = 1
+        for d in loss.shape:
+            n *= d
+        if n == 0:
+            return xp.zeros((), dtype=loss.dtype)
+        return total / n
+    return safe_divide(xp, total, denominator)
+
+
+def grad_scale(xp: Any, shape: tuple, reduction: str, denominator: Array | None, dtype: Any,
+               device: Any = None) -> Array | float:
+    """d(reduced loss) / d(per-position loss): 1 for none/sum, 1/denominator for mean."""
+    if reduction in ("none", "sum"):
+        return 1.0
+    if denominator is None:
+        n = 1
+        for d in shape:
+            n *= d
+        return 1.0 / n if n else 0.0
+    one = xp.ones_like(denominator)
+    return safe_divide(xp, one, denominator)
