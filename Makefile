@@ -17,11 +17,11 @@ demo: $(STAMP)
 	$(PY) examples/seed_examples.py
 
 test: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks examples
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks examples
+	$(PY) -m ruff check .
 
 bench: $(STAMP)
 	$(PY) -m crossent bench
