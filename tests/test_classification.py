@@ -370,3 +370,11 @@ def test_jit_compatible_under_jax():
     assert float(f(logits, labels)) == pytest.approx(
         float(crossent.softmax_cross_entropy(np.asarray(logits), np.asarray(labels),
                                              label_smoothing=0.1)), rel=1e-12)
+
+
+def test_sigmoid_ce_keeps_relative_precision_for_confident_correct_logits():
+    # the exact loss is softplus(-x) = log1p(exp(-x)); softplus(x) - x z would round it to 0
+    x = np.array([17.0, 60.0, 700.0])
+    loss = crossent.sigmoid_cross_entropy(x, np.ones(3), reduction="none")
+    np.testing.assert_allclose(loss, np.log1p(np.exp(-x)), rtol=1e-14)
+    assert loss[2] > 0

@@ -24,11 +24,46 @@ from .classification import (
     softmax_cross_entropy,
     softmax_cross_entropy_grad,
 )
+from .distillation import distillation_loss, distillation_loss_grad
+from .focal import (
+    sigmoid_focal_loss,
+    sigmoid_focal_loss_grad,
+    softmax_focal_loss,
+    softmax_focal_loss_grad,
+)
 from .gradients import grad, value_and_grad
+from .information import (
+    cross_entropy,
+    cross_entropy_grad,
+    cross_entropy_grad_q,
+    entropy,
+    entropy_grad,
+    js_divergence,
+    js_divergence_grad,
+    kl_divergence,
+    kl_divergence_grad,
+    kl_divergence_grad_q,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "cross_entropy",
+    "cross_entropy_grad",
+    "cross_entropy_grad_q",
+    "distillation_loss",
+    "distillation_loss_grad",
+    "entropy",
+    "entropy_grad",
+    "js_divergence",
+    "js_divergence_grad",
+    "kl_divergence",
+    "kl_divergence_grad",
+    "kl_divergence_grad_q",
+    "sigmoid_focal_loss",
+    "sigmoid_focal_loss_grad",
+    "softmax_focal_loss",
+    "softmax_focal_loss_grad",
     "binary_cross_entropy",
     "binary_cross_entropy_grad",
     "classification_error",

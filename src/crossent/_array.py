@@ -7,6 +7,7 @@ differentiates) on NumPy, PyTorch, JAX and array-api-strict arrays.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import array_api_compat
@@ -112,10 +113,16 @@ def softplus(xp: Any, x: Array) -> Array:
 
 
 def xlogy(xp: Any, x: Array, y: Array) -> Array:
-    """x * log(y) with 0 * log(0) = 0, and no NaN gradient where x == 0."""
+    """x * log(y) with 0 * log(0) = 0, -inf for x > 0 = y, and no NaN gradient where x == 0.
+
+    log is only ever taken of positive values, so NumPy raises no divide-by-zero warning.
+    """
+    pos = y > 0
+    log_y = xp.where(pos, xp.log(xp.where(pos, y, xp.ones_like(y))), xp.full_like(y, -math.inf))
     zero = x == 0
-    y_safe = xp.where(zero, xp.ones_like(y), y)
-    return xp.where(zero, xp.zeros_like(y), x * xp.log(y_safe))
+    # the masked branch must not compute 0 * -inf either: NaN there poisons autodiff
+    x_safe = xp.where(zero, xp.ones_like(x), x)
+    return xp.where(zero, xp.zeros_like(y), x_safe * log_y)
 
 
 def take_class(xp: Any, x: Array, labels: Array) -> Array:

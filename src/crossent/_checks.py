@@ -23,22 +23,36 @@ def floating(xp: Any, x: Any, name: str) -> None:
         )
 
 
-def non_negative(value: float, name: str) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+def _real(value: Any) -> float | None:
+    """``value`` as a float when it is a real number (NumPy and 0-d array scalars included)."""
+    if isinstance(value, (bool, str, bytes)):
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out
+
+
+def non_negative(value: Any, name: str) -> float:
+    v = _real(value)
+    if v is None or not v >= 0:
         raise ValueError(f"{name} must be a non-negative number, got {value!r}")
-    return float(value)
+    return v
 
 
-def positive(value: float, name: str) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+def positive(value: Any, name: str) -> float:
+    v = _real(value)
+    if v is None or not v > 0:
         raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
+    return v
 
 
-def unit_interval(value: float, name: str) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+def unit_interval(value: Any, name: str) -> float:
+    v = _real(value)
+    if v is None or not 0.0 <= v <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {value!r}")
-    return float(value)
+    return v
 
 
 def axis(value: Any, ndim: int, name: str = "axis") -> int:

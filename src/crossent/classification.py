@@ -221,12 +221,11 @@ def _sigmoid_ce(logits, targets, weight, pos_weight, reduction, want_grad):
     t = _binary_targets(xp, targets, logits)
     w = _broadcast_weight(xp, weight, x, "weight")
     pw = _broadcast_weight(xp, pos_weight, x, "pos_weight")
-    sp_pos = A.softplus(xp, x)  # -log(1 - sigmoid(x))
-    if pw is None:
-        # seed 003's stable form: max(x, 0) - x z + log(1 + exp(-|x|))
-        loss = sp_pos - x * t
-    else:
-        loss = pw * t * (sp_pos - x) + (1.0 - t) * sp_pos
+    # z softplus(-x) + (1 - z) softplus(x) equals seed 003's max(x, 0) - x z + log(1 + e^-|x|)
+    # but adds two non-negative terms, so nothing cancels: at x = 60, z = 1 it gives e^-60
+    # where softplus(x) - x z rounds to 0
+    pos_term = t * A.softplus(xp, -x)
+    loss = (pos_term if pw is None else pw * pos_term) + (1.0 - t) * A.softplus(xp, x)
     if w is not None:
         loss = loss * w
     out = reduce(xp, loss, reduction)

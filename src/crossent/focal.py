@@ -1,0 +1,355 @@
+"""Focal losses (Lin et al. 2017): cross-entropy scaled by ``(1 - p_t)^gamma`` so that easy,
+well-classified examples contribute little and training focuses on the hard ones.
+
+Seed 000 lists Focal Loss as "a coefficient in front of each CE term"; seed 001 gives the
+RetinaNet form ``FL(p_t) = -alpha_t (1 - p_t)^gamma log(p_t)`` and mmdet's
+``py_sigmoid_focal_loss``. The modulation is computed in log space here,
+``(1 - p_t)^gamma = exp(gamma * log(1 - p_t))``, so that loss and gradient stay finite for
+logits of any finite size, and ``gamma = 0`` gives exactly 1 (so the loss is exactly the
+cross-entropy, ``0^0 = 1`` as in PyTorch).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _array as A
+from . import _checks
+from ._reduce import grad_scale, reduce
+from .classification import _axis_back, _binary_targets
+from .gradients import closed_form
+
+Array = Any
+
+__all__ = [
+    "sigmoid_focal_loss",
+    "sigmoid_focal_loss_value_and_grad",
+    "sigmoid_focal_loss_grad",
+    "softmax_focal_loss",
+    "softmax_focal_loss_value_and_grad",
+    "softmax_focal_loss_grad",
+]
+
+
+# --- sigmoid focal loss ---------------------------------------------------------------------
+
+
+def _sigmoid_focal(logits, targets, alpha, gamma, reduction, want_grad):
+    """The one definition of the sigmoid focal loss; returns (loss, grad or None).
+
+    With ``p = sigma(x)`` and ``q = 1 - p_t = t (1 - p) + (1 - t) p`` (valid for soft ``t``):
+
+    * ``ce = -t log p - (1 - t) log(1 - p)``, ``d ce / dx = p - t``;
+    * ``log q = logaddexp(log t + log sigma(-x), log(1 - t) + log sigma(x))``, with the
+      ``t = 0`` / ``t = 1`` cases taken exactly (``log q = log sigma(x)`` / ``log sigma(-x)``)
+      so no ``log 0`` is ever formed;
+    * ``M = q^gamma = exp(gamma log q)`` and, since ``dq/dx = (1 - 2t) p (1 - p)``,
+      ``dM/dx = gamma (1 - 2t) M r`` with ``r = p (1 - p) / q``. ``q`` is a convex combination
+      of ``p`` and ``1 - p``, so ``q >= min(p, 1 - p) >= p (1 - p)`` and ``0 <= r <= 1``:
+      the ``q^(gamma - 1)`` that blows up for ``gamma < 1`` never appears on its own;
+    * ``dL/dx = alpha_t M [(p - t) + gamma (1 - 2t) ce r]``, ``r = exp(log p + log(1-p) - log q)``.
+    """
+    xp = A.namespace(logits, targets)
+    _checks.floating(xp, logits, "logits")
+    _checks.reduction(reduction)
+    g = _checks.non_negative(gamma, "gamma")
+    a = None if alpha is None else _checks.unit_interval(alpha, "alpha")
+    x = A.upcast(xp, logits)
+    t = _binary_targets(xp, targets, logits)
+    log_p = -A.softplus(xp, -x)  # log sigma(x)
+    log_1mp = -A.softplus(xp, x)  # log sigma(-x) = log(1 - p)
+    ce = -(t * log_p + (1.0 - t) * log_1mp)  # both terms >= 0: no cancellation
+    one = xp.ones_like(t)
+    pos, neg = t > 0, t < 1
+    # xlogy-style: log t and log(1 - t) only where they are finite
+    la = xp.log(xp.where(pos, t, one)) + log_1mp
+    lb = xp.log(xp.where(neg, 1.0 - t, one)) + log_p
+    log_q = xp.where(~pos, log_p, xp.where(~neg, log_1mp, xp.logaddexp(la, lb)))
+    mod = xp.exp(g * log_q) if g != 0 else one
+    alpha_t = None if a is None else a * t + (1.0 - a) * (1.0 - t)
+    loss = ce * mod
+    if alpha_t is not None:
+        loss = alpha_t * loss
+    out = reduce(xp, loss, reduction)
+    if not want_grad:
+        return A.cast_like(xp, out, logits), None
+    e = xp.exp(-xp.abs(x))
+    p = xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    inner = p - t
+    if g != 0:
+        r = xp.exp(log_p + log_1mp - log_q)  # p (1 - p) / q, in [0, 1]
+        inner = inner + g * (1.0 - 2.0 * t) * (ce * r)
+    grad = mod * inner
+    if alpha_t is not None:
+        grad = alpha_t * grad
+    grad = grad * grad_scale(xp, loss.shape, reduction, None, x.dtype)
+    return A.cast_like(xp, out, logits), A.cast_like(xp, grad, logits)
+
+
+def sigmoid_focal_loss(logits: Array, targets: Array, *, alpha: float | None = 0.25,
+                       gamma: float = 2.0, reduction: str = "mean") -> Array:
+    """Sigmoid focal loss (RetinaNet): binary cross-entropy scaled by ``(1 - p_t)^gamma``.
+
+    Formula: with ``p = sigma(x)``, ``p_t = p t + (1 - p)(1 - t)`` and
+    ``alpha_t = alpha t + (1 - alpha)(1 - t)``:
+    ``FL = -alpha_t (1 - p_t)^gamma [t log p + (1 - t) log(1 - p)]``, i.e.
+    ``FL(p_t) = -alpha_t (1 - p_t)^gamma log(p_t)`` for 0/1 targets. ``(1 - p_t)^gamma`` is
+    computed as ``exp(gamma log(1 - p_t))`` with ``log(1 - p_t)`` a log-sum-exp of log-sigmoids,
+    so it is exact and finite for logits of any finite size; ``gamma = 0`` gives exactly the
+    (alpha-weighted) sigmoid cross-entropy.
+    Gradient: ``alpha_t (1 - p_t)^gamma [(p - t) + gamma (1 - 2t) ce p (1 - p) / (1 - p_t)]``.
+
+    Args:
+        logits: floating array of any shape, one independent score per element (e.g.
+            ``(N, C)`` one-vs-rest class scores, or RetinaNet's ``(N, A, C)`` anchors).
+        targets: probabilities in [0, 1] (soft targets allowed) or 0/1 integers, same shape.
+        alpha: weight of the positive term in [0, 1] (``1 - alpha`` for the negative term);
+            ``None`` disables the weighting. Default 0.25 (the paper, torchvision, mmdet).
+        gamma: focusing parameter ``>= 0``; 0 gives cross-entropy. Default 2.
+        reduction: ``"mean"`` over all elements (as torchvision), ``"sum"`` or ``"none"``.
+
+    Returns:
+        Scalar or element-wise losses, in the logits' dtype (fp16/bf16 computed in fp32).
+
+    Raises:
+        TypeError: non-floating logits.
+        ValueError: negative ``gamma``, ``alpha`` outside [0, 1], targets outside [0, 1],
+            shape mismatch, unknown reduction.
+
+    Example (the paper's point: at p_t = 0.9, gamma = 2 gives 1/100 of the cross-entropy):
+        >>> import numpy as np
+        >>> x = np.log(np.array([9.0, 1.0 / 9.0]))        # p = 0.9, 0.1
+        >>> t = np.array([1.0, 0.0])                        # p_t = 0.9 for both
+        >>> fl = sigmoid_focal_loss(x, t, alpha=None, reduction="none")
+        >>> (fl / -np.log(0.9)).round(6).tolist()
+        [0.01, 0.01]
+        >>> float(sigmoid_focal_loss(np.array([2.0, -1.0]), np.array([1, 1])).round(6))
+        0.087959
+
+    Aliases: torchvision ``ops.sigmoid_focal_loss`` (same defaults, but its default reduction
+    is "none"); mmdet ``py_sigmoid_focal_loss`` / ``FocalLoss(use_sigmoid=True)``; Optax
+    ``sigmoid_focal_loss`` (element-wise, ``alpha=None`` default); detectron2/fvcore
+    ``sigmoid_focal_loss``; Keras ``BinaryFocalCrossentropy(apply_class_balancing=True,
+    from_logits=True)`` (Keras averages over the last axis, so its value is this loss with
+    ``reduction="none"`` averaged over ``axis=-1``, and it clips probabilities at 1e-7).
+
+    References: Lin, Goyal, Girshick, He, Dollar, "Focal Loss for Dense Object Detection",
+    ICCV 2017 (arXiv:1708.02002), eq. (5) and appendix B (its derivative, which the gradient
+    here reduces to for 0/1 targets); torchvision.ops.sigmoid_focal_loss; mmdet
+    ``py_sigmoid_focal_loss`` (seed 001).
+    """
+    return _sigmoid_focal(logits, targets, alpha, gamma, reduction, False)[0]
+
+
+@closed_form(sigmoid_focal_loss)
+def sigmoid_focal_loss_value_and_grad(logits: Array, targets: Array, *,
+                                      alpha: float | None = 0.25, gamma: float = 2.0,
+                                      reduction: str = "mean") -> tuple[Array, Array]:
+    """Sigmoid focal loss and its gradient w.r.t. the logits, from the same intermediates.
+
+    Formula: with ``ce`` the sigmoid cross-entropy, ``q = 1 - p_t = t (1-p) + (1-t) p`` and
+    ``dq/dx = (1 - 2t) p (1 - p)``:
+    ``d/dx [alpha_t ce q^gamma] = alpha_t q^gamma [(p - t) + gamma (1 - 2t) ce p (1-p) / q]``,
+    where ``p (1 - p) / q`` lies in [0, 1] (so it is finite even for ``gamma < 1``).
+
+    Example:
+        >>> import numpy as np
+        >>> _, g = sigmoid_focal_loss_value_and_grad(np.array([0.0]), np.array([1.0]),
+        ...                                          alpha=None, reduction="sum")
+        >>> g.round(6).tolist()   # 0.25 * (-0.5 - 2 * log(2) * 0.25 / 0.5)
+        [-0.298287]
+    """
+    return _sigmoid_focal(logits, targets, alpha, gamma, reduction, True)
+
+
+def sigmoid_focal_loss_grad(logits: Array, targets: Array, **options: Any) -> Array:
+    """Closed-form gradient of :func:`sigmoid_focal_loss` w.r.t. ``logits``."""
+    return sigmoid_focal_loss_value_and_grad(logits, targets, **options)[1]
+
+
+# --- softmax focal loss ---------------------------------------------------------------------
+
+
+def _class_alpha(xp, alpha, num_classes, dt, dev):
+    """None, a non-negative scalar, or one non-negative weight per class."""
+    if alpha is None:
+        return None
+    if isinstance(alpha, (int, float)) and not isinstance(alpha, bool):
+        return _checks.non_negative(alpha, "alpha")
+    a = _checks.class_weight(xp, alpha, num_classes, dt, dev, "alpha")
+    if A.concrete(a) and bool(xp.any(~(a >= 0))):
+        raise ValueError(f"alpha must hold non-negative class weights, got {alpha!r}")
+    return a
+
+
+def _softmax_focal(logits, targets, alpha, gamma, axis, ignore_index, reduction, want_grad):
+    """The one definition of the softmax focal loss; returns (loss, grad or None).
+
+    Each class probability is a sigmoid of a logit difference: ``p_c = sigma(d_c)`` with
+    ``d_c = z_c - logsumexp_{j != c} z_j``. So ``log p_c = -softplus(-d_c)`` and
+    ``log(1 - p_c) = -softplus(d_c)`` are both exact in relative terms, even where
+    ``p_c`` rounds to 1 (``z = [30, 0]``: ``log p = z - lse`` would keep only ~2 digits of
+    ``1 - p``, and at ``z = [1e4, 0]`` would give ``log(1 - p) = -inf``).
+    ``logsumexp_{j != c}`` is ``m + log(S - e_c)`` with ``e = exp(z - m)``, ``S = sum e``;
+    ``S - e_c >= S / 2`` for every class but the arg-max (no cancellation), whose
+    leave-one-out sum is summed directly.
+
+    Gradient: ``f_c = -a_c t_c (1 - p_c)^g log p_c`` and ``dp_c/dz_j = p_c ([c=j] - p_j)`` give
+    ``grad_j = v_j - p_j sum_c v_c`` with ``v_c = p_c df_c/dp_c
+    = a_c t_c [g (1-p_c)^(g-1) p_c log p_c - (1-p_c)^g] = -a_c t_c (1-p_c)^g (1 + g k_c)``,
+    ``k_c = -p_c log p_c / (1 - p_c)`` in [0, 1] (-> 1 as p -> 1): the ``(1 - p)^(g - 1)`` that
+    diverges for ``g < 1`` is absorbed analytically. In terms of ``d`` and ``u = exp(-|d|)``:
+    ``k = log1p(u) / u`` for ``d >= 0`` and ``k = u (|d| + log1p(u))`` for ``d < 0``.
+    """
+    xp = A.namespace(logits, targets)
+    _checks.floating(xp, logits, "logits")
+    _checks.reduction(reduction)
+    g = _checks.non_negative(gamma, "gamma")
+    if logits.ndim == 0:
+        raise ValueError("logits must have a class axis, got a 0-d array")
+    ax = _checks.axis(axis, logits.ndim)
+    z = A.upcast(xp, A.move_axis_last(xp, logits, ax))
+    dt = z.dtype
+    num_classes = z.shape[-1]
+    dev = A.device_of(z)
+    a = _class_alpha(xp, alpha, num_classes, dt, dev)
+
+    denom = None
+    if A.is_integer(xp, targets):
+        expected = tuple(s for i, s in enumerate(logits.shape) if i != ax)
+        if tuple(targets.shape) != expected:
+            raise ValueError(
+                f"integer targets must have the shape of logits without the class axis "
+                f"{expected}, got {tuple(targets.shape)}"
+            )
+        _checks.labels_in_range(xp, targets, num_classes, ignore_index)
+        valid = targets != ignore_index
+        validf = A.as_float(xp, valid, dt)
+        safe = xp.where(valid, targets, xp.zeros_like(targets))
+        t = A.one_hot_mask(xp, safe, num_classes, dt) * validf[..., None]
+        denom = xp.sum(validf)
+    else:
+        _checks.floating(xp, targets, "targets")
+        _checks.same_shape(logits, targets, "logits", "targets")
+        t = A.as_float(xp, A.upcast(xp, A.move_axis_last(xp, targets, ax)), dt)
+
+    m = xp.max(z, axis=-1, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    e = xp.exp(z - m)
+    s = xp.sum(e, axis=-1, keepdims=True)
+    top = A.one_hot_mask(xp, xp.argmax(z, axis=-1), num_classes, dt)
+    rest_top = xp.sum(e * (1.0 - top), axis=-1, keepdims=True)
+    rest = xp.where(top > 0, rest_top, s - e)
+    # an all-underflowed (or C = 1) leave-one-out sum: clamp so log stays finite (and so
+    # autograd sees no log 0); it changes 1 - p only below the smallest normal number
+    tiny = xp.full_like(rest, xp.finfo(dt).smallest_normal)
+    d = (z - m) - xp.log(xp.maximum(rest, tiny))
+    # -log p_c, and exactly 0 where p_c rounds to 1 (C = 1, or every other class underflowed)
+    nll = xp.where(rest > 0, A.softplus(xp, -d), xp.zeros_like(d))
+    mod = xp.exp(-g * A.softplus(xp, d)) if g != 0 else xp.ones_like(d)  # (1 - p_c)^g
+    at = t * a if a is not None else t
+    zero = xp.zeros_like(d)
+    # 0 * (-log p) = 0 even where a logit is -inf (a masked class with target 0)
+    loss = xp.sum(at * mod * xp.where(at == 0, zero, nll), axis=-1)
+    out = reduce(xp, loss, reduction, denom)
+    if not want_grad:
+        return A.cast_like(xp, out, logits), None
+    coef = mod
+    if g != 0:
+        u = xp.exp(-xp.abs(d))
+        u_pos = xp.where(u > 0, u, xp.ones_like(u))
+        k_pos = xp.where(u > 0, xp.log1p(u_pos) / u_pos, xp.ones_like(u))
+        k_neg = xp.where(u > 0, u * (xp.abs(xp.where(u > 0, d, zero)) + xp.log1p(u)), zero)
+        coef = mod * (1.0 + g * xp.where(d >= 0, k_pos, k_neg))
+    v = -(at * coef)
+    p = e / s
+    grad = v - p * xp.sum(v, axis=-1, keepdims=True)
+    grad = grad * grad_scale(xp, loss.shape, reduction, denom, dt)
+    grad = A.cast_like(xp, _axis_back(xp, grad, ax), logits)
+    return A.cast_like(xp, out, logits), grad
+
+
+def softmax_focal_loss(logits: Array, targets: Array, *, alpha: Any = None, gamma: float = 2.0,
+                       axis: int = -1, ignore_index: int = -100,
+                       reduction: str = "mean") -> Array:
+    """Softmax (categorical) focal loss: softmax cross-entropy with each class term scaled
+    by ``alpha_c (1 - p_c)^gamma``.
+
+    Formula: with ``p = softmax(z)`` along ``axis``,
+    ``FL = -sum_c alpha_c (1 - p_c)^gamma t_c log p_c``; for an integer label ``y`` that is
+    ``-alpha_y (1 - p_y)^gamma log p_y``. ``log p_c`` and ``log(1 - p_c)`` are both computed
+    exactly from ``d_c = z_c - logsumexp_{j != c} z_j`` (``p_c = sigma(d_c)``), and
+    ``(1 - p_c)^gamma = exp(gamma log(1 - p_c))``, so loss and gradient are finite for any
+    finite logits; ``gamma = 0`` with ``alpha=None`` is exactly softmax cross-entropy.
+    Gradient: ``g_j = v_j - p_j sum_c v_c`` with
+    ``v_c = -alpha_c t_c (1 - p_c)^gamma (1 - gamma p_c log p_c / (1 - p_c))``.
+
+    Args:
+        logits: floating array, classes along ``axis``, e.g. ``(N, C)`` or ``(N, C, d1...)``
+            with ``axis=1``.
+        targets: integer class indices with the shape of ``logits`` minus ``axis``, or
+            floating class probabilities (one-hot or soft) with the shape of ``logits``.
+        alpha: ``None`` (no weighting, the default), a non-negative scalar applied to every
+            class (Keras' default is 0.25), or one non-negative weight per class, shape
+            ``(C,)``.
+        gamma: focusing parameter ``>= 0``; 0 gives (alpha-weighted) cross-entropy.
+        axis: the class axis (``-1`` by default; ``1`` for PyTorch layouts).
+        ignore_index: integer targets equal to it contribute neither loss nor gradient.
+        reduction: ``"mean"`` over examples (over non-ignored positions for integer targets,
+            0 when all are ignored; alpha does not enter the denominator), ``"sum"`` or
+            ``"none"``.
+
+    Returns:
+        A scalar, or the per-position losses for ``reduction="none"``; in the logits' dtype
+        (fp16/bf16 inputs are computed in fp32).
+
+    Raises:
+        TypeError: non-floating logits, or targets neither integer nor floating.
+        ValueError: negative ``gamma``, bad ``alpha`` (negative or wrong shape), shape
+            mismatch, label out of range, unknown reduction.
+
+    Example:
+        >>> import numpy as np
+        >>> z = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]])
+        >>> softmax_focal_loss(z, np.array([0, 2]), reduction="none").round(6)
+        array([0.011093, 0.401258])
+        >>> float(softmax_focal_loss(z, np.array([0, -100])).round(6))   # one ignored
+        0.011093
+
+    Aliases: Keras ``CategoricalFocalCrossentropy(from_logits=True)`` /
+    ``categorical_focal_crossentropy`` (default ``alpha=0.25``; its "sum_over_batch_size" is
+    our "mean"; it has no ``ignore_index`` and clips probabilities at 1e-7); kornia
+    ``losses.focal_loss`` (scalar alpha); mmdet ``FocalLoss(use_sigmoid=False)`` is not
+    implemented there (seed 001) -- use :func:`sigmoid_focal_loss` for one-vs-rest.
+
+    References: Lin, Goyal, Girshick, He, Dollar, "Focal Loss for Dense Object Detection",
+    ICCV 2017 (arXiv:1708.02002), section 3 ("extending the focal loss to the multi-class case
+    is straightforward"); Keras docs of ``CategoricalFocalCrossentropy``.
+    """
+    return _softmax_focal(logits, targets, alpha, gamma, axis, ignore_index, reduction,
+                          False)[0]
+
+
+@closed_form(softmax_focal_loss)
+def softmax_focal_loss_value_and_grad(logits: Array, targets: Array, *, alpha: Any = None,
+                                      gamma: float = 2.0, axis: int = -1,
+                                      ignore_index: int = -100,
+                                      reduction: str = "mean") -> tuple[Array, Array]:
+    """Softmax focal loss and its gradient w.r.t. the logits, from the same intermediates.
+
+    Formula: ``g_j = v_j - p_j sum_c v_c``, ``v_c = -alpha_c t_c (1 - p_c)^gamma (1 + gamma k_c)``
+    with ``k_c = -p_c log p_c / (1 - p_c)`` in [0, 1]; times ``1 / (number of non-ignored
+    positions)`` for "mean". ``gamma = 0`` gives ``p sum_c(alpha_c t_c) - alpha t``.
+
+    Example:
+        >>> import numpy as np
+        >>> _, g = softmax_focal_loss_value_and_grad(np.array([[0.0, 0.0]]), np.array([1]))
+        >>> g.round(6).tolist()   # v_1 = -0.25 (1 + 2 log 2), g = v_1 ([0, 1] - p)
+        [[0.298287, -0.298287]]
+    """
+    return _softmax_focal(logits, targets, alpha, gamma, axis, ignore_index, reduction, True)
+
+
+def softmax_focal_loss_grad(logits: Array, targets: Array, **options: Any) -> Array:
+    """Closed-form gradient of :func:`softmax_focal_loss` w.r.t. ``logits``."""
+    return softmax_focal_loss_value_and_grad(logits, targets, **options)[1]
