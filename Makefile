@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(PY) examples/seed_examples.py
+	$(PY) -m crossent train
 
 test: $(STAMP)
 	$(PY) -m ruff check .

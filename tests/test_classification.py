@@ -378,3 +378,14 @@ def test_sigmoid_ce_keeps_relative_precision_for_confident_correct_logits():
     loss = crossent.sigmoid_cross_entropy(x, np.ones(3), reduction="none")
     np.testing.assert_allclose(loss, np.log1p(np.exp(-x)), rtol=1e-14)
     assert loss[2] > 0
+
+
+def test_jit_with_labels_closed_over_as_constants():
+    # the labels are concrete but every check on them is traced: validation must step aside
+    y = jnp.asarray([0, 2, 1])
+    z = jnp.asarray(RNG.normal(size=(3, 3)))
+    f = jax.jit(lambda s: crossent.softmax_cross_entropy(s, y))
+    assert float(f(z)) == pytest.approx(float(crossent.softmax_cross_entropy(
+        np.asarray(z), np.asarray(y))), rel=1e-12)
+    g = jax.jit(lambda s: crossent.sigmoid_cross_entropy(s, jnp.ones_like(s) * 0.5))
+    assert np.isfinite(float(g(z)))

@@ -104,6 +104,17 @@ def move_axis_last(xp: Any, x: Array, axis: int) -> Array:
     return xp.permute_dims(x, tuple(order))
 
 
+def move_axis_back(xp: Any, x: Array, axis: int) -> Array:
+    """Inverse of :func:`move_axis_last`: put the last axis back at ``axis``."""
+    nd = x.ndim
+    axis = axis % nd
+    if axis == nd - 1:
+        return x
+    order = list(range(nd - 1))
+    order.insert(axis, nd - 1)
+    return xp.permute_dims(x, tuple(order))
+
+
 # --- stable primitives ---------------------------------------------------------------------
 
 

@@ -68,15 +68,27 @@ def same_shape(a: Any, b: Any, name_a: str, name_b: str) -> None:
         )
 
 
+def any_true(xp: Any, mask: Any) -> bool:
+    """Whether ``mask`` has a true element, when that can be known without tracing.
+
+    Inside a JAX trace even arrays closed over as constants give traced results, so the
+    result is tested, not the input; unknowable means no error is raised here.
+    """
+    if not mask.size:
+        return False
+    flag = xp.any(mask)
+    return A.concrete(flag) and bool(flag)
+
+
 def labels_in_range(xp: Any, labels: Any, num_classes: int, ignore_index: int | None,
                     name: str = "targets") -> None:
     """Every label in [0, C) or equal to ignore_index; skipped for traced (abstract) arrays."""
-    if not A.concrete(labels) or labels.size == 0:
+    if not A.concrete(labels):
         return
     bad = (labels < 0) | (labels >= num_classes)
     if ignore_index is not None:
         bad = bad & (labels != ignore_index)
-    if bool(xp.any(bad)):
+    if any_true(xp, bad):
         lo, hi = int(xp.min(labels)), int(xp.max(labels))
         raise ValueError(
             f"{name} must hold class indices in [0, {num_classes})"
@@ -87,10 +99,10 @@ def labels_in_range(xp: Any, labels: Any, num_classes: int, ignore_index: int | 
 
 def in_unit_interval(xp: Any, x: Any, name: str) -> None:
     """Probabilities must lie in [0, 1]; skipped for traced arrays."""
-    if not A.concrete(x) or x.size == 0:
+    if not A.concrete(x):
         return
     bad = (x < 0) | (x > 1) | (x != x)
-    if bool(xp.any(bad)):
+    if any_true(xp, bad):
         lo, hi = float(xp.min(x)), float(xp.max(x))
         raise ValueError(f"{name} must hold probabilities in [0, 1], got values in [{lo}, {hi}]")
 

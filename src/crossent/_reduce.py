@@ -35,8 +35,8 @@ def reduce(xp: Any, loss: Array, reduction: str, denominator: Array | None = Non
     return safe_divide(xp, total, denominator)
 
 
-def grad_scale(xp: Any, shape: tuple, reduction: str, denominator: Array | None, dtype: Any,
-               device: Any = None) -> Array | float:
+def grad_scale(xp: Any, shape: tuple, reduction: str, denominator: Array | None
+               ) -> Array | float:
     """d(reduced loss) / d(per-position loss): 1 for none/sum, 1/denominator for mean."""
     if reduction in ("none", "sum"):
         return 1.0
@@ -45,5 +45,4 @@ def grad_scale(xp: Any, shape: tuple, reduction: str, denominator: Array | None,
         for d in shape:
             n *= d
         return 1.0 / n if n else 0.0
-    one = xp.ones_like(denominator)
-    return safe_divide(xp, one, denominator)
+    return safe_divide(xp, xp.ones_like(denominator), denominator)

@@ -32,16 +32,6 @@ __all__ = [
 ]
 
 
-def _axis_back(xp: Any, x: Array, axis: int) -> Array:
-    """Inverse of :func:`_array.move_axis_last`: put the last axis back at ``axis``."""
-    nd = x.ndim
-    if axis == nd - 1:
-        return x
-    order = list(range(nd - 1))
-    order.insert(axis, nd - 1)
-    return xp.permute_dims(x, tuple(order))
-
-
 # --- softmax cross-entropy ------------------------------------------------------------------
 
 
@@ -93,10 +83,11 @@ def _softmax_ce(logits, targets, axis, weight, ignore_index, label_smoothing, re
         if eps > 0:
             wc = w if w is not None else xp.ones((num_classes,), dtype=dt, device=dev)
             g = g - (eps / num_classes) * validf[..., None] * wc
-        g = g * grad_scale(xp, loss.shape, reduction, denom, dt)
+        g = g * grad_scale(xp, loss.shape, reduction, denom)
     else:
         _checks.floating(xp, targets, "targets")
         _checks.same_shape(logits, targets, "logits", "targets")
+        _checks.in_unit_interval(xp, targets, "targets")
         t = A.as_float(xp, A.upcast(xp, A.move_axis_last(xp, targets, ax)), dt)
         if eps > 0:
             t = (1.0 - eps) * t + eps / num_classes
@@ -108,8 +99,8 @@ def _softmax_ce(logits, targets, axis, weight, ignore_index, label_smoothing, re
             return A.cast_like(xp, out, logits), None
         p = xp.exp(logp)
         g = p * xp.sum(wt, axis=-1, keepdims=True) - wt
-        g = g * grad_scale(xp, loss.shape, reduction, None, dt)
-    g = A.cast_like(xp, _axis_back(xp, g, ax), logits)
+        g = g * grad_scale(xp, loss.shape, reduction, None)
+    g = A.cast_like(xp, A.move_axis_back(xp, g, ax), logits)
     return A.cast_like(xp, out, logits), g
 
 
@@ -236,7 +227,7 @@ def _sigmoid_ce(logits, targets, weight, pos_weight, reduction, want_grad):
     g = sig - t if pw is None else (1.0 - t) * sig - pw * t * (1.0 - sig)
     if w is not None:
         g = g * w
-    g = g * grad_scale(xp, loss.shape, reduction, None, x.dtype)
+    g = g * grad_scale(xp, loss.shape, reduction, None)
     return A.cast_like(xp, out, logits), A.cast_like(xp, g, logits)
 
 
@@ -332,7 +323,7 @@ def _bce(probs, targets, weight, reduction, want_grad):
     g = (p - t) / xp.maximum(p * (1.0 - p), xp.full_like(p, 1e-12))
     if w is not None:
         g = g * w
-    g = g * grad_scale(xp, loss.shape, reduction, None, p.dtype)
+    g = g * grad_scale(xp, loss.shape, reduction, None)
     return A.cast_like(xp, out, probs), A.cast_like(xp, g, probs)
 
 
@@ -398,7 +389,7 @@ def _class_targets(xp, targets, like, ax):
         num_classes = like.shape[ax]
         _checks.labels_in_range(xp, targets, num_classes, None)
         oh = A.one_hot_mask(xp, targets, num_classes, A.compute_dtype(xp, like))
-        return _axis_back(xp, oh, ax)
+        return A.move_axis_back(xp, oh, ax)
     _checks.same_shape(like, targets, "predictions", "targets")
     return A.as_float(xp, A.upcast(xp, targets), A.compute_dtype(xp, like))
 
@@ -415,7 +406,7 @@ def _mse(predictions, targets, axis, reduction, want_grad):
     out = reduce(xp, loss, reduction)
     if not want_grad:
         return A.cast_like(xp, out, predictions), None
-    g = 2.0 * d * grad_scale(xp, loss.shape, reduction, None, y.dtype)
+    g = 2.0 * d * grad_scale(xp, loss.shape, reduction, None)
     return A.cast_like(xp, out, predictions), A.cast_like(xp, g, predictions)
 
 

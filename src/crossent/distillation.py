@@ -50,7 +50,7 @@ def _distill(student_logits, teacher_logits, temperature, axis, reduction, want_
     if not want_grad:
         return out, None
     # d/ds [T^2 KL(pt || softmax(s / T))] = T^2 * (1/T) * (ps - pt) = T (ps - pt)
-    g = t * (xp.exp(log_ps) - pt) * grad_scale(xp, per_dist.shape, reduction, None, dt)
+    g = t * (xp.exp(log_ps) - pt) * grad_scale(xp, per_dist.shape, reduction, None)
     return out, A.cast_like(xp, g, student_logits)
 
 

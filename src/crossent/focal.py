@@ -16,7 +16,7 @@ from typing import Any
 from . import _array as A
 from . import _checks
 from ._reduce import grad_scale, reduce
-from .classification import _axis_back, _binary_targets
+from .classification import _binary_targets
 from .gradients import closed_form
 
 Array = Any
@@ -82,7 +82,7 @@ def _sigmoid_focal(logits, targets, alpha, gamma, reduction, want_grad):
     grad = mod * inner
     if alpha_t is not None:
         grad = alpha_t * grad
-    grad = grad * grad_scale(xp, loss.shape, reduction, None, x.dtype)
+    grad = grad * grad_scale(xp, loss.shape, reduction, None)
     return A.cast_like(xp, out, logits), A.cast_like(xp, grad, logits)
 
 
@@ -264,8 +264,8 @@ def _softmax_focal(logits, targets, alpha, gamma, axis, ignore_index, reduction,
     v = -(at * coef)
     p = e / s
     grad = v - p * xp.sum(v, axis=-1, keepdims=True)
-    grad = grad * grad_scale(xp, loss.shape, reduction, denom, dt)
-    grad = A.cast_like(xp, _axis_back(xp, grad, ax), logits)
+    grad = grad * grad_scale(xp, loss.shape, reduction, denom)
+    grad = A.cast_like(xp, A.move_axis_back(xp, grad, ax), logits)
     return A.cast_like(xp, out, logits), grad
 
 

@@ -93,7 +93,7 @@ def _finish(xp: Any, terms: Array, ax: int, reduction: str, out_dtype: Any):
     """Sum the per-class terms over the class axis and reduce; returns (loss, grad scale)."""
     per_dist = xp.sum(terms, axis=ax)
     out = reduce(xp, per_dist, reduction)
-    scale = grad_scale(xp, per_dist.shape, reduction, None, terms.dtype)
+    scale = grad_scale(xp, per_dist.shape, reduction, None)
     return (xp.astype(out, out_dtype) if out.dtype != out_dtype else out), scale
 
 

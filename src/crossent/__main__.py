@@ -1,0 +1,7 @@
+"""``python -m crossent`` is the ``crossent`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

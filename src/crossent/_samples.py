@@ -1,0 +1,146 @@
+"""Example inputs for every loss, by the kind of arguments it takes.
+
+Used by ``crossent gradcheck`` (random points at which to compare the closed-form gradient
+with finite differences) and ``crossent plot`` (the loss as a function of the probability of
+the true class). One table, so a new loss needs one line here, not one per command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+Maker = Callable[[np.random.Generator], tuple[tuple[Any, ...], dict[str, Any]]]
+
+
+def _logits_labels(rng: np.random.Generator):
+    return (rng.normal(scale=2.0, size=(4, 5)), rng.integers(0, 5, size=4)), {}
+
+
+def _logits_binary(rng: np.random.Generator):
+    return (rng.normal(scale=2.0, size=(4, 3)), rng.integers(0, 2, size=(4, 3)).astype(float)), {}
+
+
+def _logits_soft(rng: np.random.Generator):
+    return (rng.normal(scale=2.0, size=(4, 3)), rng.uniform(size=(4, 3))), {}
+
+
+def _probs_binary(rng: np.random.Generator):
+    return (rng.uniform(0.05, 0.95, size=(6,)), rng.uniform(size=(6,))), {}
+
+
+def _two_dists(rng: np.random.Generator):
+    return (rng.dirichlet(np.ones(4), size=3), rng.dirichlet(np.ones(4), size=3)), {}
+
+
+def _one_dist(rng: np.random.Generator):
+    return (rng.dirichlet(np.ones(4), size=3),), {}
+
+
+def _two_logits(rng: np.random.Generator):
+    return (rng.normal(size=(3, 5)), rng.normal(size=(3, 5))), {"temperature": 2.0}
+
+
+def _probs_labels(rng: np.random.Generator):
+    return (rng.dirichlet(np.ones(4), size=3), rng.integers(0, 4, size=3)), {}
+
+
+def _scores_pm1(rng: np.random.Generator):
+    return (rng.normal(size=(6,)), rng.choice([-1.0, 1.0], size=6)), {}
+
+
+def _embeddings_weight_labels(rng: np.random.Generator):
+    return (rng.normal(size=(4, 6)), rng.normal(size=(5, 6)), rng.integers(0, 5, size=4)), {}
+
+
+def _pair_ranking(rng: np.random.Generator):
+    return (rng.normal(size=(6,)), rng.normal(size=(6,)), rng.choice([-1.0, 1.0], size=6)), {}
+
+
+def _pairs_embeddings(rng: np.random.Generator):
+    return (rng.normal(size=(5, 4)), rng.normal(size=(5, 4)),
+            rng.integers(0, 2, size=5).astype(float)), {}
+
+
+def _triplets(rng: np.random.Generator):
+    return (rng.normal(size=(5, 4)), rng.normal(size=(5, 4)), rng.normal(size=(5, 4))), {}
+
+
+def _embeddings_labels(rng: np.random.Generator):
+    return (rng.normal(size=(6, 4)), np.array([0, 0, 1, 1, 2, 2])), {}
+
+
+def _cos_pairs(rng: np.random.Generator):
+    return (rng.normal(size=(5, 4)), rng.normal(size=(5, 4)), rng.choice([-1.0, 1.0], size=5)), {}
+
+
+SAMPLES: dict[str, Maker] = {
+    "softmax_cross_entropy": _logits_labels,
+    "softmax_focal_loss": _logits_labels,
+    "poly1_cross_entropy": _logits_labels,
+    "generalized_cross_entropy": _logits_labels,
+    "multi_margin_loss": _logits_labels,
+    "multiclass_hinge_loss": _logits_labels,
+    "sparsemax_loss": _logits_labels,
+    "categorical_hinge_loss": _logits_labels,
+    "sigmoid_cross_entropy": _logits_soft,
+    "sigmoid_focal_loss": _logits_binary,
+    "asymmetric_loss": _logits_binary,
+    "binary_sparsemax_loss": _logits_binary,
+    "binary_cross_entropy": _probs_binary,
+    "entropy": _one_dist,
+    "cross_entropy": _two_dists,
+    "kl_divergence": _two_dists,
+    "js_divergence": _two_dists,
+    "distillation_loss": _two_logits,
+    "mean_squared_error": _probs_labels,
+    "classification_error": _probs_labels,
+    "hinge_loss": _scores_pm1,
+    "large_margin_softmax_loss": _embeddings_weight_labels,
+    "sphereface_loss": _embeddings_weight_labels,
+    "cosface_loss": _embeddings_weight_labels,
+    "arcface_loss": _embeddings_weight_labels,
+    "margin_ranking_loss": _pair_ranking,
+    "contrastive_loss": _pairs_embeddings,
+    "triplet_margin_loss": _triplets,
+    "ntxent_loss": _embeddings_labels,
+    "cosine_embedding_loss": _cos_pairs,
+}
+
+
+def sample(name: str, seed: int = 0) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Positional and keyword arguments for one call of loss ``name``."""
+    try:
+        maker = SAMPLES[name]
+    except KeyError:
+        raise KeyError(f"no example inputs for {name!r}") from None
+    return maker(np.random.default_rng(seed))
+
+
+def true_class_curve(name: str, fn: Callable[..., Any], pt: np.ndarray,
+                     options: dict[str, Any]) -> tuple[np.ndarray, str] | None:
+    """The loss at each probability ``pt`` of the true class, and what the x axis means.
+
+    Built for a two-class problem whose true class has probability ``pt``; None when the loss
+    does not score a class prediction (ranking, margin heads).
+    """
+    kind = SAMPLES.get(name)
+    two = np.stack([pt, 1 - pt], axis=-1)
+    if kind in (_logits_labels,):
+        return np.asarray(fn(np.log(two), np.zeros(pt.size, dtype=np.int64), reduction="none",
+                             **options)), "p_t = softmax(s)[true class]"
+    if kind in (_logits_binary, _logits_soft):
+        x = np.log(pt) - np.log1p(-pt)
+        return np.asarray(fn(x, np.ones_like(pt), reduction="none", **options)), \
+            "p_t = sigmoid(s)"
+    if kind is _probs_binary:
+        return np.asarray(fn(pt, np.ones_like(pt), reduction="none", **options)), "p_t"
+    if kind is _two_dists:
+        target = np.stack([np.ones_like(pt), np.zeros_like(pt)], axis=-1)
+        return np.asarray(fn(target, two, reduction="none", **options)), "q(true class)"
+    if kind is _probs_labels and name != "classification_error":
+        return np.asarray(fn(two, np.zeros(pt.size, dtype=np.int64), reduction="none",
+                             **options)), "p_t"
+    return None

@@ -1,0 +1,871 @@
+"""Margin losses: the hinge family and the margin softmax losses of face recognition.
+
+Seed 004 names the successors of softmax cross-entropy that widen the gap between classes:
+L-Softmax (a multiplicative angular margin on the target class), A-Softmax / SphereFace (the
+same with normalised class weights), AM-Softmax / CosFace (an additive cosine margin) and
+ArcFace (an additive angular margin). Each of them is softmax cross-entropy on modified logits
+``z_j = s R_j f_j(cos theta_j)``, where ``theta_j`` is the angle between the embedding and
+the class weight ``W_j``, ``f_j`` is the identity except at the target class, and ``R_j`` is
+the product of the norms the variant keeps (``||x|| ||W_j||`` for L-Softmax, ``||x||`` for
+SphereFace, 1 for CosFace and ArcFace). That one form gives one implementation and one
+closed-form gradient with respect to the embeddings for all four.
+
+Seed 001 lists the hinge ("margin") losses of SVMs beside them: the binary hinge, PyTorch's
+``multi_margin_loss`` (Weston-Watkins), the Crammer-Singer multiclass hinge and Keras's
+``categorical_hinge``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+from . import _array as A
+from . import _checks
+from ._reduce import grad_scale, reduce
+from .classification import _softmax_ce
+from .gradients import closed_form
+
+Array = Any
+
+__all__ = [
+    "hinge_loss",
+    "hinge_loss_grad",
+    "multi_margin_loss",
+    "multi_margin_loss_grad",
+    "multiclass_hinge_loss",
+    "multiclass_hinge_loss_grad",
+    "categorical_hinge_loss",
+    "categorical_hinge_loss_grad",
+    "large_margin_softmax_loss",
+    "large_margin_softmax_loss_grad",
+    "sphereface_loss",
+    "sphereface_loss_grad",
+    "cosface_loss",
+    "cosface_loss_grad",
+    "arcface_loss",
+    "arcface_loss_grad",
+]
+
+# Every loss here has a closed-form gradient (w.r.t. its first argument).
+AUTODIFF_ONLY: tuple[str, ...] = ()
+
+
+def _sign_targets(xp: Any, targets: Array, like: Array, name: str = "targets") -> Array:
+    """Binary targets in {-1, 1} or {0, 1} as floats in {-1, 1} (0 means the negative class)."""
+    _checks.same_shape(like, targets, "scores", name)
+    t = A.as_float(xp, A.upcast(xp, targets), A.compute_dtype(xp, like))
+    if _checks.any_true(xp, (t != 1) & (t != -1) & (t != 0)):
+        lo, hi = float(xp.min(t)), float(xp.max(t))
+        raise ValueError(
+            f"{name} must hold binary labels in {{-1, 1}} or {{0, 1}}, got values in [{lo}, {hi}]"
+        )
+    return xp.where(t == 0, -xp.ones_like(t), t)
+
+
+def _class_labels(xp: Any, labels: Array, like: Array, name: str = "labels") -> Array:
+    """Integer labels of shape ``like.shape[:-1]`` with values in [0, C)."""
+    if not A.is_integer(xp, labels):
+        raise TypeError(
+            f"{name} must be an integer array of class indices, got dtype "
+            f"{A.dtype_name(labels.dtype)}"
+        )
+    expected = tuple(like.shape[:-1])
+    if tuple(labels.shape) != expected:
+        raise ValueError(
+            f"{name} must have the shape of the scores without the class axis {expected}, "
+            f"got {tuple(labels.shape)}"
+        )
+    _checks.labels_in_range(xp, labels, like.shape[-1], None, name)
+    return labels
+
+
+def _argmax_share(xp: Any, v: Array, vmax: Array) -> Array:
+    """Subgradient of ``max(v)`` along the last axis: ties share it equally (as ``jnp.max``)."""
+    hit = A.as_float(xp, v == vmax[..., None], v.dtype)
+    return hit / xp.sum(hit, axis=-1, keepdims=True)
+
+
+def _needs_class_axis(xp: Any, scores: Array, name: str) -> None:
+    if scores.ndim == 0:
+        raise ValueError(f"{name} must have a class axis (the last one), got a 0-d array")
+
+
+# --- binary hinge ---------------------------------------------------------------------------
+
+
+def _hinge(scores, targets, squared, reduction, want_grad):
+    xp = A.namespace(scores, targets)
+    _checks.floating(xp, scores, "scores")
+    _checks.reduction(reduction)
+    s = A.upcast(xp, scores)
+    t = _sign_targets(xp, targets, scores)
+    h = 1.0 - t * s
+    hp = xp.maximum(h, xp.zeros_like(h))
+    loss = hp * hp if squared else hp
+    out = reduce(xp, loss, reduction)
+    if not want_grad:
+        return A.cast_like(xp, out, scores), None
+    # d/ds max(0, 1 - t s) = -t where the margin is violated, 0 at and beyond it (as relu')
+    dh = 2.0 * hp if squared else A.as_float(xp, h > 0, s.dtype)
+    g = -t * dh * grad_scale(xp, loss.shape, reduction, None)
+    return A.cast_like(xp, out, scores), A.cast_like(xp, g, scores)
+
+
+def hinge_loss(scores: Array, targets: Array, *, squared: bool = False,
+               reduction: str = "mean") -> Array:
+    """Binary hinge loss of a linear SVM, or its squared form.
+
+    Formula: ``l = max(0, 1 - t s)`` with ``t`` in {-1, 1} (a 0 label is read as -1);
+    ``squared=True`` gives ``max(0, 1 - t s)^2``. Gradient: ``-t [1 - t s > 0]`` (times
+    ``2 max(0, 1 - t s)`` when squared).
+
+    Args:
+        scores: real-valued scores (not probabilities), any shape.
+        targets: labels in {-1, 1} or {0, 1}, same shape as ``scores``, any dtype.
+        squared: square the hinge (the L2-SVM loss).
+        reduction: ``"mean"`` over all elements, ``"sum"`` or ``"none"``.
+
+    Returns:
+        Scalar or element-wise losses, in the scores' dtype.
+
+    Raises:
+        TypeError: non-floating scores.
+        ValueError: shape mismatch, a label outside {-1, 0, 1}, unknown reduction.
+
+    Example:
+        >>> import numpy as np
+        >>> hinge_loss(np.array([2.0, 0.5, -0.5]), np.array([1, 1, 0]), reduction="none")
+        array([0. , 0.5, 0.5])
+        >>> float(hinge_loss(np.array([0.5]), np.array([1]), squared=True))
+        0.25
+
+    Aliases: Keras ``hinge`` / ``squared_hinge`` (they average over the last axis);
+    Optax ``hinge_loss``; TF ``tf.compat.v1.losses.hinge_loss`` (on {0, 1} labels);
+    scikit-learn ``hinge_loss``; Caffe ``HingeLoss`` (multiclass, one-vs-all).
+
+    References: Cortes & Vapnik 1995, "Support-vector networks"; seed 001 (hinge loss).
+    """
+    return _hinge(scores, targets, squared, reduction, False)[0]
+
+
+@closed_form(hinge_loss)
+def hinge_loss_value_and_grad(scores: Array, targets: Array, *, squared: bool = False,
+                              reduction: str = "mean") -> tuple[Array, Array]:
+    """Hinge loss and its (sub)gradient ``-t [1 - t s > 0]`` w.r.t. the scores.
+
+    Example:
+        >>> import numpy as np
+        >>> hinge_loss_value_and_grad(np.array([0.5, 2.0]), np.array([1, 1]),
+        ...                           reduction="sum")[1]
+        array([-1., -0.])
+    """
+    return _hinge(scores, targets, squared, reduction, True)
+
+
+def hinge_loss_grad(scores: Array, targets: Array, **options: Any) -> Array:
+    """Closed-form (sub)gradient of :func:`hinge_loss` w.r.t. ``scores``."""
+    return hinge_loss_value_and_grad(scores, targets, **options)[1]
+
+
+# --- multi-class margin (Weston-Watkins, PyTorch's multi_margin_loss) ----------------------
+
+
+def _multi_margin(logits, labels, p, margin, weight, reduction, want_grad):
+    xp = A.namespace(logits, labels)
+    _checks.floating(xp, logits, "logits")
+    _checks.reduction(reduction)
+    _needs_class_axis(xp, logits, "logits")
+    if p not in (1, 2) or isinstance(p, bool):
+        raise ValueError(f"p must be 1 or 2 (as in PyTorch), got {p!r}")
+    if not isinstance(margin, (int, float)) or isinstance(margin, bool):
+        raise ValueError(f"margin must be a number, got {margin!r}")
+    z = A.upcast(xp, logits)
+    dt = z.dtype
+    num_classes = z.shape[-1]
+    _class_labels(xp, labels, z)
+    w = _checks.class_weight(xp, weight, num_classes, dt, A.device_of(z))
+    onehot = A.one_hot_mask(xp, labels, num_classes, dt)
+    zy = A.take_class(xp, z, labels)
+    h = float(margin) - zy[..., None] + z
+    hp = xp.maximum(h, xp.zeros_like(h)) * (1.0 - onehot)  # the target class is not summed
+    wy = A.take_class(xp, xp.broadcast_to(w, z.shape), labels) if w is not None else None
+    term = hp if p == 1 else hp * hp
+    loss = xp.sum(term, axis=-1) / num_classes
+    if wy is not None:
+        loss = loss * wy
+    out = reduce(xp, loss, reduction)
+    if not want_grad:
+        return A.cast_like(xp, out, logits), None
+    dterm = A.as_float(xp, hp > 0, dt) if p == 1 else 2.0 * hp
+    coef = grad_scale(xp, loss.shape, reduction, None) / num_classes
+    if wy is not None:
+        coef = coef * wy[..., None]
+    gj = dterm * coef
+    g = gj - onehot * xp.sum(gj, axis=-1, keepdims=True)
+    return A.cast_like(xp, out, logits), A.cast_like(xp, g, logits)
+
+
+def multi_margin_loss(logits: Array, labels: Array, *, p: int = 1, margin: float = 1.0,
+                      weight: Array | None = None, reduction: str = "mean") -> Array:
+    """Multi-class margin (hinge) loss, as PyTorch's ``multi_margin_loss``.
+
+    Formula: ``l = w_y / C * sum_{j != y} max(0, margin - x_y + x_j)^p``, ``p`` in {1, 2}
+    (the Weston-Watkins multiclass SVM loss, divided by the number of classes). Gradient:
+    ``g_j = w_y / C * p max(0, h_j)^(p-1) [h_j > 0]`` for ``j != y``, ``g_y = -sum_{j != y} g_j``.
+
+    Args:
+        logits: scores, shape ``(..., C)``.
+        labels: integer class indices, shape ``(...)``.
+        p: 1 (hinge) or 2 (squared hinge).
+        margin: the margin (default 1).
+        weight: optional per-class weights ``(C,)``, applied by the target class.
+        reduction: ``"mean"`` (plain mean over examples, as PyTorch even with ``weight``),
+            ``"sum"`` or ``"none"``.
+
+    Returns:
+        Scalar or per-example losses, in the logits' dtype.
+
+    Raises:
+        TypeError: non-floating logits or non-integer labels.
+        ValueError: ``p`` not in {1, 2}, label out of range, bad shapes, weight or reduction.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[0.1, 0.2, 0.4, 0.8]])
+        >>> round(float(multi_margin_loss(x, np.array([3]))), 4)  # PyTorch's documented 0.3250
+        0.325
+
+    Aliases: PyTorch ``MultiMarginLoss`` / ``F.multi_margin_loss``; Weston-Watkins
+    multiclass SVM loss; Caffe ``HingeLoss`` is its one-vs-all relative.
+
+    References: Weston & Watkins 1999, "Support vector machines for multi-class pattern
+    recognition"; PyTorch docs of ``torch.nn.MultiMarginLoss``.
+    """
+    return _multi_margin(logits, labels, p, margin, weight, reduction, False)[0]
+
+
+@closed_form(multi_margin_loss)
+def multi_margin_loss_value_and_grad(logits: Array, labels: Array, *, p: int = 1,
+                                     margin: float = 1.0, weight: Array | None = None,
+                                     reduction: str = "mean") -> tuple[Array, Array]:
+    """:func:`multi_margin_loss` and its gradient w.r.t. the logits.
+
+    Example:
+        >>> import numpy as np
+        >>> multi_margin_loss_value_and_grad(np.array([[0.0, 0.5]]), np.array([0]))[1]
+        array([[-0.5,  0.5]])
+    """
+    return _multi_margin(logits, labels, p, margin, weight, reduction, True)
+
+
+def multi_margin_loss_grad(logits: Array, labels: Array, **options: Any) -> Array:
+    """Closed-form gradient of :func:`multi_margin_loss` w.r.t. ``logits``."""
+    return multi_margin_loss_value_and_grad(logits, labels, **options)[1]
+
+
+# --- Crammer-Singer multiclass hinge --------------------------------------------------------
+
+
+def _multiclass_hinge(scores, labels, reduction, want_grad):
+    xp = A.namespace(scores, labels)
+    _checks.floating(xp, scores, "scores")
+    _checks.reduction(reduction)
+    _needs_class_axis(xp, scores, "scores")
+    z = A.upcast(xp, scores)
+    _class_labels(xp, labels, z)
+    onehot = A.one_hot_mask(xp, labels, z.shape[-1], z.dtype)
+    v = z + 1.0 - onehot
+    vmax = xp.max(v, axis=-1)
+    loss = vmax - A.take_class(xp, z, labels)
+    out = reduce(xp, loss, reduction)
+    if not want_grad:
+        return A.cast_like(xp, out, scores), None
+    g = _argmax_share(xp, v, vmax) - onehot
+    g = g * grad_scale(xp, loss.shape, reduction, None)
+    return A.cast_like(xp, out, scores), A.cast_like(xp, g, scores)
+
+
+def multiclass_hinge_loss(scores: Array, labels: Array, *, reduction: str = "mean") -> Array:
+    """Crammer-Singer multiclass hinge loss.
+
+    Formula: ``l = max_j (s_j + 1 - [j = y]) - s_y``, i.e. ``max(0, 1 + max_{j != y} s_j -
+    s_y)``. Gradient: ``onehot(argmax_j (s_j + 1 - [j = y])) - onehot(y)``, ties sharing
+    the first term equally (as ``jnp.max``'s derivative).
+
+    Args:
+        scores: scores, shape ``(..., C)``.
+        labels: integer class indices, shape ``(...)``.
+        reduction: ``"mean"`` over examples, ``"sum"`` or ``"none"``.
+
+    Returns:
+        Scalar or per-example losses, in the scores' dtype.
+
+    Raises:
+        TypeError: non-floating scores or non-integer labels.
+        ValueError: label out of range, bad shapes, unknown reduction.
+
+    Example:
+        >>> import numpy as np
+        >>> multiclass_hinge_loss(np.array([[2.0, 0.5, 1.5], [0.0, 0.0, 3.0]]),
+        ...                       np.array([0, 1]), reduction="none")
+        array([0.5, 4. ])
+
+    Aliases: Optax ``multiclass_hinge_loss``; Crammer-Singer multiclass SVM loss;
+    scikit-learn ``hinge_loss`` (multiclass) and ``LinearSVC(multi_class="crammer_singer")``.
+
+    References: Crammer & Singer 2001, "On the algorithmic implementation of multiclass
+    kernel-based vector machines", JMLR 2.
+    """
+    return _multiclass_hinge(scores, labels, reduction, False)[0]
+
+
+@closed_form(multiclass_hinge_loss)
+def multiclass_hinge_loss_value_and_grad(scores: Array, labels: Array, *,
+                                         reduction: str = "mean") -> tuple[Array, Array]:
+    """:func:`multiclass_hinge_loss` and its (sub)gradient w.r.t. the scores.
+
+    Example:
+        >>> import numpy as np
+        >>> multiclass_hinge_loss_value_and_grad(np.array([[1.0, 1.5]]), np.array([0]))[1]
+        array([[-1.,  1.]])
+    """
+    return _multiclass_hinge(scores, labels, reduction, True)
+
+
+def multiclass_hinge_loss_grad(scores: Array, labels: Array, **options: Any) -> Array:
+    """Closed-form (sub)gradient of :func:`multiclass_hinge_loss` w.r.t. ``scores``."""
+    return multiclass_hinge_loss_value_and_grad(scores, labels, **options)[1]
+
+
+# --- Keras categorical hinge ----------------------------------------------------------------
+
+
+def _categorical_hinge(scores, targets, reduction, want_grad):
+    xp = A.namespace(scores, targets)
+    _checks.floating(xp, scores, "scores")
+    _checks.reduction(reduction)
+    _needs_class_axis(xp, scores, "scores")
+    z = A.upcast(xp, scores)
+    if A.is_integer(xp, targets):
+        _class_labels(xp, targets, z, "targets")
+        t = A.one_hot_mask(xp, targets, z.shape[-1], z.dtype)
+    else:
+        _checks.same_shape(scores, targets, "scores", "targets")
+        t = A.as_float(xp, A.upcast(xp, targets), z.dtype)
+    pos = xp.sum(t * z, axis=-1)
+    v = (1.0 - t) * z  # Keras's form: the target's own entry counts as 0 in the max
+    neg = xp.max(v, axis=-1)
+    h = neg - pos + 1.0
+    loss = xp.maximum(h, xp.zeros_like(h))
+    out = reduce(xp, loss, reduction)
+    if not want_grad:
+        return A.cast_like(xp, out, scores), None
+    active = A.as_float(xp, h > 0, z.dtype)[..., None]
+    g = active * ((1.0 - t) * _argmax_share(xp, v, neg) - t)
+    g = g * grad_scale(xp, loss.shape, reduction, None)
+    return A.cast_like(xp, out, scores), A.cast_like(xp, g, scores)
+
+
+def categorical_hinge_loss(scores: Array, targets: Array, *, reduction: str = "mean") -> Array:
+    """Keras's categorical hinge loss.
+
+    Formula: ``pos = sum_j t_j s_j``, ``neg = max_j (1 - t_j) s_j``,
+    ``l = max(0, neg - pos + 1)``. With one-hot targets the target's own entry enters the
+    max as 0, so ``neg >= 0`` (Keras's definition, kept for conformance; the Crammer-Singer
+    form is :func:`multiclass_hinge_loss`).
+
+    Args:
+        scores: scores, shape ``(..., C)``.
+        targets: one-hot (or any floating) targets of the shape of ``scores``, or integer
+            class indices of shape ``(...)``.
+        reduction: ``"mean"`` over examples, ``"sum"`` or ``"none"``.
+
+    Returns:
+        Scalar or per-example losses, in the scores' dtype.
+
+    Raises:
+        TypeError: non-floating scores.
+        ValueError: label out of range, shape mismatch, unknown reduction.
+
+    Example:
+        >>> import numpy as np
+        >>> categorical_hinge_loss(np.array([[0.6, 0.4], [0.4, 0.6]]),
+        ...                        np.array([[0.0, 1.0], [1.0, 0.0]]), reduction="none")
+        array([1.2, 1.2])
+
+    Aliases: Keras ``categorical_hinge`` / ``CategoricalHinge``; TF
+    ``tf.keras.losses.categorical_hinge``.
+
+    References: Keras documentation of ``CategoricalHinge``; Crammer & Singer 2001.
+    """
+    return _categorical_hinge(scores, targets, reduction, False)[0]
+
+
+@closed_form(categorical_hinge_loss)
+def categorical_hinge_loss_value_and_grad(scores: Array, targets: Array, *,
+                                          reduction: str = "mean") -> tuple[Array, Array]:
+    """:func:`categorical_hinge_loss` and its (sub)gradient w.r.t. the scores.
+
+    Example:
+        >>> import numpy as np
+        >>> categorical_hinge_loss_value_and_grad(np.array([[0.6, 0.4]]), np.array([1]))[1]
+        array([[ 1., -1.]])
+    """
+    return _categorical_hinge(scores, targets, reduction, True)
+
+
+def categorical_hinge_loss_grad(scores: Array, targets: Array, **options: Any) -> Array:
+    """Closed-form (sub)gradient of :func:`categorical_hinge_loss` w.r.t. ``scores``."""
+    return categorical_hinge_loss_value_and_grad(scores, targets, **options)[1]
+
+
+# --- margin softmax: L-Softmax, SphereFace, CosFace, ArcFace ---------------------------------
+
+_NORM_EPS = 1e-12  # torch.nn.functional.normalize's floor on a norm (pml normalises with it)
+_SIN_EPS = 1e-30   # sin(theta) below this counts as 0 (theta = 0 or pi): no infinite slope
+
+
+def _chebyshev(xp: Any, c: Array, m: int) -> tuple[Array, Array]:
+    """``T_m(c) = cos(m theta)`` and ``U_{m-1}(c) = sin(m theta) / sin(theta)``, c = cos theta.
+
+    The three-term recurrences avoid both ``acos`` (infinite slope at |c| = 1) and the
+    division by ``sin(theta)``; ``T_m' = m U_{m-1}``.
+    """
+    t_prev, t = xp.ones_like(c), c
+    u_prev, u = xp.zeros_like(c), xp.ones_like(c)  # U_{-1} = 0, U_0 = 1
+    for _ in range(m - 1):
+        t_prev, t = t, 2.0 * c * t - t_prev
+        u_prev, u = u, 2.0 * c * u - u_prev
+    return t, u
+
+
+def _safe_sqrt(xp: Any, sq: Array) -> Array:
+    """sqrt with a zero (not infinite) slope at 0, so autodiff of a zero vector's norm is
+    finite (``sqrt'(0) * 0`` would be NaN)."""
+    pos = sq > 0
+    return xp.where(pos, xp.sqrt(xp.where(pos, sq, xp.ones_like(sq))), xp.zeros_like(sq))
+
+
+def _target_cos(xp, c, kind, margin, easy_margin):
+    """``f(c)`` and ``f'(c)`` for the target class (c = cos theta_y)."""
+    if kind == "cosface":
+        return c - margin, xp.ones_like(c)
+    if kind == "arcface":
+        cos_m, sin_m = math.cos(margin), math.sin(margin)
+        s2 = 1.0 - c * c
+        pos = s2 > _SIN_EPS
+        sin_t = xp.where(pos, _safe_sqrt(xp, s2), xp.zeros_like(s2))
+        phi = c * cos_m - sin_t * sin_m  # cos(theta + m)
+        dphi = cos_m + sin_m * c / xp.where(pos, sin_t, xp.ones_like(sin_t))
+        dphi = xp.where(pos, dphi, xp.full_like(c, cos_m))
+        if easy_margin:
+            keep = c > 0
+            return xp.where(keep, phi, c), xp.where(keep, dphi, xp.ones_like(c))
+        # theta + m > pi would make cos(theta + m) rise again: fall back to the linear
+        # penalty cos(theta) - m sin(m) there (insightface: th = cos(pi - m), mm = m sin m)
+        keep = c > math.cos(math.pi - margin)
+        return (xp.where(keep, phi, c - margin * sin_m),
+                xp.where(keep, dphi, xp.ones_like(c)))
+    # L-Softmax / SphereFace: psi(theta) = (-1)^k cos(m theta) - 2k, theta in [k pi/m,
+    # (k+1) pi/m]; k counts the j >= 1 with theta >= j pi / m (comparisons, no acos)
+    m = int(margin)
+    k = xp.zeros_like(c)
+    for j in range(1, m + 1):
+        k = k + A.as_float(xp, c <= math.cos(j * math.pi / m), c.dtype)
+    sign = 1.0 - 2.0 * (k - 2.0 * xp.floor(k / 2.0))
+    t, u = _chebyshev(xp, c, m)
+    return sign * t - 2.0 * k, sign * (m * u)
+
+
+_VARIANTS = {
+    # kind: (keeps ||x||, keeps ||W_j||)
+    "lsoftmax": (True, True),
+    "sphereface": (True, False),
+    "cosface": (False, False),
+    "arcface": (False, False),
+}
+
+
+def _margin_inputs(embeddings, weight, labels):
+    xp = A.namespace(embeddings, weight, labels)
+    _checks.floating(xp, embeddings, "embeddings")
+    _checks.floating(xp, weight, "weight")
+    if embeddings.ndim != 2:
+        raise ValueError(
+            f"embeddings must have shape (N, embedding_dim), got {tuple(embeddings.shape)}"
+        )
+    if weight.ndim != 2 or weight.shape[1] != embeddings.shape[1]:
+        raise ValueError(
+            f"weight must have shape (num_classes, embedding_dim={embeddings.shape[1]}), "
+            f"got {tuple(weight.shape)}"
+        )
+    if not A.is_integer(xp, labels):
+        raise TypeError(
+            f"labels must be an integer array of class indices, got dtype "
+            f"{A.dtype_name(labels.dtype)}"
+        )
+    if tuple(labels.shape) != (embeddings.shape[0],):
+        raise ValueError(
+            f"labels must have shape (N,) = ({embeddings.shape[0]},), got {tuple(labels.shape)}"
+        )
+    _checks.labels_in_range(xp, labels, weight.shape[0], None, "labels")
+    return xp
+
+
+def _margin_logits(embeddings, weight, labels, kind, margin, scale, easy_margin=False):
+    """The modified logits ``z = s R f(cos)`` and the pieces the gradient reuses.
+
+    ``labels=None`` gives the unmodified logits ``s R cos`` (inference).
+    """
+    xp = A.namespace(embeddings, weight) if labels is None else A.namespace(
+        embeddings, weight, labels)
+    keep_x, keep_w = _VARIANTS[kind]
+    x = A.upcast(xp, embeddings)
+    dt = x.dtype
+    w = A.as_float(xp, A.upcast(xp, weight), dt)
+    x_norm = _safe_sqrt(xp, xp.sum(x * x, axis=-1, keepdims=True))  # (N, 1)
+    w_norm = _safe_sqrt(xp, xp.sum(w * w, axis=-1))  # (C,)
+    u = x / xp.maximum(x_norm, xp.full_like(x_norm, _NORM_EPS))
+    v = w / xp.maximum(w_norm, xp.full_like(w_norm, _NORM_EPS))[:, None]
+    cos = xp.matmul(u, xp.permute_dims(v, (1, 0)))  # (N, C)
+    r_w = w_norm[None, :] if keep_w else None  # the norms that multiply f(cos), ||x|| aside
+    if labels is None:
+        f, fprime, onehot = cos, None, None
+    else:
+        onehot = A.one_hot_mask(xp, labels, cos.shape[-1], dt)
+        c_y = A.take_class(xp, cos, labels)
+        f_y, fp_y = _target_cos(xp, c_y, kind, margin, easy_margin)
+        f = cos + onehot * (f_y - c_y)[:, None]
+        fprime = 1.0 + onehot * (fp_y - 1.0)[:, None]
+    z = scale * f
+    if keep_x:
+        z = z * x_norm
+    if r_w is not None:
+        z = z * r_w
+    return z, (xp, u, v, cos, f, fprime, x_norm, r_w, keep_x)
+
+
+def _margin_softmax(embeddings, weight, labels, kind, margin, scale, easy_margin, reduction,
+                    want_grad):
+    xp = _margin_inputs(embeddings, weight, labels)
+    _checks.reduction(reduction)
+    scale = _checks.positive(scale, "scale")
+    z, parts = _margin_logits(embeddings, weight, labels, kind, margin, scale, easy_margin)
+    # softmax cross-entropy on the modified logits: one definition, reused with its gradient
+    out, gz = _softmax_ce(z, labels, -1, None, -100, 0.0, reduction, want_grad)
+    if not want_grad:
+        return A.cast_like(xp, out, embeddings), None
+    _, u, v, cos, f, fprime, x_norm, r_w, keep_x = parts
+    # z_j = s R_j f_j(c_j), c_j = u . v_j, u = x/||x||: dc_j/dx = (v_j - c_j u)/||x||, and
+    # d||x||/dx = u where R_j holds ||x||. So with H_j = dL/dz_j s R_j / ||x||^[no ||x|| in R]:
+    # dL/dx = sum_j H_j f'_j v_j + u sum_j H_j ([||x|| in R] f_j - f'_j c_j).
+    h = gz * scale
+    if r_w is not None:
+        h = h * r_w
+    if not keep_x:
+        h = h / xp.maximum(x_norm, xp.full_like(x_norm, _NORM_EPS))
+    radial = f - fprime * cos if keep_x else -fprime * cos
+    g = xp.matmul(h * fprime, v) + u * xp.sum(h * radial, axis=-1, keepdims=True)
+    return A.cast_like(xp, out, embeddings), A.cast_like(xp, g, embeddings)
+
+
+def _int_margin(margin: Any) -> int:
+    if isinstance(margin, bool) or not isinstance(margin, numbers.Integral) or margin < 1:
+        raise ValueError(f"margin must be a positive integer (the multiplier m), got {margin!r}")
+    return int(margin)
+
+
+def _angular_margin(margin: Any) -> float:
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not (
+            0.0 <= margin < math.pi):
+        raise ValueError(f"margin must be an angle in radians in [0, pi), got {margin!r}")
+    return float(margin)
+
+
+
+def large_margin_softmax_loss(embeddings: Array, weight: Array, labels: Array, *,
+                              margin: int = 4, scale: float = 1.0,
+                              reduction: str = "mean") -> Array:
+    """L-Softmax: softmax cross-entropy with a multiplicative angular margin on the target.
+
+    Formula: ``z_j = s ||W_j|| ||x|| cos(theta_j)`` for ``j != y`` and
+    ``z_y = s ||W_y|| ||x|| psi(theta_y)``, ``psi(theta) = (-1)^k cos(m theta) - 2k`` for
+    ``theta`` in ``[k pi/m, (k+1) pi/m]``; ``l = -log softmax(z)_y``. ``m = 1`` is plain
+    softmax cross-entropy on the logits ``s W x``.
+
+    Args:
+        embeddings: features ``x``, shape ``(N, D)``, floating.
+        weight: class weights ``W``, shape ``(C, D)`` (the transpose of
+            pytorch-metric-learning's ``W``, which is ``(D, C)``).
+        labels: integer class indices, shape ``(N,)``.
+        margin: the integer multiplier ``m >= 1``.
+        scale: ``s`` (1 in the paper).
+        reduction: ``"mean"`` over examples, ``"sum"`` or ``"none"``.
+
+    Returns:
+        Scalar or per-example losses, in the embeddings' dtype (fp16/bf16 computed in fp32).
+
+    Raises:
+        TypeError: non-floating embeddings or weight, non-integer labels.
+        ValueError: bad shapes, label out of range, bad ``margin``, ``scale`` or
+            ``reduction``.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[1.0, 1.0]]); W = np.array([[1.0, 0.0], [0.0, 2.0]])
+        >>> round(float(large_margin_softmax_loss(x, W, np.array([0]), margin=2)), 6)
+        2.126928
+
+    Aliases: pytorch-metric-learning ``LargeMarginSoftmaxLoss(margin=m, scale=s)`` (with its
+    ``W`` set to ``weight.T``); Caffe ``LargeMarginInnerProduct``; "Large-Margin Softmax".
+
+    References: Liu et al. 2016, "Large-Margin Softmax Loss for Convolutional Neural
+    Networks", ICML (arXiv:1612.02295); seed 004.
+    """
+    m = _int_margin(margin)
+    return _margin_softmax(embeddings, weight, labels, "lsoftmax", m, scale, False, reduction,
+                           False)[0]
+
+
+@closed_form(large_margin_softmax_loss)
+def large_margin_softmax_loss_value_and_grad(embeddings: Array, weight: Array, labels: Array,
+                                             *, margin: int = 4, scale: float = 1.0,
+                                             reduction: str = "mean") -> tuple[Array, Array]:
+    """L-Softmax and its gradient w.r.t. the embeddings (not the weight).
+
+    Formula: with ``z_j = s R_j f_j(c_j)``, ``c_j = u . v_j``, ``u = x / ||x||``,
+    ``v_j = W_j / ||W_j||``, ``G = softmax(z) - onehot(y)`` and ``H_j = G_j s R_j / ||x||``:
+    ``dL/dx = sum_j H_j f'_j v_j + u sum_j H_j (a f_j - f'_j c_j)``, where ``a = 1`` when
+    ``R`` holds ``||x||`` (L-Softmax, SphereFace) and 0 otherwise (CosFace, ArcFace). Here
+    ``R_j = ||x|| ||W_j||``, ``f_y = psi`` and ``psi' = (-1)^k m U_{m-1}(c)`` (Chebyshev).
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[1.0, 1.0]]); W = np.array([[1.0, 0.0], [0.0, 2.0]])
+        >>> _, g = large_margin_softmax_loss_value_and_grad(x, W, np.array([0]), margin=1)
+        >>> g.round(4)  # m = 1: plain softmax CE, gradient (p - onehot) W
+        array([[-0.7311,  1.4621]])
+    """
+    m = _int_margin(margin)
+    return _margin_softmax(embeddings, weight, labels, "lsoftmax", m, scale, False, reduction,
+                           True)
+
+
+def large_margin_softmax_loss_grad(embeddings: Array, weight: Array, labels: Array,
+                                   **options: Any) -> Array:
+    """Closed-form gradient of :func:`large_margin_softmax_loss` w.r.t. ``embeddings``."""
+    return large_margin_softmax_loss_value_and_grad(embeddings, weight, labels, **options)[1]
+
+
+def sphereface_loss(embeddings: Array, weight: Array, labels: Array, *, margin: int = 4,
+                    scale: float = 1.0, reduction: str = "mean") -> Array:
+    """A-Softmax (SphereFace): L-Softmax with unit-norm class weights.
+
+    Formula: ``z_j = s ||x|| cos(theta_j)`` for ``j != y``, ``z_y = s ||x|| psi(theta_y)``
+    with ``psi(theta) = (-1)^k cos(m theta) - 2k`` as in L-Softmax; ``l = -log softmax(z)_y``.
+    The paper's annealing with plain softmax (its ``lambda``) is left to the caller.
+
+    Args:
+        embeddings: features ``x``, shape ``(N, D)``, floating.
+        weight: class weights ``W``, shape ``(C, D)``; only their directions matter.
+        labels: integer class indices, shape ``(N,)``.
+        margin: the integer multiplier ``m >= 1`` (4 in the paper).
+        scale: ``s`` (1 in the paper).
+        reduction: ``"mean"`` over examples, ``"sum"`` or ``"none"``.
+
+    Returns:
+        Scalar or per-example losses, in the embeddings' dtype (fp16/bf16 computed in fp32).
+
+    Raises:
+        TypeError: non-floating embeddings or weight, non-integer labels.
+        ValueError: bad shapes, label out of range, bad ``margin``, ``scale`` or
+            ``reduction``.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[1.0, 1.0]]); W = np.array([[1.0, 0.0], [0.0, 2.0]])
+        >>> round(float(sphereface_loss(x, W, np.array([0]), margin=2)), 6)
+        1.313262
+
+    Aliases: pytorch-metric-learning ``SphereFaceLoss(margin=m, scale=s)``; A-Softmax,
+    "Angular Softmax"; SphereFace's Caffe ``MarginInnerProduct``.
+
+    References: Liu et al. 2017, "SphereFace: Deep Hypersphere Embedding for Face
+    Recognition", CVPR (arXiv:1704.08063); seed 004.
+    """
+    m = _int_margin(margin)
+    return _margin_softmax(embeddings, weight, labels, "sphereface", m, scale, False,
+                           reduction, False)[0]
+
+
+@closed_form(sphereface_loss)
+def sphereface_loss_value_and_grad(embeddings: Array, weight: Array, labels: Array, *,
+                                   margin: int = 4, scale: float = 1.0,
+                                   reduction: str = "mean") -> tuple[Array, Array]:
+    """SphereFace and its gradient w.r.t. the embeddings (not the weight).
+
+    Formula: that of :func:`large_margin_softmax_loss_value_and_grad` with ``R_j = ||x||``.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[3.0, 4.0]]); W = np.array([[1.0, 0.0], [0.0, 1.0]])
+        >>> _, g = sphereface_loss_value_and_grad(x, W, np.array([1]), margin=1)
+        >>> g.round(4)  # m = 1 and unit W: softmax CE on x W^T, gradient (p - onehot) W
+        array([[ 0.2689, -0.2689]])
+    """
+    m = _int_margin(margin)
+    return _margin_softmax(embeddings, weight, labels, "sphereface", m, scale, False,
+                           reduction, True)
+
+
+def sphereface_loss_grad(embeddings: Array, weight: Array, labels: Array,
+                         **options: Any) -> Array:
+    """Closed-form gradient of :func:`sphereface_loss` w.r.t. ``embeddings``."""
+    return sphereface_loss_value_and_grad(embeddings, weight, labels, **options)[1]
+
+
+def cosface_loss(embeddings: Array, weight: Array, labels: Array, *, margin: float = 0.35,
+                 scale: float = 64.0, reduction: str = "mean") -> Array:
+    """CosFace / AM-Softmax: an additive cosine margin on normalised features and weights.
+
+    Formula: ``z_j = s cos(theta_j)`` for ``j != y``, ``z_y = s (cos(theta_y) - m)``;
+    ``l = -log softmax(z)_y``. ``m = 0`` is normalised-softmax cross-entropy.
+
+    Args:
+        embeddings: features ``x``, shape ``(N, D)``, floating; only directions matter.
+        weight: class weights ``W``, shape ``(C, D)``; only directions matter.
+        labels: integer class indices, shape ``(N,)``.
+        margin: the cosine margin ``m >= 0`` (0.35 in the paper).
+        scale: ``s`` (64 in the paper).
+        reduction: ``"mean"`` over examples, ``"sum"`` or ``"none"``.
+
+    Returns:
+        Scalar or per-example losses, in the embeddings' dtype (fp16/bf16 computed in fp32).
+
+    Raises:
+        TypeError: non-floating embeddings or weight, non-integer labels.
+        ValueError: bad shapes, label out of range, bad ``margin``, ``scale`` or
+            ``reduction``.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[1.0, 1.0]]); W = np.array([[1.0, 0.0], [0.0, 2.0]])
+        >>> round(float(cosface_loss(x, W, np.array([0]), margin=0.35, scale=4.0)), 6)
+        1.620417
+
+    Aliases: pytorch-metric-learning ``CosFaceLoss(margin=m, scale=s)``; AM-Softmax,
+    "Additive Margin Softmax", LMCL ("Large Margin Cosine Loss"); insightface ``CosFace``.
+
+    References: Wang et al. 2018, "CosFace: Large Margin Cosine Loss for Deep Face
+    Recognition", CVPR (arXiv:1801.09414); Wang et al. 2018, "Additive Margin Softmax for
+    Face Verification" (arXiv:1801.05599); seed 004.
+    """
+    m = _checks.non_negative(margin, "margin")
+    return _margin_softmax(embeddings, weight, labels, "cosface", m, scale, False, reduction,
+                           False)[0]
+
+
+@closed_form(cosface_loss)
+def cosface_loss_value_and_grad(embeddings: Array, weight: Array, labels: Array, *,
+                                margin: float = 0.35, scale: float = 64.0,
+                                reduction: str = "mean") -> tuple[Array, Array]:
+    """CosFace and its gradient w.r.t. the embeddings (not the weight).
+
+    Formula: ``dL/dx = s / ||x|| [G V - (sum_j G_j c_j) u]`` with ``G = softmax(z) -
+    onehot(y)``, ``V`` the unit class weights and ``u = x / ||x||``.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[2.0, 0.0]]); W = np.array([[1.0, 0.0], [0.0, 1.0]])
+        >>> _, g = cosface_loss_value_and_grad(x, W, np.array([0]), margin=0.0, scale=1.0)
+        >>> g.round(4)  # only the tangential part: the loss ignores ||x||
+        array([[0.    , 0.1345]])
+    """
+    m = _checks.non_negative(margin, "margin")
+    return _margin_softmax(embeddings, weight, labels, "cosface", m, scale, False, reduction,
+                           True)
+
+
+def cosface_loss_grad(embeddings: Array, weight: Array, labels: Array,
+                      **options: Any) -> Array:
+    """Closed-form gradient of :func:`cosface_loss` w.r.t. ``embeddings``."""
+    return cosface_loss_value_and_grad(embeddings, weight, labels, **options)[1]
+
+
+def arcface_loss(embeddings: Array, weight: Array, labels: Array, *, margin: float = 0.5,
+                 scale: float = 64.0, easy_margin: bool = False,
+                 reduction: str = "mean") -> Array:
+    """ArcFace: an additive angular margin on normalised features and weights.
+
+    Formula: ``z_j = s cos(theta_j)`` for ``j != y`` and ``z_y = s phi(theta_y)`` with
+    ``phi = cos(theta + m)`` where ``cos(theta) > cos(pi - m)`` (``theta + m < pi``, where
+    ``cos(theta + m)`` still decreases) and ``phi = cos(theta) - m sin(m)`` elsewhere;
+    with ``easy_margin``, ``phi = cos(theta + m)`` where ``cos(theta) > 0`` and
+    ``cos(theta)`` elsewhere. ``l = -log softmax(z)_y``. ``m = 0`` is normalised-softmax
+    cross-entropy.
+
+    Args:
+        embeddings: features ``x``, shape ``(N, D)``, floating; only directions matter.
+        weight: class weights ``W``, shape ``(C, D)``; only directions matter.
+        labels: integer class indices, shape ``(N,)``.
+        margin: the angular margin ``m`` in radians, in [0, pi) (0.5 in the paper;
+            pytorch-metric-learning takes degrees: 28.6 there).
+        scale: ``s`` (64 in the paper).
+        easy_margin: apply the margin only where ``theta < pi/2``.
+        reduction: ``"mean"`` over examples, ``"sum"`` or ``"none"``.
+
+    Returns:
+        Scalar or per-example losses, in the embeddings' dtype (fp16/bf16 computed in fp32).
+
+    Raises:
+        TypeError: non-floating embeddings or weight, non-integer labels.
+        ValueError: bad shapes, label out of range, bad ``margin``, ``scale`` or
+            ``reduction``.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[1.0, 1.0]]); W = np.array([[1.0, 0.0], [0.0, 2.0]])
+        >>> round(float(arcface_loss(x, W, np.array([0]), margin=0.5, scale=4.0)), 6)
+        1.869705
+
+    Aliases: pytorch-metric-learning ``ArcFaceLoss(margin=degrees(m), scale=s)``;
+    insightface ``ArcFace`` / ``ArcMarginProduct``; "Additive Angular Margin Loss".
+
+    References: Deng et al. 2019, "ArcFace: Additive Angular Margin Loss for Deep Face
+    Recognition", CVPR (arXiv:1801.07698), and its reference code (insightface's
+    ``ArcMarginProduct``: ``th = cos(pi - m)``, ``mm = sin(pi - m) m``); seed 004.
+    """
+    m = _angular_margin(margin)
+    return _margin_softmax(embeddings, weight, labels, "arcface", m, scale, bool(easy_margin),
+                           reduction, False)[0]
+
+
+@closed_form(arcface_loss)
+def arcface_loss_value_and_grad(embeddings: Array, weight: Array, labels: Array, *,
+                                margin: float = 0.5, scale: float = 64.0,
+                                easy_margin: bool = False,
+                                reduction: str = "mean") -> tuple[Array, Array]:
+    """ArcFace and its gradient w.r.t. the embeddings (not the weight).
+
+    Formula: that of :func:`large_margin_softmax_loss_value_and_grad` with ``R = 1`` and
+    ``f_y' = cos m + sin m cos(theta) / sin(theta)`` on the ``cos(theta + m)`` branch
+    (``cos m`` where ``sin(theta) = 0``, so the gradient stays finite), 1 elsewhere.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[2.0, 0.0]]); W = np.array([[1.0, 0.0], [0.0, 1.0]])
+        >>> _, g = arcface_loss_value_and_grad(x, W, np.array([0]), margin=0.0, scale=1.0)
+        >>> g.round(4)
+        array([[0.    , 0.1345]])
+    """
+    m = _angular_margin(margin)
+    return _margin_softmax(embeddings, weight, labels, "arcface", m, scale, bool(easy_margin),
+                           reduction, True)
+
+
+def arcface_loss_grad(embeddings: Array, weight: Array, labels: Array,
+                      **options: Any) -> Array:
+    """Closed-form gradient of :func:`arcface_loss` w.r.t. ``embeddings``."""
+    return arcface_loss_value_and_grad(embeddings, weight, labels, **options)[1]

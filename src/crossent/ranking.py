@@ -1,0 +1,665 @@
+"""Ranking and metric-learning losses: margin ranking, contrastive, triplet, NT-Xent, cosine.
+
+Seed 001 groups these as *ranking losses*: instead of a class, they learn relative distances
+between inputs, pairwise (margin ranking, contrastive, cosine embedding), by triplets (anchor,
+positive, negative) or over a batch (NT-Xent / InfoNCE, which is softmax cross-entropy over
+similarities: the bridge back to the rest of crossent).
+
+Each has its closed-form gradient with respect to its first argument.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _array as A
+from . import _checks
+from ._reduce import grad_scale, reduce, safe_divide
+from .gradients import closed_form
+
+Array = Any
+
+__all__ = [
+    "margin_ranking_loss",
+    "margin_ranking_loss_grad",
+    "contrastive_loss",
+    "contrastive_loss_grad",
+    "contrastive_loss_from_distances",
+    "contrastive_loss_from_distances_grad",
+    "triplet_margin_loss",
+    "triplet_margin_loss_grad",
+    "ntxent_loss",
+    "ntxent_loss_grad",
+    "cosine_embedding_loss",
+    "cosine_embedding_loss_grad",
+]
+
+AUTODIFF_ONLY: tuple[str, ...] = ()
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
+def _pm1(xp: Any, target: Array, shape: tuple, dtype: Any, name: str = "target") -> Array:
+    """Targets in {-1, 1} as floats of ``shape`` (PyTorch's pair labels)."""
+    if tuple(target.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(target.shape)}")
+    t = A.as_float(xp, A.upcast(xp, target), dtype)
+    if _checks.any_true(xp, (t != 1) & (t != -1)):
+        lo, hi = float(xp.min(t)), float(xp.max(t))
+        raise ValueError(f"{name} must hold 1 or -1, got values in [{lo}, {hi}]")
+    return t
+
+
+def _pair_inputs(xp: Any, x1: Array, x2: Array, n1: str, n2: str) -> None:
+    _checks.floating(xp, x1, n1)
+    _checks.floating(xp, x2, n2)
+    _checks.same_shape(x1, x2, n1, n2)
+
+
+def _vectors(x: Array, name: str) -> None:
+    if x.ndim == 0:
+        raise ValueError(f"{name} must have a feature axis (the last one), got a 0-d array")
+
+
+# --- margin ranking -------------------------------------------------------------------------
+
+
+def _margin_ranking(input1, input2, target, margin, reduction, want_grad):
+    xp = A.namespace(input1, input2, target)
+    _pair_inputs(xp, input1, input2, "input1", "input2")
+    _checks.reduction(reduction)
+    margin = _number(margin, "margin")
+    a = A.upcast(xp, input1)
+    b = A.as_float(xp, A.upcast(xp, input2), a.dtype)
+    y = _pm1(xp, target, a.shape, a.dtype)
+    h = margin - y * (a - b)
+    loss = xp.maximum(h, xp.zeros_like(h))
+    out = reduce(xp, loss, reduction)
+    if not want_grad:
+        return A.cast_like(xp, out, input1), None
+    # h >= 0, not > 0: PyTorch's clamp_min passes the gradient at the kink (e.g. x1 = x2 at
+    # margin 0), and conformance includes that subgradient choice
+    g = -y * A.as_float(xp, h >= 0, a.dtype)
+    g = g * grad_scale(xp, loss.shape, reduction, None)
+    return A.cast_like(xp, out, input1), A.cast_like(xp, g, input1)
+
+
+def margin_ranking_loss(input1: Array, input2: Array, target: Array, *, margin: float = 0.0,
+                        reduction: str = "mean") -> Array:
+    """Margin ranking loss: ``input1`` should rank above ``input2`` by ``margin`` when y = 1.
+
+    Formula: ``l = max(0, -y (x1 - x2) + margin)``, ``y`` in {1, -1}. Gradient w.r.t.
+    ``x1``: ``-y [-y (x1 - x2) + margin >= 0]`` (the gradient w.r.t. ``x2`` is its negative).
+
+    Args:
+        input1: scores ``x1``, any shape.
+        input2: scores ``x2``, same shape.
+        target: ``y`` in {1, -1} (any dtype), same shape.
+        margin: the margin (default 0, as PyTorch).
+        reduction: ``"mean"`` over elements, ``"sum"`` or ``"none"``.
+
+    Returns:
+        Scalar or element-wise losses, in the dtype of ``input1``.
+
+    Raises:
+        TypeError: non-floating inputs.
+        ValueError: shape mismatch, a target not in {1, -1}, unknown reduction.
+
+    Example:
+        >>> import numpy as np
+        >>> margin_ranking_loss(np.array([1.0, 0.2]), np.array([0.5, 0.5]), np.array([1, 1]),
+        ...                     margin=0.1, reduction="none").round(6)
+        array([0. , 0.4])
+
+    Aliases: PyTorch ``MarginRankingLoss`` / ``F.margin_ranking_loss``; pairwise hinge /
+    RankSVM loss; Caffe has none.
+
+    References: Herbrich et al. 2000, "Large margin rank boundaries for ordinal regression";
+    PyTorch docs of ``torch.nn.MarginRankingLoss``; seed 001.
+    """
+    return _margin_ranking(input1, input2, target, margin, reduction, False)[0]
+
+
+@closed_form(margin_ranking_loss)
+def margin_ranking_loss_value_and_grad(input1: Array, input2: Array, target: Array, *,
+                                       margin: float = 0.0,
+                                       reduction: str = "mean") -> tuple[Array, Array]:
+    """:func:`margin_ranking_loss` and its gradient w.r.t. ``input1``.
+
+    Example:
+        >>> import numpy as np
+        >>> margin_ranking_loss_value_and_grad(np.array([0.2]), np.array([0.5]),
+        ...                                    np.array([1]))[1]
+        array([-1.])
+    """
+    return _margin_ranking(input1, input2, target, margin, reduction, True)
+
+
+def margin_ranking_loss_grad(input1: Array, input2: Array, target: Array,
+                             **options: Any) -> Array:
+    """Closed-form gradient of :func:`margin_ranking_loss` w.r.t. ``input1``."""
+    return margin_ranking_loss_value_and_grad(input1, input2, target, **options)[1]
+
+
+# --- contrastive (Hadsell, Chopra & LeCun 2006) ---------------------------------------------
+
+
+def _similarity_labels(xp: Any, labels: Array, shape: tuple, dtype: Any) -> Array:
+    if tuple(labels.shape) != tuple(shape):
+        raise ValueError(f"labels must have shape {tuple(shape)}, got {tuple(labels.shape)}")
+    y = A.as_float(xp, A.upcast(xp, labels), dtype)
+    _checks.in_unit_interval(xp, y, "labels")
+    return y
+
+
+def _contrastive_terms(xp, d, d2, y, margin):
+    """Per-pair loss and dl/dD from the distance ``d`` and its square ``d2``."""
+    gap = xp.maximum(margin - d, xp.zeros_like(d))
+    loss = 0.5 * y * d2 + 0.5 * (1.0 - y) * gap * gap
+    return loss, y * d - (1.0 - y) * gap
+
+
+def _contrastive_pairs(x1, x2, labels, margin, reduction, want_grad):
+    xp = A.namespace(x1, x2, labels)
+    _pair_inputs(xp, x1, x2, "x1", "x2")
+    _vectors(x1, "x1")
+    _checks.reduction(reduction)
+    margin = _checks.non_negative(margin, "margin")
+    a = A.upcast(xp, x1)
+    diff = a - A.as_float(xp, A.upcast(xp, x2), a.dtype)
+    y = _similarity_labels(xp, labels, a.shape[:-1], a.dtype)
+    d2 = xp.sum(diff * diff, axis=-1)
+    pos = d2 > 0
+    # sqrt only where positive, so autodiff through this code gives no NaN at D = 0
+    d = xp.where(pos, xp.sqrt(xp.where(pos, d2, xp.ones_like(d2))), xp.zeros_like(d2))
+    loss, _ = _contrastive_terms(xp, d, d2, y, margin)
+    out = reduce(xp, loss, reduction)
+    if not want_grad:
+        return A.cast_like(xp, out, x1), None
+    # dD/dx1 = (x1 - x2) / D; written as y (x1 - x2) - (1 - y) gap (x1 - x2) / D so that the
+    # similar-pair term needs no division (its gradient is 0 at D = 0, not 0/0)
+    inv_d = xp.where(pos, 1.0 / xp.where(pos, d, xp.ones_like(d)), xp.zeros_like(d))
+    gap = xp.maximum(margin - d, xp.zeros_like(d))
+    coef = y - (1.0 - y) * gap * inv_d
+    g = coef[..., None] * diff * grad_scale(xp, loss.shape, reduction, None)
+    return A.cast_like(xp, out, x1), A.cast_like(xp, g, x1)
+
+
+def contrastive_loss(x1: Array, x2: Array, labels: Array, *, margin: float = 1.0,
+                     reduction: str = "mean") -> Array:
+    """Contrastive loss of Hadsell, Chopra & LeCun on pairs of embeddings.
+
+    Formula: with the Euclidean distance ``D = ||x1 - x2||_2`` and ``y = 1`` for a similar
+    pair, 0 for a dissimilar one: ``l = y D^2 / 2 + (1 - y) max(0, margin - D)^2 / 2``.
+    (The paper writes ``Y = 0`` for similar pairs; here 1 means similar, as in most code.)
+    Gradient w.r.t. ``x1``: ``[y - (1 - y) max(0, margin - D) / D] (x1 - x2)``.
+
+    Args:
+        x1: embeddings, shape ``(..., D)``.
+        x2: embeddings, same shape.
+        labels: similarity in [0, 1] (1 similar, 0 dissimilar), shape ``(...)``.
+        margin: the distance beyond which dissimilar pairs cost nothing (>= 0).
+        reduction: ``"mean"`` over pairs, ``"sum"`` or ``"none"``.
+
+    Returns:
+        Scalar or per-pair losses, in the dtype of ``x1``.
+
+    Raises:
+        TypeError: non-floating embeddings.
+        ValueError: shape mismatch, labels outside [0, 1], negative margin, bad reduction.
+
+    Example:
+        >>> import numpy as np
+        >>> x1 = np.array([[0.0, 0.0], [0.0, 0.0]]); x2 = np.array([[0.3, 0.4], [0.3, 0.4]])
+        >>> contrastive_loss(x1, x2, np.array([1, 0]), reduction="none").round(6)
+        array([0.125, 0.125])
+
+    Aliases: Siamese / pairwise ranking loss; TF Addons ``contrastive_loss`` (on distances,
+    without the 1/2); pytorch-metric-learning ``ContrastiveLoss`` is a non-squared variant.
+
+    References: Hadsell, Chopra & LeCun 2006, "Dimensionality Reduction by Learning an
+    Invariant Mapping", CVPR (eq. 4); seed 001.
+    """
+    return _contrastive_pairs(x1, x2, labels, margin, reduction, False)[0]
+
+
+@closed_form(contrastive_loss)
+def contrastive_loss_value_and_grad(x1: Array, x2: Array, labels: Array, *,
+                                    margin: float = 1.0,
+                                    reduction: str = "mean") -> tuple[Array, Array]:
+    """:func:`contrastive_loss` and its gradient w.r.t. ``x1``.
+
+    Example:
+        >>> import numpy as np
+        >>> contrastive_loss_value_and_grad(np.array([[0.0, 0.0]]), np.array([[0.3, 0.4]]),
+        ...                                 np.array([1]))[1]
+        array([[-0.3, -0.4]])
+    """
+    return _contrastive_pairs(x1, x2, labels, margin, reduction, True)
+
+
+def contrastive_loss_grad(x1: Array, x2: Array, labels: Array, **options: Any) -> Array:
+    """Closed-form gradient of :func:`contrastive_loss` w.r.t. ``x1``."""
+    return contrastive_loss_value_and_grad(x1, x2, labels, **options)[1]
+
+
+def _contrastive_distances(distances, labels, margin, reduction, want_grad):
+    xp = A.namespace(distances, labels)
+    _checks.floating(xp, distances, "distances")
+    _checks.reduction(reduction)
+    margin = _checks.non_negative(margin, "margin")
+    d = A.upcast(xp, distances)
+    y = _similarity_labels(xp, labels, d.shape, d.dtype)
+    loss, dl_dd = _contrastive_terms(xp, d, d * d, y, margin)
+    out = reduce(xp, loss, reduction)
+    if not want_grad:
+        return A.cast_like(xp, out, distances), None
+    g = dl_dd * grad_scale(xp, loss.shape, reduction, None)
+    return A.cast_like(xp, out, distances), A.cast_like(xp, g, distances)
+
+
+def contrastive_loss_from_distances(distances: Array, labels: Array, *, margin: float = 1.0,
+                                    reduction: str = "mean") -> Array:
+    """Contrastive loss on given pair distances (any metric, computed by the caller).
+
+    Formula: ``l = y D^2 / 2 + (1 - y) max(0, margin - D)^2 / 2``; gradient w.r.t. ``D``:
+    ``y D - (1 - y) max(0, margin - D)``.
+
+    Args:
+        distances: non-negative pair distances ``D``, any shape.
+        labels: similarity in [0, 1] (1 similar, 0 dissimilar), same shape.
+        margin: the distance beyond which dissimilar pairs cost nothing (>= 0).
+        reduction: ``"mean"`` over pairs, ``"sum"`` or ``"none"``.
+
+    Returns:
+        Scalar or per-pair losses, in the dtype of ``distances``.
+
+    Raises:
+        TypeError: non-floating distances.
+        ValueError: shape mismatch, labels outside [0, 1], negative margin, bad reduction.
+
+    Example:
+        >>> import numpy as np
+        >>> contrastive_loss_from_distances(np.array([0.5, 0.5]), np.array([1.0, 0.0]),
+        ...                                 reduction="none")
+        array([0.125, 0.125])
+
+    Aliases: TF Addons ``contrastive_loss(y_true, y_pred)`` is twice this.
+
+    References: Hadsell, Chopra & LeCun 2006 (eq. 4).
+    """
+    return _contrastive_distances(distances, labels, margin, reduction, False)[0]
+
+
+@closed_form(contrastive_loss_from_distances)
+def contrastive_loss_from_distances_value_and_grad(distances: Array, labels: Array, *,
+                                                   margin: float = 1.0,
+                                                   reduction: str = "mean"
+                                                   ) -> tuple[Array, Array]:
+    """:func:`contrastive_loss_from_distances` and its gradient w.r.t. the distances.
+
+    Example:
+        >>> import numpy as np
+        >>> contrastive_loss_from_distances_value_and_grad(
+        ...     np.array([0.5, 0.5]), np.array([1.0, 0.0]), reduction="sum")[1]
+        array([ 0.5, -0.5])
+    """
+    return _contrastive_distances(distances, labels, margin, reduction, True)
+
+
+def contrastive_loss_from_distances_grad(distances: Array, labels: Array,
+                                         **options: Any) -> Array:
+    """Closed-form gradient of :func:`contrastive_loss_from_distances`."""
+    return contrastive_loss_from_distances_value_and_grad(distances, labels, **options)[1]
+
+
+# --- triplet margin -------------------------------------------------------------------------
+
+
+def _pnorm(xp: Any, v: Array, p: float) -> tuple[Array, Array]:
+    """``||v||_p`` along the last axis and its gradient ``sign(v) |v|^(p-1) / ||v||^(p-1)``."""
+    if p == 2.0:
+        d2 = xp.sum(v * v, axis=-1)
+        pos = d2 > 0
+        n = xp.where(pos, xp.sqrt(xp.where(pos, d2, xp.ones_like(d2))), xp.zeros_like(d2))
+        safe = xp.where(pos, n, xp.ones_like(n))
+        return n, xp.where(pos, 1.0 / safe, xp.zeros_like(n))[..., None] * v
+    av = xp.abs(v)
+    n = xp.sum(av ** p, axis=-1) ** (1.0 / p) if p != 1.0 else xp.sum(av, axis=-1)
+    pos = n > 0
+    safe = xp.where(pos, n, xp.ones_like(n))
+    if p == 1.0:
+        grad = xp.sign(v)
+    else:
+        grad = xp.sign(v) * (av / safe[..., None]) ** (p - 1.0)
+    return n, grad * A.as_float(xp, pos, v.dtype)[..., None]
+
+
+def _triplet(anchor, positive, negative, margin, p, eps, swap, reduction, want_grad):
+    xp = A.namespace(anchor, positive, negative)
+    _pair_inputs(xp, anchor, positive, "anchor", "positive")
+    _pair_inputs(xp, anchor, negative, "anchor", "negative")
+    _vectors(anchor, "anchor")
+    _checks.reduction(reduction)
+    margin = _number(margin, "margin")
+    eps = _checks.non_negative(eps, "eps")
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 1.0 <= p < float("inf"):
+        raise ValueError(f"p must be a finite norm degree >= 1, got {p!r}")
+    p = float(p)
+    a = A.upcast(xp, anchor)
+    dt = a.dtype
+    pv = A.as_float(xp, A.upcast(xp, positive), dt)
+    nv = A.as_float(xp, A.upcast(xp, negative), dt)
+    # PyTorch's pairwise_distance: ||x1 - x2 + eps||_p
+    d_ap, g_ap = _pnorm(xp, a - pv + eps, p)
+    d_an, g_an = _pnorm(xp, a - nv + eps, p)
+    d_neg, w_an = d_an, None
+    if swap:
+        d_pn, _ = _pnorm(xp, pv - nv + eps, p)
+        d_neg = xp.minimum(d_an, d_pn)
+        # torch.minimum's derivative: to the smaller one, half to each at a tie
+        w_an = xp.where(d_an < d_pn, xp.ones_like(d_an),
+                        xp.where(d_an == d_pn, xp.full_like(d_an, 0.5), xp.zeros_like(d_an)))
+    h = margin + d_ap - d_neg
+    loss = xp.maximum(h, xp.zeros_like(h))
+    out = reduce(xp, loss, reduction)
+    if not want_grad:
+        return A.cast_like(xp, out, anchor), None
+    g_neg = g_an if w_an is None else w_an[..., None] * g_an
+    active = A.as_float(xp, h >= 0, dt)  # clamp_min passes the gradient at the kink
+    g = active[..., None] * (g_ap - g_neg) * grad_scale(xp, loss.shape, reduction, None)
+    return A.cast_like(xp, out, anchor), A.cast_like(xp, g, anchor)
+
+
+def triplet_margin_loss(anchor: Array, positive: Array, negative: Array, *,
+                        margin: float = 1.0, p: float = 2.0, eps: float = 1e-6,
+                        swap: bool = False, reduction: str = "mean") -> Array:
+    """Triplet margin loss: the anchor nearer its positive than its negative by ``margin``.
+
+    Formula: ``d(a, b) = ||a - b + eps||_p`` (PyTorch's ``pairwise_distance``),
+    ``l = max(0, margin + d(a, p) - d(a, n))``; with ``swap`` the negative distance is
+    ``min(d(a, n), d(p, n))`` (Balntas et al.'s distance swap). Gradient w.r.t. the anchor:
+    ``[h >= 0] (grad d(a, p) - grad d(a, n))`` with ``grad ||v||_p = sign(v) |v|^(p-1) /
+    ||v||_p^(p-1)``.
+
+    Args:
+        anchor: embeddings, shape ``(..., D)``.
+        positive: embeddings of the same identity, same shape.
+        negative: embeddings of another identity, same shape.
+        margin: the margin (default 1).
+        p: the norm degree, >= 1 (default 2).
+        eps: added to the difference before the norm, as PyTorch (default 1e-6).
+        swap: use the distance swap.
+        reduction: ``"mean"`` over triplets, ``"sum"`` or ``"none"``.
+
+    Returns:
+        Scalar or per-triplet losses, in the anchor's dtype.
+
+    Raises:
+        TypeError: non-floating inputs.
+        ValueError: shape mismatch, ``p < 1``, negative ``eps``, bad reduction.
+
+    Example:
+        >>> import numpy as np
+        >>> a = np.array([[0.0, 0.0]]); pos = np.array([[0.0, 1.0]]); neg = np.array([[1.5, 0.0]])
+        >>> float(triplet_margin_loss(a, pos, neg, eps=0.0))
+        0.5
+
+    Aliases: PyTorch ``TripletMarginLoss`` / ``F.triplet_margin_loss``; Optax
+    ``triplet_margin_loss`` (equal at ``eps=0`` and even ``p``: Optax adds ``eps`` inside
+    the power sum and takes no absolute value); TF Addons ``TripletSemiHardLoss`` /
+    ``TripletHardLoss`` (with mining); pytorch-metric-learning ``TripletMarginLoss`` (with
+    mining).
+
+    References: Schroff, Kalenichenko & Philbin 2015, "FaceNet"; Balntas et al. 2016,
+    "Learning local feature descriptors with triplets and shallow convolutional neural
+    networks" (swap); PyTorch docs of ``torch.nn.TripletMarginLoss``; seed 001.
+    """
+    return _triplet(anchor, positive, negative, margin, p, eps, bool(swap), reduction,
+                    False)[0]
+
+
+@closed_form(triplet_margin_loss)
+def triplet_margin_loss_value_and_grad(anchor: Array, positive: Array, negative: Array, *,
+                                       margin: float = 1.0, p: float = 2.0,
+                                       eps: float = 1e-6, swap: bool = False,
+                                       reduction: str = "mean") -> tuple[Array, Array]:
+    """:func:`triplet_margin_loss` and its gradient w.r.t. the anchor.
+
+    Example:
+        >>> import numpy as np
+        >>> a = np.array([[0.0, 0.0]]); pos = np.array([[0.0, 1.0]]); neg = np.array([[1.5, 0.0]])
+        >>> triplet_margin_loss_value_and_grad(a, pos, neg, eps=0.0)[1]
+        array([[ 1., -1.]])
+    """
+    return _triplet(anchor, positive, negative, margin, p, eps, bool(swap), reduction, True)
+
+
+def triplet_margin_loss_grad(anchor: Array, positive: Array, negative: Array,
+                             **options: Any) -> Array:
+    """Closed-form gradient of :func:`triplet_margin_loss` w.r.t. ``anchor``."""
+    return triplet_margin_loss_value_and_grad(anchor, positive, negative, **options)[1]
+
+
+# --- NT-Xent (SimCLR, InfoNCE) --------------------------------------------------------------
+
+
+def _ntxent(embeddings, labels, temperature, reduction, want_grad):
+    xp = A.namespace(embeddings, labels)
+    _checks.floating(xp, embeddings, "embeddings")
+    _checks.reduction(reduction)
+    tau = _checks.positive(temperature, "temperature")
+    if embeddings.ndim != 2:
+        raise ValueError(
+            f"embeddings must have shape (N, D), got {tuple(embeddings.shape)}"
+        )
+    if labels.ndim != 1 or labels.shape[0] != embeddings.shape[0]:
+        raise ValueError(
+            f"labels must have shape (N,) = ({embeddings.shape[0]},), got {tuple(labels.shape)}"
+        )
+    x = A.upcast(xp, embeddings)
+    dt = x.dtype
+    n = x.shape[0]
+    dev = A.device_of(x)
+    # Optax's cosine similarity: norms floored at sqrt(machine epsilon) of the dtype
+    floor = float(xp.finfo(dt).eps)
+    sq = xp.sum(x * x, axis=-1, keepdims=True)
+    above = sq > floor
+    norm = xp.sqrt(xp.maximum(sq, xp.full_like(sq, floor)))
+    u = x / norm
+    s = xp.matmul(u, xp.permute_dims(u, (1, 0))) / tau  # (N, N)
+    same = labels[:, None] == labels[None, :]
+    idx = xp.arange(n, device=dev)
+    eye = idx[:, None] == idx[None, :]
+    pos = same & ~eye
+    neg = ~same
+    # log-sum-exp over each anchor's negatives, finite fill values so autodiff stays NaN-free
+    s_neg = xp.where(neg, s, xp.full_like(s, -float("inf")))
+    m = xp.max(s_neg, axis=-1, keepdims=True)
+    has_neg = xp.isfinite(m)
+    m = xp.where(has_neg, m, xp.zeros_like(m))
+    e = xp.where(neg, xp.exp(xp.where(neg, s, m) - m), xp.zeros_like(s))
+    esum = xp.sum(e, axis=-1, keepdims=True)
+    lse_neg = xp.log(xp.where(has_neg, esum, xp.ones_like(esum))) + m
+    # -log(e^{s_ij} / (e^{s_ij} + sum_neg e^{s_ik})) = softplus(lse_neg_i - s_ij)
+    posf = A.as_float(xp, pos & has_neg, dt)
+    z = lse_neg - s
+    loss = A.softplus(xp, z) * posf
+    count = xp.sum(A.as_float(xp, pos, dt))
+    if reduction == "none":
+        out = loss
+    elif reduction == "sum":
+        out = xp.sum(loss)
+    else:
+        out = safe_divide(xp, xp.sum(loss), count)
+    if not want_grad:
+        return A.cast_like(xp, out, embeddings), None
+    # dl_ij/ds_ij = -r_ij, dl_ij/ds_ik = r_ij softmax_neg(s_i)_k, r_ij = sigmoid(lse_neg_i - s_ij)
+    ez = xp.exp(-xp.abs(z))
+    r = xp.where(z >= 0, 1.0 / (1.0 + ez), ez / (1.0 + ez)) * posf
+    sm_neg = e / xp.where(has_neg, esum, xp.ones_like(esum))
+    gs = sm_neg * xp.sum(r, axis=-1, keepdims=True) - r  # d loss / d s, row i = anchor i
+    if reduction == "mean":
+        gs = gs * safe_divide(xp, xp.ones_like(count), count)
+    gu = xp.matmul(gs + xp.permute_dims(gs, (1, 0)), u) / tau
+    # u = x / max(||x||, sqrt(floor)): project out the radial part where the norm is active
+    radial = xp.sum(gu * u, axis=-1, keepdims=True) * u
+    g = xp.where(above, gu - radial, gu) / norm
+    return A.cast_like(xp, out, embeddings), A.cast_like(xp, g, embeddings)
+
+
+def ntxent_loss(embeddings: Array, labels: Array, *, temperature: float = 0.07,
+                reduction: str = "mean") -> Array:
+    """NT-Xent (normalised temperature-scaled cross-entropy), the SimCLR / InfoNCE loss.
+
+    Formula: ``s_ij = cos(x_i, x_j) / tau``; for every positive pair ``(i, j)`` (same label,
+    ``i != j``): ``l_ij = -log(exp(s_ij) / (exp(s_ij) + sum_{k: y_k != y_i} exp(s_ik)))``,
+    i.e. softmax cross-entropy of the positive against the anchor's negatives; the loss is
+    the mean over positive pairs (0 when there are none, where Optax gives NaN).
+
+    Args:
+        embeddings: shape ``(N, D)``.
+        labels: group labels of shape ``(N,)`` (any dtype with ``==``); equal labels mark
+            positive pairs, e.g. ``[0, 0, 1, 1]`` for two augmented views of two images.
+        temperature: ``tau > 0`` (0.07 as Optax).
+        reduction: ``"mean"`` over positive pairs, ``"sum"``, or ``"none"`` for the
+            ``(N, N)`` matrix of pair losses (0 off the positive pairs).
+
+    Returns:
+        Scalar, or the ``(N, N)`` pair losses, in the embeddings' dtype.
+
+    Raises:
+        TypeError: non-floating embeddings.
+        ValueError: bad shapes, non-positive temperature, unknown reduction.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
+        >>> round(float(ntxent_loss(x, np.array([0, 0, 1, 1]), temperature=0.5)), 6)
+        0.289878
+
+    Aliases: Optax ``ntxent``; pytorch-metric-learning ``NTXentLoss``; InfoNCE (van den Oord
+    et al. 2018); the SimCLR loss; "multi-class N-pair loss" (Sohn 2016) at tau = 1.
+
+    References: Chen et al. 2020, "A Simple Framework for Contrastive Learning of Visual
+    Representations" (arXiv:2002.05709); Sohn 2016; seed 001.
+    """
+    return _ntxent(embeddings, labels, temperature, reduction, False)[0]
+
+
+@closed_form(ntxent_loss)
+def ntxent_loss_value_and_grad(embeddings: Array, labels: Array, *, temperature: float = 0.07,
+                               reduction: str = "mean") -> tuple[Array, Array]:
+    """:func:`ntxent_loss` and its gradient w.r.t. the embeddings.
+
+    Formula: with ``G = dL/dS`` (``-r_ij`` at positive pairs, ``softmax_neg(s_i)_k sum_j
+    r_ij`` at negatives, ``r_ij = sigmoid(lse_neg_i - s_ij)``), ``dL/dU = (G + G^T) U / tau``
+    and ``dL/dx_i = (I - u_i u_i^T) dL/du_i / ||x_i||``.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
+        >>> g = ntxent_loss_value_and_grad(x, np.array([0, 0, 1, 1]))[1]
+        >>> bool(np.allclose(np.sum(g * x, axis=1), 0))  # scale-free: g is orthogonal to x
+        True
+    """
+    return _ntxent(embeddings, labels, temperature, reduction, True)
+
+
+def ntxent_loss_grad(embeddings: Array, labels: Array, **options: Any) -> Array:
+    """Closed-form gradient of :func:`ntxent_loss` w.r.t. ``embeddings``."""
+    return ntxent_loss_value_and_grad(embeddings, labels, **options)[1]
+
+
+# --- cosine embedding -----------------------------------------------------------------------
+
+_COS_EPS = 1e-12  # PyTorch's EPSILON, added to each squared norm
+
+
+def _cosine_embedding(x1, x2, target, margin, reduction, want_grad):
+    xp = A.namespace(x1, x2, target)
+    _pair_inputs(xp, x1, x2, "x1", "x2")
+    _vectors(x1, "x1")
+    _checks.reduction(reduction)
+    margin = _number(margin, "margin")
+    if not -1.0 <= margin <= 1.0:
+        raise ValueError(f"margin must be in [-1, 1] (a cosine), got {margin!r}")
+    a = A.upcast(xp, x1)
+    b = A.as_float(xp, A.upcast(xp, x2), a.dtype)
+    y = _pm1(xp, target, a.shape[:-1], a.dtype)
+    prod = xp.sum(a * b, axis=-1)
+    m1 = xp.sum(a * a, axis=-1) + _COS_EPS
+    m2 = xp.sum(b * b, axis=-1) + _COS_EPS
+    den = xp.sqrt(m1 * m2)
+    cos = prod / den
+    similar = y > 0
+    loss = xp.where(similar, 1.0 - cos, xp.maximum(cos - margin, xp.zeros_like(cos)))
+    out = reduce(xp, loss, reduction)
+    if not want_grad:
+        return A.cast_like(xp, out, x1), None
+    dcos = b / den[..., None] - (cos / m1)[..., None] * a
+    coef = xp.where(similar, -xp.ones_like(cos), A.as_float(xp, cos - margin >= 0, a.dtype))
+    g = (coef * grad_scale(xp, loss.shape, reduction, None))[..., None] * dcos
+    return A.cast_like(xp, out, x1), A.cast_like(xp, g, x1)
+
+
+def cosine_embedding_loss(x1: Array, x2: Array, target: Array, *, margin: float = 0.0,
+                          reduction: str = "mean") -> Array:
+    """Cosine embedding loss: pull similar pairs to cosine 1, push others below ``margin``.
+
+    Formula: ``cos = x1 . x2 / sqrt((||x1||^2 + e)(||x2||^2 + e))`` with PyTorch's
+    ``e = 1e-12``; ``l = 1 - cos`` if ``y = 1``, ``max(0, cos - margin)`` if ``y = -1``.
+    Gradient w.r.t. ``x1``: ``dcos = x2 / den - cos x1 / (||x1||^2 + e)``, times -1 or
+    ``[cos >= margin]``.
+
+    Args:
+        x1: embeddings, shape ``(..., D)``.
+        x2: embeddings, same shape.
+        target: ``y`` in {1, -1}, shape ``(...)``.
+        margin: a cosine in [-1, 1] (default 0; 0 to 0.5 is the usual advice).
+        reduction: ``"mean"`` over pairs, ``"sum"`` or ``"none"``.
+
+    Returns:
+        Scalar or per-pair losses, in the dtype of ``x1``.
+
+    Raises:
+        TypeError: non-floating inputs.
+        ValueError: shape mismatch, a target not in {1, -1}, margin outside [-1, 1],
+            unknown reduction.
+
+    Example:
+        >>> import numpy as np
+        >>> x1 = np.array([[1.0, 0.0], [1.0, 0.0]]); x2 = np.array([[1.0, 1.0], [1.0, 1.0]])
+        >>> cosine_embedding_loss(x1, x2, np.array([1, -1]), reduction="none").round(6)
+        array([0.292893, 0.707107])
+
+    Aliases: PyTorch ``CosineEmbeddingLoss`` / ``F.cosine_embedding_loss``.
+
+    References: PyTorch docs of ``torch.nn.CosineEmbeddingLoss``; seed 001.
+    """
+    return _cosine_embedding(x1, x2, target, margin, reduction, False)[0]
+
+
+@closed_form(cosine_embedding_loss)
+def cosine_embedding_loss_value_and_grad(x1: Array, x2: Array, target: Array, *,
+                                         margin: float = 0.0,
+                                         reduction: str = "mean") -> tuple[Array, Array]:
+    """:func:`cosine_embedding_loss` and its gradient w.r.t. ``x1``.
+
+    Example:
+        >>> import numpy as np
+        >>> g = cosine_embedding_loss_value_and_grad(np.array([[1.0, 0.0]]),
+        ...                                          np.array([[0.0, 1.0]]), np.array([1]))[1]
+        >>> g.round(6)
+        array([[-0., -1.]])
+    """
+    return _cosine_embedding(x1, x2, target, margin, reduction, True)
+
+
+def cosine_embedding_loss_grad(x1: Array, x2: Array, target: Array, **options: Any) -> Array:
+    """Closed-form gradient of :func:`cosine_embedding_loss` w.r.t. ``x1``."""
+    return cosine_embedding_loss_value_and_grad(x1, x2, target, **options)[1]

@@ -1,0 +1,259 @@
+"""The ``crossent`` command, run as a subprocess the way a person runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import crossent
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run(*args: str, cwd: Path | None = None, env: dict | None = None,
+        timeout: float = 240) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "crossent", *args], capture_output=True,
+                          text=True, cwd=cwd, env=full_env, timeout=timeout)
+
+
+def assert_user_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC, f"{path} is not a PNG"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+@pytest.mark.parametrize("sub", ["", "list", "explain", "compute", "plot", "gradcheck", "bench",
+                                 "train"])
+def test_help_everywhere(sub):
+    proc = run(*([sub] if sub else []), "--help")
+    assert proc.returncode == 0
+    assert "usage: crossent" in proc.stdout
+
+
+def test_list_json_has_every_family_and_framework_aliases():
+    proc = run("list", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in json.loads(proc.stdout)}
+    assert "CrossEntropyLoss" in rows["softmax_cross_entropy"]["aliases"]["PyTorch"]
+    assert "SoftmaxWithLoss" in rows["softmax_cross_entropy"]["aliases"]["Caffe"]
+    assert rows["sigmoid_cross_entropy"]["closed_form_gradient"] is True
+    assert {"softmax", "sigmoid", "focal", "information"} <= {r["family"] for r in rows.values()}
+
+
+def test_list_table_is_printed():
+    proc = run("list")
+    assert proc.returncode == 0
+    assert "softmax_cross_entropy" in proc.stdout and "SoftmaxWithLoss" in proc.stdout
+
+
+def test_explain_caffe_name():
+    proc = run("explain", "SoftmaxWithLoss")
+    assert proc.returncode == 0, proc.stderr
+    assert "softmax_cross_entropy" in proc.stdout
+    assert "formula" in proc.stdout and "gradient" in proc.stdout
+    assert "CrossEntropyLoss" in proc.stdout  # the PyTorch alias is listed too
+
+
+def test_explain_json_for_a_spaced_alias():
+    proc = run("explain", "Sigmoid Cross-Entropy", "--json")
+    info = json.loads(proc.stdout)
+    assert info["name"] == "sigmoid_cross_entropy"
+    assert info["closed_form_gradient"] is True
+    assert info["references"]
+
+
+def test_explain_unknown_name_suggests_the_closest():
+    assert_user_error(run("explain", "SoftmaxWithLos"), "SoftmaxWithLoss")
+
+
+@pytest.fixture
+def arrays(tmp_path):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(5, 4))
+    labels = rng.integers(0, 4, size=5)
+    np.save(tmp_path / "logits.npy", logits)
+    np.save(tmp_path / "labels.npy", labels)
+    np.savetxt(tmp_path / "logits.csv", logits, delimiter=",")
+    np.savetxt(tmp_path / "labels.txt", labels, fmt="%d")
+    return tmp_path, logits, labels
+
+
+def test_compute_equals_the_library_call_and_writes_the_gradient(arrays):
+    d, logits, labels = arrays
+    proc = run("compute", "CrossEntropyLoss", "--pred", str(d / "logits.npy"), "--target",
+               str(d / "labels.npy"), "--set", "label_smoothing=0.1", "--grad",
+               str(d / "g.npy"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    value = json.loads(proc.stdout)["value"]
+    loss, g = crossent.value_and_grad(crossent.softmax_cross_entropy)(logits, labels,
+                                                                      label_smoothing=0.1)
+    assert value == pytest.approx(float(loss), rel=1e-12)
+    np.testing.assert_allclose(np.load(d / "g.npy"), g, rtol=1e-12)
+
+
+def test_compute_reads_csv_and_txt(arrays):
+    d, logits, labels = arrays
+    proc = run("compute", "softmax_cross_entropy", "--pred", str(d / "logits.csv"), "--target",
+               str(d / "labels.txt"), "--set", "reduction=none")
+    assert proc.returncode == 0, proc.stderr
+    values = np.array(proc.stdout.strip().strip("[]").split(), dtype=float)
+    np.testing.assert_allclose(
+        values, crossent.softmax_cross_entropy(logits, labels, reduction="none"), rtol=1e-9)
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["--pred", "missing.npy", "--target", "labels.npy"], ["--pred", "no such file"]),
+    (["--pred", "logits.npy", "--target", "labels.bin"], ["--target"]),
+    (["--pred", "logits.npy", "--target", "short.npy"], ["shape", "(5,)", "(3,)"]),
+    (["--pred", "logits.npy", "--target", "logits.npy"], ["targets", "[0, 1]"]),
+    (["--pred", "logits.npy", "--target", "labels.npy", "--set", "gamma=2"], ["gamma"]),
+    (["--pred", "logits.npy", "--target", "labels.npy", "--set", "reduction=avg"],
+     ["reduction", "avg"]),
+    (["--pred", "logits.npy", "--target", "labels.npy", "--set", "oops"], ["key=value"]),
+])
+def test_compute_errors_are_one_line(arrays, args, fragments):
+    d, _, _ = arrays
+    (d / "labels.bin").write_bytes(b"\x00\x01")
+    np.save(d / "short.npy", np.array([0, 1, 2]))
+    proc = run("compute", "softmax_cross_entropy", *args, cwd=d)
+    assert_user_error(proc, *fragments)
+
+
+def test_compute_unknown_loss():
+    assert_user_error(run("compute", "SoftMaxLos", "--pred", "a.npy", "--target", "b.npy"),
+                      "Softmax Loss")
+
+
+def test_plot_focal_default_reproduces_lin_et_al(tmp_path):
+    out = tmp_path / "focal.png"
+    proc = run("plot", "sigmoid_focal_loss", "--out", str(out), "--set", "alpha=None")
+    assert proc.returncode == 0, proc.stderr
+    w, h = png_size(out)
+    assert w > 400 and h > 200
+
+
+def test_plot_with_a_sweep(tmp_path):
+    out = tmp_path / "ls.png"
+    proc = run("plot", "softmax_cross_entropy", "--sweep", "label_smoothing=0,0.1,0.3", "--out",
+               str(out))
+    assert proc.returncode == 0, proc.stderr
+    png_size(out)
+
+
+def test_plot_errors():
+    assert_user_error(run("plot", "softmax_cross_entropy", "--sweep", "gamma"), "--sweep")
+
+
+def test_gradcheck_passes_for_the_core_losses():
+    proc = run("gradcheck", "softmax_cross_entropy", "BCEWithLogitsLoss", "BCELoss",
+               "mean_squared_error", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [r["status"] for r in rows] == ["ok"] * 4
+    assert all(r["max_abs_error"] < 1e-6 for r in rows)
+
+
+def test_gradcheck_fails_on_a_deliberately_wrong_gradient(tmp_path):
+    (tmp_path / "wrongloss.py").write_text(textwrap.dedent("""
+        import crossent
+        from crossent.gradients import closed_form
+
+        def my_loss(logits, labels, reduction="mean"):
+            return crossent.softmax_cross_entropy(logits, labels, reduction=reduction)
+
+        @closed_form(my_loss)
+        def my_loss_value_and_grad(logits, labels, reduction="mean"):
+            loss, g = crossent.value_and_grad(crossent.softmax_cross_entropy)(
+                logits, labels, reduction=reduction)
+            return loss, 2 * g  # wrong by a factor of two
+    """))
+    proc = run("gradcheck", "wrongloss:my_loss", "--kind", "softmax_cross_entropy", "--json",
+               env={"PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout)[0]["status"] == "FAIL"
+
+
+def _check_train_outputs(out: Path, n_rows: int) -> dict:
+    result = json.loads((out / "results.json").read_text())
+    assert len(result["results"]) == n_rows
+    for r in result["results"]:
+        for key in ("accuracy", "balanced_accuracy", "macro_f1", "rare_recall", "nll", "ece",
+                    "time_s"):
+            assert np.isfinite(r[key]), (key, r)
+        assert 0 <= r["accuracy"] <= 1 and 0 <= r["ece"] <= 1
+    for png in ("learning_curves.png", "reliability.png"):
+        png_size(out / png)
+    return result
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_train_tiny_budget_writes_results_and_plots(tmp_path, backend):
+    out = tmp_path / "run"
+    proc = run("train", "--epochs", "3", "--backend", backend, "--out", str(out),
+               "--losses", "SoftmaxWithLoss;softmax_cross_entropy:label_smoothing=0.1",
+               "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    result = _check_train_outputs(out, 4)
+    assert result["backend"] == backend
+    assert {r["model"] for r in result["results"]} == {"linear", "mlp"}
+    assert "balanced_accuracy" in proc.stdout
+
+
+def test_train_learns_something(tmp_path):
+    out = tmp_path / "run"
+    proc = run("train", "--epochs", "30", "--models", "linear", "--losses",
+               "softmax_cross_entropy", "--backend", "numpy", "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(proc.stdout)["results"]
+    assert row["accuracy"] > 0.8  # digits is easy even long-tailed; chance is 0.1
+
+
+def test_train_on_a_users_csv(tmp_path):
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (40, 3)), rng.normal(3, 1, (40, 3))])
+    y = np.array(["a"] * 40 + ["b"] * 40)
+    lines = ["f1,f2,species,f3"] + [f"{r[0]},{r[1]},{lab},{r[2]}" for r, lab in zip(x, y,
+                                                                                  strict=True)]
+    (tmp_path / "t.csv").write_text("\n".join(lines))
+    out = tmp_path / "run"
+    proc = run("train", "--data", str(tmp_path / "t.csv"), "--label", "species", "--epochs",
+               "20", "--models", "linear", "--losses", "BCEWithLogitsLoss", "--out", str(out),
+               "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    result = _check_train_outputs(out, 1)
+    assert result["data"]["classes"] == 2 and result["results"][0]["accuracy"] > 0.9
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["--data", "nope.csv"], ["--data", "no such file"]),
+    (["--losses", "SoftmaxWithLos"], ["SoftmaxWithLoss"]),
+    (["--models", "resnet"], ["resnet"]),
+    (["--backend", "tpu"], ["--backend"]),
+    (["--losses", "softmax_cross_entropy:frobnicate=1"], ["frobnicate"]),
+])
+def test_train_errors_are_one_line(tmp_path, args, fragments):
+    proc = run("train", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "o"), *args)
+    assert_user_error(proc, *fragments)
+
+
+def test_train_label_column_must_exist(tmp_path):
+    (tmp_path / "t.csv").write_text("a,b\n1,0\n2,1\n3,0\n4,1\n")
+    proc = run("train", "--data", str(tmp_path / "t.csv"), "--label", "y", "--epochs", "1")
+    assert_user_error(proc, "--label", "'y'", "a, b")

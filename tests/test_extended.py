@@ -1,0 +1,396 @@
+"""Poly-1, ASL, sparsemax, generalized CE and class-balanced weights: conformance with Optax,
+Keras and timm's ASL (restated here: timm is not installed), closed-form gradients against
+autodiff and finite differences, limits, extreme inputs, backends and error messages."""
+
+import jax
+import jax.numpy as jnp
+import keras
+import numpy as np
+import optax
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import crossent
+from crossent import extended as E
+from tests._backends import BACKENDS, finite_difference, to_backend, to_numpy
+
+T = torch.from_numpy
+REDUCTIONS = ("mean", "sum", "none")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def keras_float64():
+    """Keras computes in its floatx (float32 by default); compare in float64."""
+    old = keras.config.floatx()
+    keras.config.set_floatx("float64")
+    yield
+    keras.config.set_floatx(old)
+
+
+def _on(backend, f):
+    """Jitted on JAX: eager JAX compiles op by op, which is slow; jit also checks tracing."""
+    return jax.jit(f) if backend == "jax" else f
+
+
+def _data(seed=0, n=6, c=5):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(scale=2.0, size=(n, c))
+    y = rng.integers(0, c, size=n)
+    return z, y, rng.dirichlet(np.ones(c), size=n)
+
+
+# --- Poly-1 vs Optax ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("epsilon", [2.0, -0.5, 0.0])
+@pytest.mark.parametrize("target_kind", ["index", "prob"])
+def test_poly1_matches_optax(epsilon, target_kind):
+    z, y, probs = _data(seed=1)
+    t = np.eye(5)[y] if target_kind == "index" else probs
+    tgt = y if target_kind == "index" else probs
+
+    def ref(logits):
+        return jnp.mean(optax.losses.poly_loss_cross_entropy(logits, jnp.asarray(t),
+                                                             epsilon=epsilon))
+
+    r, g_ref = jax.jit(jax.value_and_grad(ref))(jnp.asarray(z))
+    value, g = crossent.value_and_grad(E.poly1_cross_entropy)(z, tgt, epsilon=epsilon)
+    assert float(value) == pytest.approx(float(r), rel=1e-13)
+    np.testing.assert_allclose(g, np.asarray(g_ref), rtol=1e-12, atol=1e-15)
+    if epsilon == 0.0:
+        assert float(value) == pytest.approx(float(crossent.softmax_cross_entropy(z, tgt)),
+                                             rel=1e-14)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_poly1_ignore_index_axis_and_fd(reduction):
+    rng = np.random.default_rng(2)
+    z = rng.normal(size=(3, 4, 2))  # (N, C, d) with axis=1
+    y = rng.integers(0, 4, size=(3, 2))
+    y[0, 1] = -100
+    kw = dict(epsilon=1.5, axis=1, reduction=reduction)
+    value, g = crossent.value_and_grad(E.poly1_cross_entropy)(z, y, **kw)
+    # loop reference over the valid positions
+    per = np.zeros((3, 2))
+    for i in range(3):
+        for j in range(2):
+            if y[i, j] != -100:
+                p = np.exp(z[i, :, j] - z[i, :, j].max())
+                p /= p.sum()
+                per[i, j] = -np.log(p[y[i, j]]) + 1.5 * (1 - p[y[i, j]])
+    expect = {"none": per, "sum": per.sum(), "mean": per.sum() / 5}[reduction]
+    np.testing.assert_allclose(value, expect, rtol=1e-13)
+    fd = finite_difference(lambda e: np.sum(E.poly1_cross_entropy(e, y, **kw)), z)
+    np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-9)
+    assert np.all(g[0, :, 1] == 0)
+
+
+# --- ASL vs timm's AsymmetricLossMultiLabel (restated) --------------------------------------
+
+
+def _timm_asl(x, y, gamma_neg=4, gamma_pos=1, clip=0.05, eps=1e-8):
+    """timm.loss.AsymmetricLossMultiLabel.forward, line by line (default options)."""
+    x_sigmoid = torch.sigmoid(x)
+    xs_pos = x_sigmoid
+    xs_neg = 1 - x_sigmoid
+    if clip is not None and clip > 0:
+        xs_neg = (xs_neg + clip).clamp(max=1)
+    los_pos = y * torch.log(xs_pos.clamp(min=eps))
+    los_neg = (1 - y) * torch.log(xs_neg.clamp(min=eps))
+    loss = los_pos + los_neg
+    if gamma_neg > 0 or gamma_pos > 0:
+        pt0 = xs_pos * y
+        pt1 = xs_neg * (1 - y)
+        pt = pt0 + pt1
+        one_sided_gamma = gamma_pos * y + gamma_neg * (1 - y)
+        one_sided_w = torch.pow(1 - pt, one_sided_gamma)
+        loss = loss * one_sided_w
+    return -loss.sum()
+
+
+ASL_OPTIONS = [
+    dict(),  # timm's defaults
+    dict(gamma_neg=2.0, gamma_pos=0.0, clip=0.2),
+    dict(gamma_neg=0.0, gamma_pos=0.0, clip=None),  # plain BCE with a floor
+    dict(gamma_neg=1.5, gamma_pos=0.5, clip=0.0, eps=1e-3),
+]
+
+
+@pytest.mark.parametrize("options", ASL_OPTIONS)
+@pytest.mark.parametrize("soft", [False, True])
+def test_asl_matches_timm(options, soft):
+    rng = np.random.default_rng(3)
+    x = rng.normal(scale=3.0, size=(6, 7))
+    x[0, :3] = [30.0, -30.0, 1e-3]  # saturated sigmoids: the eps floors bite
+    y = rng.uniform(size=(6, 7)) if soft else rng.integers(0, 2, size=(6, 7)).astype(float)
+    xt = T(x).requires_grad_()
+    ref = _timm_asl(xt, T(y), **options)
+    ref.backward()
+    value, g = crossent.value_and_grad(E.asymmetric_loss)(x, y, reduction="sum", **options)
+    assert float(value) == pytest.approx(ref.item(), rel=1e-12)
+    np.testing.assert_allclose(g, xt.grad.numpy(), rtol=1e-10, atol=1e-14)
+    mean = E.asymmetric_loss(x, y, **options)
+    assert float(mean) == pytest.approx(ref.item() / x.size, rel=1e-12)
+
+
+def test_asl_gradient_fd_and_extremes():
+    rng = np.random.default_rng(4)
+    x = rng.normal(scale=2.0, size=(4, 3))
+    y = rng.integers(0, 2, size=(4, 3))
+    g = crossent.grad(E.asymmetric_loss)(x, y, reduction="sum")
+    fd = finite_difference(lambda e: float(E.asymmetric_loss(e, y, reduction="sum")), x)
+    np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-9)
+    big = np.array([[1e4, -1e4, 50.0, -50.0]])
+    for lab in (np.ones_like(big), np.zeros_like(big)):
+        v, g = crossent.value_and_grad(E.asymmetric_loss)(big, lab, reduction="none")
+        assert np.all(np.isfinite(v)) and np.all(np.isfinite(g))
+        assert np.all(v <= -np.log(1e-8) + 1e-9)  # the eps floor bounds every term
+        xt = T(big).requires_grad_()
+        E.asymmetric_loss(xt, T(lab)).backward()
+        assert torch.isfinite(xt.grad).all()
+
+
+# --- sparsemax vs Optax ---------------------------------------------------------------------
+
+
+def test_sparsemax_matches_optax_projection():
+    rng = np.random.default_rng(5)
+    z = rng.normal(scale=2.0, size=(7, 6))
+    z[0] = 0.0  # uniform row, whole support
+    z[1, 2] = 50.0  # one-hot row
+    ref = jax.jit(jax.vmap(optax.projections.projection_simplex))(jnp.asarray(z))
+    p = E.sparsemax(z)
+    np.testing.assert_allclose(p, np.asarray(ref), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(p.sum(-1), 1.0, rtol=1e-14)
+    np.testing.assert_allclose(E.sparsemax(z.T, axis=0), p.T, rtol=1e-14)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_sparsemax_loss_matches_optax(reduction):
+    z, y, _ = _data(seed=6, n=7, c=6)
+    z[0, y[0]] = 40.0  # sparsemax(z) = onehot(y): loss and gradient exactly 0
+
+    def total(s):
+        r = optax.losses.multiclass_sparsemax_loss(s, jnp.asarray(y))
+        return r, (jnp.mean(r) if reduction == "mean" else jnp.sum(r))
+
+    ref = np.asarray(total(jnp.asarray(z))[0])
+    g_ref = jax.jit(jax.grad(lambda s: total(s)[1]))(jnp.asarray(z))
+    value, g = crossent.value_and_grad(E.sparsemax_loss)(z, y, reduction=reduction)
+    expect = {"none": ref, "sum": ref.sum(), "mean": ref.mean()}[reduction]
+    np.testing.assert_allclose(value, expect, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(g, np.asarray(g_ref), rtol=1e-12, atol=1e-14)
+    assert np.all(g[0] == 0) if reduction != "mean" else np.allclose(g[0], 0)
+    fd = finite_difference(lambda e: np.sum(E.sparsemax_loss(e, y, reduction=reduction)), z)
+    np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-8)
+
+
+def test_sparsemax_masked_classes():
+    z = np.array([[1.0, -np.inf, 0.5, -np.inf], [0.0, 0.0, -np.inf, 3.0]])
+    y = np.array([2, 3])
+    p = E.sparsemax(z)
+    np.testing.assert_allclose(p, [[0.75, 0, 0.25, 0], [0, 0, 0, 1]], rtol=1e-14)
+    v, g = crossent.value_and_grad(E.sparsemax_loss)(z, y, reduction="none")
+    finite = np.where(np.isfinite(z), z, -1e6)  # far enough to be off the support
+    np.testing.assert_allclose(v, E.sparsemax_loss(finite, y, reduction="none"), rtol=1e-14)
+    np.testing.assert_allclose(g, p - np.eye(4)[y], rtol=1e-14)
+    zt = torch.from_numpy(z).requires_grad_()  # autodiff through the definition: no NaN
+    E.sparsemax_loss(zt, torch.from_numpy(y), reduction="sum").backward()
+    np.testing.assert_allclose(zt.grad.numpy(), g, rtol=1e-14)
+
+
+@given(seed=st.integers(0, 2**16), shift=st.floats(-1e3, 1e3))
+def test_sparsemax_loss_properties(seed, shift):
+    z, y, _ = _data(seed=seed, n=4, c=5)
+    base = E.sparsemax_loss(z, y, reduction="none")
+    assert np.all(base >= -1e-12)  # a Fenchel-Young loss is non-negative
+    np.testing.assert_allclose(E.sparsemax_loss(z + shift, y, reduction="none"), base,
+                               rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_binary_sparsemax_matches_optax(reduction):
+    rng = np.random.default_rng(7)
+    x = rng.normal(scale=1.5, size=(5, 4))
+    y = rng.integers(0, 2, size=(5, 4))
+
+    def total(s):
+        r = optax.losses.sparsemax_loss(s, jnp.asarray(y))
+        return jnp.mean(r) if reduction == "mean" else jnp.sum(r)
+
+    ref = np.asarray(optax.losses.sparsemax_loss(jnp.asarray(x), jnp.asarray(y)))
+    value, g = crossent.value_and_grad(E.binary_sparsemax_loss)(x, y, reduction=reduction)
+    expect = {"none": ref, "sum": ref.sum(), "mean": ref.mean()}[reduction]
+    np.testing.assert_allclose(value, expect, rtol=1e-13)
+    np.testing.assert_allclose(g, np.asarray(jax.jit(jax.grad(total))(jnp.asarray(x))),
+                               rtol=1e-13)
+
+
+# --- generalized cross-entropy vs Keras -----------------------------------------------------
+
+
+@pytest.mark.parametrize("q", [0.1, 0.5, 0.7, 1.0])
+def test_gce_matches_keras(q):
+    z, y, _ = _data(seed=8)
+    probs = np.exp(z - z.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+
+    def ref(logits):
+        return jnp.mean(keras.losses.categorical_generalized_cross_entropy(
+            jnp.asarray(y), jax.nn.softmax(logits), q=q))
+
+    r, g_ref = jax.jit(jax.value_and_grad(ref))(jnp.asarray(z))
+    keras_direct = keras.losses.categorical_generalized_cross_entropy(
+        jnp.asarray(y), jnp.asarray(probs), q=q)
+    value, g = crossent.value_and_grad(E.generalized_cross_entropy)(z, y, q=q)
+    np.testing.assert_allclose(E.generalized_cross_entropy(z, y, q=q, reduction="none"),
+                               np.asarray(keras_direct), rtol=1e-12)
+    assert float(value) == pytest.approx(float(r), rel=1e-12)
+    np.testing.assert_allclose(g, np.asarray(g_ref), rtol=1e-11, atol=1e-15)
+
+
+def test_gce_limits_ignore_index_axis_and_extremes():
+    z, y, _ = _data(seed=9)
+    ce = crossent.softmax_cross_entropy(z, y, reduction="none")
+    np.testing.assert_allclose(E.generalized_cross_entropy(z, y, q=1e-9, reduction="none"), ce,
+                               rtol=1e-7)  # q -> 0 is cross-entropy
+    p_y = np.exp(-ce)
+    np.testing.assert_allclose(E.generalized_cross_entropy(z, y, q=1.0, reduction="none"),
+                               1 - p_y, rtol=1e-12)  # q = 1 is MAE
+    y2 = y.copy()
+    y2[[1, 4]] = -1
+    v, g = crossent.value_and_grad(E.generalized_cross_entropy)(z.T, y2, axis=0,
+                                                                ignore_index=-1)
+    keep = y2 != -1
+    assert float(v) == pytest.approx(float(E.generalized_cross_entropy(z[keep], y[keep])),
+                                     rel=1e-13)
+    assert np.all(g[:, ~keep] == 0)
+    fd = finite_difference(lambda e: float(E.generalized_cross_entropy(e, y2, axis=0,
+                                                                       ignore_index=-1)), z.T)
+    np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-9)
+    huge = np.array([[1e4, -1e4, 0.0]])
+    for lab in ([0], [1]):
+        v, g = crossent.value_and_grad(E.generalized_cross_entropy)(huge, np.array(lab))
+        assert np.isfinite(v) and np.all(np.isfinite(g))
+
+
+# --- class-balanced weights -----------------------------------------------------------------
+
+
+def _cui_weights(samples_per_cls, beta):
+    """The authors' code (Cui et al., class-balanced-loss repository), verbatim in NumPy."""
+    effective_num = 1.0 - np.power(beta, samples_per_cls)
+    weights = (1.0 - beta) / np.array(effective_num)
+    return weights / np.sum(weights) * len(samples_per_cls)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.9, 0.99, 0.999, 0.9999])
+def test_class_balanced_weights_match_the_paper_code(beta):
+    counts = [5000, 2000, 500, 100, 10, 1]
+    w = E.class_balanced_weights(counts, beta=beta)
+    np.testing.assert_allclose(w, _cui_weights(counts, beta), rtol=1e-10)
+    assert w.sum() == pytest.approx(len(counts))
+
+
+def test_class_balanced_weights_limits_and_backends():
+    counts = np.array([400, 100, 20])
+    inv = (1 / counts) / (1 / counts).sum() * 3
+    np.testing.assert_allclose(E.class_balanced_weights(counts, beta=1.0), inv, rtol=1e-14)
+    np.testing.assert_allclose(E.class_balanced_weights(counts, beta=1 - 1e-12), inv, rtol=1e-6)
+    ref = E.class_balanced_weights(counts, beta=0.99)
+    for backend in BACKENDS:
+        out = E.class_balanced_weights(to_backend(backend, counts), beta=0.99)
+        np.testing.assert_allclose(to_numpy(out), ref, rtol=1e-6)  # default float dtypes
+    w = E.class_balanced_weights(torch.tensor([10.0, 1.0], dtype=torch.float64), beta=0.9)
+    assert w.dtype == torch.float64
+    # the intended use: per-class weight of softmax cross-entropy
+    z, y, _ = _data(seed=10, c=3)
+    crossent.softmax_cross_entropy(z, y, weight=ref)
+
+
+# --- backends, dtypes, errors ---------------------------------------------------------------
+
+
+def _cases():
+    z, y, probs = _data(seed=11, n=4, c=3)
+    yb = (probs > 0.3).astype(float)
+    return [
+        (E.poly1_cross_entropy, (z, y), {"epsilon": 1.0}),
+        (E.poly1_cross_entropy, (z, probs), {}),
+        (E.asymmetric_loss, (z, yb), {}),
+        (E.sparsemax_loss, (z, y), {}),
+        (E.binary_sparsemax_loss, (z, yb), {}),
+        (E.generalized_cross_entropy, (z, y), {"q": 0.6}),
+    ]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backends(backend):
+    for fn, args, kw in _cases():
+        ref_v, ref_g = crossent.value_and_grad(fn)(*args, **kw)
+        vag = _on(backend, lambda *a, fn=fn, kw=kw: crossent.value_and_grad(fn)(*a, **kw))
+        v, g = vag(*[to_backend(backend, a) for a in args])
+        np.testing.assert_allclose(to_numpy(v), ref_v, rtol=1e-12, err_msg=fn.__name__)
+        np.testing.assert_allclose(to_numpy(g), ref_g, rtol=1e-10, atol=1e-14,
+                                   err_msg=fn.__name__)
+    p = E.sparsemax(to_backend(backend, _cases()[0][1][0]))
+    np.testing.assert_allclose(to_numpy(p), E.sparsemax(_cases()[0][1][0]), rtol=1e-13)
+
+
+def test_closed_form_against_torch_autograd_through_the_definition():
+    for fn, args, kw in _cases():
+        _, g = crossent.value_and_grad(fn)(*args, **kw)
+        xt = T(args[0]).requires_grad_()
+        fn(xt, *[T(a) for a in args[1:]], **kw).backward()
+        np.testing.assert_allclose(g, xt.grad.numpy(), rtol=1e-10, atol=1e-14,
+                                   err_msg=fn.__name__)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision(dtype):
+    for fn, args, kw in _cases():
+        ref = fn(*args, **kw)
+        targs = [T(args[0]).to(dtype)] + [T(a) for a in args[1:]]
+        out, g = crossent.value_and_grad(fn)(*targs, **kw)
+        assert out.dtype == dtype and g.dtype == dtype, fn.__name__
+        assert float(out) == pytest.approx(float(ref), rel=3e-2, abs=1e-2), fn.__name__
+
+
+def test_inputs_are_not_mutated():
+    for fn, args, kw in _cases():
+        copies = [a.copy() for a in args]
+        crossent.value_and_grad(fn)(*args, **kw)
+        for a, c in zip(args, copies, strict=True):
+            np.testing.assert_array_equal(a, c)
+
+
+def test_errors():
+    z, y, probs = _data(seed=12, n=3, c=4)
+    with pytest.raises(ValueError, match="epsilon must be a number"):
+        E.poly1_cross_entropy(z, y, epsilon="2")
+    with pytest.raises(ValueError, match=r"targets must hold class indices in \[0, 4\)"):
+        E.poly1_cross_entropy(z, np.array([0, 1, 9]))
+    with pytest.raises(ValueError, match=r"targets must hold probabilities in \[0, 1\]"):
+        E.asymmetric_loss(z, 2 * probs)
+    with pytest.raises(ValueError, match="gamma_neg must be a non-negative number"):
+        E.asymmetric_loss(z, probs, gamma_neg=-1)
+    with pytest.raises(ValueError, match=r"clip must be in \[0, 1\]"):
+        E.asymmetric_loss(z, probs, clip=1.5)
+    with pytest.raises(TypeError, match="labels must be an integer array"):
+        E.sparsemax_loss(z, probs)
+    with pytest.raises(ValueError, match="labels must hold 0 or 1"):
+        E.binary_sparsemax_loss(z, 2 * np.ones_like(z))
+    with pytest.raises(ValueError, match=r"q must be in \(0, 1\]"):
+        E.generalized_cross_entropy(z, y, q=0.0)
+    with pytest.raises(ValueError, match="labels must have the shape of logits without"):
+        E.generalized_cross_entropy(z, y[:2])
+    with pytest.raises(ValueError, match="samples_per_class must be positive counts"):
+        E.class_balanced_weights([10, 0, 3])
+    with pytest.raises(ValueError, match=r"beta must be in \[0, 1\]"):
+        E.class_balanced_weights([10, 3], beta=1.5)
+    with pytest.raises(ValueError, match="samples_per_class must be a non-empty 1-D array"):
+        E.class_balanced_weights(np.ones((2, 2)))
+    with pytest.raises(TypeError, match="x must be a floating-point array"):
+        E.sparsemax(np.array([1, 2]))
