@@ -93,10 +93,17 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     rows = []
     for s in specs:
-        rows.append([s.family, s.name, "yes" if s.grad is not None else "autodiff"]
+        rows.append([s.family, s.name, _grad_status(s)]
                     + [", ".join(s.aliases.get(f, ())) or "-" for f in LIST_FRAMEWORKS])
     _table("crossent losses", ["family", "crossent", "grad", *LIST_FRAMEWORKS], rows)
     return 0
+
+
+def _grad_status(spec: Any) -> str:
+    if spec.grad is not None:
+        return "yes"
+    # a piecewise-constant loss (0-1 error) has no gradient for autodiff to find either
+    return "none" if "piecewise constant" in (spec.gradient or "") else "autodiff"
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -231,7 +238,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
             raise UsageError(f"--sweep {args.sweep!r}: expected key=v1,v2,...")
         sweep = (key, [_parse_sets([f"{key}={v}"])[key] for v in values.split(",")])
     elif "focal" in s.name:
-        sweep = ("gamma", [0, 0.5, 1, 2, 5])  # the figure of Lin et al. 2017
+        # the figure of Lin et al. 2017: no alpha balancing, gamma in {0, 0.5, 1, 2, 5}
+        sweep = ("gamma", [0, 0.5, 1, 2, 5])
+        opts.setdefault("alpha", None)
     else:
         sweep = None
     pt = np.linspace(0.001, 0.999, 400)
@@ -253,8 +262,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
         # slope against the logit of p_t: d loss / d s with p_t = sigmoid(s)
         logit = np.log(pt) - np.log1p(-pt)
         ax_g.plot(pt, np.gradient(loss, logit), label=label)
-    ax_l.set(xlabel=xlabel, ylabel="loss", title=f"{s.name}: loss", ylim=(0, None))
-    ax_g.set(xlabel=xlabel, ylabel="d loss / d logit", title="gradient w.r.t. the true logit")
+    ax_l.set(xlabel=xlabel, ylabel="loss", title=f"{s.name}: loss",
+             ylim=(0, 5 if "focal" in s.name else None))
+    ax_g.set(xlabel=xlabel, ylabel="d loss / d logit",
+             title="gradient w.r.t. the logit of p_t (along the curve)")
     for ax in (ax_l, ax_g):
         ax.grid(alpha=0.3)
         ax.legend()
@@ -290,7 +301,7 @@ def gradcheck_one(name: str, fn: Any, kind: str | None = None, seed: int = 0,
     from .gradients import has_closed_form, value_and_grad
 
     if not has_closed_form(fn):
-        return {"loss": name, "status": "autodiff-only"}
+        return {"loss": name, "status": "no closed form"}
     args, kw = _samples.sample(kind or name, seed)
     pred, rest = np.array(args[0], dtype=np.float64), args[1:]
     _, g = value_and_grad(fn)(pred, *rest, **kw)
