@@ -149,6 +149,15 @@ def take_class(xp: Any, x: Array, labels: Array) -> Array:
     return xp.sum(xp.where(idx[..., None] == classes, x, xp.zeros_like(x)), axis=-1)
 
 
+def label_mask(xp: Any, labels: Array, ignore_index: int | None, dtype: Any
+               ) -> tuple[Array, Array]:
+    """(1.0 where a label counts else 0.0, labels with ignored ones replaced by class 0)."""
+    if ignore_index is None:
+        return xp.ones(labels.shape, dtype=dtype, device=device_of(labels)), labels
+    valid = labels != ignore_index
+    return as_float(xp, valid, dtype), xp.where(valid, labels, xp.zeros_like(labels))
+
+
 def one_hot_mask(xp: Any, labels: Array, num_classes: int, dtype: Any) -> Array:
     classes = xp.arange(num_classes, device=device_of(labels))
     return xp.astype(labels[..., None] == classes, dtype)

@@ -55,10 +55,39 @@ def unit_interval(value: Any, name: str) -> float:
     return v
 
 
+def real(value: Any, name: str) -> float:
+    """Any real number (NaN excluded), as a float."""
+    v = _real(value)
+    if v is None or v != v:
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    return v
+
+
 def axis(value: Any, ndim: int, name: str = "axis") -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not -ndim <= value < ndim:
         raise ValueError(f"{name}={value!r} is out of range for an array with {ndim} dimensions")
     return value % ndim
+
+
+def class_axis(x: Any, axis_: int, name: str = "logits") -> int:
+    """The class axis of ``x`` as a non-negative index; a 0-d ``x`` has none."""
+    if x.ndim == 0:
+        raise ValueError(f"{name} must have a class axis, got a 0-d array")
+    return axis(axis_, x.ndim)
+
+
+def class_labels(xp: Any, labels: Any, logits: Any, ax: int, ignore_index: int | None,
+                 name: str = "targets", logits_name: str = "logits") -> Any:
+    """Integer class indices with ``logits``' shape minus the class axis, each in [0, C)."""
+    if not A.is_integer(xp, labels):
+        raise TypeError(f"{name} must be an integer array of class indices, got dtype "
+                        f"{A.dtype_name(labels.dtype)}")
+    expected = tuple(s for i, s in enumerate(logits.shape) if i != ax)
+    if tuple(labels.shape) != expected:
+        raise ValueError(f"integer {name} must have the shape of {logits_name} without the "
+                         f"class axis {expected}, got {tuple(labels.shape)}")
+    labels_in_range(xp, labels, logits.shape[ax], ignore_index, name)
+    return labels
 
 
 def same_shape(a: Any, b: Any, name_a: str, name_b: str) -> None:

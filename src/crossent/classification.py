@@ -42,9 +42,7 @@ def _softmax_ce(logits, targets, axis, weight, ignore_index, label_smoothing, re
     _checks.floating(xp, logits, "logits")
     _checks.reduction(reduction)
     eps = _checks.unit_interval(label_smoothing, "label_smoothing")
-    if logits.ndim == 0:
-        raise ValueError("logits must have a class axis, got a 0-d array")
-    ax = _checks.axis(axis, logits.ndim)
+    ax = _checks.class_axis(logits, axis)
     z = A.upcast(xp, A.move_axis_last(xp, logits, ax))
     dt = z.dtype
     num_classes = z.shape[-1]
@@ -54,16 +52,8 @@ def _softmax_ce(logits, targets, axis, weight, ignore_index, label_smoothing, re
     logp = z - lse
 
     if A.is_integer(xp, targets):
-        expected = tuple(s for i, s in enumerate(logits.shape) if i != ax)
-        if tuple(targets.shape) != expected:
-            raise ValueError(
-                f"integer targets must have the shape of logits without the class axis "
-                f"{expected}, got {tuple(targets.shape)}"
-            )
-        _checks.labels_in_range(xp, targets, num_classes, ignore_index)
-        valid = targets != ignore_index
-        validf = A.as_float(xp, valid, dt)
-        safe = xp.where(valid, targets, xp.zeros_like(targets))
+        _checks.class_labels(xp, targets, logits, ax, ignore_index)
+        validf, safe = A.label_mask(xp, targets, ignore_index, dt)
         wy = xp.take(w, xp.reshape(safe, (-1,)), axis=0) if w is not None else None
         wy = xp.reshape(wy, safe.shape) * validf if w is not None else validf
         nll = -A.take_class(xp, logp, safe)

@@ -27,9 +27,7 @@ def _distill(student_logits, teacher_logits, temperature, axis, reduction, want_
     _checks.floating(xp, teacher_logits, "teacher_logits")
     _checks.reduction(reduction)
     t = _checks.positive(temperature, "temperature")
-    if student_logits.ndim == 0:
-        raise ValueError("student_logits must have a class axis, got a 0-d array")
-    ax = _checks.axis(axis, student_logits.ndim)
+    ax = _checks.class_axis(student_logits, axis, "student_logits")
     _checks.same_shape(student_logits, teacher_logits, "student_logits", "teacher_logits")
     zs, zt = A.upcast(xp, student_logits), A.upcast(xp, teacher_logits)
     dt = xp.result_type(zs.dtype, zt.dtype)

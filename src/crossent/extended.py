@@ -42,35 +42,6 @@ __all__ = [
 AUTODIFF_ONLY: tuple[str, ...] = ()
 
 
-def _number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    return float(value)
-
-
-def _integer_labels(xp: Any, labels: Array, logits: Array, ax: int, ignore_index: int | None,
-                    name: str = "labels") -> Array:
-    if not A.is_integer(xp, labels):
-        raise TypeError(
-            f"{name} must be an integer array of class indices, got dtype "
-            f"{A.dtype_name(labels.dtype)}"
-        )
-    expected = tuple(s for i, s in enumerate(logits.shape) if i != ax)
-    if tuple(labels.shape) != expected:
-        raise ValueError(
-            f"{name} must have the shape of logits without the class axis {expected}, "
-            f"got {tuple(labels.shape)}"
-        )
-    _checks.labels_in_range(xp, labels, logits.shape[ax], ignore_index, name)
-    return labels
-
-
-def _class_axis(xp: Any, logits: Array, axis: int) -> int:
-    if logits.ndim == 0:
-        raise ValueError("logits must have a class axis, got a 0-d array")
-    return _checks.axis(axis, logits.ndim)
-
-
 # --- Poly-1 ---------------------------------------------------------------------------------
 
 
@@ -78,8 +49,8 @@ def _poly1(logits, targets, epsilon, axis, ignore_index, reduction, want_grad):
     xp = A.namespace(logits, targets)
     _checks.floating(xp, logits, "logits")
     _checks.reduction(reduction)
-    eps = _number(epsilon, "epsilon")
-    ax = _class_axis(xp, logits, axis)
+    eps = _checks.real(epsilon, "epsilon")
+    ax = _checks.class_axis(logits, axis)
     zin = A.upcast(xp, logits)
     # the cross-entropy part, its checks and its gradient: softmax CE's one definition
     ce, g_ce = _softmax_ce(zin, targets, ax, None, ignore_index, 0.0, "none", want_grad)
@@ -87,8 +58,7 @@ def _poly1(logits, targets, epsilon, axis, ignore_index, reduction, want_grad):
     dt = z.dtype
     p = xp.exp(z - _lse(xp, z, -1, True))
     if A.is_integer(xp, targets):
-        valid = A.as_float(xp, targets != ignore_index, dt)
-        safe = xp.where(targets != ignore_index, targets, xp.zeros_like(targets))
+        valid, safe = A.label_mask(xp, targets, ignore_index, dt)
         t = A.one_hot_mask(xp, safe, z.shape[-1], dt) * valid[..., None]
         denom = xp.sum(valid)
     else:
@@ -339,7 +309,7 @@ def sparsemax(x: Array, *, axis: int = -1) -> Array:
     """
     xp = A.namespace(x)
     _checks.floating(xp, x, "x")
-    ax = _class_axis(xp, x, axis)
+    ax = _checks.class_axis(x, axis)
     z = A.upcast(xp, A.move_axis_last(xp, x, ax))
     return A.cast_like(xp, A.move_axis_back(xp, _sparsemax_last(xp, z), ax), x)
 
@@ -348,8 +318,8 @@ def _sparsemax_loss(logits, labels, axis, reduction, want_grad):
     xp = A.namespace(logits, labels)
     _checks.floating(xp, logits, "logits")
     _checks.reduction(reduction)
-    ax = _class_axis(xp, logits, axis)
-    _integer_labels(xp, labels, logits, ax, None)
+    ax = _checks.class_axis(logits, axis)
+    _checks.class_labels(xp, labels, logits, ax, None, "labels")
     z = A.upcast(xp, A.move_axis_last(xp, logits, ax))
     p = _sparsemax_last(xp, z)
     d = z - A.take_class(xp, z, labels)[..., None]  # shift-invariant, exact for large z
@@ -505,13 +475,11 @@ def _gce(logits, labels, q, axis, ignore_index, reduction, want_grad):
     if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0.0 < q <= 1.0:
         raise ValueError(f"q must be in (0, 1], got {q!r}")
     q = float(q)
-    ax = _class_axis(xp, logits, axis)
-    _integer_labels(xp, labels, logits, ax, ignore_index)
+    ax = _checks.class_axis(logits, axis)
+    _checks.class_labels(xp, labels, logits, ax, ignore_index, "labels")
     z = A.upcast(xp, A.move_axis_last(xp, logits, ax))
     dt = z.dtype
-    keep = labels != ignore_index
-    valid = A.as_float(xp, keep, dt)
-    safe = xp.where(keep, labels, xp.zeros_like(labels))
+    valid, safe = A.label_mask(xp, labels, ignore_index, dt)
     logp = z - _lse(xp, z, -1, True)
     qlogp = q * A.take_class(xp, logp, safe)
     # (1 - p_y^q) / q = -expm1(q log p_y) / q: exact as q -> 0 (where it tends to CE)

@@ -205,9 +205,7 @@ def _softmax_focal(logits, targets, alpha, gamma, axis, ignore_index, reduction,
     _checks.floating(xp, logits, "logits")
     _checks.reduction(reduction)
     g = _checks.non_negative(gamma, "gamma")
-    if logits.ndim == 0:
-        raise ValueError("logits must have a class axis, got a 0-d array")
-    ax = _checks.axis(axis, logits.ndim)
+    ax = _checks.class_axis(logits, axis)
     z = A.upcast(xp, A.move_axis_last(xp, logits, ax))
     dt = z.dtype
     num_classes = z.shape[-1]
@@ -216,21 +214,14 @@ def _softmax_focal(logits, targets, alpha, gamma, axis, ignore_index, reduction,
 
     denom = None
     if A.is_integer(xp, targets):
-        expected = tuple(s for i, s in enumerate(logits.shape) if i != ax)
-        if tuple(targets.shape) != expected:
-            raise ValueError(
-                f"integer targets must have the shape of logits without the class axis "
-                f"{expected}, got {tuple(targets.shape)}"
-            )
-        _checks.labels_in_range(xp, targets, num_classes, ignore_index)
-        valid = targets != ignore_index
-        validf = A.as_float(xp, valid, dt)
-        safe = xp.where(valid, targets, xp.zeros_like(targets))
+        _checks.class_labels(xp, targets, logits, ax, ignore_index)
+        validf, safe = A.label_mask(xp, targets, ignore_index, dt)
         t = A.one_hot_mask(xp, safe, num_classes, dt) * validf[..., None]
         denom = xp.sum(validf)
     else:
         _checks.floating(xp, targets, "targets")
         _checks.same_shape(logits, targets, "logits", "targets")
+        _checks.in_unit_interval(xp, targets, "targets")
         t = A.as_float(xp, A.upcast(xp, A.move_axis_last(xp, targets, ax)), dt)
 
     m = xp.max(z, axis=-1, keepdims=True)

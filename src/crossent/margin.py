@@ -64,32 +64,10 @@ def _sign_targets(xp: Any, targets: Array, like: Array, name: str = "targets") -
     return xp.where(t == 0, -xp.ones_like(t), t)
 
 
-def _class_labels(xp: Any, labels: Array, like: Array, name: str = "labels") -> Array:
-    """Integer labels of shape ``like.shape[:-1]`` with values in [0, C)."""
-    if not A.is_integer(xp, labels):
-        raise TypeError(
-            f"{name} must be an integer array of class indices, got dtype "
-            f"{A.dtype_name(labels.dtype)}"
-        )
-    expected = tuple(like.shape[:-1])
-    if tuple(labels.shape) != expected:
-        raise ValueError(
-            f"{name} must have the shape of the scores without the class axis {expected}, "
-            f"got {tuple(labels.shape)}"
-        )
-    _checks.labels_in_range(xp, labels, like.shape[-1], None, name)
-    return labels
-
-
 def _argmax_share(xp: Any, v: Array, vmax: Array) -> Array:
     """Subgradient of ``max(v)`` along the last axis: ties share it equally (as ``jnp.max``)."""
     hit = A.as_float(xp, v == vmax[..., None], v.dtype)
     return hit / xp.sum(hit, axis=-1, keepdims=True)
-
-
-def _needs_class_axis(xp: Any, scores: Array, name: str) -> None:
-    if scores.ndim == 0:
-        raise ValueError(f"{name} must have a class axis (the last one), got a 0-d array")
 
 
 # --- binary hinge ---------------------------------------------------------------------------
@@ -176,7 +154,7 @@ def _multi_margin(logits, labels, p, margin, weight, reduction, want_grad):
     xp = A.namespace(logits, labels)
     _checks.floating(xp, logits, "logits")
     _checks.reduction(reduction)
-    _needs_class_axis(xp, logits, "logits")
+    _checks.class_axis(logits, -1, "logits")
     if p not in (1, 2) or isinstance(p, bool):
         raise ValueError(f"p must be 1 or 2 (as in PyTorch), got {p!r}")
     if not isinstance(margin, (int, float)) or isinstance(margin, bool):
@@ -184,7 +162,7 @@ def _multi_margin(logits, labels, p, margin, weight, reduction, want_grad):
     z = A.upcast(xp, logits)
     dt = z.dtype
     num_classes = z.shape[-1]
-    _class_labels(xp, labels, z)
+    _checks.class_labels(xp, labels, z, z.ndim - 1, None, "labels", "scores")
     w = _checks.class_weight(xp, weight, num_classes, dt, A.device_of(z))
     onehot = A.one_hot_mask(xp, labels, num_classes, dt)
     zy = A.take_class(xp, z, labels)
@@ -272,9 +250,9 @@ def _multiclass_hinge(scores, labels, reduction, want_grad):
     xp = A.namespace(scores, labels)
     _checks.floating(xp, scores, "scores")
     _checks.reduction(reduction)
-    _needs_class_axis(xp, scores, "scores")
+    _checks.class_axis(scores, -1, "scores")
     z = A.upcast(xp, scores)
-    _class_labels(xp, labels, z)
+    _checks.class_labels(xp, labels, z, z.ndim - 1, None, "labels", "scores")
     onehot = A.one_hot_mask(xp, labels, z.shape[-1], z.dtype)
     v = z + 1.0 - onehot
     vmax = xp.max(v, axis=-1)
@@ -346,10 +324,10 @@ def _categorical_hinge(scores, targets, reduction, want_grad):
     xp = A.namespace(scores, targets)
     _checks.floating(xp, scores, "scores")
     _checks.reduction(reduction)
-    _needs_class_axis(xp, scores, "scores")
+    _checks.class_axis(scores, -1, "scores")
     z = A.upcast(xp, scores)
     if A.is_integer(xp, targets):
-        _class_labels(xp, targets, z, "targets")
+        _checks.class_labels(xp, targets, z, z.ndim - 1, None, "targets", "scores")
         t = A.one_hot_mask(xp, targets, z.shape[-1], z.dtype)
     else:
         _checks.same_shape(scores, targets, "scores", "targets")

@@ -37,12 +37,6 @@ __all__ = [
 AUTODIFF_ONLY: tuple[str, ...] = ()
 
 
-def _number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    return float(value)
-
-
 def _pm1(xp: Any, target: Array, shape: tuple, dtype: Any, name: str = "target") -> Array:
     """Targets in {-1, 1} as floats of ``shape`` (PyTorch's pair labels)."""
     if tuple(target.shape) != tuple(shape):
@@ -72,7 +66,7 @@ def _margin_ranking(input1, input2, target, margin, reduction, want_grad):
     xp = A.namespace(input1, input2, target)
     _pair_inputs(xp, input1, input2, "input1", "input2")
     _checks.reduction(reduction)
-    margin = _number(margin, "margin")
+    margin = _checks.real(margin, "margin")
     a = A.upcast(xp, input1)
     b = A.as_float(xp, A.upcast(xp, input2), a.dtype)
     y = _pm1(xp, target, a.shape, a.dtype)
@@ -345,7 +339,7 @@ def _triplet(anchor, positive, negative, margin, p, eps, swap, reduction, want_g
     _pair_inputs(xp, anchor, negative, "anchor", "negative")
     _vectors(anchor, "anchor")
     _checks.reduction(reduction)
-    margin = _number(margin, "margin")
+    margin = _checks.real(margin, "margin")
     eps = _checks.non_negative(eps, "eps")
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 1.0 <= p < float("inf"):
         raise ValueError(f"p must be a finite norm degree >= 1, got {p!r}")
@@ -585,7 +579,7 @@ def _cosine_embedding(x1, x2, target, margin, reduction, want_grad):
     _pair_inputs(xp, x1, x2, "x1", "x2")
     _vectors(x1, "x1")
     _checks.reduction(reduction)
-    margin = _number(margin, "margin")
+    margin = _checks.real(margin, "margin")
     if not -1.0 <= margin <= 1.0:
         raise ValueError(f"margin must be in [-1, 1] (a cosine), got {margin!r}")
     a = A.upcast(xp, x1)
