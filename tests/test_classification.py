@@ -389,3 +389,19 @@ def test_jit_with_labels_closed_over_as_constants():
         np.asarray(z), np.asarray(y))), rel=1e-12)
     g = jax.jit(lambda s: crossent.sigmoid_cross_entropy(s, jnp.ones_like(s) * 0.5))
     assert np.isfinite(float(g(z)))
+
+
+@pytest.mark.parametrize("target_kind", ["index", "prob"])
+def test_torch_tensors_take_the_fused_path_with_the_same_numbers(target_kind):
+    logits = RNG.normal(size=(2, 3, 6))  # classes on the last axis: moved to dim 1 for torch
+    tgt = (RNG.integers(0, 6, size=(2, 3)) if target_kind == "index"
+           else RNG.dirichlet(np.ones(6), size=(2, 3)))
+    w = RNG.uniform(0.5, 2, size=6)
+    x = T(logits).requires_grad_()
+    loss = crossent.softmax_cross_entropy(x, T(tgt), weight=w, label_smoothing=0.1)
+    assert "Fused" in type(loss.grad_fn).__name__
+    loss.backward()
+    ref, g = crossent.value_and_grad(crossent.softmax_cross_entropy)(
+        logits, tgt, weight=w, label_smoothing=0.1)
+    assert float(loss.detach()) == pytest.approx(float(ref), rel=1e-12)
+    np.testing.assert_allclose(x.grad.numpy(), g, rtol=1e-10, atol=1e-14)

@@ -257,3 +257,24 @@ def test_train_label_column_must_exist(tmp_path):
     (tmp_path / "t.csv").write_text("a,b\n1,0\n2,1\n3,0\n4,1\n")
     proc = run("train", "--data", str(tmp_path / "t.csv"), "--label", "y", "--epochs", "1")
     assert_user_error(proc, "--label", "'y'", "a, b")
+
+
+def test_bench_lists_the_benchmarks():
+    proc = run("bench", "--list")
+    assert proc.returncode == 0, proc.stderr
+    for name in ("cross_entropy", "linear_cross_entropy", "vocab_parallel"):
+        assert name in proc.stdout
+
+
+def test_bench_unknown_benchmark():
+    assert_user_error(run("bench", "nope"), "nope", "cross_entropy")
+
+
+def test_bench_quick_run_writes_json_and_plot(tmp_path):
+    proc = run("bench", "--quick", "vocab_parallel", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["benchmarks"]["vocab_parallel"]["status"] == "ok"
+    result = json.loads((tmp_path / "vocab_parallel_quick.json").read_text())
+    assert result
+    png_size(tmp_path / "vocab_parallel_quick.png")

@@ -66,8 +66,9 @@ def main(args: Any) -> int:
         raise UsageError(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(found)}")
     out_dir = Path(args.out) if args.out else next(iter(found.values())).parent / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
+    # the scripts write their JSON and PNG where the shared harness is told to
+    os.environ["CROSSENT_BENCH_OUT"] = str(out_dir.resolve())
     argv = ["--quick"] if args.quick else []
-    argv += ["--out", str(out_dir)]
     summary: dict[str, Any] = {"quick": bool(args.quick), "benchmarks": {}}
     try:
         from rich.progress import Progress
@@ -85,8 +86,11 @@ def main(args: Any) -> int:
                 progress.update(task, description=f"bench {name}")
             t0 = time.perf_counter()
             result = _load(found[name]).main(argv)
+            # a script returns its results (a dict) or an exit status (0 = success)
+            failed = isinstance(result, int) and result != 0
             summary["benchmarks"][name] = {"wall_s": time.perf_counter() - t0,
-                                           "result": result}
+                                           "status": "failed" if failed else "ok",
+                                           "result": None if isinstance(result, int) else result}
             if progress is not None:
                 progress.advance(task)
     finally:
@@ -98,4 +102,4 @@ def main(args: Any) -> int:
         print(json.dumps(summary, indent=2, default=str))
     else:
         print(f"wrote {path}")
-    return 0
+    return 1 if any(b["status"] == "failed" for b in summary["benchmarks"].values()) else 0

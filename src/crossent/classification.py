@@ -131,6 +131,9 @@ def softmax_cross_entropy(logits: Array, targets: Array, *, axis: int = -1,
         >>> softmax_cross_entropy(logits, np.array([1, 2, 0]), reduction="none").round(6)
         array([0.699676, 0.74342 , 0.939831])
 
+    Given torch tensors it runs :func:`crossent.torch.cross_entropy`, the fused autograd
+    Function (same numbers, a fraction of the time and memory of ``F.cross_entropy``).
+
     Aliases: Softmax Loss, Categorical Cross-Entropy, Multinomial Logistic Loss (with softmax);
     PyTorch ``CrossEntropyLoss`` / ``F.cross_entropy``; TF
     ``softmax_cross_entropy_with_logits`` / ``sparse_softmax_cross_entropy_with_logits``;
@@ -140,8 +143,29 @@ def softmax_cross_entropy(logits: Array, targets: Array, *, axis: int = -1,
     References: Bridle 1990; Goodfellow et al., *Deep Learning* 6.2.2.3; PyTorch docs of
     ``torch.nn.CrossEntropyLoss``.
     """
+    if A.is_torch(logits) and A.is_torch(targets):
+        return _fused_torch(logits, targets, axis, weight, ignore_index, label_smoothing,
+                            reduction)
     return _softmax_ce(logits, targets, axis, weight, ignore_index, label_smoothing,
                        reduction, False)[0]
+
+
+def _fused_torch(logits, targets, axis, weight, ignore_index, label_smoothing, reduction):
+    """Torch tensors go to the fused autograd Function (one pass, gradient kept from the
+    forward); it computes the same function as :func:`_softmax_ce`, which tests check."""
+    import torch
+
+    from .torch.cross_entropy import cross_entropy
+
+    ax = _checks.class_axis(logits, axis)
+    if logits.ndim > 1 and ax != 1:  # PyTorch's layout puts the classes on dim 1
+        logits = torch.movedim(logits, ax, 1)
+        if targets.is_floating_point():
+            targets = torch.movedim(targets, ax, 1)
+    if weight is not None and not isinstance(weight, torch.Tensor):
+        weight = torch.as_tensor(weight, device=logits.device)
+    return cross_entropy(logits, targets, weight=weight, ignore_index=ignore_index,
+                         label_smoothing=label_smoothing, reduction=reduction)
 
 
 @closed_form(softmax_cross_entropy)

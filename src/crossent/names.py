@@ -339,9 +339,11 @@ _loss(
         "LabelSmoothingCrossEntropy(smoothing=0.1) is label_smoothing=0.1 (crossent defaults "
         "to 0).",
         "Liger-Kernel LigerCrossEntropyLoss has PyTorch's defaults (ignore_index=-100, "
-        "label_smoothing=0.0); its extras (z-loss, logit soft-capping) are not in crossent. The "
-        "fused linear + cross-entropy (LigerFusedLinearCrossEntropyLoss) takes hidden states "
-        "and a weight: crossent.torch.linear_cross_entropy, not this table entry.",
+        "label_smoothing=0.0); its extras, z-loss (lse_square_scale) and logit soft-capping, are "
+        "crossent.torch.cross_entropy(z_loss=, softcap=), the fused torch path this function "
+        "takes for torch tensors. The fused linear + cross-entropy "
+        "(LigerFusedLinearCrossEntropyLoss) takes hidden states and a weight: "
+        "crossent.torch.linear_cross_entropy, not this table entry.",
     ),
     (
         "Bridle 1990, 'Probabilistic interpretation of feedforward classification network "

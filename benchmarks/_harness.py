@@ -1,0 +1,243 @@
+"""Benchmark harness: contenders side by side, alternating, medians, peak memory per process.
+
+Timing: every contender runs in the same process on the same inputs, one after another in
+each round (so drifts in machine load hit all of them alike), several rounds after a warm-up;
+the median round time is reported, with the spread.
+
+Peak memory on CPU: there is no allocator statistic, so each contender runs in a fresh
+subprocess (``--child``): it builds the inputs, runs one warm-up step (compilation, lazy
+loading), frees its outputs, resets the kernel's peak-RSS counter (``/proc/self/clear_refs``),
+reads the resident set, runs one step and reads the peak (``VmHWM``). The difference is the
+step's extra peak memory, including the gradients it leaves behind; the gradients' size is
+reported separately so "working memory" (peak minus gradients) can be compared too. On CUDA
+``torch.cuda.max_memory_allocated`` is used in process.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def results_dir() -> Path:
+    """Where results go: ``$CROSSENT_BENCH_OUT`` (set by ``crossent bench --out``) or results/."""
+    out = os.environ.get("CROSSENT_BENCH_OUT")
+    path = Path(out) if out else RESULTS
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+Step = Callable[[], Any]
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def time_steps(steps: dict[str, Step], *, repeats: int = 5, warmup: int = 1,
+               reset: Callable[[], None] | None = None) -> dict[str, dict[str, float]]:
+    """Median, min and max seconds of each step, running them alternately ``repeats`` times.
+
+    ``reset`` runs (untimed) before each step, e.g. to drop ``.grad`` from the previous one.
+    A step that raises is dropped and reported with its error.
+    """
+    alive = dict(steps)
+    errors: dict[str, str] = {}
+    for _ in range(warmup):
+        for name, step in list(alive.items()):
+            try:
+                if reset:
+                    reset()
+                step()
+            except Exception as exc:  # a contender that cannot run here (e.g. compile)
+                errors[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                del alive[name]
+    times: dict[str, list[float]] = {name: [] for name in alive}
+    for _ in range(repeats):
+        for name, step in alive.items():
+            if reset:
+                reset()
+            gc.collect()
+            t0 = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - t0)
+    out: dict[str, dict[str, float]] = {
+        name: {"median_s": statistics.median(ts), "min_s": min(ts), "max_s": max(ts)}
+        for name, ts in times.items()
+    }
+    for name, err in errors.items():
+        out[name] = {"error": err}
+    if reset:
+        reset()
+    return out
+
+
+def child_measure(step: Step, reset: Callable[[], None], grad_bytes: Callable[[], int]) -> dict:
+    """In a fresh process: one warm-up step, then the extra peak RSS of one step."""
+    step()
+    reset()
+    gc.collect()
+    can_reset = _reset_peak_rss()
+    base = _status_kib("VmRSS")
+    step()
+    peak = _status_kib("VmHWM")
+    if base is None or peak is None or not can_reset:
+        import resource
+
+        return {"error": "no /proc peak-RSS reset on this system",
+                "ru_maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+    return {"extra_bytes": (peak - base) * 1024, "grad_bytes": grad_bytes()}
+
+
+def measure_memory(script: str, contender: str, case: dict, timeout: float = 900) -> dict:
+    """Run ``script --child CONTENDER --case JSON`` and return what it printed (a JSON line)."""
+    cmd = [sys.executable, script, "--child", contender, "--case", json.dumps(case)]
+    env = dict(os.environ)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"error": "timeout"}
+    for line in reversed(proc.stdout.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]}
+
+
+def cuda_measure(step: Step, reset: Callable[[], None], grad_bytes: Callable[[], int]) -> dict:
+    import torch
+
+    step()
+    reset()
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    torch.cuda.synchronize()
+    return {"extra_bytes": torch.cuda.max_memory_allocated() - base, "grad_bytes": grad_bytes()}
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    info = {"python": platform.python_version(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count()}
+    try:
+        info["load_avg"] = os.getloadavg()
+    except OSError:
+        pass
+    try:
+        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    except Exception:
+        pass
+    return info
+
+
+def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
+    """rows: dicts; columns: (key, header, format)."""
+    cells = [[h for _, h, _ in columns]]
+    for r in rows:
+        line = []
+        for key, _, fmt in columns:
+            v = r.get(key)
+            line.append("-" if v is None else (fmt.format(v) if fmt else str(v)))
+        cells.append(line)
+    widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
+    for i, c in enumerate(cells):
+        pairs = enumerate(zip(c, widths, strict=True))
+        print("  ".join(s.rjust(w) if j else s.ljust(w) for j, (s, w) in pairs))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def save(name: str, payload: dict) -> Path:
+    path = results_dir() / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2, default=str))
+    return path
+
+
+def plot_bars(name: str, rows: list[dict], title: str) -> Path | None:
+    """Time and extra memory per contender, side by side."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception:
+        print("(matplotlib not available: no plot)")
+        return None
+    ok = [r for r in rows if r.get("median_s") is not None]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    names = [r["name"] for r in ok]
+    axes[0].barh(names, [r["median_s"] for r in ok], color="tab:blue")
+    axes[0].set_xlabel("fwd+bwd time (s, median)")
+    mem = [r.get("extra_x_logits") or 0.0 for r in ok]
+    axes[1].barh(names, mem, color="tab:orange")
+    axes[1].set_xlabel("extra peak memory (x logits)")
+    for ax in axes:
+        ax.invert_yaxis()
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = results_dir() / f"{name}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_sweep(name: str, sweeps: dict[str, list[dict]], title: str) -> Path | None:
+    """One panel per swept variable: time per contender against it (log-log)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception:
+        print("(matplotlib not available: no plot)")
+        return None
+    fig, axes = plt.subplots(1, len(sweeps), figsize=(5 * len(sweeps), 3.8), squeeze=False)
+    for ax, (var, points) in zip(axes[0], sweeps.items(), strict=True):
+        contenders = sorted({c for p in points for c in p["times"]})
+        for c in contenders:
+            ok = [p for p in points if p["times"].get(c, {}).get("median_s")]
+            xs = [p[var] for p in ok]
+            ys = [p["times"][c]["median_s"] for p in ok]
+            ax.plot(xs, ys, marker="o", label=c)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel(var)
+        ax.set_ylabel("fwd+bwd seconds")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = results_dir() / f"{name}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,225 @@
+"""Fused cross-entropy against eager and compiled ``F.cross_entropy``: fwd+bwd time and memory.
+
+    python benchmarks/bench_cross_entropy.py            # N=4096, V=32768, float32
+    python benchmarks/bench_cross_entropy.py --quick    # small smoke run
+    python benchmarks/bench_cross_entropy.py --sweep    # V 1k..256k at N=1024, N 1..16k at V=32k
+
+Writes ``benchmarks/results/cross_entropy*.json`` and ``.png`` and prints a table with each
+contender's time relative to eager and to ``torch.compile``, its extra peak memory relative to
+the logits (gradient included: eager's is ~3x), and for crossent the bandwidth and the
+fraction of the floor. The floor is measured here, in the same process: one ``exp`` over the
+logits into a warm buffer (one exp, one read, one write per logit) plus first-touching a fresh
+logits-sized buffer (the page faults any new gradient tensor costs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+try:
+    from . import _harness as H
+except ImportError:  # run as a script
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _harness as H
+
+CONTENDERS = ("eager", "compiled", "crossent", "crossent-torchops")
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class Case:
+    def __init__(self, n: int, v: int, dtype: str = "float32", device: str = "cpu",
+                 seed: int = 0) -> None:
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        self.n, self.v, self.dtype = n, v, dtype
+        x = torch.randn(n, v, generator=g).to(_DTYPES[dtype])
+        self.x = x.to(device).requires_grad_(True)
+        self.y = torch.randint(0, v, (n,), generator=g).to(device)
+        self.logits_bytes = self.x.numel() * self.x.element_size()
+
+    def as_dict(self) -> dict:
+        return {"n": self.n, "v": self.v, "dtype": self.dtype, "device": self.x.device.type}
+
+    def reset(self) -> None:
+        self.x.grad = None
+
+    def grad_bytes(self) -> int:
+        g = self.x.grad
+        return 0 if g is None else g.numel() * g.element_size()
+
+
+def make_step(name: str, case: Case):
+    x, y = case.x, case.y
+    if name == "eager":
+        return lambda: F.cross_entropy(x, y).backward()
+    if name == "compiled":
+        fn = torch.compile(F.cross_entropy, dynamic=False)
+        return lambda: fn(x, y).backward()
+    import crossent.torch as ct
+
+    if name == "crossent":
+        return lambda: ct.cross_entropy(x, y).backward()
+    if name == "crossent-torchops":
+        from crossent.torch import _rows
+
+        def step():
+            _rows.force_torch_ops = True
+            try:
+                ct.cross_entropy(x, y).backward()
+            finally:
+                _rows.force_torch_ops = False
+
+        return step
+    raise ValueError(f"unknown contender {name!r}")
+
+
+def floor_seconds(case: Case, repeats: int = 3) -> float:
+    """One exp pass over the logits into a warm buffer, plus first-touching a fresh buffer
+    (with the same transparent-huge-page hint crossent gives its gradient buffers)."""
+    from crossent.torch import _ext
+
+    advise = _ext.load() and case.x.device.type == "cpu"
+    x = case.x.detach()
+    buf = torch.empty_like(x)
+    buf.zero_()
+    exp_t, touch_t = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.exp(x, out=buf)
+        exp_t.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        fresh = torch.empty_like(x)
+        if advise:
+            torch.ops.crossent_ext.advise_hugepage(fresh)
+        fresh.zero_()
+        touch_t.append(time.perf_counter() - t0)
+        del fresh
+    return sorted(exp_t)[len(exp_t) // 2] + sorted(touch_t)[len(touch_t) // 2]
+
+
+def run_point(case: Case, contenders, repeats: int, memory: bool, script: str) -> list[dict]:
+    steps = {}
+    for name in contenders:
+        try:
+            steps[name] = make_step(name, case)
+        except Exception as exc:
+            print(f"skipping {name}: {exc}")
+    times = H.time_steps(steps, repeats=repeats, warmup=1, reset=case.reset)
+    floor = floor_seconds(case) if case.x.device.type == "cpu" else None
+    eager = times.get("eager", {}).get("median_s")
+    comp = times.get("compiled", {}).get("median_s")
+    rows = []
+    for name in contenders:
+        t = times.get(name, {})
+        row = {"name": name, **t}
+        med = t.get("median_s")
+        if med:
+            row["x_eager"] = med / eager if eager else None
+            row["x_compiled"] = med / comp if comp else None
+            if name.startswith("crossent"):
+                # DRAM traffic of the fused pass: read the logits once, write the gradient once
+                row["GB_s"] = 2 * case.logits_bytes / med / 1e9
+                if floor:
+                    row["floor_frac"] = floor / med
+        if memory and "error" not in t:
+            mem = (H.measure_memory(script, name, case.as_dict()) if case.x.device.type == "cpu"
+                   else _cuda_mem(name, case))
+            row.update({k: v for k, v in mem.items() if k in ("extra_bytes", "grad_bytes",
+                                                                "error")})
+            if "extra_bytes" in mem:
+                row["extra_x_logits"] = mem["extra_bytes"] / case.logits_bytes
+                row["work_x_logits"] = (mem["extra_bytes"] - mem["grad_bytes"]) / case.logits_bytes
+        rows.append(row)
+    if floor:
+        rows.append({"name": "floor (exp pass + page faults)", "median_s": floor,
+                     "x_eager": floor / eager if eager else None,
+                     "x_compiled": floor / comp if comp else None})
+    return rows
+
+
+def _cuda_mem(name: str, case: Case) -> dict:
+    return H.cuda_measure(make_step(name, case), case.reset, case.grad_bytes)
+
+
+COLUMNS = [("name", "contender", ""), ("median_s", "median s", "{:.4f}"),
+           ("min_s", "min s", "{:.4f}"), ("x_eager", "x eager", "{:.2f}"),
+           ("x_compiled", "x compiled", "{:.2f}"),
+           ("extra_x_logits", "peak mem x logits", "{:.2f}"),
+           ("work_x_logits", "excl. grad", "{:.2f}"), ("GB_s", "GB/s", "{:.1f}"),
+           ("floor_frac", "floor frac", "{:.2f}")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=4096)
+    p.add_argument("--v", type=int, default=32768)
+    p.add_argument("--dtype", choices=sorted(_DTYPES), default="float32")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--quick", action="store_true", help="small sizes, 2 repeats: a smoke run")
+    p.add_argument("--sweep", action="store_true", help="scaling sweep over V and N (time only)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--contenders", default=",".join(CONTENDERS))
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--case", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.child:
+        case = Case(**json.loads(a.case))
+        print(json.dumps(H.child_measure(make_step(a.child, case), case.reset, case.grad_bytes)))
+        return 0
+    contenders = [c for c in a.contenders.split(",") if c]
+    script = str(Path(__file__).resolve())
+    import crossent.torch as ct
+
+    info = ct.backend_info()
+    print(f"crossent backend: {info['cpu']}  ({H.machine()})")
+    if a.sweep:
+        return _sweep(a, contenders, info)
+    n, v, repeats = a.n, a.v, a.repeats
+    if a.quick:
+        n, v, repeats = 256, 4096, 2
+    case = Case(n, v, a.dtype, a.device)
+    rows = run_point(case, contenders, repeats, not a.no_memory, script)
+    title = (f"cross-entropy fwd+bwd, N={n} V={v} {a.dtype} {a.device}, "
+             f"{H.machine()['threads']} threads")
+    print(title)
+    H.print_table(rows, COLUMNS)
+    name = "cross_entropy_quick" if a.quick else "cross_entropy"
+    path = H.save(name, {"case": case.as_dict(), "machine": H.machine(), "backend": info,
+                         "rows": rows})
+    png = H.plot_bars(name, rows, title)
+    print(f"wrote {path}" + (f" and {png}" if png else ""))
+    return 0
+
+
+def _sweep(a, contenders: list[str], info: dict) -> int:
+    contenders = [c for c in contenders if c != "crossent-torchops"]
+    sweeps: dict[str, list[dict]] = {"V": [], "N": []}
+    points = [("V", 1024, v) for v in (1024, 4096, 16384, 65536, 262144)]
+    points += [("N", n, 32768) for n in (1, 16, 256, 4096, 16384)]
+    if a.quick:
+        points = [("V", 64, 1024), ("V", 64, 8192), ("N", 1, 4096), ("N", 128, 4096)]
+    for var, n, v in points:
+        torch._dynamo.reset()  # each size compiles afresh instead of hitting the recompile limit
+        case = Case(n, v, a.dtype, a.device)
+        rows = run_point(case, contenders, 2 if a.quick else 3, False, "")
+        times = {r["name"]: r for r in rows if not r["name"].startswith("floor")}
+        print(f"{var} sweep  N={n:6d} V={v:7d}  " + "  ".join(
+            f"{c}={t.get('median_s', float('nan')):.4f}s" for c, t in times.items()))
+        sweeps[var].append({"N": n, "V": v, "times": times})
+        del case
+    name = "cross_entropy_sweep_quick" if a.quick else "cross_entropy_sweep"
+    path = H.save(name, {"machine": H.machine(), "backend": info, "sweeps": sweeps})
+    png = H.plot_sweep(name, sweeps, f"cross-entropy fwd+bwd scaling, {a.dtype} {a.device}")
+    print(f"wrote {path}" + (f" and {png}" if png else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Chunked linear + cross-entropy against the materialised logits and torch's own version.
+
+    python benchmarks/bench_linear_cross_entropy.py           # N=4096, H=512, V=32768, float32
+    python benchmarks/bench_linear_cross_entropy.py --quick   # small smoke run
+    python benchmarks/bench_linear_cross_entropy.py --sweep   # V 1k..256k, N 1..16k (time only)
+
+Contenders (fwd+bwd, gradients w.r.t. hidden and weight):
+    materialised   F.cross_entropy(h @ W.T, y)
+    torch-chunked  F.linear_cross_entropy(h, W, y, options=LinearCrossEntropyOptions())
+    crossent       crossent.torch.linear_cross_entropy(h, W, y)
+Memory is the extra peak RSS of one step in a fresh process, relative to the size of the
+materialised logits, with and without the gradients every contender must produce (dh, dW).
+Writes ``benchmarks/results/linear_cross_entropy*.json`` and ``.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+try:
+    from . import _harness as H
+except ImportError:  # run as a script
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _harness as H
+
+CONTENDERS = ("materialised", "torch-chunked", "crossent")
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+class Case:
+    def __init__(self, n: int, h: int, v: int, dtype: str = "float32", device: str = "cpu",
+                 seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.n, self.h, self.v, self.dtype = n, h, v, dtype
+        dt = _DTYPES[dtype]
+        self.hid = torch.randn(n, h, generator=g).to(dt).to(device).requires_grad_(True)
+        self.w = (torch.randn(v, h, generator=g) / h**0.5).to(dt).to(device).requires_grad_(True)
+        self.y = torch.randint(0, v, (n,), generator=g).to(device)
+        self.logits_bytes = n * v * self.hid.element_size()
+
+    def as_dict(self) -> dict:
+        return {"n": self.n, "h": self.h, "v": self.v, "dtype": self.dtype,
+                "device": self.hid.device.type}
+
+    def reset(self) -> None:
+        self.hid.grad = None
+        self.w.grad = None
+
+    def grad_bytes(self) -> int:
+        return sum(0 if t.grad is None else t.grad.numel() * t.grad.element_size()
+                   for t in (self.hid, self.w))
+
+
+def make_step(name: str, c: Case):
+    if name == "materialised":
+        return lambda: F.cross_entropy(c.hid @ c.w.T, c.y).backward()
+    if name == "torch-chunked":
+        if not hasattr(F, "linear_cross_entropy"):
+            raise RuntimeError("this torch has no F.linear_cross_entropy")
+        opts = torch.nn.LinearCrossEntropyOptions()
+        return lambda: F.linear_cross_entropy(c.hid, c.w, c.y, options=opts).backward()
+    if name == "crossent":
+        import crossent.torch as ct
+
+        return lambda: ct.linear_cross_entropy(c.hid, c.w, c.y).backward()
+    raise ValueError(f"unknown contender {name!r}")
+
+
+def run_point(case: Case, contenders, repeats: int, memory: bool, script: str) -> list[dict]:
+    steps = {name: make_step(name, case) for name in contenders}
+    times = H.time_steps(steps, repeats=repeats, warmup=1, reset=case.reset)
+    base = times.get("materialised", {}).get("median_s")
+    torch_t = times.get("torch-chunked", {}).get("median_s")
+    rows = []
+    for name in contenders:
+        t = times.get(name, {})
+        row = {"name": name, **t}
+        med = t.get("median_s")
+        if med:
+            row["x_materialised"] = med / base if base else None
+            row["x_torch_chunked"] = med / torch_t if torch_t else None
+        if memory and "error" not in t:
+            mem = (H.measure_memory(script, name, case.as_dict()) if case.hid.device.type == "cpu"
+                   else H.cuda_measure(make_step(name, case), case.reset, case.grad_bytes))
+            row.update({k: v for k, v in mem.items() if k in ("extra_bytes", "grad_bytes",
+                                                                "error")})
+            if "extra_bytes" in mem:
+                row["extra_x_logits"] = mem["extra_bytes"] / case.logits_bytes
+                row["work_x_logits"] = (mem["extra_bytes"] - mem["grad_bytes"]) / case.logits_bytes
+        rows.append(row)
+    return rows
+
+
+COLUMNS = [("name", "contender", ""), ("median_s", "median s", "{:.3f}"),
+           ("min_s", "min s", "{:.3f}"), ("x_materialised", "x materialised", "{:.2f}"),
+           ("x_torch_chunked", "x torch-chunked", "{:.2f}"),
+           ("extra_x_logits", "peak mem x logits", "{:.3f}"),
+           ("work_x_logits", "excl. grads", "{:.3f}")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=4096)
+    p.add_argument("--h", type=int, default=512)
+    p.add_argument("--v", type=int, default=32768)
+    p.add_argument("--dtype", choices=sorted(_DTYPES), default="float32")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--quick", action="store_true", help="small sizes, 2 repeats: a smoke run")
+    p.add_argument("--sweep", action="store_true", help="scaling sweep over V and N (time only)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--contenders", default=",".join(CONTENDERS))
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--case", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.child:
+        case = Case(**json.loads(a.case))
+        print(json.dumps(H.child_measure(make_step(a.child, case), case.reset, case.grad_bytes)))
+        return 0
+    contenders = [c for c in a.contenders.split(",") if c]
+    import crossent.torch as ct
+
+    info = ct.backend_info()
+    print(f"crossent backend: {info['cpu']}  ({H.machine()})")
+    if a.sweep:
+        return _sweep(a, contenders, info)
+    n, h, v, repeats = a.n, a.h, a.v, a.repeats
+    if a.quick:
+        n, h, v, repeats = 512, 64, 4096, 2
+    case = Case(n, h, v, a.dtype, a.device)
+    rows = run_point(case, contenders, repeats, not a.no_memory, str(Path(__file__).resolve()))
+    title = (f"linear cross-entropy fwd+bwd, N={n} H={h} V={v} {a.dtype} {a.device}, "
+             f"{H.machine()['threads']} threads")
+    print(title)
+    H.print_table(rows, COLUMNS)
+    name = "linear_cross_entropy_quick" if a.quick else "linear_cross_entropy"
+    path = H.save(name, {"case": case.as_dict(), "machine": H.machine(), "backend": info,
+                         "chunk_size": ct.choose_chunk_size(n, v, h), "rows": rows})
+    png = H.plot_bars(name, rows, title)
+    print(f"wrote {path}" + (f" and {png}" if png else ""))
+    return 0
+
+
+def _sweep(a, contenders: list[str], info: dict) -> int:
+    sweeps: dict[str, list[dict]] = {"V": [], "N": []}
+    points = [("V", 1024, v) for v in (1024, 4096, 16384, 65536, 262144)]
+    points += [("N", n, 32768) for n in (1, 16, 256, 4096, 16384)]
+    if a.quick:
+        points = [("V", 64, 1024), ("V", 64, 8192), ("N", 1, 4096), ("N", 128, 4096)]
+    h = 64 if a.quick else a.h
+    for var, n, v in points:
+        case = Case(n, h, v, a.dtype, a.device)
+        rows = run_point(case, contenders, 2 if a.quick else 3, False, "")
+        times = {r["name"]: r for r in rows}
+        print(f"{var} sweep  N={n:6d} V={v:7d}  " + "  ".join(
+            f"{c}={t.get('median_s', float('nan')):.4f}s" for c, t in times.items()))
+        sweeps[var].append({"N": n, "V": v, "times": times})
+        del case
+    name = "linear_cross_entropy_sweep_quick" if a.quick else "linear_cross_entropy_sweep"
+    path = H.save(name, {"machine": H.machine(), "backend": info, "H": h, "sweeps": sweeps})
+    png = H.plot_sweep(name, sweeps, f"linear cross-entropy fwd+bwd scaling, H={h} {a.dtype}")
+    print(f"wrote {path}" + (f" and {png}" if png else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

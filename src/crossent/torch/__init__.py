@@ -1,0 +1,12 @@
+"""PyTorch fast paths: the fused cross-entropy, the chunked linear cross-entropy, and Modules.
+
+``crossent.torch.cross_entropy`` computes the loss and its gradient in one pass over the
+logits (a C++ kernel on CPU, built at first use; torch ops elsewhere);
+``crossent.torch.linear_cross_entropy`` never materialises the N x V logits of
+``hidden @ weight.T``. ``crossent.torch.nn`` has drop-in ``torch.nn.Module`` versions.
+"""
+
+from .cross_entropy import backend_info, cross_entropy
+from .linear import choose_chunk_size, linear_cross_entropy
+
+__all__ = ["backend_info", "choose_chunk_size", "cross_entropy", "linear_cross_entropy"]

@@ -1,0 +1,188 @@
+"""Build and load the C++ row kernel (``_kernel.cpp``) at first use.
+
+The kernel is compiled with the system C++ compiler straight into a shared library of torch
+ops (``torch.ops.crossent_ext.*``): no ninja and no pybind, so it needs only g++ (or ``$CXX``)
+and the headers that ship inside the torch wheel. The library is cached in a per-user
+directory keyed by the source, torch, the compiler flags and the CPU capability, so a test
+session compiles it at most once; concurrent processes (pytest-xdist) serialise on a file lock
+and the library is moved into place atomically.
+
+Environment:
+    ``CROSSENT_NO_EXT=1``    never build or load it (the torch-ops path runs instead).
+    ``CROSSENT_CACHE_DIR``   where to cache it (default ``$XDG_CACHE_HOME/crossent`` or
+                             ``~/.cache/crossent``).
+    ``CXX``                  the compiler (default ``g++``, then ``c++``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+_SOURCE = Path(__file__).with_name("_kernel.cpp")
+_LOCK = threading.Lock()
+_STATE: dict[str, Any] = {"loaded": None, "error": None, "path": None, "seconds": None}
+
+
+def _capability() -> str:
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except Exception:  # older torch: assume no vector extension rather than guess
+        return "DEFAULT"
+
+
+def _flags(capability: str) -> list[str]:
+    """Vector flags matching the ATen capability torch itself dispatches to on this CPU.
+
+    Explicit ISA flags rather than -march=native: the cache may sit on a shared home directory,
+    and the capability is part of the cache key, so a library never runs on a CPU without it.
+    """
+    if capability.startswith("AVX512"):
+        return ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c",
+                "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"]
+    if capability == "AVX2":
+        return ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
+    return ["-DCPU_CAPABILITY=DEFAULT"]
+
+
+def _compiler() -> str | None:
+    for cand in (os.environ.get("CXX"), "g++", "c++"):
+        if cand and shutil.which(cand):
+            return cand
+    return None
+
+
+def _cache_root() -> Path:
+    env = os.environ.get("CROSSENT_CACHE_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "crossent"
+
+
+def _build(cxx: str, out: Path, flags: list[str]) -> None:
+    from torch.utils import cpp_extension
+
+    torch_lib = str(Path(torch.__file__).parent / "lib")
+    cmd = [
+        cxx, "-O3", "-std=c++17", "-fPIC", "-shared", "-fopenmp", "-DNDEBUG",
+        f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
+        *flags,
+        *[f"-I{p}" for p in cpp_extension.include_paths()],
+        str(_SOURCE), "-o", str(out),
+        f"-L{torch_lib}", "-lc10", "-ltorch_cpu", f"-Wl,-rpath,{torch_lib}",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}\n{proc.stderr[-4000:]}")
+
+
+def load() -> bool:
+    """Build (once per cache key) and load the kernel; False if unavailable, with the reason
+    kept for :func:`crossent.torch.backend_info`. Never raises."""
+    if _STATE["loaded"] is not None:
+        return _STATE["loaded"]
+    with _LOCK:
+        if _STATE["loaded"] is not None:
+            return _STATE["loaded"]
+        _STATE["loaded"] = _load()
+        return _STATE["loaded"]
+
+
+def _load() -> bool:
+    import time
+
+    if os.environ.get("CROSSENT_NO_EXT", "") not in ("", "0"):
+        _STATE["error"] = "disabled by CROSSENT_NO_EXT"
+        return False
+    if sys.platform != "linux":
+        _STATE["error"] = f"the C++ kernel is built on Linux only (platform {sys.platform})"
+        return False
+    cxx = _compiler()
+    if cxx is None:
+        _STATE["error"] = "no C++ compiler found (set CXX)"
+        return False
+    try:
+        source = _SOURCE.read_bytes()
+    except OSError as exc:
+        _STATE["error"] = f"kernel source missing: {exc}"
+        return False
+    cap = _capability()
+    flags = _flags(cap)
+    key = hashlib.sha256(
+        b"\0".join([source, torch.__version__.encode(), sys.version.encode(), cap.encode(),
+                    " ".join(flags).encode(), cxx.encode()])
+    ).hexdigest()[:16]
+    cache = _cache_root() / f"torch-ext-{key}"
+    lib = cache / "crossent_ext.so"
+    t0 = time.perf_counter()
+    try:
+        if not lib.exists():
+            cache.mkdir(parents=True, exist_ok=True)
+            import fcntl
+
+            with open(cache / "build.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it
+                if not lib.exists():
+                    fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
+                    os.close(fd)
+                    try:
+                        _build(cxx, Path(tmp), flags)
+                        os.replace(tmp, lib)
+                    finally:
+                        if os.path.exists(tmp):
+                            os.unlink(tmp)
+        if not hasattr(torch.ops.crossent_ext, "rows"):
+            torch.ops.load_library(str(lib))
+        _register_fake()
+    except Exception as exc:  # any failure: fall back to the torch-ops path, say why once
+        _STATE["error"] = f"{type(exc).__name__}: {exc}"
+        warnings.warn(
+            "crossent: the C++ cross-entropy kernel is unavailable, using the torch-ops path "
+            f"({_STATE['error'].splitlines()[0][:300]})",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return False
+    _STATE["path"] = str(lib)
+    _STATE["seconds"] = round(time.perf_counter() - t0, 3)
+    return True
+
+
+def _register_fake() -> None:
+    """Shape-only versions of the ops so torch.compile can trace through calls to them."""
+    try:
+        @torch.library.register_fake("crossent_ext::rows")
+        def _(logits, target, weight, grad_out, grad_scale, z_scale, label_smoothing, z_loss,
+              softcap, ignore_index):
+            acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
+            r = logits.shape[0]
+            return (logits.new_empty((r,), dtype=acc), logits.new_empty((r,), dtype=acc),
+                    logits.new_empty((r,), dtype=acc))
+
+        @torch.library.register_fake("crossent_ext::fused")
+        def _(logits, target, weight, grad_out, label_smoothing, z_loss, softcap, ignore_index,
+              reduction):
+            shape = (logits.shape[0],) if reduction == 0 else ()
+            return logits.new_empty(shape), logits.new_empty(shape)
+
+        @torch.library.register_fake("crossent_ext::advise_hugepage")
+        def _(t):
+            return None
+    except Exception:  # already registered, or an older torch: compile then graph-breaks
+        pass
+
+
+def info() -> dict[str, Any]:
+    return {"available": bool(_STATE["loaded"]), "error": _STATE["error"],
+            "library": _STATE["path"], "load_seconds": _STATE["seconds"]}

@@ -1,0 +1,204 @@
+"""Margin-softmax classification heads: ``torch.nn.Module`` s that own the class weights.
+
+Each head holds ``weight`` of shape ``(num_classes, embedding_dim)`` (the layout of
+``torch.nn.Linear``) and computes its loss with the generic definition in
+:mod:`crossent.margin`, so module and function agree exactly and autograd reaches both the
+embeddings and the weight.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .. import _checks
+from .. import margin as _m
+
+__all__ = ["ArcFaceHead", "CosFaceHead", "SphereFaceHead", "LargeMarginSoftmaxHead"]
+
+
+class _MarginHead(torch.nn.Module):
+    """Common part: the weight, its initialisation, ``forward`` (loss) and ``logits``."""
+
+    _kind = ""
+    _loss: Any = None
+
+    def __init__(self, embedding_dim: int, num_classes: int, *, margin: Any, scale: float,
+                 easy_margin: bool = False, reduction: str = "mean", device: Any = None,
+                 dtype: Any = None) -> None:
+        super().__init__()
+        for name, value in (("embedding_dim", embedding_dim), ("num_classes", num_classes)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        _checks.positive(scale, "scale")
+        _checks.reduction(reduction)
+        self.embedding_dim = embedding_dim
+        self.num_classes = num_classes
+        self.margin = margin
+        self.scale = scale
+        self.easy_margin = easy_margin
+        self.reduction = reduction
+        self.weight = torch.nn.Parameter(
+            torch.empty(num_classes, embedding_dim, device=device, dtype=dtype))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Xavier-uniform, as insightface's ArcMarginProduct / CosFace heads
+        torch.nn.init.xavier_uniform_(self.weight)
+
+    def _options(self) -> dict:
+        opts = {"margin": self.margin, "scale": self.scale, "reduction": self.reduction}
+        if self._kind == "arcface":
+            opts["easy_margin"] = self.easy_margin
+        return opts
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The margin loss of ``embeddings`` ``(N, embedding_dim)`` with labels ``(N,)``."""
+        return type(self)._loss(embeddings, self.weight, labels, **self._options())
+
+    def logits(self, embeddings: torch.Tensor,
+               labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Class logits ``(N, num_classes)``: with the margin at ``labels`` when given
+        (training), plain ``s R cos(theta)`` without (inference, for ``argmax``)."""
+        if labels is not None:
+            _m._margin_inputs(embeddings, self.weight, labels)
+        z, _ = _m._margin_logits(embeddings, self.weight, labels, self._kind,
+                                 self._margin_value(), float(self.scale), self.easy_margin)
+        return z.to(embeddings.dtype)
+
+    def _margin_value(self) -> float:
+        return float(self.margin)
+
+    def extra_repr(self) -> str:
+        extra = f", easy_margin={self.easy_margin}" if self._kind == "arcface" else ""
+        return (f"embedding_dim={self.embedding_dim}, num_classes={self.num_classes}, "
+                f"margin={self.margin}, scale={self.scale}{extra}, "
+                f"reduction={self.reduction!r}")
+
+
+class ArcFaceHead(_MarginHead):
+    """ArcFace head: :func:`crossent.arcface_loss` with its own class weights.
+
+    Args:
+        embedding_dim: ``D``.
+        num_classes: ``C``; ``weight`` has shape ``(C, D)``.
+        margin: angular margin in radians (0.5).
+        scale: ``s`` (64).
+        easy_margin: apply the margin only where ``theta < pi/2``.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        device, dtype: of ``weight``.
+
+    Example:
+        >>> import torch
+        >>> head = ArcFaceHead(8, 4)
+        >>> loss = head(torch.randn(5, 8), torch.tensor([0, 1, 2, 3, 0]))
+        >>> loss.backward(); head.weight.grad.shape
+        torch.Size([4, 8])
+
+    Aliases: insightface ``ArcFace`` / ``ArcMarginProduct``; pytorch-metric-learning
+    ``ArcFaceLoss`` (its margin in degrees, its ``W`` transposed).
+    """
+
+    _kind = "arcface"
+    _loss = staticmethod(_m.arcface_loss)
+
+    def __init__(self, embedding_dim: int, num_classes: int, *, margin: float = 0.5,
+                 scale: float = 64.0, easy_margin: bool = False, reduction: str = "mean",
+                 device: Any = None, dtype: Any = None) -> None:
+        _m._angular_margin(margin)
+        super().__init__(embedding_dim, num_classes, margin=margin, scale=scale,
+                         easy_margin=bool(easy_margin), reduction=reduction, device=device,
+                         dtype=dtype)
+
+
+class CosFaceHead(_MarginHead):
+    """CosFace / AM-Softmax head: :func:`crossent.cosface_loss` with its own class weights.
+
+    Args:
+        embedding_dim: ``D``.
+        num_classes: ``C``; ``weight`` has shape ``(C, D)``.
+        margin: cosine margin (0.35).
+        scale: ``s`` (64).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        device, dtype: of ``weight``.
+
+    Example:
+        >>> import torch
+        >>> head = CosFaceHead(8, 4, margin=0.2, scale=30.0)
+        >>> head.logits(torch.randn(5, 8)).shape
+        torch.Size([5, 4])
+
+    Aliases: insightface ``CosFace``; pytorch-metric-learning ``CosFaceLoss``.
+    """
+
+    _kind = "cosface"
+    _loss = staticmethod(_m.cosface_loss)
+
+    def __init__(self, embedding_dim: int, num_classes: int, *, margin: float = 0.35,
+                 scale: float = 64.0, reduction: str = "mean", device: Any = None,
+                 dtype: Any = None) -> None:
+        _checks.non_negative(margin, "margin")
+        super().__init__(embedding_dim, num_classes, margin=margin, scale=scale,
+                         reduction=reduction, device=device, dtype=dtype)
+
+
+class SphereFaceHead(_MarginHead):
+    """SphereFace (A-Softmax) head: :func:`crossent.sphereface_loss` with its own weights.
+
+    Args:
+        embedding_dim: ``D``.
+        num_classes: ``C``; ``weight`` has shape ``(C, D)``.
+        margin: integer multiplier ``m`` (4).
+        scale: ``s`` (1).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        device, dtype: of ``weight``.
+
+    Example:
+        >>> import torch
+        >>> head = SphereFaceHead(8, 4, margin=2)
+        >>> round(head(torch.zeros(2, 8), torch.tensor([0, 1])).item(), 5)  # ln 4: ||x|| = 0
+        1.38629
+
+    Aliases: SphereFace's ``MarginInnerProduct``; pytorch-metric-learning
+    ``SphereFaceLoss``.
+    """
+
+    _kind = "sphereface"
+    _loss = staticmethod(_m.sphereface_loss)
+
+    def __init__(self, embedding_dim: int, num_classes: int, *, margin: int = 4,
+                 scale: float = 1.0, reduction: str = "mean", device: Any = None,
+                 dtype: Any = None) -> None:
+        _m._int_margin(margin)
+        super().__init__(embedding_dim, num_classes, margin=margin, scale=scale,
+                         reduction=reduction, device=device, dtype=dtype)
+
+    def _margin_value(self) -> float:
+        return int(self.margin)
+
+
+class LargeMarginSoftmaxHead(SphereFaceHead):
+    """L-Softmax head: :func:`crossent.large_margin_softmax_loss` with its own weights.
+
+    Args:
+        embedding_dim: ``D``.
+        num_classes: ``C``; ``weight`` has shape ``(C, D)``.
+        margin: integer multiplier ``m`` (4).
+        scale: ``s`` (1).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        device, dtype: of ``weight``.
+
+    Example:
+        >>> import torch
+        >>> head = LargeMarginSoftmaxHead(8, 4, margin=1)  # m = 1: a plain linear softmax
+        >>> x = torch.randn(3, 8)
+        >>> torch.allclose(head.logits(x), x @ head.weight.T)
+        True
+
+    Aliases: Caffe ``LargeMarginInnerProduct``; pytorch-metric-learning
+    ``LargeMarginSoftmaxLoss``.
+    """
+
+    _kind = "lsoftmax"
+    _loss = staticmethod(_m.large_margin_softmax_loss)

@@ -1,0 +1,290 @@
+"""Chunked linear + cross-entropy: the loss of ``hidden @ weight.T + bias`` without the logits."""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from ._rows import acc_dtype, rows_forward
+from .cross_entropy import _Opts, _reduce, _safe_inv, check_labels, check_options
+
+_MIB = 1 << 20
+# Below this many rows a chunk's three GEMMs stop amortising the reads of `weight` and the
+# read-modify-write of its gradient (about 0.4 * rows flops per byte of weight traffic).
+_MIN_ROWS = 128
+
+
+def choose_chunk_size(n: int, v: int, h: int, *, itemsize: int = 4,
+                      budget_bytes: int | None = None) -> int:
+    """Rows per chunk for :func:`linear_cross_entropy`.
+
+    The chunk's logits (rows x V) are the only N x V-like memory; by default they get 1/16 of
+    what the full logits would take, clamped to [8 MiB, 256 MiB], but never fewer than 128
+    rows (or N), below which the matmuls on ``weight`` (V x H) become memory-bound.
+
+    Args:
+        n: number of rows (tokens). v: vocabulary size. h: hidden size.
+        itemsize: bytes per logit (the hidden dtype).
+        budget_bytes: memory for one chunk of logits; None chooses as above.
+
+    Returns:
+        The number of rows per chunk, in [1, n].
+
+    Example:
+        >>> choose_chunk_size(4096, 32768, 512)
+        256
+    """
+    if n <= 0:
+        return 1
+    row_bytes = max(1, v * itemsize)
+    auto = budget_bytes is None
+    if auto:
+        budget_bytes = min(256 * _MIB, max(8 * _MIB, n * row_bytes // 16))
+    rows = max(budget_bytes // row_bytes, 1)
+    if auto:
+        # Enough rows to amortise the weight traffic, and no more than that needs.
+        rows = min(max(rows, _MIN_ROWS), max(_MIN_ROWS, 4 * h))
+    return int(min(rows, n))
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """(N, H) hidden, (V, H) weight, (V,) bias, (N,) targets -> (loss, z_part).
+
+    mean/sum: every gradient is accumulated chunk by chunk in the forward (the logits chunk
+    turns into d loss / d logits in place, then grad_h = g @ W, grad_W += g.T @ h,
+    grad_b += g.sum(0)); backward scales them by grad_output. none: the forward computes only
+    the loss and the backward recomputes the chunks with the per-row grad_output folded in,
+    since grad_W = sum_i go_i g_i h_i^T cannot be scaled after the fact. A second backward
+    through a retained graph recomputes the same way.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, target, opts: _Opts, chunk: int):
+        acc = acc_dtype(hidden.dtype)
+        n = hidden.shape[0]
+        valid = target != opts.ignore_index
+        if opts.reduction == "mean":
+            gs = _safe_inv(valid.sum().to(acc))  # known before any chunk: scale in the kernel
+        else:
+            gs = torch.ones((), dtype=acc, device=hidden.device)
+        need = tuple(ctx.needs_input_grad[:3])
+        precompute = opts.reduction != "none" and any(need)
+        loss_rows = torch.empty(n, dtype=acc, device=hidden.device)
+        z_rows = torch.empty(n, dtype=acc, device=hidden.device)
+        grads = _chunks(hidden, weight, bias, target, opts, chunk, gs, need if precompute else
+                        (False, False, False), loss_rows, z_rows)
+        loss, zpart = _reduce(loss_rows, z_rows, opts.reduction, gs, gs)
+        ctx.opts, ctx.chunk = opts, chunk
+        ctx.grads = grads if precompute else None
+        # References only (no copies): a backward without precomputed gradients (reduction
+        # "none", or a second backward through a retained graph) recomputes the chunks.
+        ctx.save_for_backward(hidden, weight, bias, target, gs)
+        ctx.mark_non_differentiable(zpart)
+        return loss.to(hidden.dtype), zpart.to(hidden.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss, grad_zpart):
+        grads = ctx.grads
+        ctx.grads = None  # hand the tensors over: autograd may adopt them without a copy
+        if grads is None:
+            hidden, weight, bias, target, gs = ctx.saved_tensors
+            # per-row grad_output for "none"; otherwise the mean's scale times the scalar
+            scale = grad_loss.to(gs.dtype) * gs
+            n = hidden.shape[0]
+            tmp = torch.empty(n, dtype=gs.dtype, device=hidden.device)
+            gh, gw, gb = _chunks(hidden, weight, bias, target, ctx.opts, ctx.chunk, scale,
+                                 tuple(ctx.needs_input_grad[:3]), tmp, torch.empty_like(tmp))
+            return gh, gw, gb, None, None, None
+        one = grad_loss.device.type == "cpu" and grad_loss.item() == 1.0
+        out = []
+        for g in grads:
+            if g is not None and not one:
+                g = g.mul_(grad_loss.to(g.dtype))
+            out.append(g)
+        return out[0], out[1], out[2], None, None, None
+
+
+def _chunks(hidden, weight, bias, target, opts: _Opts, chunk: int, scale, need,
+            loss_rows, z_rows):
+    """Run the chunk loop; fill loss_rows / z_rows and return (grad_h, grad_w, grad_b) for the
+    inputs in ``need`` (None elsewhere), each already multiplied by ``scale`` (0-d or (N,))."""
+    n, _ = hidden.shape
+    v = weight.shape[0]
+    dtype = hidden.dtype
+    acc = acc_dtype(dtype)
+    need_h, need_w, need_b = need
+    grad = need_h or need_w or need_b
+    # Reduced-precision weights: accumulate their gradient over chunks in float32.
+    gw_dtype = acc if dtype in (torch.float16, torch.bfloat16) else dtype
+    gh = torch.empty_like(hidden) if need_h else None
+    # The first chunk writes grad_W and grad_b (no zero fill, no read); the others accumulate.
+    gw = gb = None
+    buf = torch.empty((min(chunk, n), v), dtype=dtype, device=hidden.device)
+    wt = weight.t()
+    per_row = isinstance(scale, torch.Tensor) and scale.dim() == 1
+    for i0 in range(0, n, chunk):
+        i1 = min(n, i0 + chunk)
+        hc = hidden[i0:i1]
+        lc = buf[: i1 - i0]
+        if bias is None:
+            torch.mm(hc, wt, out=lc)
+        else:
+            torch.addmm(bias, hc, wt, out=lc)
+        st = rows_forward(
+            lc, target[i0:i1], ignore_index=opts.ignore_index,
+            label_smoothing=opts.label_smoothing, z_loss=opts.z_loss, softcap=opts.softcap,
+            grad_out=lc if grad else None,  # the logits chunk becomes its own gradient
+            grad_scale=scale[i0:i1] if per_row else scale)
+        loss_rows[i0:i1] = st.loss
+        z_rows[i0:i1] = st.z
+        if not grad:
+            continue
+        if need_h:
+            torch.mm(lc, weight, out=gh[i0:i1])
+        if need_w:
+            if gw is None:
+                gw = torch.mm(lc.t(), hc).to(gw_dtype)
+            elif gw.dtype == dtype:
+                gw.addmm_(lc.t(), hc)
+            else:
+                gw.add_(torch.mm(lc.t(), hc))
+        if need_b:
+            part = lc.sum(dim=0, dtype=acc)
+            gb = part if gb is None else gb.add_(part)
+    if need_w and gw is None:  # no rows at all
+        gw = torch.zeros(weight.shape, dtype=gw_dtype, device=weight.device)
+    if need_b and gb is None:
+        gb = torch.zeros(v, dtype=acc, device=weight.device)
+    if gw is not None:
+        gw = gw.to(weight.dtype)
+    if gb is not None:
+        gb = gb.to(bias.dtype)
+    return gh, gw, gb
+
+
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    chunk_size: int | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    return_z_loss: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    r"""Cross-entropy of ``hidden @ weight.T + bias`` without materialising the N x V logits.
+
+    .. math::
+        \ell_i = \mathrm{CE}(h_i W^\top + b,\ y_i)
+
+    with the options of :func:`crossent.torch.cross_entropy` (label smoothing, z-loss,
+    softcap). Rows are processed in chunks: each chunk's logits are computed, turned in place
+    into their gradient by the fused row kernel, and immediately contracted into
+    ``grad_hidden = g @ W``, ``grad_W += g.T @ h`` and ``grad_b += g.sum(0)``; only those are
+    kept. The mean's denominator (number of non-ignored targets) is computed from the targets
+    up front so each chunk is scaled before its matmuls. Extra memory is one chunk of logits;
+    the values and gradients are those of ``F.cross_entropy(hidden @ weight.T + bias, target)``.
+    With ``reduction="none"`` the forward keeps only its inputs and the backward recomputes the
+    chunks (the per-row grad_output has to enter before the sum over rows in grad_W).
+
+    Args:
+        hidden: (..., H) activations; float16, bfloat16, float32 or float64.
+        weight: (V, H) classifier / LM-head weight, same dtype as ``hidden``.
+        target: (...) class indices (integer); ``ignore_index`` marks rows to skip.
+        bias: optional (V,) bias.
+        chunk_size: rows per chunk; None picks one from N, V, H and a memory budget
+            (:func:`choose_chunk_size`).
+        ignore_index, label_smoothing, reduction, z_loss, softcap: as in
+            :func:`crossent.torch.cross_entropy` (no class ``weight`` here: ``weight`` is the
+            linear layer's).
+        return_z_loss: also return the detached z-loss part.
+
+    Returns:
+        The loss (scalar, or ``target``'s shape for ``"none"``), in ``hidden``'s dtype; with
+        ``return_z_loss=True``, ``(loss, z_loss_part)``.
+
+    Raises:
+        ValueError: bad options (as for ``cross_entropy``), mismatched shapes, a non-positive
+            ``chunk_size``, (CPU) a class index out of range.
+        TypeError: non-floating or mismatched dtypes, non-integer targets.
+
+    Example:
+        >>> import torch
+        >>> from crossent.torch import linear_cross_entropy
+        >>> g = torch.Generator().manual_seed(0)
+        >>> h = torch.randn(6, 4, generator=g, requires_grad=True)
+        >>> w = torch.randn(10, 4, generator=g, requires_grad=True)
+        >>> y = torch.tensor([1, 3, 5, 7, 9, -100])
+        >>> loss = linear_cross_entropy(h, w, y, chunk_size=2)
+        >>> ref = torch.nn.functional.cross_entropy(h @ w.T, y)
+        >>> torch.allclose(loss, ref)
+        True
+        >>> loss.backward(); w.grad.shape
+        torch.Size([10, 4])
+
+    Aliases: Liger-Kernel ``LigerFusedLinearCrossEntropyLoss``; Apple ml-cross-entropy
+    ``linear_cross_entropy`` (Cut Cross-Entropy); PyTorch ``F.linear_cross_entropy`` with
+    ``options=LinearCrossEntropyOptions()``.
+
+    References:
+        Wijmans et al., 2024, "Cut Your Losses in Large-Vocabulary Language Models";
+        Liger-Kernel (Hsu et al., 2024) fused linear cross-entropy; PaLM z-loss; Gemma 2
+        softcapping.
+    """
+    for name, t in (("hidden", hidden), ("weight", weight), ("target", target)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if not hidden.is_floating_point():
+        raise TypeError(f"hidden must be a floating-point tensor, got dtype {hidden.dtype}")
+    if weight.dtype != hidden.dtype or (bias is not None and bias.dtype != hidden.dtype):
+        raise TypeError(f"hidden, weight and bias must share a dtype, got {hidden.dtype}, "
+                        f"{weight.dtype}" + ("" if bias is None else f", {bias.dtype}"))
+    if target.is_floating_point() or target.dtype == torch.bool or target.is_complex():
+        raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
+    check_options(reduction, label_smoothing, z_loss, softcap, ignore_index)
+    if hidden.dim() < 1 or weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
+        raise ValueError(f"weight must have shape (V, H) with H = hidden.shape[-1], got hidden "
+                         f"{tuple(hidden.shape)} and weight {tuple(weight.shape)}")
+    v = weight.shape[0]
+    if v == 0:
+        raise ValueError("weight must have at least one row (class)")
+    if bias is not None and tuple(bias.shape) != (v,):
+        raise ValueError(f"bias must have shape ({v},), got {tuple(bias.shape)}")
+    if tuple(target.shape) != tuple(hidden.shape[:-1]):
+        raise ValueError(f"target must have shape {tuple(hidden.shape[:-1])} (hidden without "
+                         f"its last dimension), got {tuple(target.shape)}")
+    batch = tuple(target.shape)
+    h2 = hidden.reshape(-1, hidden.shape[-1])
+    if not h2.is_contiguous():
+        h2 = h2.contiguous()
+    y = target.reshape(-1).to(torch.int64).contiguous()
+    check_labels(y, v, ignore_index)
+    n = h2.shape[0]
+    if chunk_size is None:
+        chunk_size = choose_chunk_size(n, v, h2.shape[1], itemsize=h2.element_size())
+    elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
+        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    opts = _Opts(int(ignore_index), float(label_smoothing), reduction, float(z_loss),
+                 None if softcap is None else float(softcap))
+    chunk = max(1, min(chunk_size, n))
+    tensors = (h2, weight) if bias is None else (h2, weight, bias)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        loss, zpart = _LinearCrossEntropy.apply(h2, weight, bias, y, opts, chunk)
+    else:
+        acc = acc_dtype(h2.dtype)
+        loss_rows = torch.empty(n, dtype=acc, device=h2.device)
+        z_rows = torch.empty_like(loss_rows)
+        with torch.no_grad():
+            _chunks(h2, weight, bias, y, opts, chunk, None, (False, False, False), loss_rows,
+                    z_rows)
+        gs = _safe_inv((y != ignore_index).sum().to(acc)) if reduction == "mean" else None
+        loss, zpart = _reduce(loss_rows, z_rows, reduction, gs, gs)
+        loss, zpart = loss.to(h2.dtype), zpart.to(h2.dtype)
+    if reduction == "none":
+        loss, zpart = loss.reshape(batch), zpart.reshape(batch)
+    return (loss, zpart) if return_z_loss else loss

@@ -1,0 +1,463 @@
+"""crossent.torch.distributed against single-process F.cross_entropy (never against itself).
+
+The multi-process tests start groups of 2 and 3 processes on the gloo backend (CPU,
+127.0.0.1, a free port chosen here). Every process builds the same full logits / weights from
+the same seed, keeps its vocabulary slice, runs the vocabulary-parallel loss, and compares the
+loss and its gradient slice with F.cross_entropy on the full tensors, computed in float64 in
+the same process. Each rank writes its failures to a JSON file the test then asserts on.
+
+Process layout: the test runs this file as a script (``--launch``), a fresh interpreter that
+imports torch once and forks the ranks from there; forking the pytest process itself would be
+unsafe (it may already run JAX / OpenMP threads), and a fresh interpreter per rank would pay
+the torch import per rank. Everything is bounded: the gloo timeout, the launcher's join
+timeout (stragglers are terminated) and the subprocess timeout.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import multiprocessing as mp
+import os
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+dist = torch.distributed
+
+from crossent.torch.distributed import (  # noqa: E402
+    vocab_parallel_cross_entropy,
+    vocab_parallel_linear_cross_entropy,
+)
+
+pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                                reason="torch.distributed with gloo is not available")
+
+GLOO_TIMEOUT_S = 30  # a collective left without a partner fails after this
+JOIN_TIMEOUT_S = 120  # the launcher terminates ranks still running after this
+RUN_TIMEOUT_S = 180  # the test kills the launcher after this
+
+# Vocabulary splits per world size: even, uneven, and one with an empty slice.
+SPLITS = {
+    2: [(6, 6), (6, 5), (1, 10)],
+    3: [(4, 4, 3), (2, 6, 3), (0, 6, 5)],
+}
+
+
+# --------------------------------------------------------------------------- references
+
+
+def _reference(full, target, *, reduction, eps, z_loss, ignore_index=-100, grad_output=None):
+    """Loss and gradient of PyTorch's cross-entropy on the full float64 logits.
+
+    The z-loss term is added explicitly (z * logsumexp**2 on non-ignored rows, averaged over
+    them for "mean"); an all-ignored "mean" is 0 (F.cross_entropy gives NaN there).
+    """
+    x = full.detach().double().requires_grad_(True)
+    valid = target != ignore_index
+    count = int(valid.sum())
+    if z_loss == 0 and (reduction != "mean" or count > 0):
+        loss = F.cross_entropy(x, target, reduction=reduction, label_smoothing=eps,
+                               ignore_index=ignore_index)
+    else:
+        rows = F.cross_entropy(x, target, reduction="none", label_smoothing=eps,
+                               ignore_index=ignore_index)
+        lse = torch.logsumexp(x, dim=-1)
+        rows = rows + z_loss * torch.where(valid, lse * lse, torch.zeros_like(lse))
+        if reduction == "none":
+            loss = rows
+        elif reduction == "sum":
+            loss = rows.sum()
+        else:
+            loss = rows.sum() / count if count else rows.sum() * 0.0
+    go = torch.ones_like(loss) if grad_output is None else grad_output.double()
+    (g,) = torch.autograd.grad(loss, x, go)
+    return loss.detach(), g
+
+
+def _close(name, got, want, tol):
+    """Assert |got - want| <= tol * max(1, max|want|), with a readable message."""
+    got = got.detach().double()
+    want = want.detach().double()
+    assert got.shape == want.shape, f"{name}: shape {tuple(got.shape)} != {tuple(want.shape)}"
+    if got.numel() == 0:
+        return
+    err = float((got - want).abs().max())
+    bound = tol * max(1.0, float(want.abs().max()))
+    assert err <= bound, f"{name}: max abs error {err:.3g} > {bound:.3g}"
+
+
+TOL = {torch.float32: 2e-6, torch.bfloat16: 1.5e-2}
+
+
+def _targets(n, v, gen, mode):
+    y = torch.randint(0, v, (n,), generator=gen)
+    if mode == "some":
+        y = torch.where(torch.rand(n, generator=gen) < 0.3, torch.full_like(y, -100), y)
+    elif mode == "all":
+        y = torch.full_like(y, -100)
+    return y
+
+
+# --------------------------------------------------------------------------- rank-side cases
+
+
+def _logits_case(rank, widths, *, dtype, reduction, eps, z_loss, ignored, seed, shape=(9,),
+                 explicit=False, inplace=False):
+    v = sum(widths)
+    start = sum(widths[:rank])
+    gen = torch.Generator().manual_seed(seed)
+    full = (torch.randn(*shape, v, generator=gen) * 3).to(dtype)
+    y = _targets(math.prod(shape), v, gen, ignored).reshape(shape)
+    go = torch.randn(shape, generator=gen).to(dtype) if reduction == "none" else None
+    leaf = full[..., start:start + widths[rank]].clone().requires_grad_(True)
+    shard = leaf * 1.0 if inplace else leaf
+    kw = {"vocab_start_index": start, "vocab_size": v} if explicit else {}
+    loss, zpart = vocab_parallel_cross_entropy(
+        shard, y, reduction=reduction, label_smoothing=eps, z_loss=z_loss,
+        inplace_backward=inplace, return_z_loss=True, **kw)
+    (g,) = torch.autograd.grad(loss, leaf, go)
+    ref, gref = _reference(full.reshape(-1, v), y.reshape(-1), reduction=reduction, eps=eps,
+                           z_loss=z_loss,
+                           grad_output=None if go is None else go.reshape(-1))
+    gref = gref.reshape(*shape, v)[..., start:start + widths[rank]]
+    tol = TOL[dtype]
+    assert loss.dtype == dtype and g.dtype == dtype
+    _close("loss", loss, ref.reshape(loss.shape), tol)
+    _close("grad", g, gref, tol)
+    if ignored == "all" and reduction == "mean":
+        assert float(loss.detach()) == 0.0, "all-ignored mean is not 0"
+        assert not bool(g.any()), "all-ignored mean has a non-zero gradient"
+    # The z-loss part on its own: z * lse**2 over the non-ignored rows, reduced the same way.
+    lse = torch.logsumexp(full.reshape(-1, v).double(), dim=-1)
+    valid = y.reshape(-1) != -100
+    zrows = z_loss * torch.where(valid, lse * lse, torch.zeros_like(lse))
+    zref = {"none": zrows.reshape(shape), "sum": zrows.sum(),
+            "mean": zrows.sum() / max(1, int(valid.sum()))}[reduction]
+    _close("z_loss part", zpart, zref, tol)
+
+
+def _linear_case(rank, widths, *, dtype, reduction, eps, z_loss, ignored, seed, bias, chunk):
+    v, n, h = sum(widths), 10, 6
+    start, width = sum(widths[:rank]), widths[rank]
+    gen = torch.Generator().manual_seed(seed)
+    hid = torch.randn(n, h, generator=gen).to(dtype)
+    w = torch.randn(v, h, generator=gen).to(dtype)
+    b = torch.randn(v, generator=gen).to(dtype)
+    y = _targets(n, v, gen, ignored)
+    go = torch.randn(n, generator=gen).to(dtype) if reduction == "none" else None
+    hl = hid.clone().requires_grad_(True)
+    wl = w[start:start + width].clone().requires_grad_(True)
+    bl = b[start:start + width].clone().requires_grad_(True) if bias else None
+    loss = vocab_parallel_linear_cross_entropy(
+        hl, wl, y, bl, chunk_size=chunk, reduction=reduction, label_smoothing=eps,
+        z_loss=z_loss)
+    inputs = (hl, wl) + ((bl,) if bias else ())
+    grads = torch.autograd.grad(loss, inputs, go)
+    # Single-process reference on the materialised logits, float64.
+    hr = hid.double().requires_grad_(True)
+    wr = w.double().requires_grad_(True)
+    br = b.double().requires_grad_(True)
+    logits = hr @ wr.T + (br if bias else 0.0)
+    ref, glog = _reference(logits, y, reduction=reduction, eps=eps, z_loss=z_loss,
+                           grad_output=go)
+    gh, gw, gb = torch.autograd.grad(logits, (hr, wr, br), glog, allow_unused=True)
+    tol = TOL[dtype] * (3 if dtype == torch.bfloat16 else 5)
+    assert loss.dtype == dtype
+    _close("loss", loss, ref, tol)
+    _close("grad hidden", grads[0], gh, tol)
+    _close("grad weight", grads[1], gw[start:start + width], tol)
+    if bias:
+        _close("grad bias", grads[2], gb[start:start + width], tol)
+
+
+def _error_cases(rank, world):
+    """Inconsistent slices raise the same ValueError on every rank (no rank left waiting)."""
+    x = torch.zeros(2, 3)
+    y = torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="tile"):  # every rank claims [0, 3)
+        vocab_parallel_cross_entropy(x, y, vocab_start_index=0)
+    with pytest.raises(ValueError, match="every rank of the group or on none"):
+        vocab_parallel_cross_entropy(x, y, vocab_start_index=0 if rank == 0 else None)
+    with pytest.raises(ValueError, match="class indices"):  # 3 * world is out of range
+        vocab_parallel_cross_entropy(x, torch.tensor([0, 3 * world]))
+
+
+def _cases(world):
+    """(name, fn(rank)) pairs; the same list, in the same order, on every rank."""
+    cases = []
+    seed = 0
+    for widths in SPLITS[world]:
+        for dtype, reduction, eps, z_loss in itertools.product(
+                (torch.float32, torch.bfloat16), ("mean", "sum", "none"), (0.0, 0.2),
+                (0.0, 0.01)):
+            seed += 1
+            ignored = "some" if seed % 2 else "none"
+            kw = dict(dtype=dtype, reduction=reduction, eps=eps, z_loss=z_loss,
+                      ignored=ignored, seed=seed)
+            name = f"logits {widths} {kw}"
+            cases.append((name, lambda r, w=widths, kw=kw: _logits_case(r, w, **kw)))
+        for reduction in ("mean", "sum", "none"):
+            seed += 1
+            kw = dict(dtype=torch.float32, reduction=reduction, eps=0.1, z_loss=0.01,
+                      ignored="all", seed=seed)
+            cases.append((f"all ignored {widths} {kw}",
+                          lambda r, w=widths, kw=kw: _logits_case(r, w, **kw)))
+        seed += 1
+        kw = dict(dtype=torch.float32, reduction="none", eps=0.1, z_loss=0.0, ignored="some",
+                  seed=seed, shape=(2, 3, 4), explicit=True, inplace=True)
+        cases.append((f"3-d, explicit slice, inplace {widths}",
+                      lambda r, w=widths, kw=kw: _logits_case(r, w, **kw)))
+        for dtype, reduction, eps, z_loss, bias, chunk in [
+            (torch.float32, "mean", 0.0, 0.0, True, None),
+            (torch.float32, "mean", 0.1, 0.01, True, 3),
+            (torch.float32, "sum", 0.0, 0.01, False, 4),
+            (torch.float32, "none", 0.1, 0.01, True, 3),
+            (torch.bfloat16, "mean", 0.1, 0.0, True, 3),
+            (torch.bfloat16, "none", 0.0, 0.01, False, None),
+        ]:
+            seed += 1
+            kw = dict(dtype=dtype, reduction=reduction, eps=eps, z_loss=z_loss,
+                      ignored="some", seed=seed, bias=bias, chunk=chunk)
+            cases.append((f"linear {widths} {kw}",
+                          lambda r, w=widths, kw=kw: _linear_case(r, w, **kw)))
+        seed += 1
+        kw = dict(dtype=torch.float32, reduction="mean", eps=0.1, z_loss=0.01, ignored="all",
+                  seed=seed, bias=True, chunk=4)
+        cases.append((f"linear all ignored {widths}",
+                      lambda r, w=widths, kw=kw: _linear_case(r, w, **kw)))
+    cases.append(("errors", lambda r: _error_cases(r, world)))
+    return cases
+
+
+def _worker(rank: int, world: int, port: int, outdir: str) -> None:
+    torch.set_num_threads(1)  # several ranks share the machine's cores
+    report = {"rank": rank, "cases": 0, "failures": []}
+    try:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                                world_size=world, timeout=timedelta(seconds=GLOO_TIMEOUT_S))
+        try:
+            for name, fn in _cases(world):
+                report["cases"] += 1
+                try:
+                    fn(rank)
+                except AssertionError as e:  # a comparison after the collectives: go on
+                    report["failures"].append(f"{name}: {e}")
+                except Exception as e:  # the ranks' collectives may no longer pair up: stop
+                    report["failures"].append(f"{name}: {type(e).__name__}: {e}")
+                    break
+        finally:
+            dist.destroy_process_group()
+    except Exception:
+        report["failures"].append("worker: " + traceback.format_exc())
+    Path(outdir, f"rank{rank}.json").write_text(json.dumps(report))
+
+
+def _launch(world: int, port: int, outdir: str) -> int:
+    """Fork the ranks from this fresh interpreter, join them with a deadline."""
+    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    procs = [ctx.Process(target=_worker, args=(r, world, port, outdir)) for r in range(world)]
+    for p in procs:
+        p.start()
+    deadline = time.monotonic() + JOIN_TIMEOUT_S
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+    stuck = [p for p in procs if p.is_alive()]
+    for p in stuck:
+        p.terminate()
+    for p in stuck:
+        p.join(5)
+        if p.is_alive():
+            p.kill()
+            p.join()
+    return 0 if not stuck and all(p.exitcode == 0 for p in procs) else 1
+
+
+# --------------------------------------------------------------------------- the tests
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_matches_single_process(world, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for _attempt in range(2):  # a second try only if another program took the free port
+        out = tmp_path / f"try{_attempt}"
+        out.mkdir()
+        proc = subprocess.run(
+            [sys.executable, __file__, "--launch", str(world), str(_free_port()), str(out)],
+            capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env)
+        if "address already in use" not in (proc.stdout + proc.stderr).lower():
+            break
+    reports = []
+    for r in range(world):
+        path = out / f"rank{r}.json"
+        assert path.exists(), f"rank {r} wrote no report:\n{proc.stdout}\n{proc.stderr}"
+        reports.append(json.loads(path.read_text()))
+    failures = [f"rank {rep['rank']}: {f}" for rep in reports for f in rep["failures"]]
+    assert not failures, "\n".join(failures[:20])
+    assert proc.returncode == 0, proc.stderr
+    assert all(rep["cases"] == len(_cases(world)) for rep in reports)
+
+
+# Single process (torch.distributed not initialised: a group of one): the same references, on
+# the parallel code path run with a world of one and on the hand-over to crossent.torch.
+
+
+@pytest.fixture(params=["parallel", "delegated"])
+def single_path(request, monkeypatch):
+    from crossent.torch import _rows, distributed
+
+    if request.param == "parallel":
+        monkeypatch.setattr(distributed, "_DELEGATE_SINGLE", False)
+    else:  # the torch-ops row routine: no C++ build needed by this file
+        monkeypatch.setattr(_rows, "use_extension", lambda x: False)
+    return request.param
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("eps,z_loss", [(0.0, 0.0), (0.2, 0.0), (0.0, 0.05), (0.1, 0.01)])
+def test_single_process_logits(reduction, eps, z_loss, single_path):
+    for ignored in ("none", "some", "all"):
+        _logits_case(0, (13,), dtype=torch.float32, reduction=reduction, eps=eps,
+                     z_loss=z_loss, ignored=ignored, seed=7)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_single_process_linear(dtype, single_path):
+    for reduction, chunk, bias in [("mean", 3, True), ("sum", None, False), ("none", 4, True)]:
+        _linear_case(0, (9,), dtype=dtype, reduction=reduction, eps=0.1, z_loss=0.01,
+                     ignored="some", seed=3, bias=bias, chunk=chunk)
+
+
+def test_no_grad_path_matches(single_path):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(5, 3, 7, generator=gen)
+    y = torch.randint(0, 7, (5, 3), generator=gen)
+    with torch.no_grad():
+        got = vocab_parallel_cross_entropy(x, y, label_smoothing=0.1)
+    want = F.cross_entropy(x.reshape(-1, 7), y.reshape(-1), label_smoothing=0.1)
+    assert torch.allclose(got, want, atol=1e-6)
+    h, w = torch.randn(6, 4, generator=gen), torch.randn(7, 4, generator=gen)
+    got = vocab_parallel_linear_cross_entropy(h, w, y.reshape(-1)[:6], reduction="none")
+    want = F.cross_entropy(h @ w.T, y.reshape(-1)[:6], reduction="none")
+    assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_inputs_not_mutated_by_default(single_path):
+    x = torch.randn(4, 6, requires_grad=True)
+    before = x.detach().clone()
+    vocab_parallel_cross_entropy(x, torch.tensor([0, 1, 2, 3])).backward()
+    assert torch.equal(x.detach(), before)
+
+
+def test_errors(single_path):
+    x = torch.zeros(2, 3)
+    y = torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="not initialised"):
+        vocab_parallel_cross_entropy(x, y, group=object())
+    with pytest.raises(ValueError, match="vocab_start_index must be 0"):
+        vocab_parallel_cross_entropy(x, y, vocab_start_index=3)
+    with pytest.raises(ValueError, match="vocab_start_index must be a non-negative int"):
+        vocab_parallel_cross_entropy(x, y, vocab_start_index=-1)
+    with pytest.raises(ValueError, match="vocab_size must equal"):
+        vocab_parallel_cross_entropy(x, y, vocab_size=5)
+    with pytest.raises(ValueError, match="reduction"):
+        vocab_parallel_cross_entropy(x, y, reduction="avg")
+    with pytest.raises(ValueError, match="label_smoothing"):
+        vocab_parallel_cross_entropy(x, y, label_smoothing=1.5)
+    with pytest.raises(ValueError, match="z_loss"):
+        vocab_parallel_cross_entropy(x, y, z_loss=-1.0)
+    with pytest.raises(ValueError, match="target must have shape"):
+        vocab_parallel_cross_entropy(x, torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match="class indices"):
+        vocab_parallel_cross_entropy(x, torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="at least one class"):
+        vocab_parallel_cross_entropy(torch.zeros(2, 0), y)
+    with pytest.raises(ValueError, match="inplace_backward"):
+        vocab_parallel_cross_entropy(x.requires_grad_(True), y, inplace_backward=True)
+    with pytest.raises(TypeError, match="floating-point"):
+        vocab_parallel_cross_entropy(torch.zeros(2, 3, dtype=torch.int64), y)
+    with pytest.raises(TypeError, match="integer class indices"):
+        vocab_parallel_cross_entropy(torch.zeros(2, 3), torch.zeros(2))
+    h, w = torch.zeros(2, 4), torch.zeros(3, 4)
+    with pytest.raises(ValueError, match="chunk_size"):
+        vocab_parallel_linear_cross_entropy(h, w, y, chunk_size=0)
+    with pytest.raises(ValueError, match="weight_shard must have shape"):
+        vocab_parallel_linear_cross_entropy(h, torch.zeros(3, 5), y)
+    with pytest.raises(ValueError, match="bias_shard must have shape"):
+        vocab_parallel_linear_cross_entropy(h, w, y, torch.zeros(4))
+    with pytest.raises(TypeError, match="share a dtype"):
+        vocab_parallel_linear_cross_entropy(h, w.double(), y)
+
+
+def test_second_backward_recomputes(single_path):
+    """retain_graph=True: the second backward gives the same gradients (recomputed)."""
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(5, 7, generator=gen, requires_grad=True)
+    y = torch.tensor([0, 6, -100, 3, 2])
+    loss = vocab_parallel_cross_entropy(x, y, label_smoothing=0.1, z_loss=0.01)
+    (g1,) = torch.autograd.grad(loss, x, retain_graph=True)
+    (g2,) = torch.autograd.grad(loss, x, torch.tensor(2.0))
+    torch.testing.assert_close(g2, 2 * g1)
+    h = torch.randn(5, 3, generator=gen, requires_grad=True)
+    w = torch.randn(7, 3, generator=gen, requires_grad=True)
+    loss = vocab_parallel_linear_cross_entropy(h, w, y, chunk_size=2, z_loss=0.01)
+    g1 = torch.autograd.grad(loss, (h, w), retain_graph=True)
+    g2 = torch.autograd.grad(loss, (h, w), torch.tensor(3.0))
+    for a, b in zip(g1, g2, strict=True):
+        torch.testing.assert_close(b, 3 * a)
+
+
+def test_inplace_backward_second_backward_refused():
+    from crossent.torch import distributed
+
+    leaf = torch.randn(3, 4, requires_grad=True)
+    x = leaf * 1.0
+    old = distributed._DELEGATE_SINGLE
+    distributed._DELEGATE_SINGLE = False
+    try:
+        loss = vocab_parallel_cross_entropy(x, torch.tensor([0, 1, 2]), inplace_backward=True)
+    finally:
+        distributed._DELEGATE_SINGLE = old
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backward ran twice"):
+        loss.backward()
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_gradcheck_parallel_path(reduction, monkeypatch):
+    from crossent.torch import distributed
+
+    monkeypatch.setattr(distributed, "_DELEGATE_SINGLE", False)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(4, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    h = torch.randn(4, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, generator=gen, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([1, -100, 4, 0])
+    kw = dict(label_smoothing=0.2, z_loss=0.05, reduction=reduction)
+    # The first backward uses the exponentials kept by the forward, a repeated one recomputes
+    # them from the saved lse: equal up to rounding, hence a non-zero nondet_tol.
+    assert torch.autograd.gradcheck(lambda t: vocab_parallel_cross_entropy(t, y, **kw), (x,),
+                                    nondet_tol=1e-12)
+    assert torch.autograd.gradcheck(
+        lambda a, c, d: vocab_parallel_linear_cross_entropy(a, c, y, d, chunk_size=3, **kw),
+        (h, w, b), nondet_tol=1e-12)
+
+
+if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--launch":
+    sys.exit(_launch(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]))
