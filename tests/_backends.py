@@ -52,3 +52,20 @@ def finite_difference(f, x: np.ndarray, h: float = 1e-6) -> np.ndarray:
         xm[i] -= h
         g[i] = (float(f(xp_)) - float(f(xm))) / (2 * h)
     return g
+
+
+def half_inputs(backend: str, dtype: str, x32: np.ndarray):
+    """``x32`` in half precision on ``backend``, and the same values upcast to a float32
+    NumPy array (the reference a half-precision loss must match after fp32 accumulation)."""
+    if backend == "torch":
+        import torch
+
+        xh = torch.from_numpy(x32).to(getattr(torch, dtype))
+        return xh, xh.float().numpy()
+    if backend == "jax":
+        import jax.numpy as jnp
+
+        xh = jnp.asarray(x32, dtype=getattr(jnp, dtype))
+        return xh, np.asarray(xh.astype(jnp.float32))
+    xh = x32.astype(np.float16)
+    return xh, xh.astype(np.float32)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import crossent
-from tests._backends import BACKENDS, finite_difference, to_backend, to_numpy
+from tests._backends import BACKENDS, finite_difference, half_inputs, to_backend, to_numpy
 
 RNG = np.random.default_rng(1234)
 T = torch.from_numpy
@@ -237,15 +237,7 @@ def test_half_precision_is_computed_in_float32(backend, dtype):
         pytest.skip("NumPy has no bfloat16")
     x32 = RNG.normal(scale=5, size=(8, 50)).astype(np.float32)
     y = RNG.integers(0, 50, size=8)
-    if backend == "torch":
-        xh = torch.from_numpy(x32).to(getattr(torch, dtype))
-        x_up = xh.float().numpy()
-    elif backend == "jax":
-        xh = jnp.asarray(x32, dtype=getattr(jnp, dtype))
-        x_up = np.asarray(xh.astype(jnp.float32))
-    else:
-        xh = x32.astype(np.float16)
-        x_up = xh.astype(np.float32)
+    xh, x_up = half_inputs(backend, dtype, x32)
     v, g = crossent.value_and_grad(crossent.softmax_cross_entropy)(
         xh, to_backend(backend, y), reduction="sum")
     assert str(v.dtype).endswith(dtype) and str(g.dtype).endswith(dtype)

@@ -29,7 +29,13 @@ from crossent.focal import (  # noqa: E402
     softmax_focal_loss,
     softmax_focal_loss_grad,
 )
-from tests._backends import BACKENDS, finite_difference, to_backend, to_numpy  # noqa: E402
+from tests._backends import (  # noqa: E402
+    BACKENDS,
+    finite_difference,
+    half_inputs,
+    to_backend,
+    to_numpy,
+)
 
 RNG = np.random.default_rng(2017)
 T = torch.from_numpy
@@ -414,15 +420,7 @@ def test_half_precision_is_computed_in_float32(backend, dtype):
         pytest.skip("NumPy has no bfloat16")
     x32 = RNG.normal(scale=4, size=(8, 6)).astype(np.float32)
     y = RNG.integers(0, 6, size=8)
-    if backend == "torch":
-        xh = torch.from_numpy(x32).to(getattr(torch, dtype))
-        x_up = xh.float().numpy()
-    elif backend == "jax":
-        xh = jnp.asarray(x32, dtype=getattr(jnp, dtype))
-        x_up = np.asarray(xh.astype(jnp.float32))
-    else:
-        xh = x32.astype(np.float16)
-        x_up = xh.astype(np.float32)
+    xh, x_up = half_inputs(backend, dtype, x32)
     tgt = np.eye(6)[y]
     for fn, t_b, t_np in [(softmax_focal_loss, to_backend(backend, y), y),
                           (sigmoid_focal_loss, to_backend(backend, tgt), tgt)]:

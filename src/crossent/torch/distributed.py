@@ -27,7 +27,7 @@ from torch.autograd.function import once_differentiable
 
 from ._rows import acc_dtype
 from .cross_entropy import _bump_version, _safe_inv, check_labels, check_options, cross_entropy
-from .linear import choose_chunk_size, linear_cross_entropy
+from .linear import choose_chunk_size, linear_cross_entropy, logit_chunks
 
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
 
@@ -455,7 +455,6 @@ def _linear_chunks(hidden, weight, bias, tl, own, valid, shard: _Shard, opts: _O
     ``need`` (None elsewhere), each times ``scale`` (0-d or per row); ``grad_h`` is summed over
     the group (hidden is replicated, each rank's slice contributes a part of it).
     """
-    n = hidden.shape[0]
     vp = weight.shape[0]
     dtype = hidden.dtype
     acc = acc_dtype(dtype)
@@ -468,17 +467,8 @@ def _linear_chunks(hidden, weight, bias, tl, own, valid, shard: _Shard, opts: _O
     gw = torch.zeros(weight.shape, dtype=acc if half else dtype, device=weight.device) \
         if need_w else None
     gb = torch.zeros(vp, dtype=acc, device=weight.device) if need_b else None
-    buf = torch.empty((min(chunk, n), vp), dtype=dtype, device=hidden.device)
-    wt = weight.t()
     per_row = scale is not None and scale.dim() == 1
-    for i0 in range(0, n, chunk):
-        i1 = min(n, i0 + chunk)
-        hc = hidden[i0:i1]
-        lc = buf[: i1 - i0]
-        if bias is None:
-            torch.mm(hc, wt, out=lc)
-        else:
-            torch.addmm(bias, hc, wt, out=lc)
+    for i0, i1, hc, lc in logit_chunks(hidden, weight, bias, chunk):
         loss, z, lse_c = _shard_rows(
             lc, tl[i0:i1], own[i0:i1], valid[i0:i1], shard, opts.label_smoothing, opts.z_loss,
             grad_out=lc if grad else None,  # the logits chunk becomes its own gradient

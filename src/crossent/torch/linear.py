@@ -105,11 +105,28 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return out[0], out[1], out[2], None, None, None
 
 
+def logit_chunks(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                 chunk: int):
+    """Yield ``(i0, i1, hidden[i0:i1], logits of those rows)``, the logits written into one
+    reused ``(chunk, V)`` buffer: the only logits memory the chunked losses ever hold."""
+    n = hidden.shape[0]
+    buf = torch.empty((min(chunk, n), weight.shape[0]), dtype=hidden.dtype,
+                      device=hidden.device)
+    wt = weight.t()
+    for i0 in range(0, n, chunk):
+        i1 = min(n, i0 + chunk)
+        hc, lc = hidden[i0:i1], buf[: i1 - i0]
+        if bias is None:
+            torch.mm(hc, wt, out=lc)
+        else:
+            torch.addmm(bias, hc, wt, out=lc)
+        yield i0, i1, hc, lc
+
+
 def _chunks(hidden, weight, bias, target, opts: _Opts, chunk: int, scale, need,
             loss_rows, z_rows):
     """Run the chunk loop; fill loss_rows / z_rows and return (grad_h, grad_w, grad_b) for the
     inputs in ``need`` (None elsewhere), each already multiplied by ``scale`` (0-d or (N,))."""
-    n, _ = hidden.shape
     v = weight.shape[0]
     dtype = hidden.dtype
     acc = acc_dtype(dtype)
@@ -120,17 +137,8 @@ def _chunks(hidden, weight, bias, target, opts: _Opts, chunk: int, scale, need,
     gh = torch.empty_like(hidden) if need_h else None
     # The first chunk writes grad_W and grad_b (no zero fill, no read); the others accumulate.
     gw = gb = None
-    buf = torch.empty((min(chunk, n), v), dtype=dtype, device=hidden.device)
-    wt = weight.t()
     per_row = isinstance(scale, torch.Tensor) and scale.dim() == 1
-    for i0 in range(0, n, chunk):
-        i1 = min(n, i0 + chunk)
-        hc = hidden[i0:i1]
-        lc = buf[: i1 - i0]
-        if bias is None:
-            torch.mm(hc, wt, out=lc)
-        else:
-            torch.addmm(bias, hc, wt, out=lc)
+    for i0, i1, hc, lc in logit_chunks(hidden, weight, bias, chunk):
         st = rows_forward(
             lc, target[i0:i1], ignore_index=opts.ignore_index,
             label_smoothing=opts.label_smoothing, z_loss=opts.z_loss, softcap=opts.softcap,
