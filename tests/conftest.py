@@ -6,9 +6,25 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
 settings.register_profile("crossent", max_examples=30, deadline=None, derandomize=True)
 settings.load_profile("crossent")
+
+
+@pytest.fixture(params=["ext", "torch"])
+def kernel_backend(request, monkeypatch):
+    """Run a crossent.torch test on the C++ row kernel, then on the torch-ops path."""
+    torch_ext = pytest.importorskip("crossent.torch._ext")
+    rows = pytest.importorskip("crossent.torch._rows")
+    if request.param == "ext":
+        if not torch_ext.load():
+            pytest.skip(f"C++ kernel unavailable: {torch_ext.info()['error']}")
+    else:
+        monkeypatch.setattr(rows, "force_torch_ops", True)
+        monkeypatch.setattr(torch_ext, "load",
+                            lambda: pytest.fail("the C++ kernel was asked for"))
+    return request.param

@@ -14,20 +14,8 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-from crossent.torch import _ext, _rows, backend_info, cross_entropy  # noqa: E402
+from crossent.torch import _ext, backend_info, cross_entropy  # noqa: E402
 from crossent.torch._rows import rows_forward  # noqa: E402
-
-
-@pytest.fixture(params=["ext", "torch"])
-def backend(request, monkeypatch):
-    """Run the test on the C++ kernel or on the torch-ops path."""
-    if request.param == "ext":
-        if not _ext.load():
-            pytest.skip(f"C++ kernel unavailable: {_ext.info()['error']}")
-    else:
-        monkeypatch.setattr(_rows, "force_torch_ops", True)
-        monkeypatch.setattr(_ext, "load", lambda: pytest.fail("the C++ kernel was asked for"))
-    return request.param
 
 
 def _ref(logits, target, grad_out=None, **kw):
@@ -63,7 +51,7 @@ OPTIONS = list(itertools.product([False, True], [0.0, 0.3], ["mean", "sum", "non
 
 
 @pytest.mark.parametrize("n,c", [(1, 1), (5, 1), (1, 7), (6, 7), (9, 1000), (3, 5000)])
-def test_index_targets_match_pytorch(backend, n, c):
+def test_index_targets_match_pytorch(kernel_backend, n, c):
     gen = torch.Generator().manual_seed(n * 1000 + c)
     x = torch.randn(n, c, generator=gen) * 3
     w = torch.rand(c, generator=gen) + 0.1
@@ -81,7 +69,7 @@ def test_index_targets_match_pytorch(backend, n, c):
 
 
 @pytest.mark.parametrize("red", ["mean", "sum", "none"])
-def test_probability_targets_match_pytorch(backend, red):
+def test_probability_targets_match_pytorch(kernel_backend, red):
     gen = torch.Generator().manual_seed(1)
     for n, c in [(1, 1), (4, 7), (5, 3000)]:
         x = torch.randn(n, c, generator=gen) * 2
@@ -97,7 +85,7 @@ def test_probability_targets_match_pytorch(backend, red):
 
 
 @pytest.mark.parametrize("red", ["mean", "sum", "none"])
-def test_spatial_and_unbatched_layouts(backend, red):
+def test_spatial_and_unbatched_layouts(kernel_backend, red):
     gen = torch.Generator().manual_seed(2)
     x = torch.randn(2, 5, 3, 4, generator=gen)
     y = torch.randint(0, 5, (2, 3, 4), generator=gen)
@@ -125,7 +113,7 @@ def test_spatial_and_unbatched_layouts(backend, red):
         torch.testing.assert_close(g.double(), gref, rtol=1e-5, atol=1e-7)
 
 
-def test_all_ignored_gives_zero_not_nan(backend):
+def test_all_ignored_gives_zero_not_nan(kernel_backend):
     x = torch.randn(4, 9, requires_grad=True)
     y = torch.full((4,), -100)
     w = torch.rand(9)
@@ -140,7 +128,7 @@ def test_all_ignored_gives_zero_not_nan(backend):
     assert cross_entropy(x, y, reduction="sum").item() == 0.0
 
 
-def test_ignored_rows_with_custom_ignore_index(backend):
+def test_ignored_rows_with_custom_ignore_index(kernel_backend):
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(7, 11, generator=gen)
     y = torch.randint(0, 11, (7,), generator=gen)
@@ -152,7 +140,7 @@ def test_ignored_rows_with_custom_ignore_index(backend):
     assert torch.all(g[[1, 4]] == 0)
 
 
-def test_neg_inf_logits_in_early_blocks(backend):
+def test_neg_inf_logits_in_early_blocks(kernel_backend):
     """Masked vocabulary (-inf) filling whole kernel blocks before the finite values."""
     gen = torch.Generator().manual_seed(4)
     x = torch.randn(3, 6000, generator=gen)
@@ -166,7 +154,7 @@ def test_neg_inf_logits_in_early_blocks(backend):
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float16, 2e-3), (torch.bfloat16, 1.6e-2)])
-def test_half_precision(backend, dtype, tol):
+def test_half_precision(kernel_backend, dtype, tol):
     gen = torch.Generator().manual_seed(5)
     x = (torch.randn(8, 3000, generator=gen) * 4).to(dtype)
     y = _targets(8, 3000, gen, 0.2)
@@ -181,7 +169,7 @@ def test_half_precision(backend, dtype, tol):
         torch.testing.assert_close(g.double(), gref, rtol=tol, atol=tol * 1e-3)
 
 
-def test_z_loss_and_return_z_loss(backend):
+def test_z_loss_and_return_z_loss(kernel_backend):
     gen = torch.Generator().manual_seed(6)
     x = torch.randn(10, 13, generator=gen) * 3
     y = _targets(10, 13, gen, 0.3)
@@ -208,7 +196,7 @@ def test_z_loss_and_return_z_loss(backend):
         assert not zpart.requires_grad
 
 
-def test_softcap(backend):
+def test_softcap(kernel_backend):
     gen = torch.Generator().manual_seed(7)
     x = torch.randn(6, 2500, generator=gen) * 20
     y = _targets(6, 2500, gen, 0.2)
@@ -229,7 +217,7 @@ def test_softcap(backend):
         torch.testing.assert_close(g.double(), gref, rtol=1e-5, atol=1e-7)
 
 
-def test_gradcheck_float64(backend):
+def test_gradcheck_float64(kernel_backend):
     gen = torch.Generator().manual_seed(8)
     x = torch.randn(4, 6, generator=gen, dtype=torch.float64, requires_grad=True)
     y = torch.tensor([0, 5, -100, 2])
@@ -244,7 +232,7 @@ def test_gradcheck_float64(backend):
         lambda a, b: cross_entropy(a, b, weight=w, label_smoothing=0.1), (x, pt))
 
 
-def test_noncontiguous_inputs_and_no_mutation(backend):
+def test_noncontiguous_inputs_and_no_mutation(kernel_backend):
     gen = torch.Generator().manual_seed(9)
     base = torch.randn(12, 40, generator=gen)
     x = base[::2, ::3]  # neither rows nor columns contiguous
@@ -269,7 +257,7 @@ def test_noncontiguous_inputs_and_no_mutation(backend):
     assert torch.equal(wide, snapshot)
 
 
-def test_inplace_backward(backend):
+def test_inplace_backward(kernel_backend):
     gen = torch.Generator().manual_seed(10)
     x = torch.randn(5, 300, generator=gen)
     y = torch.randint(0, 300, (5,), generator=gen)
@@ -297,7 +285,7 @@ def test_inplace_backward(backend):
     del ref, gref
 
 
-def test_no_grad_path_matches(backend):
+def test_no_grad_path_matches(kernel_backend):
     gen = torch.Generator().manual_seed(11)
     x = torch.randn(33, 2100, generator=gen, requires_grad=True)
     y = _targets(33, 2100, gen, 0.1)
@@ -314,7 +302,7 @@ def test_no_grad_path_matches(backend):
         torch.testing.assert_close(cross_entropy(x, y, weight=w), F.cross_entropy(x, y, weight=w))
 
 
-def test_backward_twice_through_a_retained_graph(backend):
+def test_backward_twice_through_a_retained_graph(kernel_backend):
     gen = torch.Generator().manual_seed(15)
     x = torch.randn(3, 5, generator=gen, requires_grad=True)
     y = torch.tensor([0, 1, 2])
@@ -332,7 +320,7 @@ def test_backward_twice_through_a_retained_graph(backend):
         loss.backward()
 
 
-def test_gradient_buffer_is_adopted_without_copy(backend, monkeypatch):
+def test_gradient_buffer_is_adopted_without_copy(kernel_backend, monkeypatch):
     """The forward's gradient buffer becomes logits.grad as is (no extra N x V copy)."""
     x = torch.randn(4, 3000, requires_grad=True)
     y = torch.tensor([0, 1, 2, 3])
@@ -357,7 +345,7 @@ def test_gradient_buffer_is_adopted_without_copy(backend, monkeypatch):
     assert seen == [x.grad.data_ptr()]
 
 
-def test_rows_contract_inplace_and_per_row_scale(backend):
+def test_rows_contract_inplace_and_per_row_scale(kernel_backend):
     """_rows.rows_forward, as the linear CE uses it: gradient written over the logits chunk,
     scaled per row; checked against autograd of F.cross_entropy(reduction='none')."""
     gen = torch.Generator().manual_seed(12)

@@ -9,18 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-from crossent.torch import _ext, _rows, choose_chunk_size, linear_cross_entropy  # noqa: E402
-
-
-@pytest.fixture(params=["ext", "torch"])
-def backend(request, monkeypatch):
-    if request.param == "ext":
-        if not _ext.load():
-            pytest.skip(f"C++ kernel unavailable: {_ext.info()['error']}")
-    else:
-        monkeypatch.setattr(_rows, "force_torch_ops", True)
-        monkeypatch.setattr(_ext, "load", lambda: pytest.fail("the C++ kernel was asked for"))
-    return request.param
+from crossent.torch import choose_chunk_size, linear_cross_entropy  # noqa: E402
 
 
 def _data(n, h, v, seed, dtype=torch.float32, ignore=0.0):
@@ -70,7 +59,7 @@ def _close(a, b, rtol=2e-5, atol=2e-6):
 
 @pytest.mark.parametrize("red,bias,chunk", list(itertools.product(
     ["mean", "sum", "none"], [True, False], [1, 5, 64, None])))
-def test_matches_materialised(backend, red, bias, chunk):
+def test_matches_materialised(kernel_backend, red, bias, chunk):
     hid, w, b, y = _data(23, 16, 37, seed=1, ignore=0.2)
     b = b if bias else None
     go = torch.randn(23) if red == "none" else None
@@ -81,7 +70,7 @@ def test_matches_materialised(backend, red, bias, chunk):
         _close(a, r)
 
 
-def test_options_match_materialised(backend):
+def test_options_match_materialised(kernel_backend):
     hid, w, b, y = _data(19, 12, 2500, seed=2, ignore=0.2)
     for kw in (dict(label_smoothing=0.1), dict(z_loss=1e-3), dict(softcap=2.0),
                dict(label_smoothing=0.2, z_loss=1e-2, softcap=3.0, reduction="sum"),
@@ -95,7 +84,7 @@ def test_options_match_materialised(backend):
             _close(a, r)
 
 
-def test_chunked_equals_unchunked(backend):
+def test_chunked_equals_unchunked(kernel_backend):
     hid, w, b, y = _data(40, 8, 300, seed=3, ignore=0.1)
     one, g1 = _ours(hid, w, b, y, chunk_size=40)
     for chunk in (1, 7, 39):
@@ -105,7 +94,7 @@ def test_chunked_equals_unchunked(backend):
             torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-6)
 
 
-def test_batched_hidden_and_reduction_none_shape(backend):
+def test_batched_hidden_and_reduction_none_shape(kernel_backend):
     hid, w, b, y = _data(12, 8, 30, seed=4)
     h3, y3 = hid.reshape(3, 4, 8), y.reshape(3, 4)
     out = linear_cross_entropy(h3, w, y3, b, reduction="none", chunk_size=5)
@@ -114,7 +103,7 @@ def test_batched_hidden_and_reduction_none_shape(backend):
                                                     reduction="none").reshape(3, 4))
 
 
-def test_bfloat16(backend):
+def test_bfloat16(kernel_backend):
     hid, w, b, y = _data(32, 16, 500, seed=5, dtype=torch.bfloat16)
     ref, gref = _materialised(hid, w, b, y)  # float64 on the same rounded inputs
     out, g = _ours(hid, w, b, y, chunk_size=8)
@@ -124,7 +113,7 @@ def test_bfloat16(backend):
         _close(a, r, rtol=5e-2, atol=2e-3)
 
 
-def test_all_ignored_and_no_grad(backend):
+def test_all_ignored_and_no_grad(kernel_backend):
     hid, w, b, y = _data(6, 4, 9, seed=6)
     hg = hid.clone().requires_grad_(True)
     loss = linear_cross_entropy(hg, w, torch.full((6,), -100), b)
@@ -141,7 +130,7 @@ def test_all_ignored_and_no_grad(backend):
     torch.testing.assert_close(out, F.cross_entropy(hid @ w.T + b, y, label_smoothing=0.1))
 
 
-def test_gradcheck_float64(backend):
+def test_gradcheck_float64(kernel_backend):
     g = torch.Generator().manual_seed(7)
     hid = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
     w = torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True)
@@ -153,7 +142,7 @@ def test_gradcheck_float64(backend):
             lambda a, c, d, kw=kw: linear_cross_entropy(a, c, y, d, **kw), (hid, w, b))
 
 
-def test_inputs_not_mutated(backend):
+def test_inputs_not_mutated(kernel_backend):
     hid, w, b, y = _data(10, 6, 20, seed=8)
     copies = [t.clone() for t in (hid, w, b, y)]
     hg, wg, bg = (t.clone().requires_grad_(True) for t in (hid, w, b))
@@ -201,7 +190,7 @@ def test_cuda_matches_materialised():
         _close(a, r, rtol=1e-4, atol=1e-5)
 
 
-def test_backward_twice_through_a_retained_graph(backend):
+def test_backward_twice_through_a_retained_graph(kernel_backend):
     hid, w, b, y = _data(9, 4, 11, seed=11)
     hg, wg = hid.clone().requires_grad_(True), w.clone().requires_grad_(True)
     loss = linear_cross_entropy(hg, wg, y, b, chunk_size=4)
