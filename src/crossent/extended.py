@@ -472,9 +472,9 @@ def _gce(logits, labels, q, axis, ignore_index, reduction, want_grad):
     xp = A.namespace(logits, labels)
     _checks.floating(xp, logits, "logits")
     _checks.reduction(reduction)
-    if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0.0 < q <= 1.0:
-        raise ValueError(f"q must be in (0, 1], got {q!r}")
-    q = float(q)
+    q_in, q = q, _checks.real(q, "q")
+    if not 0.0 < q <= 1.0:
+        raise ValueError(f"q must be in (0, 1], got {q_in!r}")
     ax = _checks.class_axis(logits, axis)
     _checks.class_labels(xp, labels, logits, ax, ignore_index, "labels")
     z = A.upcast(xp, A.move_axis_last(xp, logits, ax))
