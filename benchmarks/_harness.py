@@ -15,6 +15,7 @@ reported separately so "working memory" (peak minus gradients) can be compared t
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import os
@@ -28,6 +29,33 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parser(doc: str, sizes: dict[str, int], dtypes: list[str], contenders: list[str]
+           ) -> argparse.ArgumentParser:
+    """The options every fwd+bwd benchmark script takes; ``sizes`` maps --n/--v/--h to defaults."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    for name, default in sizes.items():
+        p.add_argument(f"--{name}", type=int, default=default)
+    p.add_argument("--dtype", choices=sorted(dtypes), default="float32")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--quick", action="store_true", help="small sizes, 2 repeats: a smoke run")
+    p.add_argument("--sweep", action="store_true", help="scaling sweep over V and N (time only)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--contenders", default=",".join(contenders))
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--case", help=argparse.SUPPRESS)
+    return p
+
+
+def run_child(args: argparse.Namespace, case_cls: Any, make_step: Callable) -> bool:
+    """In a ``--child`` subprocess, measure one contender's peak memory and print it as JSON."""
+    if not args.child:
+        return False
+    case = case_cls(**json.loads(args.case))
+    print(json.dumps(child_measure(make_step(args.child, case), case.reset, case.grad_bytes)))
+    return True
 
 
 def results_dir() -> Path:

@@ -14,8 +14,6 @@ logits-sized buffer (the page faults any new gradient tensor costs).
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -156,22 +154,8 @@ COLUMNS = [("name", "contender", ""), ("median_s", "median s", "{:.4f}"),
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=4096)
-    p.add_argument("--v", type=int, default=32768)
-    p.add_argument("--dtype", choices=sorted(_DTYPES), default="float32")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--quick", action="store_true", help="small sizes, 2 repeats: a smoke run")
-    p.add_argument("--sweep", action="store_true", help="scaling sweep over V and N (time only)")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    p.add_argument("--contenders", default=",".join(CONTENDERS))
-    p.add_argument("--child", help=argparse.SUPPRESS)
-    p.add_argument("--case", help=argparse.SUPPRESS)
-    a = p.parse_args(argv)
-    if a.child:
-        case = Case(**json.loads(a.case))
-        print(json.dumps(H.child_measure(make_step(a.child, case), case.reset, case.grad_bytes)))
+    a = H.parser(__doc__, {"n": 4096, "v": 32768}, list(_DTYPES), CONTENDERS).parse_args(argv)
+    if H.run_child(a, Case, make_step):
         return 0
     contenders = [c for c in a.contenders.split(",") if c]
     script = str(Path(__file__).resolve())
