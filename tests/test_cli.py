@@ -278,3 +278,202 @@ def test_bench_quick_run_writes_json_and_plot(tmp_path):
     result = json.loads((tmp_path / "vocab_parallel_quick.json").read_text())
     assert result
     png_size(tmp_path / "vocab_parallel_quick.png")
+
+
+# --- user errors found after the first release: each one line on stderr, exit 2 ------------
+
+
+def run_blocking(modules: list[str], *args: str, cwd: Path | None = None
+                 ) -> subprocess.CompletedProcess:
+    """``crossent ARGS`` in a Python where importing each of ``modules`` fails."""
+    code = ("import sys\n"
+            f"for m in {modules!r}:\n"
+            "    sys.modules[m] = None  # makes `import m` raise ImportError\n"
+            "from crossent.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=240)
+
+
+def strict_json(text: str) -> object:
+    """``json.loads`` that refuses NaN and Infinity, as JSON itself (and most parsers) do."""
+    def refuse(name: str) -> None:
+        raise ValueError(f"not JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def two_class_csv(path: Path, n: int = 20) -> Path:
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (n, 2)), rng.normal(3, 1, (n, 2))])
+    y = ["a"] * n + ["b"] * n
+    path.write_text("\n".join(["f1,f2,label"] + [f"{r[0]},{r[1]},{lab}" for r, lab in
+                                                   zip(x, y, strict=True)]))
+    return path
+
+
+def test_compute_npz_named_npy_is_a_usage_error(arrays):
+    d, logits, _ = arrays
+    np.savez(d / "both.npz", logits=logits)
+    (d / "both.npz").rename(d / "both.npy")
+    proc = run("compute", "softmax_cross_entropy", "--pred", "both.npy", "--target",
+               "labels.npy", cwd=d)
+    assert_user_error(proc, "--pred both.npy", ".npz")
+
+
+def test_compute_set_list_with_a_non_number(arrays):
+    d, _, _ = arrays
+    proc = run("compute", "softmax_cross_entropy", "--pred", "logits.npy", "--target",
+               "labels.npy", "--set", "weight=1,2,x", cwd=d)
+    assert_user_error(proc, "weight=1,2,x", "'x'", "not")
+
+
+@pytest.mark.parametrize("grad,fragments", [
+    ("/nonexistent-dir/g.npy", ["--grad", "/nonexistent-dir", "does not exist"]),
+    ("g.xyz", ["--grad", ".xyz", ".npy", ".csv"]),
+    ("g", ["--grad", "no extension"]),
+    (".", ["--grad", "is a directory"]),
+])
+def test_compute_grad_output_path_is_checked(arrays, grad, fragments):
+    d, _, _ = arrays
+    proc = run("compute", "softmax_cross_entropy", "--pred", "logits.npy", "--target",
+               "labels.npy", "--grad", grad, cwd=d)
+    assert_user_error(proc, *fragments)
+    assert sorted(p.name for p in d.iterdir()) == ["labels.npy", "labels.txt", "logits.csv",
+                                                    "logits.npy"]
+
+
+@pytest.mark.parametrize("name", ["g.csv", "g.tsv", "g.txt", "g.npy", "G.NPY"])
+def test_compute_grad_writes_the_format_its_extension_names(arrays, name):
+    d, logits, labels = arrays
+    proc = run("compute", "softmax_cross_entropy", "--pred", "logits.npy", "--target",
+               "labels.npy", "--grad", name, "--json", cwd=d)
+    assert proc.returncode == 0, proc.stderr
+    assert strict_json(proc.stdout)["grad"] == name
+    written = sorted(p.name for p in d.iterdir() if p.name.lower().startswith("g."))
+    assert written == [name]  # not g.csv.npy
+    _, g = crossent.value_and_grad(crossent.softmax_cross_entropy)(logits, labels)
+    if name.lower().endswith(".npy"):
+        got = np.load(d / name)
+    else:
+        got = np.loadtxt(d / name, delimiter={".csv": ",", ".tsv": "\t"}.get(name[-4:]))
+    np.testing.assert_allclose(got, g, rtol=1e-12)
+    proc = run("compute", "softmax_cross_entropy", "--pred", "logits.npy", "--target",
+               "labels.npy", "--grad", name, cwd=d)
+    assert proc.stderr.strip() == f"gradient written to {name}"
+
+
+@pytest.mark.parametrize("out,fragments", [
+    ("/nonexistent-dir/p.png", ["--out", "/nonexistent-dir", "does not exist"]),
+    (".", ["--out", "is a directory"]),
+    ("p.xyz", ["--out", ".xyz", ".png", ".pdf", ".svg"]),
+])
+def test_plot_out_must_be_an_image_file_that_can_be_written(tmp_path, out, fragments):
+    proc = run("plot", "softmax_cross_entropy", "--out", out, cwd=tmp_path)
+    assert_user_error(proc, *fragments)
+    assert not list(tmp_path.iterdir())
+
+
+def test_train_out_is_an_existing_file(tmp_path):
+    (tmp_path / "taken").write_text("not a folder")
+    proc = run("train", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "taken"))
+    assert_user_error(proc, "--out", "taken", "not a directory")
+
+
+@pytest.mark.parametrize("name", [":foo", "foo:", "os:sep"])
+def test_gradcheck_malformed_loss_name(name):
+    assert_user_error(run("gradcheck", name), repr(name))
+
+
+@pytest.mark.parametrize("args,flag,value", [
+    (["gradcheck", "softmax_cross_entropy"], "--seed", "-1"),
+    (["train"], "--seed", "-1"),
+    (["train"], "--batch-size", "0"),
+    (["train"], "--epochs", "0"),
+])
+def test_negative_seed_and_zero_counts_are_usage_errors(tmp_path, args, flag, value):
+    assert_user_error(run(*args, flag, value, cwd=tmp_path), flag, value)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("bad_row,fragments", [
+    ("5,6", ["line 4", "2 fields", "3"]),
+    ("5,6,", ["line 4", "no label", "'y'"]),
+])
+def test_train_csv_row_missing_its_label(tmp_path, bad_row, fragments):
+    rows = ["a,b,y", "1,2,0", "3,4,1", bad_row, "7,8,1", "1,3,0", "2,4,1"]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    proc = run("train", "--data", str(tmp_path / "t.csv"), "--epochs", "1", "--no-progress",
+               "--out", str(tmp_path / "o"))
+    assert_user_error(proc, "--data", *fragments)
+
+
+def test_train_checks_every_loss_before_training_any(tmp_path):
+    out = tmp_path / "o"
+    proc = run("train", "--losses", "softmax_cross_entropy;softmax_focal_loss:gamma=-1",
+               "--models", "linear", "--epochs", "1", "--out", str(out))
+    assert_user_error(proc, "softmax_focal_loss:gamma=-1", "gamma")
+    assert not out.exists()  # nothing was trained, nothing written
+    assert "training" not in proc.stdout
+
+
+def test_compute_empty_csv_is_one_clear_line(arrays):
+    d, _, _ = arrays
+    (d / "empty.csv").write_text("")
+    proc = run("compute", "softmax_cross_entropy", "--pred", "empty.csv", "--target",
+               "labels.npy", cwd=d)
+    assert_user_error(proc, "--pred empty.csv", "no numbers")
+    assert "Warning" not in proc.stderr
+
+
+@pytest.mark.parametrize("cell", ["nan", "NaN", "inf", "-inf"])
+def test_train_refuses_non_finite_features(tmp_path, cell):
+    rows = ["a,b,y", "1,2,0", f"3,{cell},1", "5,6,0", "7,8,1", "1,3,0", "2,4,1"]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "o"
+    proc = run("train", "--data", str(tmp_path / "t.csv"), "--epochs", "1", "--no-progress",
+               "--out", str(out))
+    assert_user_error(proc, "--data", "line 3", "'b'", repr(cell), "finite")
+    assert not out.exists()
+
+
+def test_every_json_the_command_writes_is_strict(tmp_path):
+    # two classes and 15 reliability bins: most bins are empty, their accuracy is NaN
+    data = two_class_csv(tmp_path / "t.csv")
+    out = tmp_path / "o"
+    proc = run("train", "--data", str(data), "--epochs", "1", "--models", "linear", "--losses",
+               "softmax_cross_entropy", "--backend", "numpy", "--no-plots", "--out", str(out),
+               "--json")
+    assert proc.returncode == 0, proc.stderr
+    strict_json(proc.stdout)
+    result = strict_json((out / "results.json").read_text())
+    assert None in result["reliability"]["softmax_cross_entropy | linear"]["accuracy"]
+    # a NaN logit gives a NaN loss: null in the output, not a bare NaN
+    (tmp_path / "p.csv").write_text("nan,1\n0,1\n")
+    (tmp_path / "y.txt").write_text("0\n1\n")
+    proc = run("compute", "softmax_cross_entropy", "--pred", "p.csv", "--target", "y.txt",
+               "--set", "reduction=none", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert strict_json(proc.stdout)["value"][0] is None
+
+
+SKLEARN = ["sklearn", "sklearn.datasets", "sklearn.metrics", "sklearn.model_selection"]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "auto"])
+def test_train_on_users_data_needs_no_scikit_learn(tmp_path, backend):
+    data = two_class_csv(tmp_path / "t.csv")
+    out = tmp_path / "o"
+    proc = run_blocking(SKLEARN, "train", "--data", str(data), "--epochs", "5", "--models",
+                        "linear", "--losses", "softmax_cross_entropy", "--backend", backend,
+                        "--no-plots", "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    (row,) = strict_json((out / "results.json").read_text())["results"]
+    assert row["accuracy"] > 0.9 and 0.9 < row["balanced_accuracy"] <= 1
+    assert 0.9 < row["macro_f1"] <= 1
+
+
+def test_train_builtin_data_without_scikit_learn_names_the_extra(tmp_path):
+    proc = run_blocking(SKLEARN, "train", "--epochs", "1", "--no-progress", "--out",
+                        str(tmp_path / "o"))
+    assert_user_error(proc, "scikit-learn", "pip install 'crossent[cli]'", "--data")

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,71 @@ def _table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[An
     Console(width=160 if not sys.stdout.isatty() else None).print(t)
 
 
+def _json_safe(obj: Any) -> Any:
+    """``obj`` with NumPy values made plain and every NaN or infinity made None.
+
+    JSON has no NaN: ``json.dumps`` would write a bare ``NaN`` that strict parsers (and most
+    languages other than Python) reject, so a number that is not finite is written as null.
+    """
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _json_safe(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def dumps_json(obj: Any, indent: int | None = None) -> str:
+    """Strict JSON text of ``obj``: what every JSON output of the command goes through."""
+    return json.dumps(_json_safe(obj), indent=indent, allow_nan=False)
+
+
+def _existing_ancestor(p: Path) -> Path:
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def output_file(path: str, what: str, formats: Sequence[str],
+                default_suffix: str | None = None) -> Path:
+    """The file a writer may write ``path`` to, checked before any work is done.
+
+    ``formats`` are the extensions (no dot, lower case) the writer can produce; a path without
+    one gets ``default_suffix`` where given, so that the path reported is the path written.
+    """
+    p = Path(path)
+    if not p.suffix and default_suffix and not p.is_dir():
+        p = p.with_name(p.name + default_suffix)
+    if p.is_dir():
+        raise UsageError(f"{what} {path}: is a directory; give a file name")
+    if not p.parent.exists():
+        raise UsageError(f"{what} {path}: directory {p.parent} does not exist")
+    if not p.parent.is_dir():
+        raise UsageError(f"{what} {path}: {p.parent} is not a directory")
+    ext = p.suffix.lower().lstrip(".")
+    if ext not in formats:
+        given = f"unsupported extension .{ext}" if ext else "no extension"
+        raise UsageError(f"{what} {path}: {given}; use "
+                         + ", ".join(f".{f}" for f in formats))
+    return p
+
+
+def output_dir(path: str, what: str) -> Path:
+    """A folder a writer may create (with its parents) or write into."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"{what} {path}: exists and is not a directory")
+    base = _existing_ancestor(p)
+    if base.exists() and not base.is_dir():
+        raise UsageError(f"{what} {path}: {base} is not a directory")
+    return p
+
+
 def _fmt(x: float) -> str:
     return f"{x:.4g}" if isinstance(x, float) else str(x)
 
@@ -70,7 +137,12 @@ def _parse_sets(items: Sequence[str]) -> dict[str, Any]:
         if not eq or not key:
             raise UsageError(f"--set {item!r}: expected key=value")
         if "," in value:
-            out[key] = [parse_option(key, v) for v in value.split(",")]
+            values = [parse_option(key, v) for v in value.split(",")]
+            # the list options (weight, pos_weight) are per-class numbers
+            bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, float))]
+            if bad:
+                raise UsageError(f"--set {item!r}: a list holds numbers; {bad[0]!r} is not one")
+            out[key] = np.asarray(values, dtype=float)
         else:
             out[key] = parse_option(key, value)
     return out
@@ -86,7 +158,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     specs = names.catalog()
     if args.json:
-        print(json.dumps([{"name": s.name, "family": s.family, "formula": s.formula,
+        print(dumps_json([{"name": s.name, "family": s.family, "formula": s.formula,
                            "closed_form_gradient": s.grad is not None,
                            "aliases": {k: list(v) for k, v in s.aliases.items()}}
                           for s in specs], indent=2))
@@ -114,7 +186,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             "notes": list(s.notes), "references": list(s.references),
             "signature": _signature(s.fn)}
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(dumps_json(info, indent=2))
         return 0
     print(f"{s.name}  ({s.family})")
     if args.name.strip() != s.name:
@@ -149,43 +221,74 @@ def _signature(fn: Any) -> str:
 # --- compute ------------------------------------------------------------------------------
 
 
+ARRAY_FORMATS = ("npy", "csv", "txt", "tsv")
+_TEXT_DELIMITERS = {".csv": ",", ".tsv": "\t", ".txt": None}
+
+
 def _read_array(path: str, what: str) -> np.ndarray:
+    """The numeric array in ``path``; every way of failing to get one is a UsageError."""
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"{what} {path}: no such file")
     suffix = p.suffix.lower()
+    if suffix.lstrip(".") not in ARRAY_FORMATS:
+        raise UsageError(f"{what} {path}: unknown format {suffix!r}; use .npy, .csv or .txt")
+    try:
+        # loadtxt warns (on stderr) about an empty file: the emptiness is reported below
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if suffix == ".npy":
+                arr = np.load(p, allow_pickle=False)
+            else:
+                arr = np.loadtxt(p, delimiter=_TEXT_DELIMITERS[suffix], ndmin=1)
+    except (ValueError, OSError, EOFError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UsageError(f"{what} {path}: cannot read it ({first})") from None
+    if not isinstance(arr, np.ndarray):  # np.load opens a .npz archive whatever its name
+        arr.close()
+        raise UsageError(f"{what} {path}: is an .npz archive, not one .npy array; save the "
+                         "array with np.save")
+    if arr.dtype != bool and not np.issubdtype(arr.dtype, np.number):
+        raise UsageError(f"{what} {path}: holds {arr.dtype} values, not numbers")
+    if arr.size == 0:
+        raise UsageError(f"{what} {path}: holds no numbers")
+    if (suffix != ".npy" and np.all(arr == np.round(arr)) and "." not in p.read_text()):
+        arr = arr.astype(np.int64)  # integer labels written as integers
+    return arr
+
+
+def _write_array(p: Path, arr: np.ndarray, what: str) -> None:
+    """Write ``arr`` in the format ``p``'s extension names (checked by ``output_file``)."""
+    suffix = p.suffix.lower()
     try:
         if suffix == ".npy":
-            return np.load(p, allow_pickle=False)
-        if suffix in (".csv", ".txt", ".tsv"):
-            delim = "," if suffix == ".csv" else ("\t" if suffix == ".tsv" else None)
-            arr = np.loadtxt(p, delimiter=delim, ndmin=1)
-            if arr.size and np.all(arr == np.round(arr)) and "." not in p.read_text():
-                arr = arr.astype(np.int64)  # integer labels written as integers
-            return arr
-    except (ValueError, OSError) as e:
-        raise UsageError(f"{what} {path}: cannot read it ({str(e).splitlines()[0]})") from None
-    raise UsageError(f"{what} {path}: unknown format {suffix!r}; use .npy, .csv or .txt")
+            # a file object, because np.save appends .npy to a name not ending in exactly that
+            with p.open("wb") as f:
+                np.save(f, arr, allow_pickle=False)
+        else:
+            np.savetxt(p, arr, delimiter=_TEXT_DELIMITERS[suffix] or " ")
+    except ValueError as e:  # savetxt holds 1-D and 2-D arrays only
+        raise UsageError(f"{what} {p}: cannot write a {arr.ndim}-D array as text ({e}); use "
+                         ".npy") from None
+    except OSError as e:
+        raise UsageError(f"{what} {p}: cannot write it ({e.strerror or e})") from None
 
 
 def cmd_compute(args: argparse.Namespace) -> int:
     from .lab import input_kind
 
     s = _spec(args.name)
+    grad_path = output_file(args.grad, "--grad", ARRAY_FORMATS) if args.grad else None
     pred = _read_array(args.pred, "--pred")
     target = _read_array(args.target, "--target")
     opts = _parse_sets(args.set or [])
-    if "weight" in opts and isinstance(opts["weight"], list):
-        opts["weight"] = np.asarray(opts["weight"], dtype=float)
-    if "pos_weight" in opts and isinstance(opts["pos_weight"], list):
-        opts["pos_weight"] = np.asarray(opts["pos_weight"], dtype=float)
     if np.issubdtype(pred.dtype, np.integer):
         pred = pred.astype(np.float64)
     if (np.issubdtype(target.dtype, np.integer) and target.shape == pred.shape
             and input_kind(s) != "multiclass"):
         target = target.astype(pred.dtype)  # 0/1 labels of a binary / multi-label loss
     try:
-        if args.grad:
+        if grad_path is not None:
             from .gradients import value_and_grad
 
             try:
@@ -193,22 +296,22 @@ def cmd_compute(args: argparse.Namespace) -> int:
             except ValueError as e:
                 raise UsageError(str(e)) from None
             loss, g = vag(pred, target, **opts)
-            np.save(args.grad, np.asarray(g))
         else:
             loss = s.fn(pred, target, **opts)
     except TypeError as e:
         raise UsageError(f"{s.name}: {e}") from None
     except ValueError as e:
         raise UsageError(f"{s.name}: {e}") from None
+    if grad_path is not None:
+        _write_array(grad_path, np.asarray(g), "--grad")
     loss = np.asarray(loss)
     if args.json:
-        print(json.dumps({"loss": s.name, "value": loss.tolist(), "options": {
-            k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in opts.items()},
-            "grad": args.grad}))
+        print(dumps_json({"loss": s.name, "value": loss, "options": opts,
+                          "grad": None if grad_path is None else str(grad_path)}))
     else:
         print(np.array2string(loss, precision=10) if loss.ndim else f"{float(loss):.10g}")
-        if args.grad:
-            print(f"gradient written to {args.grad}", file=sys.stderr)
+        if grad_path is not None:
+            print(f"gradient written to {grad_path}", file=sys.stderr)
     return 0
 
 
@@ -231,6 +334,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     s = _spec(args.name)
     plt = _need_matplotlib()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    # what savefig can write from the Agg canvas (it switches canvas for pdf, svg, ps)
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    out = output_file(args.out or f"{s.name}.png", "--out", formats, default_suffix=".png")
     opts = _parse_sets(args.set or [])
     if args.sweep:
         key, eq, values = args.sweep.partition("=")
@@ -270,9 +378,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    out = args.out or f"{s.name}.png"
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    try:
+        fig.savefig(out, dpi=100)
+    except (OSError, RuntimeError, ValueError) as e:  # no permission; pgf without LaTeX
+        raise UsageError(f"--out {out}: cannot write it ({str(e).splitlines()[0]})") from None
+    finally:
+        plt.close(fig)
     print(out)
     return 0
 
@@ -286,10 +397,16 @@ def _resolve_callable(name: str) -> tuple[str, Any]:
         import importlib
 
         mod, _, attr = name.partition(":")
+        if not mod.strip() or not attr.strip():
+            raise UsageError(f"{name!r}: expected a loss name or module:function, e.g. "
+                             "mypkg.losses:my_loss")
         try:
-            return name, getattr(importlib.import_module(mod), attr)
+            fn = getattr(importlib.import_module(mod), attr)
         except (ImportError, AttributeError) as e:
             raise UsageError(f"cannot import {name!r}: {e}") from None
+        if not callable(fn):
+            raise UsageError(f"{name!r} is a {type(fn).__name__}, not a function")
+        return name, fn
     s = _spec(name)
     return s.name, s.fn
 
@@ -335,7 +452,7 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
                              "e.g. --kind softmax_cross_entropy") from None
     failed = [r for r in results if r["status"] == "FAIL"]
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(dumps_json(results, indent=2))
     else:
         _table("closed-form gradient vs finite differences (float64)",
                ["loss", "status", "max abs error", "max rel error"],
@@ -364,6 +481,9 @@ def _progress_factory(enabled: bool):
         "{task.completed}/{task.total} epochs"), TimeElapsedColumn(), transient=False)
 
     def start(total: int):
+        # shown from the first epoch on, so that an error in the data or a loss found before
+        # training is not preceded by an empty bar
+        prog.start()
         overall = prog.add_task("all runs", total=total)
 
         def task(key: str):
@@ -378,6 +498,8 @@ def _progress_factory(enabled: bool):
 def cmd_train(args: argparse.Namespace) -> int:
     from . import lab
 
+    if args.out:
+        output_dir(args.out, "--out")
     cfg = lab.RunConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                         hidden=args.hidden, seed=args.seed)
     if args.quick:
@@ -387,19 +509,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     models = tuple(m.strip() for m in args.models.split(","))
     prog, start = _progress_factory(not args.json and not args.no_progress)
     try:
-        if prog is not None:
-            with prog:
-                result = lab.run(losses, models=models, data_path=args.data, label=args.label,
-                                 imbalance=args.imbalance, backend=args.backend, config=cfg,
-                                 out=args.out, progress=start, plots=not args.no_plots)
-        else:
-            result = lab.run(losses, models=models, data_path=args.data, label=args.label,
-                             imbalance=args.imbalance, backend=args.backend, config=cfg,
-                             out=args.out, plots=not args.no_plots)
+        result = lab.run(losses, models=models, data_path=args.data, label=args.label,
+                         imbalance=args.imbalance, backend=args.backend, config=cfg,
+                         out=args.out, progress=start, plots=not args.no_plots)
     except lab.LabError as e:
         raise UsageError(str(e)) from None
+    finally:
+        # stop() prints a newline off a terminal even for a bar that never started
+        if prog is not None and prog.live.is_started:
+            prog.stop()
     if args.json:
-        print(json.dumps({k: result[k] for k in ("data", "backend", "results", "out")},
+        print(dumps_json({k: result[k] for k in ("data", "backend", "results", "out")},
                          indent=2))
         return 0
     d = result["data"]
@@ -416,6 +536,32 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # --- entry point --------------------------------------------------------------------------
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``low`` (a negative seed or a zero batch size would
+    otherwise fail deep inside NumPy)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -443,7 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--target", required=True, help=".npy, .csv or .txt")
     q.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="loss option, e.g. --set label_smoothing=0.1 --set weight=1,2,3")
-    q.add_argument("--grad", metavar="OUT.npy", help="also write the closed-form gradient")
+    q.add_argument("--grad", metavar="OUT.npy", help="also write the closed-form gradient "
+                   "(.npy, or .csv, .tsv, .txt text)")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_compute)
 
@@ -451,13 +598,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("name")
     q.add_argument("--sweep", help="key=v1,v2,... (focal losses default to gamma=0,0.5,1,2,5)")
     q.add_argument("--set", action="append", metavar="KEY=VALUE")
-    q.add_argument("--out", help="PNG file (default NAME.png)")
+    q.add_argument("--out", help="image file, .png, .pdf, .svg... (default NAME.png)")
     q.set_defaults(func=cmd_plot)
 
     q = sub.add_parser("gradcheck", help="closed-form gradients vs finite differences")
     q.add_argument("names", nargs="*", help="losses (default: all), or module:function")
     q.add_argument("--kind", help="use the example inputs of this loss (for module:function)")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--seed", type=_int_at_least(0), default=0)
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_gradcheck)
 
@@ -478,11 +625,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--backend", default="auto", help="auto | torch | numpy")
     q.add_argument("--imbalance", type=float, default=10.0,
                    help="largest / smallest class size of the built-in data")
-    q.add_argument("--epochs", type=int, default=80)
-    q.add_argument("--lr", type=float, default=0.01)
-    q.add_argument("--batch-size", type=int, default=128)
-    q.add_argument("--hidden", type=int, default=64)
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--epochs", type=_int_at_least(1), default=80)
+    q.add_argument("--lr", type=_positive_float, default=0.01)
+    q.add_argument("--batch-size", type=_int_at_least(1), default=128)
+    q.add_argument("--hidden", type=_int_at_least(1), default=64)
+    q.add_argument("--seed", type=_int_at_least(0), default=0)
     q.add_argument("--out", help="output folder (default ./crossent-runs/<timestamp>)")
     q.add_argument("--quick", action="store_true", help="at most 30 epochs")
     q.add_argument("--no-plots", action="store_true")

@@ -1,7 +1,8 @@
 """``crossent train``: train the same classifiers with several losses and compare them.
 
 The default data set is scikit-learn's digits (it ships inside the package, so this runs
-offline), made long-tailed with an imbalance ratio so that the losses built for imbalance
+offline; scikit-learn is needed for nothing else, so ``--data`` runs without it), made
+long-tailed with an imbalance ratio so that the losses built for imbalance
 (focal, label smoothing, poly-1) have something to show. Models are softmax regression and a
 one-hidden-layer MLP, trained with PyTorch autograd when torch is installed or with NumPy and
 crossent's closed-form gradients otherwise.
@@ -9,7 +10,6 @@ crossent's closed-form gradients otherwise.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -60,6 +60,22 @@ def _long_tail(y: np.ndarray, ratio: float, rng: np.random.Generator) -> np.ndar
     return np.sort(np.concatenate(keep))
 
 
+def _stratified_split(y: np.ndarray, test_size: float, rng: np.random.Generator
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test indices holding each class in proportion, at least one row per side.
+
+    Written here rather than taken from scikit-learn so that a user's own table (``--data``)
+    trains without it.
+    """
+    train, test = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n_test = min(max(1, int(round(test_size * idx.size))), idx.size - 1)
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
 def _standardise(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mu, sd = x_train.mean(0), x_train.std(0)
     sd = np.where(sd > 0, sd, 1.0)
@@ -69,17 +85,19 @@ def _standardise(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, n
 def load_data(path: str | None = None, *, label: str | None = None, imbalance: float = 10.0,
               test_size: float = 0.3, seed: int = 0) -> Dataset:
     """The built-in long-tailed digits, or a CSV table with a label column."""
-    from sklearn.model_selection import train_test_split
-
     rng = np.random.default_rng(seed)
     if path is None:
-        from sklearn.datasets import load_digits
-
+        if not imbalance >= 1:
+            raise LabError(f"--imbalance must be >= 1, got {imbalance}")
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError:
+            raise LabError("the built-in digits data needs scikit-learn: pip install "
+                           "'crossent[cli]' (or train on your own table with --data FILE.csv)"
+                           ) from None
         d = load_digits()
         x, y_raw = d.data.astype(np.float64), d.target
         name = f"digits (long-tailed, imbalance {imbalance:g})"
-        if imbalance < 1:
-            raise LabError(f"--imbalance must be >= 1, got {imbalance}")
         keep = _long_tail(y_raw, imbalance, rng) if imbalance > 1 else np.arange(y_raw.size)
         x, y_raw = x[keep], y_raw[keep]
     else:
@@ -90,13 +108,13 @@ def load_data(path: str | None = None, *, label: str | None = None, imbalance: f
     counts = np.bincount(y)
     if counts.min() < 2:
         raise LabError(f"class {classes[counts.argmin()]!r} has fewer than 2 rows: cannot split")
-    xtr, xte, ytr, yte = train_test_split(x, y, test_size=test_size, stratify=y,
-                                          random_state=seed)
-    xtr, xte = _standardise(xtr, xte)
-    return Dataset(name, xtr, ytr, xte, yte, [str(c) for c in classes])
+    tr, te = _stratified_split(y, test_size, rng)
+    xtr, xte = _standardise(x[tr], x[te])
+    return Dataset(name, xtr, y[tr], xte, y[te], [str(c) for c in classes])
 
 
 def _read_csv(path: str, label: str | None) -> tuple[np.ndarray, np.ndarray, str]:
+    """Features and labels of a CSV table; every fault of the file is a LabError naming it."""
     import csv
 
     p = Path(path)
@@ -104,23 +122,43 @@ def _read_csv(path: str, label: str | None) -> tuple[np.ndarray, np.ndarray, str
         raise LabError(f"--data {path}: no such file")
     try:
         with p.open(newline="") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError) as e:
+            reader = csv.reader(f)
+            # (line number, cells) of the non-blank rows: messages point at the line to fix
+            rows = [(reader.line_num, r) for r in reader if any(v.strip() for v in r)]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise LabError(f"--data {path}: cannot read it as CSV ({e})") from None
-    if len(rows) < 3:
+    if not rows:
+        raise LabError(f"--data {path}: is empty; expected a header row and data rows")
+    (_, header), body = rows[0], rows[1:]
+    if len(body) < 2:
         raise LabError(f"--data {path}: needs a header row and at least 2 data rows")
-    header, body = rows[0], [r for r in rows[1:] if r]
     col = header[-1] if label is None else label
     if col not in header:
         raise LabError(f"--label {col!r} is not a column of {path}; columns: {', '.join(header)}")
     j = header.index(col)
-    try:
-        feats = np.array([[float(v) for i, v in enumerate(r) if i != j] for r in body])
-    except ValueError as e:
-        raise LabError(f"--data {path}: feature columns must be numeric ({e})") from None
-    if feats.ndim != 2 or feats.shape[1] == 0:
+    if len(header) < 2:
         raise LabError(f"--data {path}: no feature columns besides the label {col!r}")
-    return feats, np.array([r[j] for r in body]), p.name
+    feats = np.empty((len(body), len(header) - 1))
+    labels = []
+    for k, (line, r) in enumerate(body):
+        if len(r) != len(header):
+            raise LabError(f"--data {path}: line {line} has {len(r)} fields, the header has "
+                           f"{len(header)} (a missing label or feature?)")
+        if not r[j].strip():
+            raise LabError(f"--data {path}: line {line} has no label in column {col!r}")
+        cells = [(header[i], v) for i, v in enumerate(r) if i != j]
+        for i, (name, v) in enumerate(cells):
+            try:
+                feats[k, i] = float(v)
+            except ValueError:
+                raise LabError(f"--data {path}: feature columns must be numeric; line {line}, "
+                               f"column {name!r} holds {v!r}") from None
+            # a NaN would train to NaN weights and NaN metrics without a word
+            if not math.isfinite(feats[k, i]):
+                raise LabError(f"--data {path}: line {line}, column {name!r} holds {v!r}; "
+                               "features must be finite numbers (drop or fill such rows)")
+        labels.append(r[j])
+    return feats, np.array(labels), p.name
 
 
 # --- losses ---------------------------------------------------------------------------------
@@ -280,16 +318,30 @@ def reliability(probs: np.ndarray, y: np.ndarray, bins: int = 10) -> dict[str, l
     return {"edges": edges.tolist(), "accuracy": acc, "count": cnt}
 
 
-def metrics(probs: np.ndarray, y: np.ndarray, rare: Sequence[int]) -> dict[str, float]:
-    from sklearn.metrics import balanced_accuracy_score, f1_score
+def _balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
+    """The mean recall over the classes present in ``y`` (scikit-learn's definition)."""
+    return float(np.mean([np.mean(pred[y == c] == c) for c in np.unique(y)]))
 
+
+def _macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
+    """The unweighted mean F1 over the classes in ``y`` or ``pred`` (scikit-learn's macro F1
+    with zero_division=0)."""
+    f1 = []
+    for c in np.union1d(y, pred):
+        tp = np.sum((pred == c) & (y == c))
+        denom = np.sum(pred == c) + np.sum(y == c)  # 2 tp + fp + fn
+        f1.append(2 * tp / denom if denom else 0.0)
+    return float(np.mean(f1))
+
+
+def metrics(probs: np.ndarray, y: np.ndarray, rare: Sequence[int]) -> dict[str, float]:
     pred = probs.argmax(1)
     p_true = np.clip(probs[np.arange(y.size), y], 1e-300, 1.0)
     rare_mask = np.isin(y, rare)
     return {
         "accuracy": float((pred == y).mean()),
-        "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
-        "macro_f1": float(f1_score(y, pred, average="macro", zero_division=0)),
+        "balanced_accuracy": _balanced_accuracy(y, pred),
+        "macro_f1": _macro_f1(y, pred),
         "rare_recall": float((pred[rare_mask] == y[rare_mask]).mean()) if rare_mask.any()
         else float("nan"),
         "nll": float(-np.log(p_true).mean()),
@@ -409,6 +461,40 @@ def _epoch_record(epoch: int, train_loss: float, test_logits: np.ndarray, data: 
             "test_nll": float(-np.log(p_true).mean())}
 
 
+def check_loss(choice: LossChoice, num_classes: int, backend: str) -> None:
+    """Call the loss once on two rows the way its trainer will, options and all.
+
+    So that a bad option or a loss the backend cannot train fails before any training, not
+    after the runs before it (and as one line, not a traceback from inside a training loop).
+    """
+    y = np.arange(2) % num_classes
+    target = _targets_for(choice, y, num_classes, lambda a: a)
+    if backend != "torch":
+        from .gradients import value_and_grad
+
+        try:
+            vag = value_and_grad(choice.spec.fn)
+        except ValueError as e:
+            raise LabError(f"--backend numpy needs a closed-form gradient: {e}") from None
+    try:
+        if backend == "torch":
+            import torch
+
+            x = torch.zeros((2, num_classes), requires_grad=True)
+            t = torch.from_numpy(target).float() if choice.sigmoid else torch.from_numpy(y)
+            loss = choice.spec.fn(x, t, **choice.options)
+        else:
+            loss, _ = vag(np.zeros((2, num_classes)), target, **choice.options)
+    except (TypeError, ValueError) as e:
+        raise LabError(f"loss {choice.label!r}: {str(e).splitlines()[0]}") from None
+    shape = tuple(np.shape(loss))
+    if shape:
+        raise LabError(f"loss {choice.label!r}: training needs one number per batch, got shape "
+                       f"{shape} (leave reduction at 'mean' or 'sum')")
+    if backend == "torch":
+        loss.backward()
+
+
 def resolve_backend(backend: str) -> str:
     if backend not in ("auto", "torch", "numpy"):
         raise LabError(f"--backend must be auto, torch or numpy, got {backend!r}")
@@ -442,10 +528,15 @@ def run(losses: Sequence[str] = DEFAULT_LOSSES, *, models: Sequence[str] = ("lin
     for m in models:
         if m not in ("linear", "mlp"):
             raise LabError(f"--models: unknown model {m!r}; choose from linear, mlp")
-    data = load_data(data_path, label=label, imbalance=imbalance, seed=cfg.seed)
     be = resolve_backend(backend)
+    data = load_data(data_path, label=label, imbalance=imbalance, seed=cfg.seed)
+    for choice in choices:
+        check_loss(choice, data.num_classes, be)
     out_dir = Path(out) if out else Path("crossent-runs") / time.strftime("%Y%m%d-%H%M%S")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LabError(f"--out {out_dir}: cannot create it ({e.strerror or e})") from None
     counts = np.bincount(data.y_train, minlength=data.num_classes)
     rare = [int(c) for c in np.argsort(counts, kind="stable")[:max(1, data.num_classes // 3)]]
     trainer = _train_torch if be == "torch" else _train_numpy
@@ -474,7 +565,9 @@ def run(losses: Sequence[str] = DEFAULT_LOSSES, *, models: Sequence[str] = ("lin
         "backend": be, "config": cfg.__dict__, "results": rows, "curves": curves,
         "reliability": diagrams,
     }
-    (out_dir / "results.json").write_text(json.dumps(result, indent=2))
+    from .cli import dumps_json
+
+    (out_dir / "results.json").write_text(dumps_json(result, indent=2))
     result["out"] = str(out_dir)
     if plots:
         result["plots"] = _plot(result, out_dir)
