@@ -259,7 +259,7 @@ GOOD = np.array([[0.1, 0.2, 0.3]])
 
 @pytest.mark.parametrize("temperature", [0, 0.0, -1.0, "2", None, True, float("nan")])
 def test_temperature_must_be_a_positive_number(temperature):
-    with pytest.raises(ValueError, match=f"temperature must be a positive number, got "
+    with pytest.raises(ValueError, match=f"temperature must be a positive finite number, got "
                                          f"{temperature!r}"):
         distillation_loss(GOOD, GOOD, temperature=temperature)
 

@@ -192,8 +192,44 @@ def _error_cases(rank, world):
         vocab_parallel_cross_entropy(x, torch.tensor([0, 3 * world]))
 
 
-def _cases(world):
+def _explicit_slice_cases(rank, world):
+    """Both bounds given (no all_gather needed for the slice itself): slices that overlap or
+    leave a gap must raise the same ValueError on every rank, not give a wrong loss."""
+    x = torch.zeros(2, 3)
+    y = torch.tensor([0, 1])
+    layouts = {
+        "overlap": (0, 3 * world),  # every rank claims [0, 3) of a vocabulary of 3 * world
+        "gap": (3 * rank + (rank == world - 1), 3 * world + 1),  # class 3 (world - 1) unowned
+        "overlap, right size": (min(3 * rank, 3 * world - 4), 3 * world),
+    }
+    for name, (start, size) in layouts.items():
+        try:
+            vocab_parallel_cross_entropy(x, y, vocab_start_index=start, vocab_size=size)
+        except ValueError as e:
+            assert "tile" in str(e), f"{name}: {e}"
+        else:
+            raise AssertionError(f"{name}: slices that do not tile [0, V) were accepted")
+        h, w = torch.zeros(2, 4), torch.zeros(3, 4)
+        try:
+            vocab_parallel_linear_cross_entropy(h, w, y, vocab_start_index=start,
+                                                vocab_size=size)
+        except ValueError as e:
+            assert "tile" in str(e), f"linear {name}: {e}"
+        else:
+            raise AssertionError(f"linear {name}: slices that do not tile [0, V) were accepted")
+    # the right slices still work, and give PyTorch's loss
+    gen = torch.Generator().manual_seed(9)
+    full = torch.randn(4, 3 * world, generator=gen)
+    yy = torch.randint(0, 3 * world, (4,), generator=gen)
+    got = vocab_parallel_cross_entropy(full[:, 3 * rank:3 * rank + 3], yy,
+                                       vocab_start_index=3 * rank, vocab_size=3 * world)
+    _close("explicit loss", got, F.cross_entropy(full.double(), yy), 2e-6)
+
+
+def _cases(world, suite="all"):
     """(name, fn(rank)) pairs; the same list, in the same order, on every rank."""
+    if suite == "issue9_item7":
+        return [("explicit slices", lambda r: _explicit_slice_cases(r, world))]
     cases = []
     seed = 0
     for widths in SPLITS[world]:
@@ -239,14 +275,14 @@ def _cases(world):
     return cases
 
 
-def _worker(rank: int, world: int, port: int, outdir: str) -> None:
+def _worker(rank: int, world: int, port: int, outdir: str, suite: str = "all") -> None:
     torch.set_num_threads(1)  # several ranks share the machine's cores
     report = {"rank": rank, "cases": 0, "failures": []}
     try:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                                 world_size=world, timeout=timedelta(seconds=GLOO_TIMEOUT_S))
         try:
-            for name, fn in _cases(world):
+            for name, fn in _cases(world, suite):
                 report["cases"] += 1
                 try:
                     fn(rank)
@@ -262,10 +298,11 @@ def _worker(rank: int, world: int, port: int, outdir: str) -> None:
     Path(outdir, f"rank{rank}.json").write_text(json.dumps(report))
 
 
-def _launch(world: int, port: int, outdir: str) -> int:
+def _launch(world: int, port: int, outdir: str, suite: str = "all") -> int:
     """Fork the ranks from this fresh interpreter, join them with a deadline."""
     ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    procs = [ctx.Process(target=_worker, args=(r, world, port, outdir)) for r in range(world)]
+    procs = [ctx.Process(target=_worker, args=(r, world, port, outdir, suite))
+             for r in range(world)]
     for p in procs:
         p.start()
     deadline = time.monotonic() + JOIN_TIMEOUT_S
@@ -291,15 +328,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("world", [2, 3])
-def test_matches_single_process(world, tmp_path):
+def _run_group(world: int, tmp_path: Path, suite: str = "all"):
+    """Run ``suite`` on a group of ``world`` processes; (launcher process, rank reports)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for _attempt in range(2):  # a second try only if another program took the free port
         out = tmp_path / f"try{_attempt}"
         out.mkdir()
         proc = subprocess.run(
-            [sys.executable, __file__, "--launch", str(world), str(_free_port()), str(out)],
-            capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env)
+            [sys.executable, __file__, "--launch", str(world), str(_free_port()), str(out),
+             suite], capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env)
         if "address already in use" not in (proc.stdout + proc.stderr).lower():
             break
     reports = []
@@ -310,7 +347,17 @@ def test_matches_single_process(world, tmp_path):
     failures = [f"rank {rep['rank']}: {f}" for rep in reports for f in rep["failures"]]
     assert not failures, "\n".join(failures[:20])
     assert proc.returncode == 0, proc.stderr
-    assert all(rep["cases"] == len(_cases(world)) for rep in reports)
+    assert all(rep["cases"] == len(_cases(world, suite)) for rep in reports)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_matches_single_process(world, tmp_path):
+    _run_group(world, tmp_path)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_issue9_item7_explicit_slices_must_tile(world, tmp_path):
+    _run_group(world, tmp_path, "issue9_item7")
 
 
 # Single process (torch.distributed not initialised: a group of one): the same references, on
@@ -459,5 +506,5 @@ def test_gradcheck_parallel_path(reduction, monkeypatch):
         (h, w, b), nondet_tol=1e-12)
 
 
-if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--launch":
-    sys.exit(_launch(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]))
+if __name__ == "__main__" and len(sys.argv) in (5, 6) and sys.argv[1] == "--launch":
+    sys.exit(_launch(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], *sys.argv[5:]))

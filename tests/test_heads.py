@@ -120,9 +120,9 @@ def test_heads_errors():
         ArcFaceHead(4, 3, margin=28.6)
     with pytest.raises(ValueError, match="margin must be a positive integer"):
         SphereFaceHead(4, 3, margin=0.5)
-    with pytest.raises(ValueError, match="margin must be a non-negative number"):
+    with pytest.raises(ValueError, match="margin must be a non-negative finite number"):
         CosFaceHead(4, 3, margin=-1.0)
-    with pytest.raises(ValueError, match="scale must be a positive number"):
+    with pytest.raises(ValueError, match="scale must be a positive finite number"):
         ArcFaceHead(4, 3, scale=-1.0)
     with pytest.raises(ValueError, match="reduction must be one of"):
         CosFaceHead(4, 3, reduction="avg")

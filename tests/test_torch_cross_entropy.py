@@ -334,10 +334,10 @@ def test_gradient_buffer_is_adopted_without_copy(kernel_backend, monkeypatch):
             seen.append(kw["grad_out"].data_ptr())
         return orig_rows(*args, **kw)
 
-    def spy_fused(x, target, weight, grad_out, opts):
+    def spy_fused(x, target, weight, grad_out, opts, *rest):
         if grad_out is not None:
             seen.append(grad_out.data_ptr())
-        return orig_fused(x, target, weight, grad_out, opts)
+        return orig_fused(x, target, weight, grad_out, opts, *rest)
 
     monkeypatch.setattr(mod, "rows_forward", spy_rows)
     monkeypatch.setattr(mod, "_fused", spy_fused)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from . import _array as A
@@ -23,43 +24,100 @@ def floating(xp: Any, x: Any, name: str) -> None:
         )
 
 
-def _real(value: Any) -> float | None:
-    """``value`` as a float when it is a real number (NumPy and 0-d array scalars included)."""
-    if isinstance(value, (bool, str, bytes)):
+_INT64 = (-(2 ** 63), 2 ** 63 - 1)
+
+
+def _is_array(value: Any) -> bool:
+    return hasattr(value, "shape") and hasattr(value, "dtype")
+
+
+def _scalar(value: Any, name: str) -> float | Any | None:
+    """``value`` as a float when it is a concrete real number (Python, NumPy scalar, 0-d
+    NumPy/torch/JAX array); the value itself when it is a traced 0-d array (``jax.jit``
+    tracer, torch fake tensor) whose value cannot be known; None when it is no number."""
+    if isinstance(value, (bool, str, bytes)) or value is None:
         return None
+    if _is_array(value):
+        if tuple(value.shape) != ():
+            raise ValueError(f"{name} must be a scalar, got an array of shape "
+                             f"{tuple(value.shape)}")
+        if "bool" in A.dtype_name(value.dtype) or "complex" in A.dtype_name(value.dtype):
+            return None
+        if not A.concrete(value):
+            return value
     try:
-        out = float(value)
-    except (TypeError, ValueError):
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
         return None
-    return out
 
 
-def non_negative(value: Any, name: str) -> float:
-    v = _real(value)
-    if v is None or not v >= 0:
-        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+def number(value: Any, name: str, *, low: float | None = None, high: float | None = None,
+           low_open: bool = False, high_open: bool = False, finite: bool = True,
+           what: str | None = None) -> float | Any:
+    """The one check of a numeric option: a real number in ``[low, high]`` (ends open when
+    asked), finite unless ``finite=False``, NaN never.
+
+    Returns a float for any concrete value. A traced scalar (an option passed through
+    ``jax.jit``) cannot be inspected and is returned as it is, for the loss to compute with;
+    callers must not branch on it in Python.
+    """
+    v = _scalar(value, name)
+    if v is not None and not isinstance(v, float):
+        return v
+    ok = v is not None and v == v and (not finite or abs(v) != float("inf"))
+    if ok and low is not None:
+        ok = v > low if low_open else v >= low
+    if ok and high is not None:
+        ok = v < high if high_open else v <= high
+    if not ok:
+        if what is None:
+            lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+            hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+            what = ("a finite number" if finite else "a number") + (
+                f" {' and '.join(b for b in (lo, hi) if b)}" if lo or hi else "")
+        raise ValueError(f"{name} must be {what}, got {value!r}")
     return v
 
 
-def positive(value: Any, name: str) -> float:
-    v = _real(value)
-    if v is None or not v > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return v
+def non_negative(value: Any, name: str) -> float | Any:
+    return number(value, name, low=0.0, what="a non-negative finite number")
 
 
-def unit_interval(value: Any, name: str) -> float:
-    v = _real(value)
-    if v is None or not 0.0 <= v <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
-    return v
+def positive(value: Any, name: str) -> float | Any:
+    return number(value, name, low=0.0, low_open=True, what="a positive finite number")
 
 
-def real(value: Any, name: str) -> float:
-    """Any real number (NaN excluded), as a float."""
-    v = _real(value)
-    if v is None or v != v:
-        raise ValueError(f"{name} must be a number, got {value!r}")
+def unit_interval(value: Any, name: str) -> float | Any:
+    return number(value, name, low=0.0, high=1.0, what="in [0, 1]")
+
+
+def real(value: Any, name: str) -> float | Any:
+    """Any finite real number, as a float (traced scalars pass through)."""
+    return number(value, name)
+
+
+def is_traced(value: Any) -> bool:
+    """Whether a checked option is a traced array rather than a Python float."""
+    return not isinstance(value, (int, float))
+
+
+def index(value: Any, name: str, *, allow_none: bool = False) -> int | None:
+    """An integer option such as ``ignore_index``: a Python/NumPy integer or a 0-d integer
+    array, within int64 (the labels' dtype) so it can be compared with labels anywhere."""
+    if value is None and allow_none:
+        return None
+    v = None
+    if not isinstance(value, (bool, float)) and not (
+            _is_array(value) and ("float" in A.dtype_name(value.dtype)
+                                  or "bool" in A.dtype_name(value.dtype))):
+        try:
+            v = int(value.__index__()) if hasattr(value, "__index__") else None
+        except (TypeError, ValueError):
+            v = None
+    if v is None:
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if not _INT64[0] <= v <= _INT64[1]:
+        raise ValueError(f"{name} must fit in int64 [-2**63, 2**63 - 1], got {value!r}")
     return v
 
 
@@ -73,7 +131,11 @@ def class_axis(x: Any, axis_: int, name: str = "logits") -> int:
     """The class axis of ``x`` as a non-negative index; a 0-d ``x`` has none."""
     if x.ndim == 0:
         raise ValueError(f"{name} must have a class axis, got a 0-d array")
-    return axis(axis_, x.ndim)
+    ax = axis(axis_, x.ndim)
+    if x.shape[ax] == 0:
+        raise ValueError(f"{name} must have at least one class along axis {axis_}, got shape "
+                         f"{tuple(x.shape)}")
+    return ax
 
 
 def class_labels(xp: Any, labels: Any, logits: Any, ax: int, ignore_index: int | None,
@@ -82,6 +144,7 @@ def class_labels(xp: Any, labels: Any, logits: Any, ax: int, ignore_index: int |
     if not A.is_integer(xp, labels):
         raise TypeError(f"{name} must be an integer array of class indices, got dtype "
                         f"{A.dtype_name(labels.dtype)}")
+    index(ignore_index, "ignore_index", allow_none=True)
     expected = tuple(s for i, s in enumerate(logits.shape) if i != ax)
     if tuple(labels.shape) != expected:
         raise ValueError(f"integer {name} must have the shape of {logits_name} without the "
@@ -124,6 +187,24 @@ def labels_in_range(xp: Any, labels: Any, num_classes: int, ignore_index: int | 
             + (f" or ignore_index={ignore_index}" if ignore_index is not None else "")
             + f", got values in [{lo}, {hi}]"
         )
+
+
+def mean_denominator(xp: Any, den: Any, count: Any, name: str = "weight") -> Any:
+    """The denominator of a class-weighted mean, ``sum_i w[y_i]`` over the ``count`` counted
+    positions, checked: a zero sum over positions that count leaves the mean undefined.
+
+    No counted position (every target ignored) keeps ``den = 0``, which the reduction turns
+    into a loss of 0. Otherwise a zero sum raises ValueError naming ``name``; under a trace,
+    where raising is impossible, the denominator becomes NaN so the loss is NaN.
+    """
+    bad = (den == 0) & (count > 0)
+    if A.concrete(bad):
+        if bool(bad):
+            raise ValueError(
+                f"{name}: the class weights of the non-ignored targets sum to 0, so the "
+                f"weighted mean is undefined; use reduction='sum' or other weights")
+        return den
+    return xp.where(bad, xp.full_like(den, math.nan), den)
 
 
 def in_unit_interval(xp: Any, x: Any, name: str) -> None:

@@ -29,9 +29,9 @@ def reduce(xp: Any, loss: Array, reduction: str, denominator: Array | None = Non
         n = 1
         for d in loss.shape:
             n *= d
-        if n == 0:
-            return xp.zeros((), dtype=loss.dtype)
-        return total / n
+        # an empty batch: the sum (0) itself, so the result stays attached to the graph and
+        # backward gives a zero-size gradient
+        return total if n == 0 else total / n
     return safe_divide(xp, total, denominator)
 
 

@@ -50,9 +50,7 @@ def sigmoid(x: Array) -> Array:
     xp = A.namespace(x)
     _checks.floating(xp, x, "x")
     z = A.upcast(xp, x)
-    e = xp.exp(-xp.abs(z))
-    out = xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-    return A.cast_like(xp, out, x)
+    return A.cast_like(xp, A.sigmoid(xp, z), x)
 
 
 def log_sigmoid(x: Array) -> Array:
@@ -76,8 +74,7 @@ def log_sigmoid(x: Array) -> Array:
     xp = A.namespace(x)
     _checks.floating(xp, x, "x")
     z = A.upcast(xp, x)
-    out = xp.minimum(z, xp.zeros_like(z)) - xp.log1p(xp.exp(-xp.abs(z)))
-    return A.cast_like(xp, out, x)
+    return A.cast_like(xp, -A.softplus(xp, -z), x)
 
 
 def _lse(xp: Any, z: Array, axis: int, keepdims: bool) -> Array:

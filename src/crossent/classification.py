@@ -37,40 +37,50 @@ __all__ = [
 
 def _softmax_ce(logits, targets, axis, weight, ignore_index, label_smoothing, reduction,
                 want_grad):
-    """The one definition of softmax cross-entropy; returns (loss, grad or None)."""
-    xp = A.namespace(logits, targets)
+    """The one definition of softmax cross-entropy; returns (loss, grad or None).
+
+    Both target kinds are ``l = sum_c w_c q_c (lse - z_c)`` for a target distribution ``q``
+    (``(1 - eps) onehot(y) + eps / C`` for a label). Each product is formed before the
+    difference (``a lse - a z_c``), so logits near the float limit, whose ``lse - z_c``
+    would overflow, still give the representable loss.
+    """
+    xp, logits, targets = A.common(logits=logits, targets=targets)
     _checks.floating(xp, logits, "logits")
     _checks.reduction(reduction)
     eps = _checks.unit_interval(label_smoothing, "label_smoothing")
+    smoothing = _checks.is_traced(eps) or eps > 0
+    ignore_index = _checks.index(ignore_index, "ignore_index", allow_none=True)
     ax = _checks.class_axis(logits, axis)
     z = A.upcast(xp, A.move_axis_last(xp, logits, ax))
     dt = z.dtype
     num_classes = z.shape[-1]
     dev = A.device_of(z)
     w = _checks.class_weight(xp, weight, num_classes, dt, dev)
-    lse = _lse(xp, z, -1, True)
-    logp = z - lse
 
     if A.is_integer(xp, targets):
         _checks.class_labels(xp, targets, logits, ax, ignore_index)
-        validf, safe = A.label_mask(xp, targets, ignore_index, dt)
-        wy = xp.take(w, xp.reshape(safe, (-1,)), axis=0) if w is not None else None
-        wy = xp.reshape(wy, safe.shape) * validf if w is not None else validf
-        nll = -A.take_class(xp, logp, safe)
-        loss = (1.0 - eps) * wy * nll
-        if eps > 0:
-            wl = logp * w if w is not None else logp
-            loss = loss - (eps / num_classes) * validf * xp.sum(wl, axis=-1)
+        validf, safe = A.label_mask(xp, targets, ignore_index, dt, num_classes)
+        z = A.zero_ignored_rows(xp, z, targets, ignore_index)
+        lse = _lse(xp, z, -1, True)
+        wy = xp.reshape(xp.take(w, xp.reshape(safe, (-1,)), axis=0), safe.shape) * validf \
+            if w is not None else validf
+        c1 = (1.0 - eps) * wy
+        zy = A.take_class(xp, z, safe)
+        loss = c1 * lse[..., 0] - c1 * zy
+        if smoothing:
+            a = (eps / num_classes) * (w if w is not None else 1.0)
+            loss = loss + validf * xp.sum(a * lse - a * z, axis=-1)
         denom = xp.sum(wy)
+        if w is not None and reduction == "mean":
+            denom = _checks.mean_denominator(xp, denom, xp.sum(validf))
         out = reduce(xp, loss, reduction, denom)
         if not want_grad:
             return A.cast_like(xp, out, logits), None
-        p = xp.exp(logp)
+        p = xp.exp(z - lse)
         w_sum = xp.sum(w) if w is not None else float(num_classes)
-        coef = (1.0 - eps) * wy + (eps / num_classes) * w_sum * validf
-        g = p * coef[..., None] - ((1.0 - eps) * wy)[..., None] * A.one_hot_mask(
-            xp, safe, num_classes, dt)
-        if eps > 0:
+        coef = c1 + (eps / num_classes) * w_sum * validf
+        g = p * coef[..., None] - c1[..., None] * A.one_hot_mask(xp, safe, num_classes, dt)
+        if smoothing:
             wc = w if w is not None else xp.ones((num_classes,), dtype=dt, device=dev)
             g = g - (eps / num_classes) * validf[..., None] * wc
         g = g * grad_scale(xp, loss.shape, reduction, denom)
@@ -78,16 +88,17 @@ def _softmax_ce(logits, targets, axis, weight, ignore_index, label_smoothing, re
         _checks.floating(xp, targets, "targets")
         _checks.same_shape(logits, targets, "logits", "targets")
         _checks.in_unit_interval(xp, targets, "targets")
+        lse = _lse(xp, z, -1, True)
         t = A.as_float(xp, A.upcast(xp, A.move_axis_last(xp, targets, ax)), dt)
-        if eps > 0:
+        if smoothing:
             t = (1.0 - eps) * t + eps / num_classes
         wt = t * w if w is not None else t
-        # 0 * log p = 0 even where a logit is -inf (a masked class)
-        loss = -xp.sum(xp.where(wt == 0, xp.zeros_like(logp), wt * logp), axis=-1)
+        # a zero target weight silences a -inf logit (a masked class) instead of making NaN
+        loss = xp.sum(A.mul0(xp, wt, lse) - A.mul0(xp, wt, z), axis=-1)
         out = reduce(xp, loss, reduction)
         if not want_grad:
             return A.cast_like(xp, out, logits), None
-        p = xp.exp(logp)
+        p = xp.exp(z - lse)
         g = p * xp.sum(wt, axis=-1, keepdims=True) - wt
         g = g * grad_scale(xp, loss.shape, reduction, None)
     g = A.cast_like(xp, A.move_axis_back(xp, g, ax), logits)
@@ -121,9 +132,16 @@ def softmax_cross_entropy(logits: Array, targets: Array, *, axis: int = -1,
         (fp16/bf16 inputs are computed in fp32).
 
     Raises:
-        TypeError: non-floating logits.
+        TypeError: non-floating logits; arrays from two different array libraries.
         ValueError: shape mismatch, label out of range, bad ``label_smoothing``,
-            ``weight`` or ``reduction``.
+            ``ignore_index``, ``weight`` or ``reduction``; ``reduction="mean"`` with class
+            weights whose values at the non-ignored targets sum to 0 (the weighted mean is
+            undefined; PyTorch returns NaN).
+
+    Under ``jax.jit`` values cannot be checked: a label out of range gives NaN at its position
+    (and in the mean), as do zero-sum class weights, instead of an error. Options may be
+    traced there too (``label_smoothing`` as a jitted argument). Targets and weights from
+    NumPy or Python lists are converted to the logits' library.
 
     Example (seed 003's TensorFlow verification):
         >>> import numpy as np
@@ -143,7 +161,7 @@ def softmax_cross_entropy(logits: Array, targets: Array, *, axis: int = -1,
     References: Bridle 1990; Goodfellow et al., *Deep Learning* 6.2.2.3; PyTorch docs of
     ``torch.nn.CrossEntropyLoss``.
     """
-    if A.is_torch(logits) and A.is_torch(targets):
+    if A.is_torch(logits):
         return _fused_torch(logits, targets, axis, weight, ignore_index, label_smoothing,
                             reduction)
     return _softmax_ce(logits, targets, axis, weight, ignore_index, label_smoothing,
@@ -157,6 +175,7 @@ def _fused_torch(logits, targets, axis, weight, ignore_index, label_smoothing, r
 
     from .torch.cross_entropy import cross_entropy
 
+    _, logits, targets = A.common(logits=logits, targets=targets)
     ax = _checks.class_axis(logits, axis)
     if logits.ndim > 1 and ax != 1:  # PyTorch's layout puts the classes on dim 1
         logits = torch.movedim(logits, ax, 1)
@@ -219,7 +238,7 @@ def _broadcast_weight(xp, weight, like, name):
 
 
 def _sigmoid_ce(logits, targets, weight, pos_weight, reduction, want_grad):
-    xp = A.namespace(logits, targets)
+    xp, logits, targets = A.common(logits=logits, targets=targets)
     _checks.floating(xp, logits, "logits")
     _checks.reduction(reduction)
     x = A.upcast(xp, logits)
@@ -228,16 +247,16 @@ def _sigmoid_ce(logits, targets, weight, pos_weight, reduction, want_grad):
     pw = _broadcast_weight(xp, pos_weight, x, "pos_weight")
     # z softplus(-x) + (1 - z) softplus(x) equals seed 003's max(x, 0) - x z + log(1 + e^-|x|)
     # but adds two non-negative terms, so nothing cancels: at x = 60, z = 1 it gives e^-60
-    # where softplus(x) - x z rounds to 0
-    pos_term = t * A.softplus(xp, -x)
-    loss = (pos_term if pw is None else pw * pos_term) + (1.0 - t) * A.softplus(xp, x)
+    # where softplus(x) - x z rounds to 0. A zero coefficient silences its term even at an
+    # infinite logit: x = +inf with z = 1 is a loss of exactly 0, not 0 * inf = NaN.
+    pos_term = A.mul0(xp, t if pw is None else pw * t, A.softplus(xp, -x))
+    loss = pos_term + A.mul0(xp, 1.0 - t, A.softplus(xp, x))
     if w is not None:
         loss = loss * w
     out = reduce(xp, loss, reduction)
     if not want_grad:
         return A.cast_like(xp, out, logits), None
-    e = xp.exp(-xp.abs(x))
-    sig = xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    sig = A.sigmoid(xp, x)
     g = sig - t if pw is None else (1.0 - t) * sig - pw * t * (1.0 - sig)
     if w is not None:
         g = g * w
@@ -310,7 +329,7 @@ _LOG_FLOOR = -100.0  # PyTorch clamps log terms here so that p in {0, 1} stays f
 
 
 def _bce(probs, targets, weight, reduction, want_grad):
-    xp = A.namespace(probs, targets)
+    xp, probs, targets = A.common(probs=probs, targets=targets)
     _checks.floating(xp, probs, "probs")
     _checks.reduction(reduction)
     _checks.in_unit_interval(xp, probs, "probs")
@@ -409,7 +428,7 @@ def _class_targets(xp, targets, like, ax):
 
 
 def _mse(predictions, targets, axis, reduction, want_grad):
-    xp = A.namespace(predictions, targets)
+    xp, predictions, targets = A.common(predictions=predictions, targets=targets)
     _checks.floating(xp, predictions, "predictions")
     _checks.reduction(reduction)
     ax = _checks.axis(axis, predictions.ndim)
@@ -498,7 +517,7 @@ def classification_error(scores: Array, labels: Array, *, axis: int = -1) -> Arr
 
     Aliases: 0-1 loss, misclassification rate; ``1 - accuracy``.
     """
-    xp = A.namespace(scores, labels)
+    xp, scores, labels = A.common(scores=scores, labels=labels)
     ax = _checks.axis(axis, scores.ndim)
     pred = xp.argmax(scores, axis=ax)
     if A.is_integer(xp, labels):

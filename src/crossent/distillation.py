@@ -22,7 +22,8 @@ __all__ = ["distillation_loss", "distillation_loss_grad"]
 
 
 def _distill(student_logits, teacher_logits, temperature, axis, reduction, want_grad):
-    xp = A.namespace(student_logits, teacher_logits)
+    xp, student_logits, teacher_logits = A.common(student_logits=student_logits,
+                                                  teacher_logits=teacher_logits)
     _checks.floating(xp, student_logits, "student_logits")
     _checks.floating(xp, teacher_logits, "teacher_logits")
     _checks.reduction(reduction)

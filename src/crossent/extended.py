@@ -46,7 +46,7 @@ AUTODIFF_ONLY: tuple[str, ...] = ()
 
 
 def _poly1(logits, targets, epsilon, axis, ignore_index, reduction, want_grad):
-    xp = A.namespace(logits, targets)
+    xp, logits, targets = A.common(logits=logits, targets=targets)
     _checks.floating(xp, logits, "logits")
     _checks.reduction(reduction)
     eps = _checks.real(epsilon, "epsilon")
@@ -56,9 +56,11 @@ def _poly1(logits, targets, epsilon, axis, ignore_index, reduction, want_grad):
     ce, g_ce = _softmax_ce(zin, targets, ax, None, ignore_index, 0.0, "none", want_grad)
     z = A.move_axis_last(xp, zin, ax)
     dt = z.dtype
+    if A.is_integer(xp, targets):
+        z = A.zero_ignored_rows(xp, z, targets, ignore_index)
     p = xp.exp(z - _lse(xp, z, -1, True))
     if A.is_integer(xp, targets):
-        valid, safe = A.label_mask(xp, targets, ignore_index, dt)
+        valid, safe = A.label_mask(xp, targets, ignore_index, dt, z.shape[-1])
         t = A.one_hot_mask(xp, safe, z.shape[-1], dt) * valid[..., None]
         denom = xp.sum(valid)
     else:
@@ -140,14 +142,11 @@ def poly1_cross_entropy_grad(logits: Array, targets: Array, **options: Any) -> A
 
 def _sigmoid_pair(xp: Any, x: Array) -> tuple[Array, Array]:
     """``sigmoid(x)`` and ``sigmoid(-x) = 1 - sigmoid(x)``, each without cancellation."""
-    e = xp.exp(-xp.abs(x))
-    big, small = 1.0 / (1.0 + e), e / (1.0 + e)
-    nonneg = x >= 0
-    return xp.where(nonneg, big, small), xp.where(nonneg, small, big)
+    return A.sigmoid(xp, x), A.sigmoid(xp, -x)
 
 
 def _asl(logits, targets, gamma_neg, gamma_pos, clip, eps, reduction, want_grad):
-    xp = A.namespace(logits, targets)
+    xp, logits, targets = A.common(logits=logits, targets=targets)
     _checks.floating(xp, logits, "logits")
     _checks.reduction(reduction)
     g_neg = _checks.non_negative(gamma_neg, "gamma_neg")
@@ -162,10 +161,10 @@ def _asl(logits, targets, gamma_neg, gamma_pos, clip, eps, reduction, want_grad)
     _checks.in_unit_interval(xp, targets, "targets")
     y = A.as_float(xp, A.upcast(xp, targets), dt)
     s, s_neg = _sigmoid_pair(xp, x)
-    log_eps = math.log(eps)
+    log_eps = A.scalar_fn(xp, "log", eps)
     # positive part: log(max(sigmoid(x), eps)), from log_sigmoid so it is exact in the tail
-    log_s = xp.minimum(x, xp.zeros_like(x)) - xp.log1p(xp.exp(-xp.abs(x)))
-    lp = xp.maximum(log_s, xp.full_like(x, log_eps))
+    log_s = -A.softplus(xp, -x)
+    lp = xp.where(log_s < log_eps, xp.full_like(x, log_eps), log_s)
     # negative part with probability shifting: q = min(1 - sigmoid(x) + clip, 1)
     q_raw = s_neg + c
     q = xp.minimum(q_raw, xp.ones_like(x))
@@ -269,6 +268,10 @@ def asymmetric_loss_grad(logits: Array, targets: Array, **options: Any) -> Array
 
 def _sparsemax_last(xp: Any, z: Array) -> Array:
     """Euclidean projection of each row (last axis) onto the probability simplex."""
+    # shift by the row max (the projection is shift-invariant): at |z| ~ 1e8 in float32 the
+    # support test 1 + k z_(k) > cumsum would otherwise lose the 1 to rounding
+    m = xp.max(z, axis=-1, keepdims=True)
+    z = z - xp.where(xp.isfinite(m), m, xp.zeros_like(m))
     zs = xp.sort(z, axis=-1, descending=True)
     cs = xp.cumulative_sum(zs, axis=-1)
     k = xp.arange(1, z.shape[-1] + 1, dtype=z.dtype, device=A.device_of(z))
@@ -277,7 +280,7 @@ def _sparsemax_last(xp: Any, z: Array) -> Array:
     size = xp.sum(A.as_float(xp, inside, z.dtype), axis=-1, keepdims=True)
     # where(), not a 0/1 product: masked classes at -inf would give 0 * -inf = NaN
     tau = (xp.sum(xp.where(inside, zs, xp.zeros_like(zs)), axis=-1, keepdims=True) - 1.0) / size
-    return xp.maximum(z - tau, xp.zeros_like(z))
+    return A.relu(xp, z - tau)
 
 
 def sparsemax(x: Array, *, axis: int = -1) -> Array:
@@ -315,7 +318,7 @@ def sparsemax(x: Array, *, axis: int = -1) -> Array:
 
 
 def _sparsemax_loss(logits, labels, axis, reduction, want_grad):
-    xp = A.namespace(logits, labels)
+    xp, logits, labels = A.common(logits=logits, labels=labels)
     _checks.floating(xp, logits, "logits")
     _checks.reduction(reduction)
     ax = _checks.class_axis(logits, axis)
@@ -389,7 +392,7 @@ def sparsemax_loss_grad(logits: Array, labels: Array, **options: Any) -> Array:
 
 
 def _binary_sparsemax(logits, labels, reduction, want_grad):
-    xp = A.namespace(logits, labels)
+    xp, logits, labels = A.common(logits=logits, labels=labels)
     _checks.floating(xp, logits, "logits")
     _checks.reduction(reduction)
     x = A.upcast(xp, logits)
@@ -469,17 +472,16 @@ def binary_sparsemax_loss_grad(logits: Array, labels: Array, **options: Any) -> 
 
 
 def _gce(logits, labels, q, axis, ignore_index, reduction, want_grad):
-    xp = A.namespace(logits, labels)
+    xp, logits, labels = A.common(logits=logits, labels=labels)
     _checks.floating(xp, logits, "logits")
     _checks.reduction(reduction)
-    q_in, q = q, _checks.real(q, "q")
-    if not 0.0 < q <= 1.0:
-        raise ValueError(f"q must be in (0, 1], got {q_in!r}")
+    q = _checks.number(q, "q", low=0.0, high=1.0, low_open=True, what="in (0, 1]")
     ax = _checks.class_axis(logits, axis)
     _checks.class_labels(xp, labels, logits, ax, ignore_index, "labels")
-    z = A.upcast(xp, A.move_axis_last(xp, logits, ax))
+    z = A.zero_ignored_rows(xp, A.upcast(xp, A.move_axis_last(xp, logits, ax)), labels,
+                            ignore_index)
     dt = z.dtype
-    valid, safe = A.label_mask(xp, labels, ignore_index, dt)
+    valid, safe = A.label_mask(xp, labels, ignore_index, dt, z.shape[-1])
     logp = z - _lse(xp, z, -1, True)
     qlogp = q * A.take_class(xp, logp, safe)
     # (1 - p_y^q) / q = -expm1(q log p_y) / q: exact as q -> 0 (where it tends to CE)
@@ -607,7 +609,13 @@ def class_balanced_weights(samples_per_class: Any, beta: float = 0.9999) -> Arra
         raise ValueError(
             f"samples_per_class must be positive counts, got a minimum of {float(xp.min(n))}"
         )
-    if beta == 1.0:
+    if _checks.is_traced(beta):
+        # the three cases as where() branches, each fed a safe beta so no NaN leaks through
+        mid = (beta > 0) & (beta < 1)
+        b = xp.where(mid, beta, xp.full_like(beta, 0.5))
+        w = xp.where(beta == 1, 1.0 / n,
+                     xp.where(mid, (1.0 - b) / -xp.expm1(n * xp.log(b)), xp.ones_like(n)))
+    elif beta == 1.0:
         w = 1.0 / n
     elif beta == 0.0:
         w = xp.ones_like(n)

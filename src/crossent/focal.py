@@ -11,6 +11,7 @@ cross-entropy, ``0^0 = 1`` as in PyTorch).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from . import _array as A
@@ -34,6 +35,13 @@ __all__ = [
 # --- sigmoid focal loss ---------------------------------------------------------------------
 
 
+def _power(xp: Any, g: Any, log_q: Array, one: Array) -> Array:
+    """``q^g = exp(g log q)`` with ``0^0 = 1``; ``g`` a float or a traced scalar."""
+    if not _checks.is_traced(g) and g == 0:
+        return one
+    return xp.exp(A.mul0(xp, g, log_q))
+
+
 def _sigmoid_focal(logits, targets, alpha, gamma, reduction, want_grad):
     """The one definition of the sigmoid focal loss; returns (loss, grad or None).
 
@@ -49,7 +57,7 @@ def _sigmoid_focal(logits, targets, alpha, gamma, reduction, want_grad):
       the ``q^(gamma - 1)`` that blows up for ``gamma < 1`` never appears on its own;
     * ``dL/dx = alpha_t M [(p - t) + gamma (1 - 2t) ce r]``, ``r = exp(log p + log(1-p) - log q)``.
     """
-    xp = A.namespace(logits, targets)
+    xp, logits, targets = A.common(logits=logits, targets=targets)
     _checks.floating(xp, logits, "logits")
     _checks.reduction(reduction)
     g = _checks.non_negative(gamma, "gamma")
@@ -58,14 +66,16 @@ def _sigmoid_focal(logits, targets, alpha, gamma, reduction, want_grad):
     t = _binary_targets(xp, targets, logits)
     log_p = -A.softplus(xp, -x)  # log sigma(x)
     log_1mp = -A.softplus(xp, x)  # log sigma(-x) = log(1 - p)
-    ce = -(t * log_p + (1.0 - t) * log_1mp)  # both terms >= 0: no cancellation
+    # both terms >= 0: no cancellation; a zero target weight silences an infinite log (a
+    # logit of +-inf with the matching target is a loss of exactly 0)
+    ce = -(A.mul0(xp, t, log_p) + A.mul0(xp, 1.0 - t, log_1mp))
     one = xp.ones_like(t)
     pos, neg = t > 0, t < 1
     # xlogy-style: log t and log(1 - t) only where they are finite
     la = xp.log(xp.where(pos, t, one)) + log_1mp
     lb = xp.log(xp.where(neg, 1.0 - t, one)) + log_p
     log_q = xp.where(~pos, log_p, xp.where(~neg, log_1mp, xp.logaddexp(la, lb)))
-    mod = xp.exp(g * log_q) if g != 0 else one
+    mod = _power(xp, g, log_q, one)
     alpha_t = None if a is None else a * t + (1.0 - a) * (1.0 - t)
     loss = ce * mod
     if alpha_t is not None:
@@ -73,11 +83,14 @@ def _sigmoid_focal(logits, targets, alpha, gamma, reduction, want_grad):
     out = reduce(xp, loss, reduction)
     if not want_grad:
         return A.cast_like(xp, out, logits), None
-    e = xp.exp(-xp.abs(x))
-    p = xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    p = A.sigmoid(xp, x)
     inner = p - t
-    if g != 0:
-        r = xp.exp(log_p + log_1mp - log_q)  # p (1 - p) / q, in [0, 1]
+    if _checks.is_traced(g) or g != 0:
+        # p (1 - p) / q, in [0, 1]; where q = 0 (a saturated logit with the matching target)
+        # ce is 0 too, and the term is 0
+        sat = log_q == -math.inf
+        r = xp.where(sat, xp.zeros_like(log_q),
+                     xp.exp(log_p + log_1mp - xp.where(sat, xp.zeros_like(log_q), log_q)))
         inner = inner + g * (1.0 - 2.0 * t) * (ce * r)
     grad = mod * inner
     if alpha_t is not None:
@@ -174,7 +187,7 @@ def _class_alpha(xp, alpha, num_classes, dt, dev):
     """None, a non-negative scalar, or one non-negative weight per class."""
     if alpha is None:
         return None
-    if isinstance(alpha, (int, float)) and not isinstance(alpha, bool):
+    if not isinstance(alpha, (list, tuple)) and getattr(alpha, "ndim", 0) == 0:
         return _checks.non_negative(alpha, "alpha")
     a = _checks.class_weight(xp, alpha, num_classes, dt, dev, "alpha")
     if A.concrete(a) and bool(xp.any(~(a >= 0))):
@@ -201,7 +214,7 @@ def _softmax_focal(logits, targets, alpha, gamma, axis, ignore_index, reduction,
     diverges for ``g < 1`` is absorbed analytically. In terms of ``d`` and ``u = exp(-|d|)``:
     ``k = log1p(u) / u`` for ``d >= 0`` and ``k = u (|d| + log1p(u))`` for ``d < 0``.
     """
-    xp = A.namespace(logits, targets)
+    xp, logits, targets = A.common(logits=logits, targets=targets)
     _checks.floating(xp, logits, "logits")
     _checks.reduction(reduction)
     g = _checks.non_negative(gamma, "gamma")
@@ -215,7 +228,8 @@ def _softmax_focal(logits, targets, alpha, gamma, axis, ignore_index, reduction,
     denom = None
     if A.is_integer(xp, targets):
         _checks.class_labels(xp, targets, logits, ax, ignore_index)
-        validf, safe = A.label_mask(xp, targets, ignore_index, dt)
+        validf, safe = A.label_mask(xp, targets, ignore_index, dt, num_classes)
+        z = A.zero_ignored_rows(xp, z, targets, ignore_index)
         t = A.one_hot_mask(xp, safe, num_classes, dt) * validf[..., None]
         denom = xp.sum(validf)
     else:
@@ -237,17 +251,17 @@ def _softmax_focal(logits, targets, alpha, gamma, axis, ignore_index, reduction,
     d = (z - m) - xp.log(xp.maximum(rest, tiny))
     # -log p_c, and exactly 0 where p_c rounds to 1 (C = 1, or every other class underflowed)
     nll = xp.where(rest > 0, A.softplus(xp, -d), xp.zeros_like(d))
-    mod = xp.exp(-g * A.softplus(xp, d)) if g != 0 else xp.ones_like(d)  # (1 - p_c)^g
+    mod = _power(xp, g, -A.softplus(xp, d), xp.ones_like(d))  # (1 - p_c)^g
     at = t * a if a is not None else t
     zero = xp.zeros_like(d)
     # 0 * (-log p) = 0 even where a logit is -inf (a masked class with target 0)
-    loss = xp.sum(at * mod * xp.where(at == 0, zero, nll), axis=-1)
+    loss = xp.sum(mod * A.mul0(xp, at, nll), axis=-1)
     out = reduce(xp, loss, reduction, denom)
     if not want_grad:
         return A.cast_like(xp, out, logits), None
     coef = mod
-    if g != 0:
-        u = xp.exp(-xp.abs(d))
+    if _checks.is_traced(g) or g != 0:
+        u = xp.exp(A.neg_abs(xp, d))
         u_pos = xp.where(u > 0, u, xp.ones_like(u))
         k_pos = xp.where(u > 0, xp.log1p(u_pos) / u_pos, xp.ones_like(u))
         k_neg = xp.where(u > 0, u * (xp.abs(xp.where(u > 0, d, zero)) + xp.log1p(u)), zero)

@@ -66,8 +66,7 @@ def _safe_log(xp: Any, x: Array) -> Array:
 
 def _prepare(p: Array, q: Array | None, axis: int, reduction: str):
     """Validate and upcast; returns (xp, p, q, axis, out_dtype), p and q in the compute dtype."""
-    arrays = (p,) if q is None else (p, q)
-    xp = A.namespace(*arrays)
+    xp, p, q = A.common(p=p, q=q)
     _checks.floating(xp, p, "p")
     if q is not None:
         _checks.floating(xp, q, "q")
@@ -175,9 +174,10 @@ def _neg_p_over_q(xp, pc, qc):
 def _cross_entropy(p, q, axis, reduction, want_grad):
     xp, pc, qc, ax, out_dtype = _prepare(p, q, axis, reduction)
     log_q = _safe_log(xp, qc)
-    zero, inf = xp.zeros_like(pc), xp.full_like(pc, _INF)
-    # -p log q: 0 where p == 0 (even if q == 0), +inf where p > 0 and q == 0
-    terms = xp.where(pc == 0, zero, xp.where(qc > 0, -pc * log_q, inf))
+    inf = xp.full_like(pc, _INF)
+    # -p log q: 0 where p == 0 (even if q == 0), +inf where p > 0 and q == 0; xlogy keeps
+    # the derivative w.r.t. p (-log q) where p == 0
+    terms = -A.xlogy(xp, pc, qc)
     out, scale = _finish(xp, terms, ax, reduction, out_dtype)
     if want_grad is None:
         return out, None

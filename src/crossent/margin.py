@@ -74,13 +74,13 @@ def _argmax_share(xp: Any, v: Array, vmax: Array) -> Array:
 
 
 def _hinge(scores, targets, squared, reduction, want_grad):
-    xp = A.namespace(scores, targets)
+    xp, scores, targets = A.common(scores=scores, targets=targets)
     _checks.floating(xp, scores, "scores")
     _checks.reduction(reduction)
     s = A.upcast(xp, scores)
     t = _sign_targets(xp, targets, scores)
     h = 1.0 - t * s
-    hp = xp.maximum(h, xp.zeros_like(h))
+    hp = A.relu(xp, h)
     loss = hp * hp if squared else hp
     out = reduce(xp, loss, reduction)
     if not want_grad:
@@ -151,14 +151,13 @@ def hinge_loss_grad(scores: Array, targets: Array, **options: Any) -> Array:
 
 
 def _multi_margin(logits, labels, p, margin, weight, reduction, want_grad):
-    xp = A.namespace(logits, labels)
+    xp, logits, labels = A.common(logits=logits, labels=labels)
     _checks.floating(xp, logits, "logits")
     _checks.reduction(reduction)
     _checks.class_axis(logits, -1, "logits")
     if p not in (1, 2) or isinstance(p, bool):
         raise ValueError(f"p must be 1 or 2 (as in PyTorch), got {p!r}")
-    if not isinstance(margin, (int, float)) or isinstance(margin, bool):
-        raise ValueError(f"margin must be a number, got {margin!r}")
+    margin = _checks.real(margin, "margin")
     z = A.upcast(xp, logits)
     dt = z.dtype
     num_classes = z.shape[-1]
@@ -166,8 +165,8 @@ def _multi_margin(logits, labels, p, margin, weight, reduction, want_grad):
     w = _checks.class_weight(xp, weight, num_classes, dt, A.device_of(z))
     onehot = A.one_hot_mask(xp, labels, num_classes, dt)
     zy = A.take_class(xp, z, labels)
-    h = float(margin) - zy[..., None] + z
-    hp = xp.maximum(h, xp.zeros_like(h)) * (1.0 - onehot)  # the target class is not summed
+    h = margin - zy[..., None] + z
+    hp = A.relu(xp, h) * (1.0 - onehot)  # the target class is not summed
     wy = A.take_class(xp, xp.broadcast_to(w, z.shape), labels) if w is not None else None
     term = hp if p == 1 else hp * hp
     loss = xp.sum(term, axis=-1) / num_classes
@@ -247,7 +246,7 @@ def multi_margin_loss_grad(logits: Array, labels: Array, **options: Any) -> Arra
 
 
 def _multiclass_hinge(scores, labels, reduction, want_grad):
-    xp = A.namespace(scores, labels)
+    xp, scores, labels = A.common(scores=scores, labels=labels)
     _checks.floating(xp, scores, "scores")
     _checks.reduction(reduction)
     _checks.class_axis(scores, -1, "scores")
@@ -321,7 +320,7 @@ def multiclass_hinge_loss_grad(scores: Array, labels: Array, **options: Any) -> 
 
 
 def _categorical_hinge(scores, targets, reduction, want_grad):
-    xp = A.namespace(scores, targets)
+    xp, scores, targets = A.common(scores=scores, targets=targets)
     _checks.floating(xp, scores, "scores")
     _checks.reduction(reduction)
     _checks.class_axis(scores, -1, "scores")
@@ -336,7 +335,7 @@ def _categorical_hinge(scores, targets, reduction, want_grad):
     v = (1.0 - t) * z  # Keras's form: the target's own entry counts as 0 in the max
     neg = xp.max(v, axis=-1)
     h = neg - pos + 1.0
-    loss = xp.maximum(h, xp.zeros_like(h))
+    loss = A.relu(xp, h)
     out = reduce(xp, loss, reduction)
     if not want_grad:
         return A.cast_like(xp, out, scores), None
@@ -431,7 +430,7 @@ def _target_cos(xp, c, kind, margin, easy_margin):
     if kind == "cosface":
         return c - margin, xp.ones_like(c)
     if kind == "arcface":
-        cos_m, sin_m = math.cos(margin), math.sin(margin)
+        cos_m, sin_m = A.scalar_fn(xp, "cos", margin), A.scalar_fn(xp, "sin", margin)
         s2 = 1.0 - c * c
         pos = s2 > _SIN_EPS
         sin_t = xp.where(pos, _safe_sqrt(xp, s2), xp.zeros_like(s2))
@@ -443,7 +442,7 @@ def _target_cos(xp, c, kind, margin, easy_margin):
             return xp.where(keep, phi, c), xp.where(keep, dphi, xp.ones_like(c))
         # theta + m > pi would make cos(theta + m) rise again: fall back to the linear
         # penalty cos(theta) - m sin(m) there (insightface: th = cos(pi - m), mm = m sin m)
-        keep = c > math.cos(math.pi - margin)
+        keep = c > -cos_m  # cos(pi - m)
         return (xp.where(keep, phi, c - margin * sin_m),
                 xp.where(keep, dphi, xp.ones_like(c)))
     # L-Softmax / SphereFace: psi(theta) = (-1)^k cos(m theta) - 2k, theta in [k pi/m,
@@ -467,7 +466,7 @@ _VARIANTS = {
 
 
 def _margin_inputs(embeddings, weight, labels):
-    xp = A.namespace(embeddings, weight, labels)
+    xp, embeddings, weight, labels = A.common(embeddings=embeddings, weight=weight, labels=labels)
     _checks.floating(xp, embeddings, "embeddings")
     _checks.floating(xp, weight, "weight")
     if embeddings.ndim != 2:
@@ -497,16 +496,16 @@ def _margin_logits(embeddings, weight, labels, kind, margin, scale, easy_margin=
 
     ``labels=None`` gives the unmodified logits ``s R cos`` (inference).
     """
-    xp = A.namespace(embeddings, weight) if labels is None else A.namespace(
-        embeddings, weight, labels)
+    xp, embeddings, weight, labels = A.common(embeddings=embeddings, weight=weight,
+                                              labels=labels)
     keep_x, keep_w = _VARIANTS[kind]
     x = A.upcast(xp, embeddings)
     dt = x.dtype
     w = A.as_float(xp, A.upcast(xp, weight), dt)
-    x_norm = _safe_sqrt(xp, xp.sum(x * x, axis=-1, keepdims=True))  # (N, 1)
-    w_norm = _safe_sqrt(xp, xp.sum(w * w, axis=-1))  # (C,)
-    u = x / xp.maximum(x_norm, xp.full_like(x_norm, _NORM_EPS))
-    v = w / xp.maximum(w_norm, xp.full_like(w_norm, _NORM_EPS))[:, None]
+    # scaled norms: the directions of x and of 1e20 x are the same, with no overflow
+    x_norm, u = A.norm_and_unit(xp, x, _NORM_EPS)  # (N, 1), (N, D)
+    w_norm, v = A.norm_and_unit(xp, w, _NORM_EPS)
+    w_norm = w_norm[:, 0]  # (C,)
     cos = xp.matmul(u, xp.permute_dims(v, (1, 0)))  # (N, C)
     r_w = w_norm[None, :] if keep_w else None  # the norms that multiply f(cos), ||x|| aside
     if labels is None:
@@ -550,16 +549,17 @@ def _margin_softmax(embeddings, weight, labels, kind, margin, scale, easy_margin
 
 
 def _int_margin(margin: Any) -> int:
-    if isinstance(margin, bool) or not isinstance(margin, numbers.Integral) or margin < 1:
+    # the multiplier sets a polynomial's degree, so it must be concrete even under jax.jit
+    m = None if isinstance(margin, numbers.Real) and not isinstance(margin, numbers.Integral) \
+        else _checks.index(margin, "margin", allow_none=True) if margin is not None else None
+    if m is None or m < 1:
         raise ValueError(f"margin must be a positive integer (the multiplier m), got {margin!r}")
-    return int(margin)
+    return m
 
 
 def _angular_margin(margin: Any) -> float:
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not (
-            0.0 <= margin < math.pi):
-        raise ValueError(f"margin must be an angle in radians in [0, pi), got {margin!r}")
-    return float(margin)
+    return _checks.number(margin, "margin", low=0.0, high=math.pi, high_open=True,
+                          what="an angle in radians in [0, pi)")
 
 
 

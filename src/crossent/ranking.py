@@ -10,6 +10,7 @@ Each has its closed-form gradient with respect to its first argument.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from . import _array as A
@@ -63,7 +64,7 @@ def _vectors(x: Array, name: str) -> None:
 
 
 def _margin_ranking(input1, input2, target, margin, reduction, want_grad):
-    xp = A.namespace(input1, input2, target)
+    xp, input1, input2, target = A.common(input1=input1, input2=input2, target=target)
     _pair_inputs(xp, input1, input2, "input1", "input2")
     _checks.reduction(reduction)
     margin = _checks.real(margin, "margin")
@@ -71,7 +72,7 @@ def _margin_ranking(input1, input2, target, margin, reduction, want_grad):
     b = A.as_float(xp, A.upcast(xp, input2), a.dtype)
     y = _pm1(xp, target, a.shape, a.dtype)
     h = margin - y * (a - b)
-    loss = xp.maximum(h, xp.zeros_like(h))
+    loss = A.relu(xp, h)
     out = reduce(xp, loss, reduction)
     if not want_grad:
         return A.cast_like(xp, out, input1), None
@@ -152,13 +153,14 @@ def _similarity_labels(xp: Any, labels: Array, shape: tuple, dtype: Any) -> Arra
 
 def _contrastive_terms(xp, d, d2, y, margin):
     """Per-pair loss and dl/dD from the distance ``d`` and its square ``d2``."""
-    gap = xp.maximum(margin - d, xp.zeros_like(d))
-    loss = 0.5 * y * d2 + 0.5 * (1.0 - y) * gap * gap
+    gap = A.relu(xp, margin - d)
+    # a dissimilar pair (y = 0) far apart is a loss of 0 even where D^2 overflows
+    loss = 0.5 * A.mul0(xp, y, d2) + 0.5 * (1.0 - y) * gap * gap
     return loss, y * d - (1.0 - y) * gap
 
 
 def _contrastive_pairs(x1, x2, labels, margin, reduction, want_grad):
-    xp = A.namespace(x1, x2, labels)
+    xp, x1, x2, labels = A.common(x1=x1, x2=x2, labels=labels)
     _pair_inputs(xp, x1, x2, "x1", "x2")
     _vectors(x1, "x1")
     _checks.reduction(reduction)
@@ -166,10 +168,10 @@ def _contrastive_pairs(x1, x2, labels, margin, reduction, want_grad):
     a = A.upcast(xp, x1)
     diff = a - A.as_float(xp, A.upcast(xp, x2), a.dtype)
     y = _similarity_labels(xp, labels, a.shape[:-1], a.dtype)
-    d2 = xp.sum(diff * diff, axis=-1)
-    pos = d2 > 0
-    # sqrt only where positive, so autodiff through this code gives no NaN at D = 0
-    d = xp.where(pos, xp.sqrt(xp.where(pos, d2, xp.ones_like(d2))), xp.zeros_like(d2))
+    # the scaled norm: D itself is representable long after sum(diff^2) overflows
+    d = A.norm_and_unit(xp, diff)[0][..., 0]
+    d2 = d * d
+    pos = d > 0
     loss, _ = _contrastive_terms(xp, d, d2, y, margin)
     out = reduce(xp, loss, reduction)
     if not want_grad:
@@ -177,7 +179,7 @@ def _contrastive_pairs(x1, x2, labels, margin, reduction, want_grad):
     # dD/dx1 = (x1 - x2) / D; written as y (x1 - x2) - (1 - y) gap (x1 - x2) / D so that the
     # similar-pair term needs no division (its gradient is 0 at D = 0, not 0/0)
     inv_d = xp.where(pos, 1.0 / xp.where(pos, d, xp.ones_like(d)), xp.zeros_like(d))
-    gap = xp.maximum(margin - d, xp.zeros_like(d))
+    gap = A.relu(xp, margin - d)
     coef = y - (1.0 - y) * gap * inv_d
     g = coef[..., None] * diff * grad_scale(xp, loss.shape, reduction, None)
     return A.cast_like(xp, out, x1), A.cast_like(xp, g, x1)
@@ -242,7 +244,7 @@ def contrastive_loss_grad(x1: Array, x2: Array, labels: Array, **options: Any) -
 
 
 def _contrastive_distances(distances, labels, margin, reduction, want_grad):
-    xp = A.namespace(distances, labels)
+    xp, distances, labels = A.common(distances=distances, labels=labels)
     _checks.floating(xp, distances, "distances")
     _checks.reduction(reduction)
     margin = _checks.non_negative(margin, "margin")
@@ -316,34 +318,33 @@ def contrastive_loss_from_distances_grad(distances: Array, labels: Array,
 
 def _pnorm(xp: Any, v: Array, p: float) -> tuple[Array, Array]:
     """``||v||_p`` along the last axis and its gradient ``sign(v) |v|^(p-1) / ||v||^(p-1)``."""
-    if p == 2.0:
-        d2 = xp.sum(v * v, axis=-1)
-        pos = d2 > 0
-        n = xp.where(pos, xp.sqrt(xp.where(pos, d2, xp.ones_like(d2))), xp.zeros_like(d2))
-        safe = xp.where(pos, n, xp.ones_like(n))
-        return n, xp.where(pos, 1.0 / safe, xp.zeros_like(n))[..., None] * v
+    traced = _checks.is_traced(p)
+    if not traced and p == 2.0:
+        n, unit = A.norm_and_unit(xp, v)
+        return n[..., 0], unit
     av = xp.abs(v)
-    n = xp.sum(av ** p, axis=-1) ** (1.0 / p) if p != 1.0 else xp.sum(av, axis=-1)
-    pos = n > 0
-    safe = xp.where(pos, n, xp.ones_like(n))
-    if p == 1.0:
-        grad = xp.sign(v)
-    else:
-        grad = xp.sign(v) * (av / safe[..., None]) ** (p - 1.0)
-    return n, grad * A.as_float(xp, pos, v.dtype)[..., None]
+    if not traced and p == 1.0:
+        n = xp.sum(av, axis=-1)
+        return n, xp.sign(v) * A.as_float(xp, n > 0, v.dtype)[..., None]
+    # scaled by the largest |v_i| so that |v|^p neither overflows nor underflows
+    m = xp.max(av, axis=-1, keepdims=True) if v.shape[-1] else xp.zeros_like(v[..., :1])
+    ms = xp.where((m > 0) & (m < math.inf), m, xp.ones_like(m))
+    r = xp.sum((av / ms) ** p, axis=-1, keepdims=True) ** (1.0 / p)  # ||v||_p / ms
+    pos = r > 0
+    safe = xp.where(pos, r, xp.ones_like(r))
+    grad = xp.sign(v) * (av / ms / safe) ** (p - 1.0)
+    return (r * ms)[..., 0], grad * A.as_float(xp, pos, v.dtype)
 
 
 def _triplet(anchor, positive, negative, margin, p, eps, swap, reduction, want_grad):
-    xp = A.namespace(anchor, positive, negative)
+    xp, anchor, positive, negative = A.common(anchor=anchor, positive=positive, negative=negative)
     _pair_inputs(xp, anchor, positive, "anchor", "positive")
     _pair_inputs(xp, anchor, negative, "anchor", "negative")
     _vectors(anchor, "anchor")
     _checks.reduction(reduction)
     margin = _checks.real(margin, "margin")
     eps = _checks.non_negative(eps, "eps")
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 1.0 <= p < float("inf"):
-        raise ValueError(f"p must be a finite norm degree >= 1, got {p!r}")
-    p = float(p)
+    p = _checks.number(p, "p", low=1.0, what="a finite norm degree >= 1")
     a = A.upcast(xp, anchor)
     dt = a.dtype
     pv = A.as_float(xp, A.upcast(xp, positive), dt)
@@ -359,7 +360,7 @@ def _triplet(anchor, positive, negative, margin, p, eps, swap, reduction, want_g
         w_an = xp.where(d_an < d_pn, xp.ones_like(d_an),
                         xp.where(d_an == d_pn, xp.full_like(d_an, 0.5), xp.zeros_like(d_an)))
     h = margin + d_ap - d_neg
-    loss = xp.maximum(h, xp.zeros_like(h))
+    loss = A.relu(xp, h)
     out = reduce(xp, loss, reduction)
     if not want_grad:
         return A.cast_like(xp, out, anchor), None
@@ -443,7 +444,7 @@ def triplet_margin_loss_grad(anchor: Array, positive: Array, negative: Array,
 
 
 def _ntxent(embeddings, labels, temperature, reduction, want_grad):
-    xp = A.namespace(embeddings, labels)
+    xp, embeddings, labels = A.common(embeddings=embeddings, labels=labels)
     _checks.floating(xp, embeddings, "embeddings")
     _checks.reduction(reduction)
     tau = _checks.positive(temperature, "temperature")
@@ -459,12 +460,16 @@ def _ntxent(embeddings, labels, temperature, reduction, want_grad):
     dt = x.dtype
     n = x.shape[0]
     dev = A.device_of(x)
+    if n == 0:  # no anchor: an empty (attached) result, and a zero-size gradient
+        s = xp.matmul(x, xp.permute_dims(x, (1, 0)))
+        out = s if reduction == "none" else xp.sum(s)
+        return A.cast_like(xp, out, embeddings), (xp.zeros_like(embeddings) if want_grad
+                                                  else None)
     # Optax's cosine similarity: norms floored at sqrt(machine epsilon) of the dtype
-    floor = float(xp.finfo(dt).eps)
-    sq = xp.sum(x * x, axis=-1, keepdims=True)
-    above = sq > floor
-    norm = xp.sqrt(xp.maximum(sq, xp.full_like(sq, floor)))
-    u = x / norm
+    floor = math.sqrt(float(xp.finfo(dt).eps))
+    norm, u = A.norm_and_unit(xp, x, floor)
+    above = norm > floor
+    norm = xp.where(above, norm, xp.full_like(norm, floor))
     s = xp.matmul(u, xp.permute_dims(u, (1, 0))) / tau  # (N, N)
     same = labels[:, None] == labels[None, :]
     idx = xp.arange(n, device=dev)
@@ -493,8 +498,7 @@ def _ntxent(embeddings, labels, temperature, reduction, want_grad):
     if not want_grad:
         return A.cast_like(xp, out, embeddings), None
     # dl_ij/ds_ij = -r_ij, dl_ij/ds_ik = r_ij softmax_neg(s_i)_k, r_ij = sigmoid(lse_neg_i - s_ij)
-    ez = xp.exp(-xp.abs(z))
-    r = xp.where(z >= 0, 1.0 / (1.0 + ez), ez / (1.0 + ez)) * posf
+    r = A.sigmoid(xp, z) * posf
     sm_neg = e / xp.where(has_neg, esum, xp.ones_like(esum))
     gs = sm_neg * xp.sum(r, axis=-1, keepdims=True) - r  # d loss / d s, row i = anchor i
     if reduction == "mean":
@@ -575,7 +579,7 @@ _COS_EPS = 1e-12  # PyTorch's EPSILON, added to each squared norm
 
 
 def _cosine_embedding(x1, x2, target, margin, reduction, want_grad):
-    xp = A.namespace(x1, x2, target)
+    xp, x1, x2, target = A.common(x1=x1, x2=x2, target=target)
     _pair_inputs(xp, x1, x2, "x1", "x2")
     _vectors(x1, "x1")
     _checks.reduction(reduction)
@@ -591,7 +595,7 @@ def _cosine_embedding(x1, x2, target, margin, reduction, want_grad):
     den = xp.sqrt(m1 * m2)
     cos = prod / den
     similar = y > 0
-    loss = xp.where(similar, 1.0 - cos, xp.maximum(cos - margin, xp.zeros_like(cos)))
+    loss = xp.where(similar, 1.0 - cos, A.relu(xp, cos - margin))
     out = reduce(xp, loss, reduction)
     if not want_grad:
         return A.cast_like(xp, out, x1), None

@@ -7,6 +7,12 @@ directory keyed by the source, torch, the compiler flags and the CPU capability,
 session compiles it at most once; concurrent processes (pytest-xdist) serialise on a file lock
 and the library is moved into place atomically.
 
+Next to the library a build record (``crossent_ext.so.sha256``: its size and SHA-256) is
+written, and a cached library is loaded only when it matches the record: mapping a file cut
+short (a full disk, an interrupted copy of the cache) kills the process with SIGBUS, which no
+``except`` can catch. A library that does not match is rebuilt; if that fails, the torch-ops
+path runs and :func:`crossent.torch.backend_info` says why.
+
 Environment:
     ``CROSSENT_NO_EXT=1``    never build or load it (the torch-ops path runs instead).
     ``CROSSENT_CACHE_DIR``   where to cache it (default ``$XDG_CACHE_HOME/crossent`` or
@@ -17,6 +23,7 @@ Environment:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -31,7 +38,8 @@ import torch
 
 _SOURCE = Path(__file__).with_name("_kernel.cpp")
 _LOCK = threading.Lock()
-_STATE: dict[str, Any] = {"loaded": None, "error": None, "path": None, "seconds": None}
+_STATE: dict[str, Any] = {"loaded": None, "error": None, "path": None, "seconds": None,
+                          "rebuilt": None}
 
 
 def _capability() -> str:
@@ -87,6 +95,54 @@ def _build(cxx: str, out: Path, flags: list[str]) -> None:
         raise RuntimeError(f"{' '.join(cmd)}\n{proc.stderr[-4000:]}")
 
 
+def _record_path(lib: Path) -> Path:
+    return lib.with_name(lib.name + ".sha256")
+
+
+def _digest(path: Path) -> tuple[int, str]:
+    """Size and SHA-256 of a file, read with plain reads (never mapped, so a short file
+    cannot fault)."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()
+
+
+def _write_record(lib: Path) -> None:
+    size, digest = _digest(lib)
+    record = _record_path(lib)
+    fd, tmp = tempfile.mkstemp(suffix=".sha256", dir=lib.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump({"size": size, "sha256": digest}, f)
+        os.replace(tmp, record)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _check_library(lib: Path) -> str | None:
+    """None when the cached library matches its build record, else what is wrong with it."""
+    if not lib.exists():
+        return "not built yet"
+    try:
+        record = json.loads(_record_path(lib).read_text())
+        want = (int(record["size"]), str(record["sha256"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return "no valid build record next to it"
+    try:
+        got = _digest(lib)
+    except OSError as exc:
+        return f"unreadable ({exc})"
+    if got != want:
+        return (f"it does not match its build record (size {got[0]}, expected {want[0]}; "
+                f"sha256 {got[1][:12]}, expected {want[1][:12]})")
+    return None
+
+
 def load() -> bool:
     """Build (once per cache key) and load the kernel; False if unavailable, with the reason
     kept for :func:`crossent.torch.backend_info`. Never raises."""
@@ -126,14 +182,20 @@ def _load() -> bool:
     cache = _cache_root() / f"torch-ext-{key}"
     lib = cache / "crossent_ext.so"
     t0 = time.perf_counter()
+    rebuilt_because = None
     try:
-        if not lib.exists():
+        already = hasattr(torch.ops.crossent_ext, "rows")  # loaded in this process already
+        problem = None if already else _check_library(lib)
+        if problem is not None:
             cache.mkdir(parents=True, exist_ok=True)
             import fcntl
 
             with open(cache / "build.lock", "w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it
-                if not lib.exists():
+                problem = _check_library(lib)  # it may have finished meanwhile
+                if problem is not None:
+                    if lib.exists():
+                        rebuilt_because = f"the cached {lib} failed validation: {problem}"
                     fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
                     os.close(fd)
                     try:
@@ -142,11 +204,14 @@ def _load() -> bool:
                     finally:
                         if os.path.exists(tmp):
                             os.unlink(tmp)
-        if not hasattr(torch.ops.crossent_ext, "rows"):
+                    _write_record(lib)
+        if not already:
             torch.ops.load_library(str(lib))
         _register_fake()
     except Exception as exc:  # any failure: fall back to the torch-ops path, say why once
         _STATE["error"] = f"{type(exc).__name__}: {exc}"
+        if rebuilt_because:
+            _STATE["error"] = f"{rebuilt_because}; rebuilding it failed: {_STATE['error']}"
         warnings.warn(
             "crossent: the C++ cross-entropy kernel is unavailable, using the torch-ops path "
             f"({_STATE['error'].splitlines()[0][:300]})",
@@ -156,6 +221,7 @@ def _load() -> bool:
         return False
     _STATE["path"] = str(lib)
     _STATE["seconds"] = round(time.perf_counter() - t0, 3)
+    _STATE["rebuilt"] = rebuilt_because
     return True
 
 
@@ -172,9 +238,12 @@ def _register_fake() -> None:
 
         @torch.library.register_fake("crossent_ext::fused")
         def _(logits, target, weight, grad_out, label_smoothing, z_loss, softcap, ignore_index,
-              reduction):
+              reduction, acc_out=False):
             shape = (logits.shape[0],) if reduction == 0 else ()
-            return logits.new_empty(shape), logits.new_empty(shape)
+            dtype = logits.dtype
+            if acc_out:
+                dtype = torch.float64 if dtype == torch.float64 else torch.float32
+            return logits.new_empty(shape, dtype=dtype), logits.new_empty(shape, dtype=dtype)
 
         @torch.library.register_fake("crossent_ext::advise_hugepage")
         def _(t):
@@ -185,4 +254,5 @@ def _register_fake() -> None:
 
 def info() -> dict[str, Any]:
     return {"available": bool(_STATE["loaded"]), "error": _STATE["error"],
-            "library": _STATE["path"], "load_seconds": _STATE["seconds"]}
+            "library": _STATE["path"], "load_seconds": _STATE["seconds"],
+            "rebuilt": _STATE["rebuilt"]}

@@ -223,6 +223,20 @@ inline A block_sum(const A* z, int64_t n) {
   return r;
 }
 
+// sum_j s * z_j: scaled before summing, so logits near the float limit do not overflow a
+// sum whose scaled value is representable (the smoothing term needs eps / V * sum z).
+template <typename A>
+inline A block_scaled_sum(const A* z, A s, int64_t n) {
+  using V = Vectorized<A>;
+  const V vs(s);
+  V acc(A(0));
+  int64_t i = 0;
+  for (; i + V::size() <= n; i += V::size()) acc = at::vec::fmadd(V::loadu(z + i), vs, acc);
+  A r = at::vec::vec_reduce_all<A>([](V& x, V& y) { return x + y; }, acc);
+  for (; i < n; ++i) r += z[i] * s;
+  return r;
+}
+
 template <typename A>
 inline A block_dot(const A* a, const A* b, int64_t n) {
   using V = Vectorized<A>;
@@ -263,6 +277,7 @@ struct Opts {
   A zc;         // z-loss coefficient
   A cap;        // softcap (used when CAP)
   const A* w;   // class weights or nullptr
+  const A* ew;  // eps / V * w_c (with weights and label smoothing) or nullptr
   A wsum;       // sum_c w_c (V without weights)
   int64_t ignore_index;
 };
@@ -347,7 +362,10 @@ void run_rows(const at::Tensor& logits, const at::Tensor& target, T* G, int64_t 
         }
         if constexpr (!PROB) {
           if (y >= j0 && y < j0 + n) zy = z[y - j0];
-          if (o.has_eps) sz += o.w ? block_dot<A>(o.w + j0, z, n) : block_sum<A>(z, n);
+          // sz = eps / V * sum_c w_c z_c, each term scaled first (see block_scaled_sum)
+          if (o.has_eps) {
+            sz += o.ew ? block_dot<A>(o.ew + j0, z, n) : block_scaled_sum<A>(z, o.eps_c, n);
+          }
         } else {
           prob_block<T, A>(P + r * ps + j0, q.data(), o, j0, n);
           tw += block_sum<A>(q.data(), n);
@@ -360,8 +378,11 @@ void run_rows(const at::Tensor& logits, const at::Tensor& target, T* G, int64_t 
       const A g_s = GRAD ? gs[r * gs_step] : A(0);
       if constexpr (!PROB) {
         const A wy = o.w ? o.w[y] : A(1);
-        main = o.one_m_eps * wy * (L - zy);
-        if (o.has_eps) main += o.eps_c * (o.wsum * L - sz);
+        // Each product before the difference: logits near the float limit make lse - z_y or
+        // wsum * lse overflow where the loss itself is representable.
+        const A a = o.one_m_eps * wy;
+        main = a * L - a * zy;
+        if (o.has_eps) main += (o.eps_c * o.wsum) * L - sz;
         coef_p = g_s * (o.one_m_eps * wy + o.eps_c * o.wsum);
         coef_w = g_s * o.eps_c;
         coef_y = g_s * o.one_m_eps * wy;
@@ -508,6 +529,9 @@ void rows_impl(const at::Tensor& logits, const at::Tensor& target, const at::Ten
   o.cap = A(softcap);
   o.ignore_index = ignore_index;
   o.w = w.defined() ? w.const_data_ptr<A>() : nullptr;
+  at::Tensor ew;
+  if (w.defined() && o.has_eps) ew = (w * (label_smoothing / double(Vn))).contiguous();
+  o.ew = ew.defined() ? ew.const_data_ptr<A>() : nullptr;
   o.wsum = w.defined() ? w.sum().item<A>() : A(Vn);
   T* G = grad ? grad_out->data_ptr<T>() : nullptr;
   const int64_t gstride = grad ? grad_out->stride(0) : 0;
@@ -567,12 +591,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rows(
 // Everything crossent.torch.cross_entropy needs on CPU in one call (a few microseconds of
 // dispatch instead of a dozen small ops): label check, the mean's denominators, the rows,
 // the reduction. reduction: 0 none, 1 mean, 2 sum. Returns (loss, z part) in the logits'
-// dtype; the mean divides the main term by sum_i w[y_i] over non-ignored rows (PyTorch), the
-// z-loss by their count (all rows for probability targets); a zero denominator gives 0.
+// dtype (the accumulation dtype with acc_out); the mean divides the main term by
+// sum_i w[y_i] over non-ignored rows (PyTorch), the z-loss by their count (all rows for
+// probability targets); no counted row gives 0, counted rows whose weights sum to 0 raise.
 std::tuple<at::Tensor, at::Tensor> fused(
     const at::Tensor& logits, const at::Tensor& target, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& grad_out, double label_smoothing, double z_loss,
-    double softcap, int64_t ignore_index, int64_t reduction) {
+    double softcap, int64_t ignore_index, int64_t reduction, bool acc_out) {
   check_inputs(logits, target, grad_out);
   TORCH_CHECK(reduction >= 0 && reduction <= 2, "crossent fused: bad reduction code");
   const int64_t R = logits.size(0), Vn = logits.size(1);
@@ -598,6 +623,13 @@ std::tuple<at::Tensor, at::Tensor> fused(
           }
           den = wsum;
           zden = count;
+          // Counted rows whose weights sum to 0 (negative or zero weights) leave the weighted
+          // mean undefined: refuse before anything is written (the gradient may overwrite
+          // the logits). Every row ignored stays a mean of 0.
+          TORCH_CHECK_VALUE(!(reduction == 1 && wp && count > 0 && wsum == 0),
+                            "weight: the class weights of the non-ignored targets sum to 0, so "
+                            "the weighted mean is undefined; use reduction='sum' or other "
+                            "weights");
         }
         A gs = A(1), zs = A(1);
         if (reduction == 1) {
@@ -612,9 +644,12 @@ std::tuple<at::Tensor, at::Tensor> fused(
                           softcap, ignore_index, loss.data_ptr<A>(), zl.data_ptr<A>(),
                           lse.data_ptr<A>());
         }
+        // The loss in the logits' dtype, or (acc_out: under autocast) in the accumulation
+        // dtype, without a detour through half precision.
+        const auto out_type = acc_out ? acc : logits.scalar_type();
         if (reduction == 0) {
-          out = (loss + zl).to(logits.scalar_type());
-          zout = zl.to(logits.scalar_type());
+          out = (loss + zl).to(out_type);
+          zout = zl.to(out_type);
         } else {
           const A* lp = loss.const_data_ptr<A>();
           const A* zp = zl.const_data_ptr<A>();
@@ -624,8 +659,8 @@ std::tuple<at::Tensor, at::Tensor> fused(
             zsum += double(zp[r]);
           }
           const double zpart = zsum * double(zs);
-          out = at::scalar_tensor(ls * double(gs) + zpart, logits.options());
-          zout = at::scalar_tensor(zpart, logits.options());
+          out = at::scalar_tensor(ls * double(gs) + zpart, logits.options().dtype(out_type));
+          zout = at::scalar_tensor(zpart, logits.options().dtype(out_type));
         }
       });
   return {out, zout};
@@ -653,8 +688,8 @@ TORCH_LIBRARY(crossent_ext, m) {
       "float softcap, int ignore_index) -> (Tensor, Tensor, Tensor)");
   m.def(
       "fused(Tensor logits, Tensor target, Tensor? weight, Tensor(a!)? grad_out, "
-      "float label_smoothing, float z_loss, float softcap, int ignore_index, int reduction) "
-      "-> (Tensor, Tensor)");
+      "float label_smoothing, float z_loss, float softcap, int ignore_index, int reduction, "
+      "bool acc_out=False) -> (Tensor, Tensor)");
   m.def("advise_hugepage(Tensor t) -> ()");
 }
 

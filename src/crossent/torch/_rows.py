@@ -156,7 +156,11 @@ def _rows_torch(x, target, weight, ignore_index, eps, zc, cap, grad_out, gs, zs)
         zy = z.gather(1, ysafe).squeeze(1)
         wy = torch.ones(r, dtype=acc, device=x.device) if w is None else w[ysafe.squeeze(1)]
         if eps:
-            sz = z.sum(dim=1) if w is None else z @ w
+            # eps / V * sum_c w_c z_c, each term scaled before the sum: near the float limit
+            # the plain sum of the logits overflows where the loss is representable
+            ew = torch.full((v,), eps / v, dtype=acc, device=x.device) if w is None \
+                else w * (eps / v)
+            sz = z @ ew
     if grad_out is not None and grad_out.dtype == acc:
         e = torch.sub(z, m, out=grad_out)
         e.exp_()
@@ -167,9 +171,12 @@ def _rows_torch(x, target, weight, ignore_index, eps, zc, cap, grad_out, gs, zs)
     if prob:
         main = tw * lse - qz
     else:
-        main = (1.0 - eps) * wy * (lse - zy)
+        # each product before the difference: near the float limit lse - z_y or wsum * lse
+        # overflow where the loss itself is representable
+        a = (1.0 - eps) * wy
+        main = a * lse - a * zy
         if eps:
-            main = main + (eps / v) * (wsum * lse - sz)
+            main = main + ((eps / v) * wsum) * lse - sz
         zero = torch.zeros_like(lse)
         main = torch.where(valid, main, zero)
         lse = torch.where(valid, lse, zero)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import weakref
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch.autograd.function import once_differentiable
 
+from .. import _checks
 from . import _ext
 from ._rows import acc_dtype, rows_forward, use_extension
 
-_REDUCTIONS = ("none", "mean", "sum")
 # Fresh gradient buffers at least this large get a transparent-huge-page hint (fewer faults).
 _HUGEPAGE_BYTES = 1 << 25
+# Logits dtypes that autocast casts to float32 for cross-entropy (float64 is left alone).
+_AUTOCAST_FP32 = (torch.float16, torch.bfloat16, torch.float32)
 
 
 @dataclass(frozen=True)
@@ -24,53 +28,173 @@ class _Opts:
     softcap: float | None
 
 
-def _check_number(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    return float(value)
+def _concrete_float(value: Any, name: str) -> float:
+    """A checked option as a Python float: the kernels and the per-row scalars need one."""
+    try:
+        return float(value)
+    except Exception:  # a traced scalar (torch fake tensor) has no value to read here
+        raise TypeError(f"{name} must be a concrete number on the torch path, got "
+                        f"{type(value).__name__}") from None
 
 
-def check_options(reduction: str, label_smoothing: float, z_loss: float,
-                  softcap: float | None, ignore_index: int) -> None:
-    """Validate the scalar options shared by the fused and the linear cross-entropy."""
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    eps = _check_number(label_smoothing, "label_smoothing")
-    if not 0.0 <= eps <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
-    zc = _check_number(z_loss, "z_loss")
-    if not zc >= 0.0:
-        raise ValueError(f"z_loss must be a non-negative number, got {z_loss!r}")
+# Options already validated, keyed by their values (plain Python numbers and strings only,
+# never tensors, whose values may change): a training loop passes the same few options on
+# every call, and this keeps their checks off the per-call cost of the fused path.
+_CHECKED: dict[tuple, _Opts] = {}
+_NUM = (float, int)
+
+
+def check_options(reduction: Any, label_smoothing: Any, z_loss: Any, softcap: Any,
+                  ignore_index: Any) -> _Opts:
+    """Validate the scalar options shared by the torch losses with the project's checks
+    (:mod:`crossent._checks`) and return them normalised (Python numbers, NumPy scalars and
+    0-d tensors accepted)."""
+    plain = (type(reduction) is str and type(label_smoothing) in _NUM
+             and type(z_loss) in _NUM and (softcap is None or type(softcap) in _NUM)
+             and type(ignore_index) is int)
+    if plain:  # ints and floats of equal value normalise alike; ignore_index is an int
+        key = (reduction, label_smoothing, z_loss, softcap, ignore_index)
+        hit = _CHECKED.get(key)
+        if hit is not None:
+            return hit
+    opts = _check_options(reduction, label_smoothing, z_loss, softcap, ignore_index)
+    if plain and len(_CHECKED) < 256:
+        _CHECKED[key] = opts
+    return opts
+
+
+def _check_options(reduction: Any, label_smoothing: Any, z_loss: Any, softcap: Any,
+                   ignore_index: Any) -> _Opts:
+    red = _checks.reduction(reduction)
+    eps = _concrete_float(_checks.unit_interval(label_smoothing, "label_smoothing"),
+                          "label_smoothing")
+    zc = _concrete_float(_checks.non_negative(z_loss, "z_loss"), "z_loss")
+    cap = None
     if softcap is not None:
-        cap = _check_number(softcap, "softcap")
-        if not cap > 0.0 or cap == float("inf"):
-            raise ValueError(f"softcap must be a positive finite number or None, got {softcap!r}")
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise ValueError(f"ignore_index must be an int, got {ignore_index!r}")
+        cap = _concrete_float(
+            _checks.number(softcap, "softcap", low=0.0, low_open=True,
+                           what="a positive finite number or None"), "softcap")
+    ii = _checks.index(ignore_index, "ignore_index")
+    return _Opts(ii, eps, red, zc, cap)
 
 
 def check_labels(target: torch.Tensor, num_classes: int, ignore_index: int,
                  name: str = "target") -> None:
     """Labels in [0, C) or equal to ignore_index. CPU only: on an accelerator the check would
     cost a host sync, and an out-of-range label there raises in the gather instead."""
-    if target.device.type != "cpu" or target.numel() == 0:
+    if target.device.type != "cpu" or target.numel() == 0 or functorch_active(target):
         return
-    bad = ((target < 0) | (target >= num_classes)) & (target != ignore_index)
-    if bool(bad.any()):
-        lo, hi = int(target.min()), int(target.max())
+    # torch itself serves as the namespace of the shared checks (they use any, min, max and
+    # where only), which keeps array_api_compat off this per-call path.
+    _checks.labels_in_range(torch, target, num_classes, ignore_index, name)
+
+
+def check_probabilities(target: torch.Tensor, name: str = "target") -> None:
+    """Probability targets in [0, 1]. CPU only (a host read), skipped under tracing."""
+    if target.device.type != "cpu" or target.numel() == 0 or functorch_active(target):
+        return
+    _checks.in_unit_interval(torch, target, name)
+
+
+_TRANSFORMS_ACTIVE = getattr(torch._C, "_are_functorch_transforms_active", None)
+_WRAPPED = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", None)
+
+
+def functorch_active(*tensors: torch.Tensor | None) -> bool:
+    """Whether a torch.func transform (grad, vmap, jacrev...) is running (or, on a torch
+    without the global query, wraps an input).
+
+    The fused autograd Functions read raw storage, which functorch's wrapper tensors do not
+    have; under a transform the losses run as compositions of differentiable torch ops.
+    """
+    if torch.compiler.is_compiling():
+        return False  # dynamo traces real tensors (and cannot trace the queries below)
+    if _TRANSFORMS_ACTIVE is not None:
+        return _TRANSFORMS_ACTIVE()
+    return _WRAPPED is not None and any(
+        isinstance(t, torch.Tensor) and _WRAPPED(t) for t in tensors)
+
+
+def autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # older torch: one flag per device family
+        if device_type == "cpu":
+            return torch.is_autocast_cpu_enabled()
+        return device_type == "cuda" and torch.is_autocast_enabled()
+
+
+def autocast_dtype(device_type: str) -> torch.dtype:
+    try:
+        return torch.get_autocast_dtype(device_type)
+    except (AttributeError, TypeError):  # older torch
+        if device_type == "cpu":
+            return torch.get_autocast_cpu_dtype()
+        return torch.get_autocast_gpu_dtype()
+
+
+_NO_CONTEXT = contextlib.nullcontext()
+
+
+def autocast_off(device_type: str, enabled: bool | None = None) -> Any:
+    """A context that runs our own ops at the dtypes chosen here: autocast would otherwise
+    recast the matmuls of the torch-ops paths to half precision behind our back.
+    ``enabled``: whether autocast is on for ``device_type``, when the caller knows."""
+    if enabled is None:
+        enabled = autocast_enabled(device_type)
+    return torch.autocast(device_type=device_type, enabled=False) if enabled else _NO_CONTEXT
+
+
+def loss_dtype(x: torch.Tensor, amp: bool | None = None) -> torch.dtype:
+    """The loss dtype: the input's, or float32 under autocast (cross-entropy is on autocast's
+    float32 list, so F.cross_entropy returns float32 there). ``amp``: whether autocast is
+    on for ``x``'s device, when the caller knows."""
+    if amp is None:
+        amp = autocast_enabled(x.device.type)
+    return torch.float32 if amp and x.dtype in _AUTOCAST_FP32 else x.dtype
+
+
+def refuse_inplace_on_leaf(t: torch.Tensor, name: str) -> None:
+    """inplace_backward writes into ``t``'s memory: refuse a leaf that requires grad, and a
+    view of one (``leaf[:]``, ``leaf.view(...)``), whose values it would overwrite."""
+    base = t._base if t._base is not None else t
+    if t.requires_grad and base.is_leaf and base.requires_grad:
         raise ValueError(
-            f"{name} must hold class indices in [0, {num_classes}) or ignore_index="
-            f"{ignore_index}, got values in [{lo}, {hi}]")
+            f"inplace_backward=True writes the gradient into the logits' memory, so {name} "
+            "must be an intermediate result, not a leaf tensor that requires grad or a view "
+            "of one")
+
+
+def _class_weight(weight: Any, num_classes: int, like: torch.Tensor) -> torch.Tensor | None:
+    """Class weights as a (C,) tensor of the accumulation dtype on ``like``'s device; integer
+    tensors, lists and NumPy arrays are accepted, as on the NumPy and JAX paths."""
+    if weight is None:
+        return None
+    if isinstance(weight, torch.Tensor):
+        w = weight.detach()
+    else:
+        try:
+            w = torch.as_tensor(weight)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"weight must be a tensor, sequence or array of one number per "
+                            f"class, got {type(weight).__name__}") from None
+    if w.dtype == torch.bool or w.is_complex():
+        raise TypeError(f"weight must hold real numbers, got dtype {w.dtype}")
+    if w.dim() != 1 or w.shape[0] != num_classes:
+        raise ValueError(f"weight must have shape ({num_classes},), got {tuple(w.shape)}")
+    return w.to(device=like.device, dtype=acc_dtype(like.dtype))
 
 
 def _mean_scales(target: torch.Tensor, weight: torch.Tensor | None, ignore_index: int,
-                 acc: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+                 acc: torch.dtype, check: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """1 / denominator of the main term and of the z-loss term for reduction="mean".
 
     Class targets: the main term divides by sum_i w[y_i] over non-ignored rows (PyTorch), the
     z-loss by the number of non-ignored rows. Probability targets: both divide by the number of
-    rows. A zero denominator (every row ignored) gives a zero scale: loss 0, gradient 0.
-    All on device, no host sync.
+    rows. No counted row (every row ignored, or none at all) gives a zero scale: loss 0,
+    gradient 0. Class weights summing to 0 over counted rows leave the mean undefined: with
+    ``check`` (CPU, where the host read is free) that raises ValueError, otherwise the scale is
+    NaN, with no host sync.
     """
     if target.is_floating_point():
         n = torch.tensor(float(target.shape[0]), dtype=acc, device=target.device)
@@ -82,22 +206,27 @@ def _mean_scales(target: torch.Tensor, weight: torch.Tensor | None, ignore_index
     else:
         ysafe = torch.where(valid, target, torch.zeros_like(target))
         den = (weight.to(acc)[ysafe] * valid).sum()
+        if check:
+            den = _checks.mean_denominator(torch, den, count)
+        else:
+            den = torch.where((den == 0) & (count > 0), torch.full_like(den, float("nan")), den)
     return _safe_inv(den), _safe_inv(count)
 
 
 _REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}
 
 
-def _fused(x, target, weight, grad_out, opts: _Opts):
-    """The C++ all-in-one op (CPU): (loss, z part) in x's dtype; gradient into grad_out."""
+def _fused(x, target, weight, grad_out, opts: _Opts, acc_out: bool = False):
+    """The C++ all-in-one op (CPU): (loss, z part) in x's dtype (the accumulation dtype with
+    ``acc_out``); gradient into grad_out."""
     return torch.ops.crossent_ext.fused(
         x, target, weight, grad_out, opts.label_smoothing, opts.z_loss, opts.softcap or 0.0,
-        opts.ignore_index, _REDUCTION_CODES[opts.reduction])
+        opts.ignore_index, _REDUCTION_CODES[opts.reduction], acc_out)
 
 
-def _scales(target, weight, opts: _Opts, acc, device):
+def _scales(target, weight, opts: _Opts, acc, device, check: bool = False):
     if opts.reduction == "mean":
-        return _mean_scales(target, weight, opts.ignore_index, acc)
+        return _mean_scales(target, weight, opts.ignore_index, acc, check)
     one = torch.ones((), dtype=acc, device=device)
     return one, one
 
@@ -125,126 +254,247 @@ def _bump_version(t: torch.Tensor) -> None:
         pass
 
 
+def composite_rows(x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
+                   opts: _Opts, out_dtype: torch.dtype,
+                   check: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss of the fused path on (R, C) rows, written with differentiable torch ops.
+
+    Same function, options and conventions as :class:`_FusedCrossEntropy` (and as
+    ``F.cross_entropy`` where they overlap), so autograd of it gives every derivative: it
+    serves torch.func transforms, double backward (``create_graph=True``) and empty batches.
+    Ignored rows are zeroed before the softmax, so a row of -inf padding logits contributes
+    neither a NaN value nor a NaN gradient. Returns ``(loss, z part)``, reduced, the z part
+    detached.
+    """
+    acc = acc_dtype(x.dtype)
+    z = x.to(acc)
+    if opts.softcap:
+        z = torch.tanh(z / opts.softcap) * opts.softcap
+    c = z.shape[1]
+    eps = opts.label_smoothing
+    w = None if weight is None else weight.to(acc)
+    if target.is_floating_point():
+        q = target.to(acc)
+        if eps:
+            q = q * (1.0 - eps) + eps / c
+        if w is not None:
+            q = q * w
+        main = -(q * torch.log_softmax(z, dim=1)).sum(dim=1)
+        lse = torch.logsumexp(z, dim=1)
+        zrow = opts.z_loss * lse * lse
+    else:
+        valid = target != opts.ignore_index
+        ysafe = torch.where(valid, target, torch.zeros_like(target))
+        z = torch.where(valid.unsqueeze(1), z, torch.zeros_like(z))
+        logp = torch.log_softmax(z, dim=1)
+        nll = -logp.gather(1, ysafe.unsqueeze(1)).squeeze(1)
+        main = (1.0 - eps) * nll if w is None else (1.0 - eps) * w[ysafe] * nll
+        if eps:
+            main = main - (eps / c) * (logp.sum(dim=1) if w is None else logp @ w)
+        lse = torch.logsumexp(z, dim=1)
+        zero = torch.zeros_like(lse)
+        main = torch.where(valid, main, zero)
+        zrow = torch.where(valid, opts.z_loss * lse * lse, zero)
+    gs, zs = _scales(target, w, opts, acc, x.device, check)
+    loss, zpart = _reduce(main, zrow, opts.reduction, gs, zs)
+    return loss.to(out_dtype), zpart.detach().to(out_dtype)
+
+
+def _as_rows(logits: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(C,), (N, C) or (N, C, d1, ...) logits as (R, C) rows (a view where possible)."""
+    if logits.dim() == 1:
+        return logits.unsqueeze(0)
+    if logits.dim() == 2:
+        return logits
+    return logits.movedim(1, -1).reshape(-1, num_classes)
+
+
 class _FusedCrossEntropy(torch.autograd.Function):
     """(R, V) logits -> (loss, z_part). The gradient w.r.t. the logits is computed in forward
-    and kept; backward only scales it by grad_output (in place, no new N x V tensor)."""
+    and kept; the ordinary backward only scales it by grad_output (in place, no new N x V
+    tensor). A backward that must itself be differentiable (``create_graph=True``) runs the
+    differentiable composite (:func:`composite_rows`) instead.
+
+    ``src`` is the caller's logits when ``x`` is a private copy of them (which the gradient
+    may overwrite): the logits' values are then read from ``src`` after the forward. Only the
+    gradient w.r.t. probability targets, which always needs them, keeps ``src`` alive (it
+    replaces the copy of the logits that would be needed otherwise). Otherwise a weak
+    reference is kept: holding the caller's N x V logits until backward would double the
+    memory of these layouts for every call, for the rare backward that needs them (a second
+    one through a retained graph, or a differentiable one), which then uses the logits if the
+    caller still holds them unmodified.
+    """
 
     @staticmethod
-    def forward(ctx, x, target, weight, opts: _Opts, buffer_mode: str):
+    def forward(ctx, x, target, weight, opts: _Opts, buffer_mode: str, src, out_dtype):
         acc = acc_dtype(x.dtype)
-        if buffer_mode == "inplace":
-            buf = x  # the caller's logits (or our private copy of them) become the gradient
-        else:
-            buf = torch.empty_like(x, memory_format=torch.contiguous_format)
-            if buf.device.type == "cpu" and buf.nbytes >= _HUGEPAGE_BYTES and use_extension(x):
-                torch.ops.crossent_ext.advise_hugepage(buf)
-        # Probability targets that need a gradient: keep what d loss / d t needs before the
-        # logits can be overwritten.
+        need_x = ctx.needs_input_grad[0]
         target_grad = target.is_floating_point() and ctx.needs_input_grad[1]
-        z_saved = None
-        if target_grad:
-            z_saved = x.to(acc)
-            if opts.softcap:
-                z_saved = torch.tanh(z_saved / opts.softcap) * opts.softcap
+        buf = None
+        if need_x:
+            if buffer_mode == "inplace":
+                buf = x  # the caller's logits (or our private copy of them) become the gradient
+            else:
+                buf = torch.empty_like(x, memory_format=torch.contiguous_format)
+                if (buf.device.type == "cpu" and buf.nbytes >= _HUGEPAGE_BYTES
+                        and use_extension(x)):
+                    torch.ops.crossent_ext.advise_hugepage(buf)
+        acc_out = out_dtype != x.dtype
         # CPU kernel: one call does the label check, the denominators, the rows, the reduction.
         fast = use_extension(x) and not target_grad
+        lse = None
         if fast:
-            gs = zs = lse = None
-            loss, zpart = _fused(x, target, weight, buf, opts)
+            gs = zs = None
+            loss, zpart = _fused(x, target, weight, buf, opts, acc_out)
         else:
-            gs, zs = _scales(target, weight, opts, acc, x.device)
+            gs, zs = _scales(target, weight, opts, acc, x.device, x.device.type == "cpu")
             stats = rows_forward(
                 x, target, weight=weight, ignore_index=opts.ignore_index,
                 label_smoothing=opts.label_smoothing, z_loss=opts.z_loss, softcap=opts.softcap,
                 grad_out=buf, grad_scale=gs, z_grad_scale=zs)
             loss, zpart = _reduce(stats.loss, stats.z, opts.reduction, gs, zs)
-            loss, zpart = loss.to(x.dtype), zpart.to(x.dtype)
-            lse = stats.lse
-        if buffer_mode == "inplace":
+            loss, zpart = loss.to(out_dtype), zpart.to(out_dtype)
+            if target_grad:
+                lse = stats.lse
+        overwritten = buf is x
+        if overwritten:
             _bump_version(x)
         ctx.buf = buf
         ctx.opts = opts
         ctx.acc = acc
         ctx.dtype = x.dtype
+        ctx.out_dtype = out_dtype
         ctx.fast = fast
-        ctx.recompute = buffer_mode == "new"  # x is intact: a second backward can redo it
         ctx.target_grad = target_grad
-        extra = ()
-        if target_grad:
-            extra = (z_saved, lse, None if weight is None else weight.to(acc))
-        ctx.save_for_backward(x if ctx.recompute else None, target, weight, gs, zs, *extra)
+        ctx.num_classes = x.shape[1]
+        # The logits' values for a later backward: x itself while intact, else the caller's
+        # logits when x was our private copy, else nothing (inplace_backward destroyed them).
+        keep_src = src is not None and target_grad
+        ctx.src_ref = None if src is None or keep_src else weakref.ref(src)
+        ctx.src_version = None if src is None else src._version
+        ctx.save_for_backward(None if (overwritten or src is not None) else x, target, weight,
+                              gs, zs, lse, src if keep_src else None)
         ctx.mark_non_differentiable(zpart)
         return loss, zpart
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_loss, grad_zpart):
-        x, target, weight, gs, zs, *extra = ctx.saved_tensors
+        x, target, weight, gs, zs, lse, src = ctx.saved_tensors
+        if src is None and ctx.src_ref is not None:
+            src = ctx.src_ref()
+            if src is not None and src._version != ctx.src_version:
+                src = None  # modified in place since the forward: its values are not ours
         opts = ctx.opts
         buf = ctx.buf
         # Hand the buffer over: with no other reference left, autograd adopts it as .grad
         # without a copy.
         ctx.buf = None
-        if buf is None and ctx.needs_input_grad[0]:
+        need_x, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if torch.is_grad_enabled():
+            # create_graph=True: the gradient itself must be differentiable (Hessian-vector
+            # products, gradgradcheck), so take it by autograd of the composite.
+            return _FusedCrossEntropy._differentiable_backward(ctx, x, src, target, weight,
+                                                               grad_loss)
+        rows = x
+        if rows is None and src is not None:
+            rows = _as_rows(src, ctx.num_classes)
+        if buf is None and need_x:
             # A second backward through a retained graph (gradcheck, retain_graph=True): the
             # first one consumed the buffer, so compute the gradient again from the logits.
-            if not ctx.recompute:
+            if rows is None:
                 raise RuntimeError(
                     "crossent.torch.cross_entropy: backward ran twice through the same graph "
                     "after the logits were overwritten by the gradient (inplace_backward, or a "
-                    "private copy of non-contiguous logits); retain_graph=True is not supported "
-                    "there")
-            buf = torch.empty_like(x, memory_format=torch.contiguous_format)
+                    "private copy of (N, C, d1, ...) or non-contiguous logits that the caller "
+                    "no longer holds unmodified); retain_graph=True is not supported there")
+            rows = _contiguous_rows(rows)
+            buf = torch.empty_like(rows, memory_format=torch.contiguous_format)
             if ctx.fast:
-                _fused(x, target, weight, buf, opts)
+                _fused(rows, target, weight, buf, opts)
             else:
-                rows_forward(x, target, weight=weight, ignore_index=opts.ignore_index,
+                rows_forward(rows, target, weight=weight, ignore_index=opts.ignore_index,
                              label_smoothing=opts.label_smoothing, z_loss=opts.z_loss,
                              softcap=opts.softcap, grad_out=buf, grad_scale=gs, z_grad_scale=zs)
         grad_t = None
-        if ctx.needs_input_grad[1] and ctx.target_grad:
-            z, lse, w = extra
-            # d loss_i / d t_ic = (1 - eps) * w_c * (lse_i - z_ic) times the row's scale.
+        if need_t and ctx.target_grad:
+            # d loss_i / d t_ic = (1 - eps) * w_c * (lse_i - z_ic) times the row's scale; z is
+            # read from logits that are intact (x, or the caller's logits behind a copy).
+            z = rows.to(ctx.acc)
+            if opts.softcap:
+                z = torch.tanh(z / opts.softcap) * opts.softcap
             gt = (lse.unsqueeze(1) - z) * (1.0 - opts.label_smoothing)
-            if w is not None:
-                gt = gt * w
+            if weight is not None:
+                gt = gt * weight
             go = grad_loss.to(ctx.acc)
             gt = gt * (gs * go).reshape(-1, 1) if opts.reduction == "none" else gt * (gs * go)
             grad_t = gt.to(ctx.dtype)
-        if not ctx.needs_input_grad[0]:
-            return None, grad_t, None, None, None
+        if not need_x:
+            return None, grad_t, None, None, None, None, None
         if opts.reduction == "none":
             buf.mul_(grad_loss.to(buf.dtype).unsqueeze(1))
         elif not (grad_loss.device.type == "cpu" and grad_loss.item() == 1.0):
             # On CPU reading the scalar is free and loss.backward() passes 1: skip a pass.
             buf.mul_(grad_loss.to(buf.dtype))
-        return buf, grad_t, None, None, None
+        return buf, grad_t, None, None, None, None, None
+
+    @staticmethod
+    def _differentiable_backward(ctx, x, src, target, weight, grad_loss):
+        need_x, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if x is None and src is None:
+            raise RuntimeError(
+                "crossent.torch.cross_entropy: a differentiable backward (create_graph=True, "
+                "double backward) needs the logits' values, and they are gone: "
+                "inplace_backward=True overwrote them with the gradient, or they were "
+                "(N, C, d1, ...) or non-contiguous logits (the forward works on a private copy, "
+                "which becomes the gradient) that the caller no longer holds unmodified; "
+                "call it without inplace_backward and keep a reference to the logits")
+        with torch.enable_grad(), autocast_off(grad_loss.device.type):
+            rows = x if x is not None else _as_rows(src, ctx.num_classes)
+            loss, _ = composite_rows(rows, target, weight, ctx.opts, ctx.out_dtype)
+            inputs = ([rows] if need_x else []) + ([target] if need_t else [])
+            grads = list(torch.autograd.grad(loss, inputs, grad_loss, create_graph=True,
+                                             allow_unused=True))
+        grad_x = grads.pop(0) if need_x else None
+        grad_t = grads.pop(0) if need_t else None
+        return grad_x, grad_t, None, None, None, None, None
 
 
-def _rows_layout(logits: torch.Tensor, target: torch.Tensor, prob: bool):
+def _contiguous_rows(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with contiguous rows (what the row kernels read), copied only when needed."""
+    c = x.shape[1]
+    if x.stride(-1) != 1 or (x.shape[0] > 1 and x.stride(0) < c):
+        return x.contiguous()
+    return x
+
+
+def _rows_layout(logits: torch.Tensor, target: torch.Tensor, prob: bool, functional: bool):
     """Bring (C,), (N, C) and (N, C, d1, ...) to (R, C) rows; returns rows, targets, batch
-    shape (for reduction="none") and whether the rows are a private copy."""
+    shape (for reduction="none") and whether the rows are a private copy. ``functional``
+    (a torch.func transform) keeps to shape operations: wrapper tensors have no storage."""
     if logits.dim() == 1:
         want = logits.shape if prob else ()
         if tuple(target.shape) != tuple(want):
             raise ValueError(f"target must have shape {tuple(want)} for unbatched logits of "
                              f"shape {tuple(logits.shape)}, got {tuple(target.shape)}")
-        return logits.unsqueeze(0), target.reshape(1, -1) if prob else target.reshape(1), (), False
-    c = logits.shape[1]
-    batch = (logits.shape[0], *logits.shape[2:])
-    want = tuple(logits.shape) if prob else batch
-    if tuple(target.shape) != want:
-        kind = "probability" if prob else "class-index"
-        raise ValueError(f"target ({kind}) must have shape {want} for logits of shape "
-                         f"{tuple(logits.shape)}, got {tuple(target.shape)}")
-    if logits.dim() == 2:
-        x = logits
-        t = target
+        batch: tuple[int, ...] = ()
+        t = target.reshape(1, -1) if prob else target.reshape(1)
     else:
-        x = logits.movedim(1, -1).reshape(-1, c)
-        t = target.movedim(1, -1).reshape(-1, c) if prob else target.reshape(-1)
-    if x.stride(-1) != 1 or (x.shape[0] > 1 and x.stride(0) < c):
-        x = x.contiguous()
+        c = logits.shape[1]
+        batch = (logits.shape[0], *logits.shape[2:])
+        want = tuple(logits.shape) if prob else batch
+        if tuple(target.shape) != want:
+            kind = "probability" if prob else "class-index"
+            raise ValueError(f"target ({kind}) must have shape {want} for logits of shape "
+                             f"{tuple(logits.shape)}, got {tuple(target.shape)}")
+        if logits.dim() == 2:
+            t = target
+        else:
+            t = target.movedim(1, -1).reshape(-1, c) if prob else target.reshape(-1)
+    c = logits.shape[0] if logits.dim() == 1 else logits.shape[1]
+    x = _as_rows(logits, c)
+    if functional or x.shape[0] == 0:
+        return x, t, batch, False
+    x = _contiguous_rows(x)
     copied = x.untyped_storage().data_ptr() != logits.untyped_storage().data_ptr()
     return x, t, batch, copied
 
@@ -253,7 +503,7 @@ def cross_entropy(
     logits: torch.Tensor,
     target: torch.Tensor,
     *,
-    weight: torch.Tensor | None = None,
+    weight: Any = None,
     ignore_index: int = -100,
     label_smoothing: float = 0.0,
     reduction: str = "mean",
@@ -284,8 +534,18 @@ def cross_entropy(
     torch-ops version of the same algorithm runs. float16/bfloat16 logits are computed in
     float32 and the gradient is rounded once to the logits' dtype.
 
-    One deliberate difference from PyTorch: when every target is ignored, ``"mean"`` gives 0
-    with a zero gradient, not NaN.
+    Higher derivatives are exact too: a backward run with ``create_graph=True`` (double
+    backward, Hessian-vector products, ``gradgradcheck``) computes the gradient with
+    differentiable torch ops instead of the kept buffer. It needs the logits' values: not
+    with ``inplace_backward=True``, and for (N, C, d1, ...) or non-contiguous logits (whose
+    rows the forward copies, the copy becoming the gradient) only while the caller still holds
+    the logits unmodified. Under ``torch.func`` transforms (``grad``, ``vmap``, ``jacrev``...)
+    and for an empty batch the loss is computed as such a composition from the start
+    (``inplace_backward`` then writes nothing). Under ``torch.autocast`` the loss is float32,
+    as ``F.cross_entropy`` gives it there (the gradient keeps the logits' dtype).
+
+    One deliberate difference from PyTorch: when every target is ignored (or the batch is
+    empty), ``"mean"`` gives 0 with a zero gradient, not NaN.
 
     The z-loss (PaLM) ``z_loss * lse**2`` is added on each non-ignored row, unweighted by
     ``weight``; with ``reduction="mean"`` it is averaged over the non-ignored rows (all rows for
@@ -296,8 +556,10 @@ def cross_entropy(
         logits: (N, C), unbatched (C,), or (N, C, d1, ...) with the classes on dim 1;
             float16, bfloat16, float32 or float64.
         target: class indices, integer, of shape (N,), (), or (N, d1, ...); or class
-            probabilities of ``logits``' shape (floating).
-        weight: (C,) per-class rescaling weight, as in PyTorch. It receives no gradient.
+            probabilities in [0, 1] of ``logits``' shape (floating).
+        weight: (C,) per-class rescaling weight, as in PyTorch: a tensor (floating or
+            integer), a sequence or a NumPy array; used in the accumulation dtype on the
+            logits' device. It receives no gradient.
         ignore_index: class index whose rows count neither in the loss nor in the mean.
         label_smoothing: epsilon in [0, 1]; targets become ``(1 - eps) * onehot + eps / C``.
         reduction: ``"mean"`` (weighted mean over non-ignored rows), ``"sum"`` or ``"none"``
@@ -309,19 +571,30 @@ def cross_entropy(
             memory). The logits' values are destroyed by the call, so only pass logits that
             are an intermediate nobody reads afterwards (e.g. the output of the LM head);
             autograd raises if another op saved them for its own backward. A leaf tensor that
-            requires grad is refused. Default False: the caller's tensor is never modified.
+            requires grad, or a view of one, is refused. Default False: the caller's tensor is
+            never modified.
         return_z_loss: also return the z-loss part of the loss (reduced the same way,
             detached), for logging.
 
+    The scalar options accept Python numbers, NumPy scalars and 0-d tensors.
+
     Returns:
         The loss: a scalar for ``"mean"``/``"sum"``, else the batch shape; in the logits'
-        dtype. With ``return_z_loss=True``, ``(loss, z_loss_part)``.
+        dtype (float32 under autocast). With ``return_z_loss=True``, ``(loss, z_loss_part)``.
 
     Raises:
         ValueError: unknown ``reduction``; ``label_smoothing`` outside [0, 1]; ``z_loss < 0``;
-            ``softcap <= 0``; target or weight shape mismatch; (CPU) a class index out of
-            range; ``inplace_backward`` on a leaf requiring grad.
-        TypeError: non-floating logits, or a boolean target.
+            ``softcap`` not a positive finite number or None; ``ignore_index`` not an integer
+            within int64; logits with no class (C = 0); target or weight shape mismatch;
+            (CPU) a class index out of range, probability targets outside [0, 1], or, for
+            ``reduction="mean"``, class weights of the non-ignored targets that sum to 0
+            (the weighted mean is undefined; on an accelerator, where checking would cost a
+            host sync, the loss is NaN instead); ``inplace_backward`` on a leaf requiring
+            grad or a view of one.
+        TypeError: non-floating logits, a boolean or complex target, or a ``weight`` that is
+            not real numbers.
+        RuntimeError: a differentiable (``create_graph=True``) or a second backward
+            (``retain_graph=True``) when the logits' values are gone (see above).
 
     Example:
         >>> import torch
@@ -352,55 +625,58 @@ def cross_entropy(
     if target.dtype == torch.bool or target.is_complex():
         raise TypeError(f"target must hold class indices (integer) or probabilities "
                         f"(floating), got dtype {target.dtype}")
-    check_options(reduction, label_smoothing, z_loss, softcap, ignore_index)
+    opts = check_options(reduction, label_smoothing, z_loss, softcap, ignore_index)
     if logits.dim() == 0:
         raise ValueError("logits must have at least one dimension (the classes)")
     num_classes = logits.shape[0] if logits.dim() == 1 else logits.shape[1]
     if num_classes == 0:
-        raise ValueError(f"logits must have at least one class, got shape {tuple(logits.shape)}")
+        raise ValueError(f"logits must have at least one class, got logits of shape "
+                         f"{tuple(logits.shape)}")
     prob = target.is_floating_point()
-    if weight is not None:
-        if not isinstance(weight, torch.Tensor) or not weight.is_floating_point():
-            raise TypeError("weight must be a floating-point tensor of one weight per class")
-        if weight.dim() != 1 or weight.shape[0] != num_classes:
-            raise ValueError(f"weight must have shape ({num_classes},), got "
-                             f"{tuple(weight.shape)}")
-        weight = weight.detach().to(device=logits.device)
-    x, t, batch, copied = _rows_layout(logits, target, prob)
+    weight = _class_weight(weight, num_classes, logits)
+    functional = functorch_active(logits, target, weight)
+    x, t, batch, copied = _rows_layout(logits, target, prob, functional)
     if prob:
+        check_probabilities(target)
         t = t.to(dtype=x.dtype)
-        if not t.is_contiguous():
+        if not functional and not t.is_contiguous():
             t = t.contiguous()
     else:
-        t = t.to(dtype=torch.int64).contiguous()
+        t = t.to(dtype=torch.int64)
+        if not functional:
+            t = t.contiguous()
         if not use_extension(x):  # the C++ kernel checks them itself, before writing anything
-            check_labels(t, num_classes, ignore_index)
-    opts = _Opts(int(ignore_index), float(label_smoothing), reduction, float(z_loss),
-                 None if softcap is None else float(softcap))
+            check_labels(t, num_classes, opts.ignore_index)
+    device_type = x.device.type
+    amp = autocast_enabled(device_type)
+    out_dtype = loss_dtype(logits, amp)
     needs_grad = torch.is_grad_enabled() and (
         logits.requires_grad or (prob and target.requires_grad))
-    if inplace_backward and needs_grad:
-        if logits.is_leaf and logits.requires_grad:
-            raise ValueError(
-                "inplace_backward=True writes the gradient into the logits' memory, so logits "
-                "must be an intermediate result, not a leaf tensor that requires grad")
+    if inplace_backward and needs_grad and not functional:  # transforms write nothing
+        refuse_inplace_on_leaf(logits, "logits")
         if prob and target.requires_grad:
             raise ValueError("inplace_backward=True cannot be combined with probability "
                              "targets that require grad (their gradient needs the logits)")
-    if needs_grad:
-        mode = "inplace" if (inplace_backward or copied) else "new"
-        loss, zpart = _FusedCrossEntropy.apply(x, t, weight, opts, mode)
-    elif use_extension(x):
-        loss, zpart = _fused(x.detach(), t.detach(), weight, None, opts)
-    else:
-        stats = rows_forward(x.detach(), t.detach(), weight=weight,
-                             ignore_index=opts.ignore_index,
-                             label_smoothing=opts.label_smoothing, z_loss=opts.z_loss,
-                             softcap=opts.softcap)
-        gs, zs = _scales(t, weight, opts, acc_dtype(x.dtype), x.device)
-        loss, zpart = _reduce(stats.loss, stats.z, reduction, gs, zs)
-        loss, zpart = loss.to(x.dtype), zpart.to(x.dtype)
-    if reduction == "none":
+    check = device_type == "cpu" and not functional
+    with autocast_off(device_type, amp):
+        if functional or x.shape[0] == 0:
+            loss, zpart = composite_rows(x, t, weight, opts, out_dtype, check)
+        elif needs_grad:
+            mode = "inplace" if (inplace_backward or copied) else "new"
+            loss, zpart = _FusedCrossEntropy.apply(x, t, weight, opts, mode,
+                                                   logits if copied else None, out_dtype)
+        elif use_extension(x):
+            loss, zpart = _fused(x.detach(), t.detach(), weight, None, opts,
+                                 out_dtype != x.dtype)
+        else:
+            stats = rows_forward(x.detach(), t.detach(), weight=weight,
+                                 ignore_index=opts.ignore_index,
+                                 label_smoothing=opts.label_smoothing, z_loss=opts.z_loss,
+                                 softcap=opts.softcap)
+            gs, zs = _scales(t, weight, opts, acc_dtype(x.dtype), x.device, check)
+            loss, zpart = _reduce(stats.loss, stats.z, opts.reduction, gs, zs)
+            loss, zpart = loss.to(out_dtype), zpart.to(out_dtype)
+    if opts.reduction == "none":
         loss = loss.reshape(batch)
         zpart = zpart.reshape(batch)
     return (loss, zpart) if return_z_loss else loss
@@ -410,8 +686,10 @@ def backend_info() -> dict:
     """Which implementation serves each device, and why.
 
     Returns a dict: ``cpu`` ("cpp-extension" or "torch-ops"), ``cuda`` ("torch-ops"),
-    ``extension`` (availability, the build error if any, the library path and load time).
-    Building the extension happens here if it has not happened yet.
+    ``extension`` (availability, the build error if any, the library path, the load time,
+    and ``rebuilt``: why a cached library was rebuilt, e.g. a file that no longer matches its
+    recorded size and SHA-256, or None). Building the extension happens here if it has not
+    happened yet.
     """
     ok = _ext.load()
     return {"cpu": "cpp-extension" if ok else "torch-ops", "cuda": "torch-ops",

@@ -23,10 +23,17 @@ from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
-from torch.autograd.function import once_differentiable
 
+from .. import _checks
 from ._rows import acc_dtype
-from .cross_entropy import _bump_version, _safe_inv, check_labels, check_options, cross_entropy
+from .cross_entropy import (
+    _bump_version,
+    _safe_inv,
+    check_labels,
+    check_options,
+    cross_entropy,
+    refuse_inplace_on_leaf,
+)
 from .linear import choose_chunk_size, linear_cross_entropy, logit_chunks
 
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
@@ -68,20 +75,40 @@ def _sum_op() -> Any:
     return dist.ReduceOp.SUM if dist.is_available() else None
 
 
-def _check_index(value: Any, name: str) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+def _check_index(value: Any, name: str) -> int | None:
+    """A slice bound: None or a non-negative integer (NumPy and 0-d tensors accepted)."""
+    try:
+        v = _checks.index(value, name, allow_none=True)
+    except ValueError:
+        v = -1
+    if v is not None and v < 0:
         raise ValueError(f"{name} must be a non-negative int or None, got {value!r}")
+    return v
 
 
-def _resolve_shard(group: Any, width: int, vocab_start_index: int | None,
-                   vocab_size: int | None, device: torch.device) -> _Shard:
+def _check_tiling(starts: list[int], widths: list[int], total: int) -> None:
+    """The ranks' slices [start, start + width) must tile [0, total): no gap, no overlap."""
+    expected = 0
+    for i in sorted(range(len(starts)), key=lambda k: (starts[k], widths[k])):
+        if starts[i] != expected:
+            break
+        expected += widths[i]
+    if expected != total:
+        slices = [(s, s + w) for s, w in zip(starts, widths, strict=True)]
+        raise ValueError(f"the ranks' vocabulary slices [start, start + width) must tile "
+                         f"[0, {total}) without gaps or overlaps, got {slices} (rank order)")
+
+
+def _resolve_shard(group: Any, width: int, vocab_start_index: Any, vocab_size: Any,
+                   device: torch.device, shape: tuple[int, ...]) -> _Shard:
     """This rank's vocabulary slice: given, or from an all_gather of the slice widths.
 
     The gathered table is the same on every rank, so every check made on it raises on every
-    rank alike (no rank is left waiting in a collective).
+    rank alike (no rank is left waiting in a collective). ``shape`` is that of this rank's
+    logits (or of the logits its weight shard makes), for the messages.
     """
-    _check_index(vocab_start_index, "vocab_start_index")
-    _check_index(vocab_size, "vocab_size")
+    vocab_start_index = _check_index(vocab_start_index, "vocab_start_index")
+    vocab_size = _check_index(vocab_size, "vocab_size")
     initialised = dist.is_available() and dist.is_initialized()
     if group is not None and not initialised:
         raise ValueError(f"group={group!r} was given but torch.distributed is not initialised; "
@@ -97,14 +124,22 @@ def _resolve_shard(group: Any, width: int, vocab_start_index: int | None,
                              f"group of one process, got {vocab_size}")
         if width == 0:
             raise ValueError("the vocabulary must have at least one class, got a shard of "
-                             "width 0 in a group of one process")
+                             f"width 0 in a group of one process (logits of shape {shape})")
         return _Shard(0, width, group, 1)
     if vocab_start_index is not None and vocab_size is not None:
-        # Both given: no metadata collective (and no host sync on an accelerator).
         if vocab_start_index + width > vocab_size:
             raise ValueError(f"the slice [vocab_start_index, vocab_start_index + width) = "
                              f"[{vocab_start_index}, {vocab_start_index + width}) does not fit "
                              f"in vocab_size={vocab_size}")
+        if device.type == "cpu":
+            # One small all_gather of the slices, so overlaps and gaps raise (on every rank
+            # alike) instead of giving a wrong loss. On an accelerator it would cost a host
+            # sync per call, which giving both bounds exists to avoid: the slices are trusted.
+            mine = torch.tensor([vocab_start_index, width], dtype=torch.int64)
+            parts = [torch.empty_like(mine) for _ in range(world)]
+            dist.all_gather(parts, mine, group=group)
+            table = torch.stack(parts).tolist()
+            _check_tiling([row[0] for row in table], [row[1] for row in table], vocab_size)
         return _Shard(vocab_start_index, vocab_size, group, world)
     mine = torch.tensor([-1 if vocab_start_index is None else vocab_start_index, width,
                          -1 if vocab_size is None else vocab_size],
@@ -117,7 +152,7 @@ def _resolve_shard(group: Any, width: int, vocab_start_index: int | None,
     total = sum(widths)
     if total == 0:
         raise ValueError("the vocabulary must have at least one class, got shards of width 0 "
-                         "on every rank")
+                         f"on every rank (logits of shape {shape} here)")
     sizes = {row[2] for row in table if row[2] != -1}
     if sizes and sizes != {total}:
         raise ValueError(f"vocab_size must equal the sum of the shard widths {widths} = "
@@ -128,13 +163,7 @@ def _resolve_shard(group: Any, width: int, vocab_start_index: int | None,
     if any(s == -1 for s in starts):
         raise ValueError(f"vocab_start_index must be given on every rank of the group or on "
                          f"none, got {[None if s == -1 else s for s in starts]} (rank order)")
-    expected = 0
-    for i in sorted(range(world), key=lambda k: (starts[k], widths[k])):
-        if starts[i] != expected:
-            slices = [(s, s + w) for s, w in zip(starts, widths, strict=True)]
-            raise ValueError(f"the ranks' vocabulary slices [start, start + width) must tile "
-                             f"[0, {total}) without gaps or overlaps, got {slices} (rank order)")
-        expected += widths[i]
+    _check_tiling(starts, widths, total)
     return _Shard(starts[rank], total, group, world)
 
 
@@ -238,6 +267,16 @@ def _reduce(loss: torch.Tensor, z: torch.Tensor, reduction: str, gs: torch.Tenso
     return (loss.sum() + zsum) * gs, zsum * gs
 
 
+def _refuse_double_backward() -> None:
+    """A backward with create_graph=True would need collectives inside the graph of the
+    gradient; refuse it rather than return a gradient that silently has no derivative."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            "crossent.torch.distributed: a differentiable backward (create_graph=True, double "
+            "backward) of the vocabulary-parallel losses is not supported; in a group of one "
+            "process crossent.torch.cross_entropy / linear_cross_entropy support it")
+
+
 def _mean_scale(valid: torch.Tensor, reduction: str, acc: torch.dtype) -> torch.Tensor:
     """1 / (number of non-ignored rows) for "mean" (0 when there is none), else 1."""
     if reduction == "mean":
@@ -269,8 +308,8 @@ class _VocabParallelCE(torch.autograd.Function):
         return out.to(x.dtype), zpart.to(x.dtype)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_loss, grad_zpart):
+        _refuse_double_backward()
         buf = ctx.buf
         ctx.buf = None  # hand the buffer over: autograd may adopt it as .grad without a copy
         if buf is None:
@@ -291,7 +330,8 @@ class _VocabParallelCE(torch.autograd.Function):
         return buf, None, None, None, None, None, None
 
 
-def _check_common(reduction, label_smoothing, z_loss, ignore_index, target, name_x, x):
+def _check_common(reduction, label_smoothing, z_loss, ignore_index, target, name_x,
+                  x) -> _Opts:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name_x} must be a torch.Tensor, got {type(x).__name__}")
     if not isinstance(target, torch.Tensor):
@@ -300,7 +340,8 @@ def _check_common(reduction, label_smoothing, z_loss, ignore_index, target, name
         raise TypeError(f"{name_x} must be a floating-point tensor, got dtype {x.dtype}")
     if target.is_floating_point() or target.dtype == torch.bool or target.is_complex():
         raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
-    check_options(reduction, label_smoothing, z_loss, None, ignore_index)
+    o = check_options(reduction, label_smoothing, z_loss, None, ignore_index)
+    return _Opts(o.ignore_index, o.label_smoothing, o.reduction, o.z_loss)
 
 
 def vocab_parallel_cross_entropy(
@@ -352,7 +393,8 @@ def vocab_parallel_cross_entropy(
         vocab_start_index: first global class of this rank's slice. None derives it from an
             ``all_gather`` of the slice widths, in group-rank order (one small collective;
             on GPUs it costs a host sync: give ``vocab_start_index`` and ``vocab_size`` to skip
-            it).
+            it there; on CPU the given slices are still gathered once per call to check that
+            they tile [0, V)).
         vocab_size: V, the total number of classes; None is the sum of the slice widths.
         ignore_index: target value whose rows count neither in the loss nor in the mean.
         label_smoothing: epsilon in [0, 1], PyTorch's meaning (``eps / V`` on every class).
@@ -369,10 +411,16 @@ def vocab_parallel_cross_entropy(
         w.r.t. ``logits_shard`` is this rank's slice of the full gradient.
 
     Raises:
-        ValueError: bad options, shapes, slice bounds (slices that do not tile [0, V)), a
-            ``group`` without an initialised ``torch.distributed``, (CPU) a target out of
-            range, ``inplace_backward`` on a leaf requiring grad.
+        ValueError: bad options (``ignore_index`` not an integer within int64 included),
+            shapes, slice bounds (slices that do not tile [0, V): with both
+            ``vocab_start_index`` and ``vocab_size`` given this is checked, by one small
+            all_gather, on CPU tensors only; on an accelerator, where it would cost a host
+            sync, explicit slices are trusted), no class at all, a ``group`` without an
+            initialised ``torch.distributed``, (CPU) a target out of range,
+            ``inplace_backward`` on a leaf requiring grad or a view of one.
         TypeError: non-floating logits or non-integer targets.
+        RuntimeError: a differentiable backward (``create_graph=True``) in a group of more
+            than one process.
 
     Example:
         >>> import torch
@@ -397,8 +445,9 @@ def vocab_parallel_cross_entropy(
         Using Model Parallelism" (sec. 3, parallel cross-entropy); PaLM z-loss (Chowdhery
         et al., 2022).
     """
-    _check_common(reduction, label_smoothing, z_loss, ignore_index, target, "logits_shard",
-                  logits_shard)
+    opts = _check_common(reduction, label_smoothing, z_loss, ignore_index, target,
+                         "logits_shard", logits_shard)
+    reduction = opts.reduction
     if logits_shard.dim() < 1:
         raise ValueError("logits_shard must have at least one dimension (its classes, last)")
     if tuple(target.shape) != tuple(logits_shard.shape[:-1]):
@@ -406,29 +455,28 @@ def vocab_parallel_cross_entropy(
                          f"(logits_shard without its last, class, dimension), got "
                          f"{tuple(target.shape)}")
     width = logits_shard.shape[-1]
-    shard = _resolve_shard(group, width, vocab_start_index, vocab_size, logits_shard.device)
+    shard = _resolve_shard(group, width, vocab_start_index, vocab_size, logits_shard.device,
+                           tuple(logits_shard.shape))
     batch = tuple(target.shape)
     n = math.prod(batch)
     x = logits_shard.reshape(n, width)
     if x.stride(-1) != 1 or (n > 1 and x.stride(0) != width):
         x = x.contiguous()
     y = target.reshape(n).to(device=x.device, dtype=torch.int64)
-    check_labels(y, shard.vocab_size, ignore_index)
+    check_labels(y, shard.vocab_size, opts.ignore_index)
     needs_grad = torch.is_grad_enabled() and logits_shard.requires_grad
-    if inplace_backward and needs_grad and logits_shard.is_leaf:
-        raise ValueError(
-            "inplace_backward=True writes the gradient into the logits' memory, so "
-            "logits_shard must be an intermediate result, not a leaf tensor that requires grad")
+    if inplace_backward and needs_grad:
+        refuse_inplace_on_leaf(logits_shard, "logits_shard")
     if shard.world == 1 and _DELEGATE_SINGLE:
         out = cross_entropy(logits_shard if logits_shard.dim() == 2 else x, y,
-                            ignore_index=ignore_index, label_smoothing=label_smoothing,
-                            reduction=reduction, z_loss=z_loss,
-                            inplace_backward=inplace_backward, return_z_loss=True)
+                            ignore_index=opts.ignore_index,
+                            label_smoothing=opts.label_smoothing, reduction=reduction,
+                            z_loss=opts.z_loss, inplace_backward=inplace_backward,
+                            return_z_loss=True)
         loss, zpart = out
         if reduction == "none":
             loss, zpart = loss.reshape(batch), zpart.reshape(batch)
         return (loss, zpart) if return_z_loss else loss
-    opts = _Opts(int(ignore_index), float(label_smoothing), reduction, float(z_loss))
     tl, own, valid = _local_targets(y, shard, width, opts.ignore_index)
     if needs_grad:
         copied = x.untyped_storage().data_ptr() != logits_shard.untyped_storage().data_ptr()
@@ -534,8 +582,8 @@ class _VocabParallelLinearCE(torch.autograd.Function):
         return loss.to(hidden.dtype), zpart.to(hidden.dtype)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_loss, grad_zpart):
+        _refuse_double_backward()
         need = tuple(ctx.needs_input_grad[:3])
         grads = ctx.grads
         ctx.grads = None  # hand the tensors over: autograd may adopt them without a copy
@@ -600,8 +648,12 @@ def vocab_parallel_linear_cross_entropy(
         same on every rank; with ``return_z_loss=True``, ``(loss, z_loss_part)``.
 
     Raises:
-        ValueError: bad options, shapes, slices or ``chunk_size``; (CPU) a target out of range.
+        ValueError: bad options, shapes, slices (as for
+            :func:`vocab_parallel_cross_entropy`) or ``chunk_size``; (CPU) a target out of
+            range.
         TypeError: non-floating or mismatched dtypes, non-integer targets.
+        RuntimeError: a differentiable backward (``create_graph=True``) in a group of more
+            than one process.
 
     Example:
         >>> import torch
@@ -624,7 +676,9 @@ def vocab_parallel_linear_cross_entropy(
         Shoeybi et al., 2019 (Megatron-LM); Wijmans et al., 2024, "Cut Your Losses in
         Large-Vocabulary Language Models".
     """
-    _check_common(reduction, label_smoothing, z_loss, ignore_index, target, "hidden", hidden)
+    opts = _check_common(reduction, label_smoothing, z_loss, ignore_index, target, "hidden",
+                         hidden)
+    reduction = opts.reduction
     if not isinstance(weight_shard, torch.Tensor):
         raise TypeError(f"weight_shard must be a torch.Tensor, got {type(weight_shard).__name__}")
     if bias_shard is not None and not isinstance(bias_shard, torch.Tensor):
@@ -645,17 +699,22 @@ def vocab_parallel_linear_cross_entropy(
     if tuple(target.shape) != tuple(hidden.shape[:-1]):
         raise ValueError(f"target must have shape {tuple(hidden.shape[:-1])} (hidden without "
                          f"its last dimension), got {tuple(target.shape)}")
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
-                                   or chunk_size <= 0):
-        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
-    shard = _resolve_shard(group, width, vocab_start_index, vocab_size, hidden.device)
+    if chunk_size is not None:
+        try:
+            chunk_size = _checks.index(chunk_size, "chunk_size")
+        except ValueError:
+            chunk_size = 0
+        if chunk_size <= 0:
+            raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    shard = _resolve_shard(group, width, vocab_start_index, vocab_size, hidden.device,
+                           (*hidden.shape[:-1], width))
     batch = tuple(target.shape)
     h2 = hidden.reshape(-1, hidden.shape[-1])
     if not h2.is_contiguous():
         h2 = h2.contiguous()
     n = h2.shape[0]
     y = target.reshape(n).to(device=h2.device, dtype=torch.int64)
-    check_labels(y, shard.vocab_size, ignore_index)
+    check_labels(y, shard.vocab_size, opts.ignore_index)
     if chunk_size is None:
         # From the group-wide V / P, not this rank's width: every rank must run the same
         # number of chunks, or the per-chunk collectives would not pair up.
@@ -664,10 +723,9 @@ def vocab_parallel_linear_cross_entropy(
     chunk = max(1, min(chunk_size, n))
     if shard.world == 1 and _DELEGATE_SINGLE:
         return linear_cross_entropy(hidden, weight_shard, target, bias_shard,
-                                    chunk_size=chunk, ignore_index=ignore_index,
-                                    label_smoothing=label_smoothing, reduction=reduction,
-                                    z_loss=z_loss, return_z_loss=return_z_loss)
-    opts = _Opts(int(ignore_index), float(label_smoothing), reduction, float(z_loss))
+                                    chunk_size=chunk, ignore_index=opts.ignore_index,
+                                    label_smoothing=opts.label_smoothing, reduction=reduction,
+                                    z_loss=opts.z_loss, return_z_loss=return_z_loss)
     tl, own, valid = _local_targets(y, shard, width, opts.ignore_index)
     tensors = [t for t in (h2, weight_shard, bias_shard) if t is not None]
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):

@@ -28,17 +28,23 @@ class _MarginHead(torch.nn.Module):
                  easy_margin: bool = False, reduction: str = "mean", device: Any = None,
                  dtype: Any = None) -> None:
         super().__init__()
+        sizes = []
         for name, value in (("embedding_dim", embedding_dim), ("num_classes", num_classes)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            try:
+                size = _checks.index(value, name)
+            except ValueError:
+                size = 0
+            if size <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        _checks.positive(scale, "scale")
-        _checks.reduction(reduction)
+            sizes.append(size)
+        embedding_dim, num_classes = sizes
+        # The checked values are stored: Python numbers whatever scalar type came in.
         self.embedding_dim = embedding_dim
         self.num_classes = num_classes
         self.margin = margin
-        self.scale = scale
+        self.scale = _checks.positive(scale, "scale")
         self.easy_margin = easy_margin
-        self.reduction = reduction
+        self.reduction = _checks.reduction(reduction)
         self.weight = torch.nn.Parameter(
             torch.empty(num_classes, embedding_dim, device=device, dtype=dtype))
         self.reset_parameters()
@@ -89,6 +95,11 @@ class ArcFaceHead(_MarginHead):
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
         device, dtype: of ``weight``.
 
+    Raises:
+        ValueError: ``margin`` not an angle in [0, pi), ``scale`` not a positive finite
+            number, an unknown ``reduction`` or non-positive sizes (NumPy scalars and 0-d
+            tensors are accepted and stored as Python numbers).
+
     Example:
         >>> import torch
         >>> head = ArcFaceHead(8, 4)
@@ -106,10 +117,9 @@ class ArcFaceHead(_MarginHead):
     def __init__(self, embedding_dim: int, num_classes: int, *, margin: float = 0.5,
                  scale: float = 64.0, easy_margin: bool = False, reduction: str = "mean",
                  device: Any = None, dtype: Any = None) -> None:
-        _m._angular_margin(margin)
-        super().__init__(embedding_dim, num_classes, margin=margin, scale=scale,
-                         easy_margin=bool(easy_margin), reduction=reduction, device=device,
-                         dtype=dtype)
+        super().__init__(embedding_dim, num_classes, margin=_m._angular_margin(margin),
+                         scale=scale, easy_margin=bool(easy_margin), reduction=reduction,
+                         device=device, dtype=dtype)
 
 
 class CosFaceHead(_MarginHead):
@@ -122,6 +132,10 @@ class CosFaceHead(_MarginHead):
         scale: ``s`` (64).
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
         device, dtype: of ``weight``.
+
+    Raises:
+        ValueError: a negative ``margin``, ``scale`` not a positive finite number, an
+            unknown ``reduction`` or non-positive sizes.
 
     Example:
         >>> import torch
@@ -138,8 +152,8 @@ class CosFaceHead(_MarginHead):
     def __init__(self, embedding_dim: int, num_classes: int, *, margin: float = 0.35,
                  scale: float = 64.0, reduction: str = "mean", device: Any = None,
                  dtype: Any = None) -> None:
-        _checks.non_negative(margin, "margin")
-        super().__init__(embedding_dim, num_classes, margin=margin, scale=scale,
+        super().__init__(embedding_dim, num_classes,
+                         margin=_checks.non_negative(margin, "margin"), scale=scale,
                          reduction=reduction, device=device, dtype=dtype)
 
 
@@ -153,6 +167,10 @@ class SphereFaceHead(_MarginHead):
         scale: ``s`` (1).
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
         device, dtype: of ``weight``.
+
+    Raises:
+        ValueError: ``margin`` not a positive integer, ``scale`` not a positive finite
+            number, an unknown ``reduction`` or non-positive sizes.
 
     Example:
         >>> import torch
@@ -170,9 +188,8 @@ class SphereFaceHead(_MarginHead):
     def __init__(self, embedding_dim: int, num_classes: int, *, margin: int = 4,
                  scale: float = 1.0, reduction: str = "mean", device: Any = None,
                  dtype: Any = None) -> None:
-        _m._int_margin(margin)
-        super().__init__(embedding_dim, num_classes, margin=margin, scale=scale,
-                         reduction=reduction, device=device, dtype=dtype)
+        super().__init__(embedding_dim, num_classes, margin=_m._int_margin(margin),
+                         scale=scale, reduction=reduction, device=device, dtype=dtype)
 
     def _margin_value(self) -> float:
         return int(self.margin)
@@ -188,6 +205,10 @@ class LargeMarginSoftmaxHead(SphereFaceHead):
         scale: ``s`` (1).
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
         device, dtype: of ``weight``.
+
+    Raises:
+        ValueError: ``margin`` not a positive integer, ``scale`` not a positive finite
+            number, an unknown ``reduction`` or non-positive sizes.
 
     Example:
         >>> import torch

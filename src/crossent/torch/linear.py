@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
+import torch.nn.functional as F
 
+from .. import _checks
 from ._rows import acc_dtype, rows_forward
-from .cross_entropy import _Opts, _reduce, _safe_inv, check_labels, check_options
+from .cross_entropy import (
+    _Opts,
+    _reduce,
+    _safe_inv,
+    autocast_dtype,
+    autocast_enabled,
+    autocast_off,
+    check_labels,
+    check_options,
+    composite_rows,
+    functorch_active,
+    loss_dtype,
+)
 
 _MIB = 1 << 20
 # Below this many rows a chunk's three GEMMs stop amortising the reads of `weight` and the
@@ -55,11 +68,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
     grad_b += g.sum(0)); backward scales them by grad_output. none: the forward computes only
     the loss and the backward recomputes the chunks with the per-row grad_output folded in,
     since grad_W = sum_i go_i g_i h_i^T cannot be scaled after the fact. A second backward
-    through a retained graph recomputes the same way.
+    through a retained graph recomputes the same way. A differentiable backward
+    (``create_graph=True``) differentiates the composite ``F.linear`` + cross-entropy on the
+    materialised logits instead (N x V memory, for that backward only).
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, target, opts: _Opts, chunk: int):
+    def forward(ctx, hidden, weight, bias, target, opts: _Opts, chunk: int,
+                out_dtype: torch.dtype):
         acc = acc_dtype(hidden.dtype)
         n = hidden.shape[0]
         valid = target != opts.ignore_index
@@ -74,35 +90,45 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grads = _chunks(hidden, weight, bias, target, opts, chunk, gs, need if precompute else
                         (False, False, False), loss_rows, z_rows)
         loss, zpart = _reduce(loss_rows, z_rows, opts.reduction, gs, gs)
-        ctx.opts, ctx.chunk = opts, chunk
+        ctx.opts, ctx.chunk, ctx.out_dtype = opts, chunk, out_dtype
         ctx.grads = grads if precompute else None
         # References only (no copies): a backward without precomputed gradients (reduction
         # "none", or a second backward through a retained graph) recomputes the chunks.
         ctx.save_for_backward(hidden, weight, bias, target, gs)
         ctx.mark_non_differentiable(zpart)
-        return loss.to(hidden.dtype), zpart.to(hidden.dtype)
+        return loss.to(out_dtype), zpart.to(out_dtype)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_loss, grad_zpart):
         grads = ctx.grads
         ctx.grads = None  # hand the tensors over: autograd may adopt them without a copy
+        if torch.is_grad_enabled():  # create_graph=True: the gradients must be differentiable
+            hidden, weight, bias, target, _ = ctx.saved_tensors
+            need = ctx.needs_input_grad[:3]
+            with torch.enable_grad(), autocast_off(grad_loss.device.type):
+                loss, _ = composite_rows(F.linear(hidden, weight, bias), target, None, ctx.opts,
+                                         ctx.out_dtype)
+                inputs = [t for t, n in zip((hidden, weight, bias), need, strict=True) if n]
+                got = iter(torch.autograd.grad(loss, inputs, grad_loss, create_graph=True))
+            gh, gw, gb = (next(got) if n else None for n in need)
+            return gh, gw, gb, None, None, None, None
         if grads is None:
             hidden, weight, bias, target, gs = ctx.saved_tensors
             # per-row grad_output for "none"; otherwise the mean's scale times the scalar
             scale = grad_loss.to(gs.dtype) * gs
             n = hidden.shape[0]
             tmp = torch.empty(n, dtype=gs.dtype, device=hidden.device)
-            gh, gw, gb = _chunks(hidden, weight, bias, target, ctx.opts, ctx.chunk, scale,
-                                 tuple(ctx.needs_input_grad[:3]), tmp, torch.empty_like(tmp))
-            return gh, gw, gb, None, None, None
+            with autocast_off(hidden.device.type):
+                gh, gw, gb = _chunks(hidden, weight, bias, target, ctx.opts, ctx.chunk, scale,
+                                     tuple(ctx.needs_input_grad[:3]), tmp, torch.empty_like(tmp))
+            return gh, gw, gb, None, None, None, None
         one = grad_loss.device.type == "cpu" and grad_loss.item() == 1.0
         out = []
         for g in grads:
             if g is not None and not one:
                 g = g.mul_(grad_loss.to(g.dtype))
             out.append(g)
-        return out[0], out[1], out[2], None, None, None
+        return out[0], out[1], out[2], None, None, None, None
 
 
 def logit_chunks(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -139,6 +165,11 @@ def _chunks(hidden, weight, bias, target, opts: _Opts, chunk: int, scale, need,
     gw = gb = None
     per_row = isinstance(scale, torch.Tensor) and scale.dim() == 1
     for i0, i1, hc, lc in logit_chunks(hidden, weight, bias, chunk):
+        if need_w:
+            # An ignored row has a zero gradient row, but 0 * inf is NaN: zero its hidden
+            # state in grad_W, so a padding row of non-finite activations contributes nothing.
+            ign = (target[i0:i1] == opts.ignore_index).unsqueeze(1)
+            hc = hc.masked_fill(ign, 0.0)
         st = rows_forward(
             lc, target[i0:i1], ignore_index=opts.ignore_index,
             label_smoothing=opts.label_smoothing, z_loss=opts.z_loss, softcap=opts.softcap,
@@ -200,9 +231,18 @@ def linear_cross_entropy(
     With ``reduction="none"`` the forward keeps only its inputs and the backward recomputes the
     chunks (the per-row grad_output has to enter before the sum over rows in grad_W).
 
+    An ignored row contributes nothing, not even through non-finite activations (a padding
+    row whose logits are all -inf gives no NaN in ``grad_W``). A backward with
+    ``create_graph=True`` (double backward) is exact: it differentiates ``F.linear`` +
+    cross-entropy on the materialised logits (N x V memory for that backward only); so do
+    ``torch.func`` transforms (``grad``, ``vmap``...), which cannot run the chunk loop. Under
+    ``torch.autocast`` the matmuls run in the autocast dtype, as ``F.linear`` does (an fp32
+    ``weight`` is cast for them and receives its gradient in fp32), and the loss is float32.
+
     Args:
         hidden: (..., H) activations; float16, bfloat16, float32 or float64.
-        weight: (V, H) classifier / LM-head weight, same dtype as ``hidden``.
+        weight: (V, H) classifier / LM-head weight, same dtype as ``hidden`` (outside
+            autocast).
         target: (...) class indices (integer); ``ignore_index`` marks rows to skip.
         bias: optional (V,) bias.
         chunk_size: rows per chunk; None picks one from N, V, H and a memory budget
@@ -213,13 +253,16 @@ def linear_cross_entropy(
         return_z_loss: also return the detached z-loss part.
 
     Returns:
-        The loss (scalar, or ``target``'s shape for ``"none"``), in ``hidden``'s dtype; with
-        ``return_z_loss=True``, ``(loss, z_loss_part)``.
+        The loss (scalar, or ``target``'s shape for ``"none"``), in ``hidden``'s dtype
+        (float32 under autocast); with ``return_z_loss=True``, ``(loss, z_loss_part)``.
 
     Raises:
-        ValueError: bad options (as for ``cross_entropy``), mismatched shapes, a non-positive
-            ``chunk_size``, (CPU) a class index out of range.
-        TypeError: non-floating or mismatched dtypes, non-integer targets.
+        ValueError: bad options (as for ``cross_entropy``: ``reduction``,
+            ``label_smoothing``, ``z_loss``, ``softcap``, ``ignore_index`` not an integer
+            within int64), mismatched shapes, a ``weight`` with no row (logits with C = 0),
+            a ``chunk_size`` that is not a positive integer, (CPU) a class index out of range.
+        TypeError: non-floating or mismatched dtypes (outside autocast), non-integer
+            targets, a non-tensor argument.
 
     Example:
         >>> import torch
@@ -247,20 +290,39 @@ def linear_cross_entropy(
     for name, t in (("hidden", hidden), ("weight", weight), ("target", target)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if bias is not None and not isinstance(bias, torch.Tensor):
+        raise TypeError(f"bias must be a torch.Tensor or None, got {type(bias).__name__}")
     if not hidden.is_floating_point():
         raise TypeError(f"hidden must be a floating-point tensor, got dtype {hidden.dtype}")
+    if target.is_floating_point() or target.dtype == torch.bool or target.is_complex():
+        raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
+    opts = check_options(reduction, label_smoothing, z_loss, softcap, ignore_index)
+    if chunk_size is not None:
+        try:
+            chunk_size = _checks.index(chunk_size, "chunk_size")
+        except ValueError:
+            chunk_size = 0
+        if chunk_size <= 0:
+            raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    device_type = hidden.device.type
+    out_dtype = loss_dtype(hidden)
+    if autocast_enabled(device_type):
+        # As F.linear under autocast: the matmuls run in the autocast dtype, through casts
+        # that autograd sees, so an fp32 weight receives its gradient in fp32.
+        cast = autocast_dtype(device_type)
+        hidden, weight, bias = (
+            t if t is None or t.dtype == torch.float64 or not t.is_floating_point()
+            else t.to(cast) for t in (hidden, weight, bias))
     if weight.dtype != hidden.dtype or (bias is not None and bias.dtype != hidden.dtype):
         raise TypeError(f"hidden, weight and bias must share a dtype, got {hidden.dtype}, "
                         f"{weight.dtype}" + ("" if bias is None else f", {bias.dtype}"))
-    if target.is_floating_point() or target.dtype == torch.bool or target.is_complex():
-        raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
-    check_options(reduction, label_smoothing, z_loss, softcap, ignore_index)
     if hidden.dim() < 1 or weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
         raise ValueError(f"weight must have shape (V, H) with H = hidden.shape[-1], got hidden "
                          f"{tuple(hidden.shape)} and weight {tuple(weight.shape)}")
     v = weight.shape[0]
     if v == 0:
-        raise ValueError("weight must have at least one row (class)")
+        raise ValueError(f"weight must have at least one row (class): the logits would have "
+                         f"shape {(*hidden.shape[:-1], 0)}")
     if bias is not None and tuple(bias.shape) != (v,):
         raise ValueError(f"bias must have shape ({v},), got {tuple(bias.shape)}")
     if tuple(target.shape) != tuple(hidden.shape[:-1]):
@@ -268,31 +330,38 @@ def linear_cross_entropy(
                          f"its last dimension), got {tuple(target.shape)}")
     batch = tuple(target.shape)
     h2 = hidden.reshape(-1, hidden.shape[-1])
-    if not h2.is_contiguous():
-        h2 = h2.contiguous()
-    y = target.reshape(-1).to(torch.int64).contiguous()
-    check_labels(y, v, ignore_index)
-    n = h2.shape[0]
-    if chunk_size is None:
-        chunk_size = choose_chunk_size(n, v, h2.shape[1], itemsize=h2.element_size())
-    elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
-        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
-    opts = _Opts(int(ignore_index), float(label_smoothing), reduction, float(z_loss),
-                 None if softcap is None else float(softcap))
-    chunk = max(1, min(chunk_size, n))
+    y = target.reshape(-1).to(torch.int64)
+    check_labels(y, v, opts.ignore_index)
     tensors = (h2, weight) if bias is None else (h2, weight, bias)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        loss, zpart = _LinearCrossEntropy.apply(h2, weight, bias, y, opts, chunk)
-    else:
-        acc = acc_dtype(h2.dtype)
-        loss_rows = torch.empty(n, dtype=acc, device=h2.device)
-        z_rows = torch.empty_like(loss_rows)
-        with torch.no_grad():
-            _chunks(h2, weight, bias, y, opts, chunk, None, (False, False, False), loss_rows,
-                    z_rows)
-        gs = _safe_inv((y != ignore_index).sum().to(acc)) if reduction == "mean" else None
-        loss, zpart = _reduce(loss_rows, z_rows, reduction, gs, gs)
-        loss, zpart = loss.to(h2.dtype), zpart.to(h2.dtype)
-    if reduction == "none":
+    with autocast_off(device_type):
+        if functorch_active(*tensors, y):
+            # torch.func transforms: the same loss as a composition of differentiable ops, on
+            # the materialised logits (wrapper tensors have no storage for the chunk loop).
+            loss, zpart = composite_rows(F.linear(h2, weight, bias), y, None, opts, out_dtype)
+        else:
+            loss, zpart = _chunked(h2, weight, bias, y, opts, chunk_size, out_dtype, tensors)
+    if opts.reduction == "none":
         loss, zpart = loss.reshape(batch), zpart.reshape(batch)
     return (loss, zpart) if return_z_loss else loss
+
+
+def _chunked(h2, weight, bias, y, opts: _Opts, chunk_size: int | None, out_dtype,
+             tensors) -> tuple[torch.Tensor, torch.Tensor]:
+    if not h2.is_contiguous():
+        h2 = h2.contiguous()
+    y = y.contiguous()
+    n, v = h2.shape[0], weight.shape[0]
+    if chunk_size is None:
+        chunk_size = choose_chunk_size(n, v, h2.shape[1], itemsize=h2.element_size())
+    chunk = max(1, min(chunk_size, n))
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return _LinearCrossEntropy.apply(h2, weight, bias, y, opts, chunk, out_dtype)
+    acc = acc_dtype(h2.dtype)
+    loss_rows = torch.empty(n, dtype=acc, device=h2.device)
+    z_rows = torch.empty_like(loss_rows)
+    with torch.no_grad():
+        _chunks(h2, weight, bias, y, opts, chunk, None, (False, False, False), loss_rows,
+                z_rows)
+    gs = _safe_inv((y != opts.ignore_index).sum().to(acc)) if opts.reduction == "mean" else None
+    loss, zpart = _reduce(loss_rows, z_rows, opts.reduction, gs, gs)
+    return loss.to(out_dtype), zpart.to(out_dtype)

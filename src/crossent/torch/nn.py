@@ -14,6 +14,7 @@ import math
 import torch
 from torch import nn
 
+from .. import _checks
 from .cross_entropy import check_options, cross_entropy
 from .heads import ArcFaceHead, CosFaceHead, LargeMarginSoftmaxHead, SphereFaceHead
 from .linear import linear_cross_entropy
@@ -60,6 +61,11 @@ class CrossEntropyLoss(nn.Module):
         input (N, C), (C,) or (N, C, d1, ...); target (N,), () or (N, d1, ...) class indices,
         or probabilities of the input's shape. Output: scalar, or the target's batch shape.
 
+    Raises:
+        ValueError: at construction, an option outside its range (as for
+            :func:`crossent.torch.cross_entropy`; NumPy scalars and 0-d tensors are
+            accepted); when called, whatever ``cross_entropy`` raises.
+
     Example:
         >>> import torch
         >>> from crossent.torch.nn import CrossEntropyLoss
@@ -78,13 +84,15 @@ class CrossEntropyLoss(nn.Module):
                  softcap: float | None = None, inplace_backward: bool = False) -> None:
         super().__init__()
         reduction = _legacy_reduction(size_average, reduce, reduction)
-        check_options(reduction, label_smoothing, z_loss, softcap, ignore_index)
+        opts = check_options(reduction, label_smoothing, z_loss, softcap, ignore_index)
+        if weight is not None and not isinstance(weight, torch.Tensor):
+            weight = torch.as_tensor(weight)  # a list / NumPy array: a buffer all the same
         self.register_buffer("weight", weight)
-        self.ignore_index = ignore_index
-        self.reduction = reduction
-        self.label_smoothing = label_smoothing
-        self.z_loss = z_loss
-        self.softcap = softcap
+        self.ignore_index = opts.ignore_index
+        self.reduction = opts.reduction
+        self.label_smoothing = opts.label_smoothing
+        self.z_loss = opts.z_loss
+        self.softcap = opts.softcap
         self.inplace_backward = inplace_backward
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -123,6 +131,10 @@ class LinearCrossEntropyLoss(nn.Module):
     Shape:
         hidden (..., H), target (...) class indices. Output: scalar, or target's shape.
 
+    Raises:
+        ValueError: at construction, an option outside its range or a ``chunk_size`` that is
+            not a positive integer; when called, whatever ``linear_cross_entropy`` raises.
+
     Example:
         >>> import torch
         >>> from crossent.torch.nn import LinearCrossEntropyLoss
@@ -143,17 +155,24 @@ class LinearCrossEntropyLoss(nn.Module):
                  softcap: float | None = None, chunk_size: int | None = None,
                  device=None, dtype=None) -> None:
         super().__init__()
-        check_options(reduction, label_smoothing, z_loss, softcap, ignore_index)
+        opts = check_options(reduction, label_smoothing, z_loss, softcap, ignore_index)
+        if chunk_size is not None:
+            try:
+                chunk_size = _checks.index(chunk_size, "chunk_size")
+            except ValueError:
+                chunk_size = 0
+            if chunk_size <= 0:
+                raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
         factory = {"device": device, "dtype": dtype}
         self.in_features = in_features
         self.num_classes = num_classes
         self.weight = nn.Parameter(torch.empty((num_classes, in_features), **factory))
         self.bias = nn.Parameter(torch.empty(num_classes, **factory)) if bias else None
-        self.ignore_index = ignore_index
-        self.reduction = reduction
-        self.label_smoothing = label_smoothing
-        self.z_loss = z_loss
-        self.softcap = softcap
+        self.ignore_index = opts.ignore_index
+        self.reduction = opts.reduction
+        self.label_smoothing = opts.label_smoothing
+        self.z_loss = opts.z_loss
+        self.softcap = opts.softcap
         self.chunk_size = chunk_size
         self.reset_parameters()
 
@@ -199,6 +218,9 @@ class SigmoidCrossEntropyLoss(nn.Module):
             dimension as in PyTorch).
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
 
+    Raises:
+        ValueError: an unknown ``reduction``.
+
     Example:
         >>> import crossent, torch
         >>> from crossent.torch.nn import SigmoidCrossEntropyLoss
@@ -215,10 +237,9 @@ class SigmoidCrossEntropyLoss(nn.Module):
     def __init__(self, weight: torch.Tensor | None = None, pos_weight: torch.Tensor | None = None,
                  reduction: str = "mean") -> None:
         super().__init__()
-        check_options(reduction, 0.0, 0.0, None, -100)
         self.register_buffer("weight", weight)
         self.register_buffer("pos_weight", pos_weight)
-        self.reduction = reduction
+        self.reduction = _checks.reduction(reduction)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return _core("sigmoid_cross_entropy")(input, target, weight=self.weight,
@@ -236,6 +257,9 @@ class SigmoidFocalLoss(nn.Module):
         alpha: balance of positives, in [0, 1], or None. gamma: focusing exponent >= 0.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
 
+    Raises:
+        ValueError: ``alpha`` outside [0, 1], ``gamma < 0`` or an unknown ``reduction``.
+
     Example:
         >>> import crossent, torch
         >>> from crossent.torch.nn import SigmoidFocalLoss
@@ -250,10 +274,9 @@ class SigmoidFocalLoss(nn.Module):
     def __init__(self, alpha: float | None = 0.25, gamma: float = 2.0,
                  reduction: str = "mean") -> None:
         super().__init__()
-        check_options(reduction, 0.0, 0.0, None, -100)
-        self.alpha = alpha
-        self.gamma = gamma
-        self.reduction = reduction
+        self.alpha = None if alpha is None else _checks.unit_interval(alpha, "alpha")
+        self.gamma = _checks.non_negative(gamma, "gamma")
+        self.reduction = _checks.reduction(reduction)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return _core("sigmoid_focal_loss")(input, target, alpha=self.alpha, gamma=self.gamma,
@@ -269,6 +292,10 @@ class SoftmaxFocalLoss(nn.Module):
         alpha: None, a number, or a (C,) tensor of per-class weights.
         gamma: focusing exponent >= 0. ignore_index: class index that is skipped.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
+
+    Raises:
+        ValueError: a negative scalar ``alpha``, ``gamma < 0``, a non-integer
+            ``ignore_index`` or an unknown ``reduction``.
 
     Example:
         >>> import crossent, torch
@@ -286,14 +313,13 @@ class SoftmaxFocalLoss(nn.Module):
     def __init__(self, alpha: float | torch.Tensor | None = None, gamma: float = 2.0,
                  ignore_index: int = -100, reduction: str = "mean") -> None:
         super().__init__()
-        check_options(reduction, 0.0, 0.0, None, ignore_index)
-        if isinstance(alpha, torch.Tensor):
-            self.register_buffer("alpha", alpha)
+        if isinstance(alpha, torch.Tensor) and alpha.dim() > 0:
+            self.register_buffer("alpha", alpha)  # per class: moves with .to()
         else:
-            self.alpha = alpha
-        self.gamma = gamma
-        self.ignore_index = ignore_index
-        self.reduction = reduction
+            self.alpha = None if alpha is None else _checks.non_negative(alpha, "alpha")
+        self.gamma = _checks.non_negative(gamma, "gamma")
+        self.ignore_index = _checks.index(ignore_index, "ignore_index")
+        self.reduction = _checks.reduction(reduction)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         axis = 1 if input.dim() >= 2 else 0
