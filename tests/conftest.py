@@ -19,12 +19,11 @@ settings.load_profile("crossent")
 def kernel_backend(request, monkeypatch):
     """Run a crossent.torch test on the C++ row kernel, then on the torch-ops path."""
     torch_ext = pytest.importorskip("crossent.torch._ext")
-    rows = pytest.importorskip("crossent.torch._rows")
     if request.param == "ext":
         if not torch_ext.load():
             pytest.skip(f"C++ kernel unavailable: {torch_ext.info()['error']}")
     else:
-        monkeypatch.setattr(rows, "force_torch_ops", True)
-        monkeypatch.setattr(torch_ext, "load",
-                            lambda: pytest.fail("the C++ kernel was asked for"))
+        # the kernel unavailable, as on a machine that cannot build it: impl="auto" must then
+        # run torch ops everywhere (tests of impl= itself pass it explicitly)
+        monkeypatch.setattr(torch_ext, "load", lambda: False)
     return request.param

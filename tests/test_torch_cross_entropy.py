@@ -14,6 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
+import crossent.torch as ct  # noqa: E402
 from crossent.torch import _ext, backend_info, cross_entropy  # noqa: E402
 from crossent.torch._rows import rows_forward  # noqa: E402
 
@@ -474,3 +475,25 @@ def test_cuda_matches_pytorch():
         torch.testing.assert_close(g.double(), gref, rtol=1e-4, atol=1e-6)
     xb = x.bfloat16()
     torch.testing.assert_close(_ours(xb, y)[0].double(), _ref(xb, y)[0], rtol=2e-2, atol=2e-2)
+
+
+def test_impl_argument_chooses_the_implementation(monkeypatch):
+    x = torch.randn(6, 11, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    y = torch.tensor([0, 3, 10, -100, 2, 5])
+    ref = F.cross_entropy(x, y, label_smoothing=0.1)
+    impls = ["auto", "torch"] + (["kernel"] if _ext.load() else [])
+    for impl in impls:
+        xi = x.clone().requires_grad_()
+        loss = ct.cross_entropy(xi, y, label_smoothing=0.1, impl=impl)
+        lin = ct.linear_cross_entropy(x, torch.eye(11, dtype=torch.float64), y,
+                                      label_smoothing=0.1, impl=impl)
+        torch.testing.assert_close(loss, ref)
+        torch.testing.assert_close(lin, ref)
+        loss.backward()
+        assert torch.isfinite(xi.grad).all()
+    with pytest.raises(ValueError, match="impl must be one of"):
+        ct.cross_entropy(x, y, impl="cuda")
+    monkeypatch.setattr(_ext, "load", lambda: False)  # a machine that cannot build the kernel
+    with pytest.raises(ValueError, match="impl='kernel'"):
+        ct.cross_entropy(x, y, impl="kernel")
+    torch.testing.assert_close(ct.cross_entropy(x, y, label_smoothing=0.1), ref)

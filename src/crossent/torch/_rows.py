@@ -50,14 +50,28 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
 
 _EXT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
-# Tests and benchmarks set this to run the torch-ops path where the kernel would serve.
-force_torch_ops = False
+IMPLS = ("auto", "kernel", "torch")
 
 
-def use_extension(x: torch.Tensor) -> bool:
-    """Whether the C++ kernel serves this tensor (CPU, a supported dtype, kernel available)."""
-    return (not force_torch_ops and x.device.type == "cpu" and x.dtype in _EXT_DTYPES
-            and _ext.load())
+def check_impl(impl: str) -> str:
+    """The implementation choice of the fused losses: ``"auto"`` (the C++ kernel where it can
+    serve, else torch ops; ``CROSSENT_NO_EXT=1`` makes torch ops the default), ``"kernel"``
+    (the C++ kernel, an error where it cannot serve) or ``"torch"`` (torch ops)."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    return impl
+
+
+def use_extension(x: torch.Tensor, impl: str = "auto") -> bool:
+    """Whether the C++ kernel serves this tensor under ``impl`` (see :func:`check_impl`)."""
+    if impl == "torch":
+        return False
+    ok = x.device.type == "cpu" and x.dtype in _EXT_DTYPES and _ext.load()
+    if impl == "kernel" and not ok:
+        why = _ext.info().get("error") or f"{x.device.type} {x.dtype} tensors"
+        raise ValueError(f"impl='kernel': the C++ kernel cannot serve this call ({why}); "
+                         "use impl='auto' or 'torch'")
+    return ok
 
 
 def _as_scale(s: float | torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
@@ -80,19 +94,17 @@ def rows_forward(
     grad_out: torch.Tensor | None = None,
     grad_scale: float | torch.Tensor | None = 1.0,
     z_grad_scale: float | torch.Tensor | None = None,
-    backend: str | None = None,
+    impl: str = "auto",
 ) -> RowStats:
     """Per-row loss, z-loss and lse of a (R, V) logits chunk; optionally its gradient.
 
     See the module docstring for the contract. ``target`` is int64 (R,) or, for probability
-    targets, a tensor of ``x``'s shape and dtype. ``backend`` forces ``"ext"`` or ``"torch"``
-    (tests); by default the C++ kernel runs where it can.
+    targets, a tensor of ``x``'s shape and dtype. ``impl`` chooses the implementation
+    (:func:`check_impl`).
     """
     if z_grad_scale is None:
         z_grad_scale = grad_scale
-    if backend is None:
-        backend = "ext" if use_extension(x) else "torch"
-    if backend == "ext":
+    if use_extension(x, impl):
         if grad_out is not None:
             gs, zs = _as_scale(grad_scale, x), _as_scale(z_grad_scale, x)
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,7 @@ import torch
 
 from .. import _checks
 from . import _ext
-from ._rows import acc_dtype, rows_forward, use_extension
+from ._rows import acc_dtype, check_impl, rows_forward, use_extension
 
 # Fresh gradient buffers at least this large get a transparent-huge-page hint (fewer faults).
 _HUGEPAGE_BYTES = 1 << 25
@@ -26,6 +27,7 @@ class _Opts:
     reduction: str
     z_loss: float
     softcap: float | None
+    impl: str = "auto"
 
 
 def _concrete_float(value: Any, name: str) -> float:
@@ -337,11 +339,11 @@ class _FusedCrossEntropy(torch.autograd.Function):
             else:
                 buf = torch.empty_like(x, memory_format=torch.contiguous_format)
                 if (buf.device.type == "cpu" and buf.nbytes >= _HUGEPAGE_BYTES
-                        and use_extension(x)):
+                        and use_extension(x, opts.impl)):
                     torch.ops.crossent_ext.advise_hugepage(buf)
         acc_out = out_dtype != x.dtype
         # CPU kernel: one call does the label check, the denominators, the rows, the reduction.
-        fast = use_extension(x) and not target_grad
+        fast = use_extension(x, opts.impl) and not target_grad
         lse = None
         if fast:
             gs = zs = None
@@ -351,7 +353,7 @@ class _FusedCrossEntropy(torch.autograd.Function):
             stats = rows_forward(
                 x, target, weight=weight, ignore_index=opts.ignore_index,
                 label_smoothing=opts.label_smoothing, z_loss=opts.z_loss, softcap=opts.softcap,
-                grad_out=buf, grad_scale=gs, z_grad_scale=zs)
+                grad_out=buf, grad_scale=gs, z_grad_scale=zs, impl=opts.impl)
             loss, zpart = _reduce(stats.loss, stats.z, opts.reduction, gs, zs)
             loss, zpart = loss.to(out_dtype), zpart.to(out_dtype)
             if target_grad:
@@ -414,7 +416,8 @@ class _FusedCrossEntropy(torch.autograd.Function):
             else:
                 rows_forward(rows, target, weight=weight, ignore_index=opts.ignore_index,
                              label_smoothing=opts.label_smoothing, z_loss=opts.z_loss,
-                             softcap=opts.softcap, grad_out=buf, grad_scale=gs, z_grad_scale=zs)
+                             softcap=opts.softcap, grad_out=buf, grad_scale=gs,
+                             z_grad_scale=zs, impl=opts.impl)
         grad_t = None
         if need_t and ctx.target_grad:
             # d loss_i / d t_ic = (1 - eps) * w_c * (lse_i - z_ic) times the row's scale; z is
@@ -511,6 +514,7 @@ def cross_entropy(
     softcap: float | None = None,
     inplace_backward: bool = False,
     return_z_loss: bool = False,
+    impl: str = "auto",
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     r"""Softmax cross-entropy of logits, fused: one pass, gradient computed in the forward.
 
@@ -573,6 +577,9 @@ def cross_entropy(
             autograd raises if another op saved them for its own backward. A leaf tensor that
             requires grad, or a view of one, is refused. Default False: the caller's tensor is
             never modified.
+        impl: ``"auto"`` (default: the C++ kernel on CPU where it is available, torch ops
+            elsewhere; ``CROSSENT_NO_EXT=1`` makes torch ops the default), ``"kernel"`` (the
+            kernel, or a ValueError where it cannot serve) or ``"torch"`` (torch ops).
         return_z_loss: also return the z-loss part of the loss (reduced the same way,
             detached), for logging.
 
@@ -625,7 +632,9 @@ def cross_entropy(
     if target.dtype == torch.bool or target.is_complex():
         raise TypeError(f"target must hold class indices (integer) or probabilities "
                         f"(floating), got dtype {target.dtype}")
-    opts = check_options(reduction, label_smoothing, z_loss, softcap, ignore_index)
+    opts = dataclasses.replace(
+        check_options(reduction, label_smoothing, z_loss, softcap, ignore_index),
+        impl=check_impl(impl))
     if logits.dim() == 0:
         raise ValueError("logits must have at least one dimension (the classes)")
     num_classes = logits.shape[0] if logits.dim() == 1 else logits.shape[1]
@@ -645,7 +654,8 @@ def cross_entropy(
         t = t.to(dtype=torch.int64)
         if not functional:
             t = t.contiguous()
-        if not use_extension(x):  # the C++ kernel checks them itself, before writing anything
+        # the C++ kernel checks them itself, before writing anything
+        if not use_extension(x, opts.impl):
             check_labels(t, num_classes, opts.ignore_index)
     device_type = x.device.type
     amp = autocast_enabled(device_type)
@@ -665,14 +675,14 @@ def cross_entropy(
             mode = "inplace" if (inplace_backward or copied) else "new"
             loss, zpart = _FusedCrossEntropy.apply(x, t, weight, opts, mode,
                                                    logits if copied else None, out_dtype)
-        elif use_extension(x):
+        elif use_extension(x, opts.impl):
             loss, zpart = _fused(x.detach(), t.detach(), weight, None, opts,
                                  out_dtype != x.dtype)
         else:
             stats = rows_forward(x.detach(), t.detach(), weight=weight,
                                  ignore_index=opts.ignore_index,
                                  label_smoothing=opts.label_smoothing, z_loss=opts.z_loss,
-                                 softcap=opts.softcap)
+                                 softcap=opts.softcap, impl=opts.impl)
             gs, zs = _scales(t, weight, opts, acc_dtype(x.dtype), x.device, check)
             loss, zpart = _reduce(stats.loss, stats.z, opts.reduction, gs, zs)
             loss, zpart = loss.to(out_dtype), zpart.to(out_dtype)
@@ -680,6 +690,25 @@ def cross_entropy(
         loss = loss.reshape(batch)
         zpart = zpart.reshape(batch)
     return (loss, zpart) if return_z_loss else loss
+
+
+def softmax_cross_entropy_rows(logits: torch.Tensor, targets: Any, *, axis: int = -1,
+                               weight: Any = None, ignore_index: Any = -100,
+                               label_smoothing: Any = 0.0, reduction: str = "mean"
+                               ) -> torch.Tensor:
+    """:func:`crossent.softmax_cross_entropy` on torch tensors, registered as its torch path:
+    the classes moved to dim 1 and the fused Function run (same numbers, one pass)."""
+    from .. import _array as A
+    from .. import _checks
+
+    _, logits, targets = A.common(logits=logits, targets=targets)
+    ax = _checks.class_axis(logits, axis)
+    if logits.ndim > 1 and ax != 1:  # PyTorch's layout puts the classes on dim 1
+        logits = torch.movedim(logits, ax, 1)
+        if targets.is_floating_point():
+            targets = torch.movedim(targets, ax, 1)
+    return cross_entropy(logits, targets, weight=weight, ignore_index=ignore_index,
+                         label_smoothing=label_smoothing, reduction=reduction)
 
 
 def backend_info() -> dict:

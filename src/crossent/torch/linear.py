@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 
 from .. import _checks
-from ._rows import acc_dtype, rows_forward
+from ._rows import acc_dtype, check_impl, rows_forward
 from .cross_entropy import (
     _Opts,
     _reduce,
@@ -174,7 +176,7 @@ def _chunks(hidden, weight, bias, target, opts: _Opts, chunk: int, scale, need,
             lc, target[i0:i1], ignore_index=opts.ignore_index,
             label_smoothing=opts.label_smoothing, z_loss=opts.z_loss, softcap=opts.softcap,
             grad_out=lc if grad else None,  # the logits chunk becomes its own gradient
-            grad_scale=scale[i0:i1] if per_row else scale)
+            grad_scale=scale[i0:i1] if per_row else scale, impl=opts.impl)
         loss_rows[i0:i1] = st.loss
         z_rows[i0:i1] = st.z
         if not grad:
@@ -215,6 +217,7 @@ def linear_cross_entropy(
     z_loss: float = 0.0,
     softcap: float | None = None,
     return_z_loss: bool = False,
+    impl: str = "auto",
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     r"""Cross-entropy of ``hidden @ weight.T + bias`` without materialising the N x V logits.
 
@@ -251,6 +254,8 @@ def linear_cross_entropy(
             :func:`crossent.torch.cross_entropy` (no class ``weight`` here: ``weight`` is the
             linear layer's).
         return_z_loss: also return the detached z-loss part.
+        impl: the row routine: ``"auto"`` (the C++ kernel on CPU where available; torch ops
+            elsewhere or with ``CROSSENT_NO_EXT=1``), ``"kernel"`` or ``"torch"``.
 
     Returns:
         The loss (scalar, or ``target``'s shape for ``"none"``), in ``hidden``'s dtype
@@ -296,7 +301,9 @@ def linear_cross_entropy(
         raise TypeError(f"hidden must be a floating-point tensor, got dtype {hidden.dtype}")
     if target.is_floating_point() or target.dtype == torch.bool or target.is_complex():
         raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
-    opts = check_options(reduction, label_smoothing, z_loss, softcap, ignore_index)
+    opts = dataclasses.replace(
+        check_options(reduction, label_smoothing, z_loss, softcap, ignore_index),
+        impl=check_impl(impl))
     if chunk_size is not None:
         try:
             chunk_size = _checks.index(chunk_size, "chunk_size")
