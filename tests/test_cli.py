@@ -270,9 +270,20 @@ def test_bench_unknown_benchmark():
     assert_user_error(run("bench", "nope"), "nope", "cross_entropy")
 
 
+def test_bench_out_that_cannot_be_created(tmp_path):
+    (tmp_path / "f").write_text("")
+    assert_user_error(run("bench", "vocab_parallel", "--out", str(tmp_path / "f" / "sub")),
+                      "--out")
+
+
 def test_bench_quick_run_writes_json_and_plot(tmp_path):
-    proc = run("bench", "--quick", "vocab_parallel", "--out", str(tmp_path))
+    # run away from any checkout: the benchmarks ship in the package, and the results go to
+    # the user folder by default, not into the package or a source tree
+    out = tmp_path / "cache" / "crossent" / "bench"
+    proc = run("bench", "--quick", "vocab_parallel", cwd=tmp_path,
+               env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    tmp_path = out
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["benchmarks"]["vocab_parallel"]["status"] == "ok"
     result = json.loads((tmp_path / "vocab_parallel_quick.json").read_text())

@@ -17,12 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from ._errors import UsageError  # re-exported: callers catch cli.UsageError
+
 EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    """Reported as one line on stderr with exit code 2."""
-
 
 # --- output helpers -----------------------------------------------------------------------
 
@@ -608,11 +605,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_gradcheck)
 
-    q = sub.add_parser("bench", help="run the benchmarks in benchmarks/")
+    q = sub.add_parser("bench", help="run the benchmarks that ship with crossent")
     q.add_argument("which", nargs="*", help="benchmark names (default: all)")
     q.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     q.add_argument("--list", action="store_true", help="list the benchmarks")
-    q.add_argument("--out", help="results folder (default benchmarks/results)")
+    q.add_argument("--out", help="results folder (default ~/.cache/crossent/bench)")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_bench)
 

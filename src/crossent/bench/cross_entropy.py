@@ -1,31 +1,27 @@
 """Fused cross-entropy against eager and compiled ``F.cross_entropy``: fwd+bwd time and memory.
 
-    python benchmarks/bench_cross_entropy.py            # N=4096, V=32768, float32
-    python benchmarks/bench_cross_entropy.py --quick    # small smoke run
-    python benchmarks/bench_cross_entropy.py --sweep    # V 1k..256k at N=1024, N 1..16k at V=32k
+    python -m crossent.bench.cross_entropy            # N=4096, V=32768, float32
+    python -m crossent.bench.cross_entropy --quick    # small smoke run
+    python -m crossent.bench.cross_entropy --sweep    # V 1k..256k at N=1024, N 1..16k at V=32k
 
-Writes ``benchmarks/results/cross_entropy*.json`` and ``.png`` and prints a table with each
-contender's time relative to eager and to ``torch.compile``, its extra peak memory relative to
-the logits (gradient included: eager's is ~3x), and for crossent the bandwidth and the
-fraction of the floor. The floor is measured here, in the same process: one ``exp`` over the
-logits into a warm buffer (one exp, one read, one write per logit) plus first-touching a fresh
-logits-sized buffer (the page faults any new gradient tensor costs).
+Writes ``cross_entropy*.json`` and ``.png`` into the results folder (``crossent bench --out``,
+default ``~/.cache/crossent/bench``) and prints a table with each contender's time relative to
+eager and to ``torch.compile``, its extra peak memory relative to the logits (gradient
+included: eager's is ~3x), and for crossent the bandwidth and the fraction of the floor. The
+floor is measured here, in the same process: one ``exp`` over the logits into a warm buffer
+(one exp, one read, one write per logit) plus first-touching a fresh logits-sized buffer (the
+page faults any new gradient tensor costs).
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-try:
-    from . import _harness as H
-except ImportError:  # run as a script
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import _harness as H
+from . import _harness as H
 
 CONTENDERS = ("eager", "compiled", "crossent", "crossent-torchops")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -152,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     if H.run_child(a, Case, make_step):
         return 0
     contenders = [c for c in a.contenders.split(",") if c]
-    script = str(Path(__file__).resolve())
+    script = __spec__.name
     import crossent.torch as ct
 
     info = ct.backend_info()

@@ -1,8 +1,8 @@
 """Chunked linear + cross-entropy against the materialised logits and torch's own version.
 
-    python benchmarks/bench_linear_cross_entropy.py           # N=4096, H=512, V=32768, float32
-    python benchmarks/bench_linear_cross_entropy.py --quick   # small smoke run
-    python benchmarks/bench_linear_cross_entropy.py --sweep   # V 1k..256k, N 1..16k (time only)
+    python -m crossent.bench.linear_cross_entropy           # N=4096, H=512, V=32768, float32
+    python -m crossent.bench.linear_cross_entropy --quick   # small smoke run
+    python -m crossent.bench.linear_cross_entropy --sweep   # V 1k..256k, N 1..16k (time only)
 
 Contenders (fwd+bwd, gradients w.r.t. hidden and weight):
     materialised   F.cross_entropy(h @ W.T, y)
@@ -10,22 +10,18 @@ Contenders (fwd+bwd, gradients w.r.t. hidden and weight):
     crossent       crossent.torch.linear_cross_entropy(h, W, y)
 Memory is the extra peak RSS of one step in a fresh process, relative to the size of the
 materialised logits, with and without the gradients every contender must produce (dh, dW).
-Writes ``benchmarks/results/linear_cross_entropy*.json`` and ``.png``.
+Writes ``linear_cross_entropy*.json`` and ``.png`` into the results folder (``crossent bench
+--out``, default ``~/.cache/crossent/bench``).
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-try:
-    from . import _harness as H
-except ImportError:  # run as a script
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import _harness as H
+from . import _harness as H
 
 CONTENDERS = ("materialised", "torch-chunked", "crossent")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -118,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.quick:
         n, h, v, repeats = 512, 64, 4096, 2
     case = Case(n, h, v, a.dtype, a.device)
-    rows = run_point(case, contenders, repeats, not a.no_memory, str(Path(__file__).resolve()))
+    rows = run_point(case, contenders, repeats, not a.no_memory, __spec__.name)
     title = (f"linear cross-entropy fwd+bwd, N={n} H={h} V={v} {a.dtype} {a.device}, "
              f"{H.machine()['threads']} threads")
     print(title)

@@ -28,7 +28,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+
+def default_results_dir() -> Path:
+    """A user folder, never the installed package or a source checkout's tracked files:
+    ``$XDG_CACHE_HOME/crossent/bench`` (``~/.cache/crossent/bench``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "crossent" / "bench"
 
 
 def parser(doc: str, sizes: dict[str, int], dtypes: list[str], contenders: list[str]
@@ -59,9 +64,10 @@ def run_child(args: argparse.Namespace, case_cls: Any, make_step: Callable) -> b
 
 
 def results_dir() -> Path:
-    """Where results go: ``$CROSSENT_BENCH_OUT`` (set by ``crossent bench --out``) or results/."""
+    """Where results go: ``$CROSSENT_BENCH_OUT`` (set by ``crossent bench --out``) or the
+    user folder of :func:`default_results_dir`."""
     out = os.environ.get("CROSSENT_BENCH_OUT")
-    path = Path(out) if out else RESULTS
+    path = Path(out) if out else default_results_dir()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -143,9 +149,10 @@ def child_measure(step: Step, reset: Callable[[], None], grad_bytes: Callable[[]
     return {"extra_bytes": (peak - base) * 1024, "grad_bytes": grad_bytes()}
 
 
-def measure_memory(script: str, contender: str, case: dict, timeout: float = 900) -> dict:
-    """Run ``script --child CONTENDER --case JSON`` and return what it printed (a JSON line)."""
-    cmd = [sys.executable, script, "--child", contender, "--case", json.dumps(case)]
+def measure_memory(module: str, contender: str, case: dict, timeout: float = 900) -> dict:
+    """Run ``python -m module --child CONTENDER --case JSON`` and return what it printed (a
+    JSON line)."""
+    cmd = [sys.executable, "-m", module, "--child", contender, "--case", json.dumps(case)]
     env = dict(os.environ)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)

@@ -1,71 +1,48 @@
-"""``crossent bench``: find and run the benchmark scripts of ``benchmarks/``.
+"""``crossent bench``: the benchmarks that ship with the package, run side by side.
 
-Each ``benchmarks/bench_*.py`` defines ``main(argv) -> dict`` that runs its contenders side by
-side, prints a table of times, memory and ratios, and writes JSON and a PNG plot. This module
-only discovers them (in ``$CROSSENT_BENCHMARKS``, ``./benchmarks`` or the source checkout's
-``benchmarks/``), shows progress and gathers their results into one JSON summary.
+Each benchmark module of this package (``crossent.bench.cross_entropy``, ...) defines
+``main(argv) -> dict`` that runs its contenders side by side in one process, prints a table of
+times, memory and ratios, and writes JSON and a PNG plot into the results folder: ``--out``, by
+default a user folder (``~/.cache/crossent/bench``), never the package or a checkout's tracked
+files. Each also runs on its own: ``python -m crossent.bench.cross_entropy --quick``. This
+module discovers them, shows progress and gathers their results into one JSON summary.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import os
-import sys
+import pkgutil
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-
-def benchmarks_dir() -> Path | None:
-    candidates = []
-    if os.environ.get("CROSSENT_BENCHMARKS"):
-        candidates.append(Path(os.environ["CROSSENT_BENCHMARKS"]))
-    candidates.append(Path.cwd() / "benchmarks")
-    candidates.append(Path(__file__).resolve().parents[2] / "benchmarks")
-    for c in candidates:
-        if c.is_dir() and any(c.glob("bench_*.py")):
-            return c
-    return None
+from .._errors import UsageError
+from ._harness import default_results_dir
 
 
-def discover() -> dict[str, Path]:
-    d = benchmarks_dir()
-    if d is None:
-        return {}
-    return {p.stem.removeprefix("bench_"): p for p in sorted(d.glob("bench_*.py"))}
-
-
-def _load(path: Path) -> ModuleType:
-    sys.path.insert(0, str(path.parent))  # benchmarks share a _harness module
-    try:
-        spec = importlib.util.spec_from_file_location(f"crossent_bench_{path.stem}", path)
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        sys.path.remove(str(path.parent))
+def discover() -> dict[str, str]:
+    """Benchmark name -> module name, for every public module of this package."""
+    return {m.name: f"{__name__}.{m.name}" for m in pkgutil.iter_modules(__path__)
+            if not m.name.startswith("_")}
 
 
 def main(args: Any) -> int:
-    from .cli import UsageError
-
     found = discover()
-    if not found:
-        raise UsageError("no benchmarks found: run from the crossent checkout or set "
-                         "CROSSENT_BENCHMARKS to its benchmarks/ folder")
     if args.list:
-        for name, path in found.items():
-            print(f"{name:28} {path}")
+        for name, module in found.items():
+            print(f"{name:28} python -m {module}")
         return 0
     chosen = args.which or list(found)
     unknown = [w for w in chosen if w not in found]
     if unknown:
         raise UsageError(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(found)}")
-    out_dir = Path(args.out) if args.out else next(iter(found.values())).parent / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(args.out) if args.out else default_results_dir()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out {out_dir}: cannot create it ({e.strerror or e})") from None
     # the scripts write their JSON and PNG where the shared harness is told to
     os.environ["CROSSENT_BENCH_OUT"] = str(out_dir.resolve())
     argv = ["--quick"] if args.quick else []
@@ -85,7 +62,7 @@ def main(args: Any) -> int:
             if progress is not None:
                 progress.update(task, description=f"bench {name}")
             t0 = time.perf_counter()
-            result = _load(found[name]).main(argv)
+            result = importlib.import_module(found[name]).main(argv)
             # a script returns its results (a dict) or an exit status (0 = success)
             failed = isinstance(result, int) and result != 0
             summary["benchmarks"][name] = {"wall_s": time.perf_counter() - t0,

@@ -1,8 +1,8 @@
 """Vocabulary-parallel cross-entropy: per-rank peak memory against the number of processes P.
 
-    python benchmarks/bench_vocab_parallel.py                 # N=4096, V=32768, H=1024
-    python benchmarks/bench_vocab_parallel.py --quick         # N=512, V=8192, H=256 (< 20 s)
-    python benchmarks/bench_vocab_parallel.py --out DIR       # where the JSON and PNG go
+    python -m crossent.bench.vocab_parallel                 # N=4096, V=32768, H=1024
+    python -m crossent.bench.vocab_parallel --quick         # N=512, V=8192, H=256 (< 20 s)
+    python -m crossent.bench.vocab_parallel --out DIR       # where the JSON and PNG go
 
 For P in 1, 2, 4 processes (gloo on CPU, 127.0.0.1) every rank holds V/P columns of the same
 N x V logits (or V/P rows of the same LM-head weight) and runs one forward + backward of
@@ -38,11 +38,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-try:
-    from . import _harness as H
-except ImportError:  # run as a script, or loaded by `crossent bench` from its file
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import _harness as H
+from . import _harness as H
 
 NAME = "vocab_parallel"
 PROCS = (1, 2, 4)
@@ -245,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict:
            "OMP_NUM_THREADS": str(cfg["threads"])}
     with tempfile.TemporaryDirectory() as tmp:
         raw_path = os.path.join(tmp, "raw.json")
-        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--launch",
+        proc = subprocess.run([sys.executable, "-m", __spec__.name, "--launch",
                                json.dumps(cfg), raw_path], env=env, capture_output=True,
                               text=True, timeout=cfg["timeout"] * len(PROCS) + 60)
         raw = json.loads(Path(raw_path).read_text()) if os.path.exists(raw_path) else {}
