@@ -1,8 +1,9 @@
 """The names table: every framework's name for a loss -> the crossent function.
 
-The expectations below are written from the seeds and the frameworks' documentation, not read
-from the table; where a framework is installed, the mapping is also checked numerically (the
-crossent function found under a framework's name must give that framework's numbers).
+The expectations below are written from the source articles and the frameworks'
+documentation, not read from the table; where a framework is installed, the mapping is also
+checked numerically (the crossent function found under a framework's name must give that
+framework's numbers).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ ALL_FUNCTIONS = [f for fs in EXPECTED.values() for f in fs]
 
 # Seed names (000, 001, 003, 004) and the crossent function each one must reach.
 SEED_NAMES = {
-    # seed 000: the names of the family
+    # the naming article (理解Cross-Entropy Loss, Softmax Loss, Focal Loss等名词)
     "Cross-Entropy Loss": "softmax_cross_entropy",  # spelled like PyTorch's CrossEntropyLoss
     "Logistic Loss": "binary_cross_entropy",
     "Multinomial Logistic Loss": "cross_entropy",
@@ -69,7 +70,7 @@ SEED_NAMES = {
     "softmax_cross_entropy_with_logits": "softmax_cross_entropy",
     "sparse_softmax_cross_entropy_with_logits": "softmax_cross_entropy",
     "sigmoid_cross_entropy_with_logits": "sigmoid_cross_entropy",
-    # seed 001
+    # the "Loss functions" notes
     "Softmax Cross-Entropy Loss": "softmax_cross_entropy",
     "KL Divergence": "kl_divergence",
     "Relative Entropy": "kl_divergence",
@@ -77,10 +78,10 @@ SEED_NAMES = {
     "Triplet Loss": "triplet_margin_loss",
     "Contrastive Loss": "contrastive_loss",
     "Hinge Loss": "hinge_loss",
-    # seed 003
+    # 图像分类任务中的损失函数 (image-classification losses)
     "Entropy": "entropy",
     "Mean Square Error": None,  # not a name anywhere: must not resolve silently (see below)
-    # seed 004
+    # Cross Entropy损失函数 (why cross-entropy)
     "Classification Error": "classification_error",
     "Mean Squared Error": "mean_squared_error",
     "MSE": "mean_squared_error",
@@ -90,7 +91,7 @@ SEED_NAMES = {
     "A-Softmax": "sphereface_loss",
 }
 
-# Framework names from the brief, with the framework prefix people write.
+# Framework names, with the framework prefix people write.
 FRAMEWORK_NAMES = {
     "keras.losses.CategoricalCrossentropy": "softmax_cross_entropy",
     "keras.losses.SparseCategoricalCrossentropy": "softmax_cross_entropy",
@@ -191,11 +192,11 @@ def _key(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
-# --- the seeds' and the brief's names -----------------------------------------------------------
+# --- the articles' names -----------------------------------------------------------
 
 
 @pytest.mark.parametrize("name,expected", [(k, v) for k, v in SEED_NAMES.items() if v])
-def test_seed_names_resolve_to_the_right_function(name, expected):
+def test_article_names_resolve_to_the_right_function(name, expected):
     assert names.get(name).name == expected
 
 
@@ -457,7 +458,7 @@ def test_names_imports_no_loss_module_at_import_time():
     assert not imported & (set(EXPECTED) | {f"crossent.{m}" for m in EXPECTED} | {"gradients"})
 
 
-# --- notes: the semantic differences the brief asks for -----------------------------------------
+# --- notes: the semantic differences between frameworks -----------------------------------------
 
 
 @pytest.mark.parametrize("name,fragments", [
@@ -481,7 +482,7 @@ def test_notes_record_the_differences(name, fragments):
 
 
 def test_hinge_embedding_loss_is_not_mapped():
-    # it takes distances, not scores: not the hinge loss (the brief: only exact maps)
+    # it takes distances, not scores: not the hinge loss (only exact maps)
     with pytest.raises(KeyError):
         names.get("torch.nn.HingeEmbeddingLoss")
     assert "HingeEmbeddingLoss" in " ".join(names.get("hinge_loss").notes)
@@ -525,7 +526,7 @@ SEED3_LOGITS = np.array([[0.7, 1.2, 0.3], [0.4, 0.2, 0.9], [0.6, 0.3, 0.4]])
 SEED3_LABELS = np.array([1, 2, 0])
 
 
-def test_seed3_tensorflow_table_through_tf_names():
+def test_tensorflow_verification_table_through_tf_names():
     onehot = np.eye(3)[SEED3_LABELS]
     fn = _fn_or_skip(names.get("tf.nn.softmax_cross_entropy_with_logits"))
     np.testing.assert_allclose(fn(SEED3_LOGITS, onehot, reduction="none"),
@@ -541,7 +542,7 @@ def test_seed3_tensorflow_table_through_tf_names():
                                 [0.47748795, 0.84435523, 0.89968193]], atol=1e-6)
 
 
-def test_seed4_tables_through_seed_names():
+def test_three_animal_tables_through_article_names():
     y = np.array([2, 1, 0])
     m1 = np.array([[0.3, 0.3, 0.4], [0.3, 0.4, 0.3], [0.1, 0.2, 0.7]])
     m2 = np.array([[0.1, 0.2, 0.7], [0.1, 0.7, 0.2], [0.3, 0.4, 0.3]])
@@ -553,7 +554,7 @@ def test_seed4_tables_through_seed_names():
     ce = _fn_or_skip(names.get("Multinomial Logistic Loss"))
     loop = [np.mean([-np.log(m[i, y[i]]) for i in range(3)]) for m in (m1, m2)]
     np.testing.assert_allclose([ce(np.eye(3)[y], m1), ce(np.eye(3)[y], m2)], loop)
-    assert loop[0] > loop[1]  # cross-entropy tells model 2 is better (seed 004)
+    assert loop[0] > loop[1]  # cross-entropy tells model 2 is better
 
 
 @pytest.fixture(scope="module")
@@ -657,7 +658,8 @@ def test_scikit_learn_names_give_scikit_learn_numbers():
     metrics = pytest.importorskip("sklearn.metrics")
     y = np.array([2, 1, 0, 1])
     p = np.array([[0.3, 0.3, 0.4], [0.3, 0.4, 0.3], [0.1, 0.2, 0.7], [0.2, 0.5, 0.3]])
-    # the note: on a multi-class probability matrix the Brier score is seed 004's MSE
+    # the note: on a multi-class probability matrix the Brier score is the three-animal
+    # example's MSE
     mse = _fn_or_skip(names.get("sklearn.metrics.brier_score_loss"))
     assert float(mse(p, y)) == pytest.approx(metrics.brier_score_loss(y, p))
     # log_loss on binary positive-class probabilities is binary_cross_entropy
@@ -677,7 +679,7 @@ def test_keras_names_give_keras_numbers():
     want = keras.losses.categorical_crossentropy(onehot, logits, from_logits=True)
     np.testing.assert_allclose(fn(logits, onehot, reduction="none"), np.asarray(want),
                                rtol=1e-6)
-    # the note: Keras's MSE averages over the class axis, seed 004's sums it
+    # the note: Keras's MSE averages over the class axis, ours sums it
     p = rng.dirichlet(np.ones(3), size=5)
     fn = _fn_or_skip(names.get("keras.losses.MeanSquaredError"))
     want = keras.losses.mean_squared_error(onehot, p)

@@ -138,7 +138,7 @@ def log_softmax(x: Array, *, axis: int = -1) -> Array:
 
 
 def softmax(x: Array, *, axis: int = -1) -> Array:
-    """Softmax along ``axis`` with the max subtracted first (seed 001's stability note).
+    """Softmax along ``axis`` with the max subtracted first (the standard stability trick).
 
     Formula: ``softmax(x)_i = exp(x_i - m) / sum_j exp(x_j - m)``, ``m = max_j x_j``.
 
@@ -206,8 +206,8 @@ def one_hot(labels: Array, num_classes: int, *, dtype: Any = None) -> Array:
 def smooth_labels(targets: Array, epsilon: float, *, axis: int = -1) -> Array:
     """Label smoothing of one-hot (or soft) targets: ``(1 - eps) * t + eps / K``.
 
-    This is seed 003's ``label_smoothing`` (YOLOv3) and Optax ``smooth_labels``; ``K`` is the
-    number of classes, the size of ``axis``.
+    This is the ``label_smoothing`` of YOLOv3-style image classifiers and Optax
+    ``smooth_labels``; ``K`` is the number of classes, the size of ``axis``.
 
     Args:
         targets: probability targets, classes along ``axis``.

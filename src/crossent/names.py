@@ -240,10 +240,15 @@ def _loss(name: str, module: str, family: str, inputs: str, formula: str, gradie
                             references=tuple(references))
 
 
-_SEED0 = "seed 000: 理解Cross-Entropy Loss, Softmax Loss, Focal Loss等名词 (names of the family)"
-_SEED1 = "seed 001: Loss functions (entropy, KL, BCE, CCE, focal, ranking losses)"
-_SEED3 = "seed 003: 图像分类任务中的损失函数 (sigmoid / softmax CE, TensorFlow verification)"
-_SEED4 = "seed 004: Cross Entropy损失函数 (0-1 error and MSE vs CE, model 1 vs model 2)"
+# the four articles the family's names and worked examples come from, cited by title
+_ART_NAMES = ("理解Cross-Entropy Loss, Softmax Loss, Focal Loss等名词 (blog article, 2020-04-24: "
+              "the names of the family)")
+_ART_LOSSES = ('"Loss functions" (notes, 2023-2025: entropy, KL, BCE, CCE, focal, ranking '
+               "losses, mmdetection's FocalLoss)")
+_ART_IMAGE = ("图像分类任务中的损失函数 (article: sigmoid / softmax cross-entropy, the TensorFlow "
+              "verification table)")
+_ART_WHY = ("Cross Entropy损失函数 (article: 0-1 error and MSE vs cross-entropy, the "
+            "three-animal example of two models)")
 _TORCH = "https://pytorch.org/docs/stable/nn.html#loss-functions"
 _TF_NN = "https://www.tensorflow.org/api_docs/python/tf/nn"
 _TF_V1 = "https://www.tensorflow.org/api_docs/python/tf/compat/v1/losses"
@@ -262,7 +267,7 @@ _loss(
     "logits (classes along axis) + integer labels or class probabilities",
     "l = -Σ_c w_c t_c log softmax(s)_c; for an integer label y: l = -w_y log(e^{s_y} / Σ_j "
     "e^{s_j}); label smoothing ε: t = (1 - ε) onehot(y) + ε / C",
-    "∂l/∂s = softmax(s) - t (p_j - 1 at the true class, p_j elsewhere, seed 000); with "
+    "∂l/∂s = softmax(s) - t (p_j - 1 at the true class, p_j elsewhere); with "
     "weights / smoothing: p · Σ_c w_c t_c - w ⊙ t; times 1 / Σ_i w_{y_i} for 'mean'",
     {
         "common": ("Softmax Loss", "Softmax Cross-Entropy Loss", "Categorical Cross-Entropy",
@@ -304,7 +309,7 @@ _loss(
         "probabilities): crossent's own names win. Write 'F.cross_entropy', "
         "'torch.nn.functional.cross_entropy' or 'paddle.nn.functional.cross_entropy' for this "
         "function. 'Cross-Entropy Loss' is spelled like PyTorch's CrossEntropyLoss once case "
-        "and punctuation are ignored, so it resolves here; seed 000's basic form on "
+        "and punctuation are ignored, so it resolves here; the basic form on "
         "probabilities (-Σ t_i log s_i) is crossent.cross_entropy.",
         "TF tf.nn.softmax_cross_entropy_with_logits(labels=, logits=, axis=-1) takes "
         "PROBABILITY labels and returns one loss per example (crossent reduction='none'); "
@@ -351,7 +356,7 @@ _loss(
         "Goodfellow, Bengio & Courville, Deep Learning (2016), 6.2.2.3",
         "Szegedy et al. 2016, 'Rethinking the Inception Architecture' (label smoothing), "
         "arXiv:1512.00567",
-        _SEED0, _SEED3, _SEED4,
+        _ART_NAMES, _ART_IMAGE, _ART_WHY,
         "https://pytorch.org/docs/stable/generated/torch.nn.CrossEntropyLoss.html",
         "https://www.tensorflow.org/api_docs/python/tf/nn/softmax_cross_entropy_with_logits",
         _KERAS_P, "https://caffe.berkeleyvision.org/tutorial/layers/softmaxwithloss.html",
@@ -366,7 +371,7 @@ _loss(
     "logits (any shape, one independent score per element) + targets in [0, 1]",
     "l = -[z log σ(x) + (1 - z) log(1 - σ(x))] = max(x, 0) - x z + log(1 + e^{-|x|}) (seed "
     "003's stable form); with pos_weight p_w: p_w z softplus(-x) + (1 - z) softplus(x)",
-    "∂l/∂x = σ(x) - z (seed 004); with pos_weight: (1 - z) σ(x) - p_w z (1 - σ(x)); times the "
+    "∂l/∂x = σ(x) - z; with pos_weight: (1 - z) σ(x) - p_w z (1 - σ(x)); times the "
     "element weight",
     {
         "common": ("Sigmoid Cross-Entropy", "Sigmoid Cross-Entropy Loss", "Sigmoid CE",
@@ -404,7 +409,8 @@ _loss(
         "logits, pos_weight) is pos_weight here.",
         "tf.compat.v1.losses.sigmoid_cross_entropy smooths labels towards 1/2: "
         "z (1 - ε) + ε / 2, unlike softmax smoothing's ε / C; crossent has no smoothing option "
-        "here (smooth the targets yourself; seed 003 smooths one-hot labels with ε / K before "
+        "here (smooth the targets yourself; YOLOv3-style smoothing of one-hot labels with "
+        "ε / K before "
         "calling tf.nn.sigmoid_cross_entropy_with_logits).",
         "Caffe SigmoidCrossEntropyLoss takes scores; it sums over all elements and divides by "
         "the batch size N (normalization BATCH_SIZE), where crossent's 'mean' divides by every "
@@ -414,12 +420,13 @@ _loss(
         "function), from_sigmoid=True probabilities (-> binary_cross_entropy); it has "
         "pos_weight and returns per-sample means over the non-batch axes. Gluon's LogisticLoss "
         "(signed ±1 labels, scores) is also this loss with z = (y + 1) / 2, but its name is not "
-        "in the table: 'Logistic Loss' resolves to binary_cross_entropy (seed 000).",
+        "in the table: 'Logistic Loss' resolves to binary_cross_entropy (its usual sense, "
+        "on probabilities).",
         "Keras has no separate name: BinaryCrossentropy(from_logits=True) is this function "
         "(its default from_logits=False is binary_cross_entropy).",
     ),
     (
-        _SEED0, _SEED1, _SEED3, _SEED4,
+        _ART_NAMES, _ART_LOSSES, _ART_IMAGE, _ART_WHY,
         "https://pytorch.org/docs/stable/generated/torch.nn.BCEWithLogitsLoss.html",
         "https://www.tensorflow.org/api_docs/python/tf/nn/sigmoid_cross_entropy_with_logits",
         "https://caffe.berkeleyvision.org/tutorial/layers/sigmoidcrossentropyloss.html",
@@ -467,7 +474,7 @@ _loss(
         "sigmoid_cross_entropy.",
     ),
     (
-        _SEED0, _SEED1, _SEED4,
+        _ART_NAMES, _ART_LOSSES, _ART_WHY,
         "https://pytorch.org/docs/stable/generated/torch.nn.BCELoss.html",
         "https://www.tensorflow.org/api_docs/python/tf/compat/v1/losses/log_loss",
         _KERAS_P,
@@ -512,7 +519,7 @@ _loss(
         "reduction='sum'): the default reduction is 'sum', divided by normalizer (e.g. the "
         "number of positive anchors) when given.",
         "MMDetection FocalLoss(use_sigmoid=True, gamma=2.0, alpha=0.25) takes integer labels and "
-        "one-hot encodes them with an extra background column that is then dropped (seed 001); "
+        "one-hot encodes them with an extra background column that is then dropped; "
         "loss_weight scales the result.",
         "TensorFlow Addons sigmoid_focal_crossentropy(y_true, y_pred, alpha=0.25, gamma=2.0, "
         "from_logits=False) takes probabilities by default and sums over the last axis.",
@@ -522,7 +529,7 @@ _loss(
     (
         "Lin, Goyal, Girshick, He & Dollár 2017, 'Focal Loss for Dense Object Detection', "
         "ICCV, arXiv:1708.02002",
-        _SEED0, _SEED1,
+        _ART_NAMES, _ART_LOSSES,
         "https://pytorch.org/vision/stable/generated/torchvision.ops.sigmoid_focal_loss.html",
         _OPTAX, _KERAS_P,
     ),
@@ -547,14 +554,14 @@ _loss(
         "ignore_index.",
         "kornia.losses.focal_loss is a softmax focal loss with a scalar alpha (not in the table: "
         "its name 'FocalLoss' is the sigmoid one here). mmdet's FocalLoss(use_sigmoid=False) "
-        "is not implemented there (seed 001).",
-        "'Focal Loss' on its own resolves to sigmoid_focal_loss (seed 000: focal loss uses the "
+        "is not implemented there.",
+        "'Focal Loss' on its own resolves to sigmoid_focal_loss (RetinaNet's focal loss uses the "
         "sigmoid).",
     ),
     (
         "Lin, Goyal, Girshick, He & Dollár 2017, 'Focal Loss for Dense Object Detection', "
         "ICCV, arXiv:1708.02002",
-        _KERAS_P, _SEED1,
+        _KERAS_P, _ART_LOSSES,
     ),
 )
 
@@ -573,12 +580,13 @@ _loss(
         "scipy.stats.entropy(pk) normalises pk to sum 1 first (crossent does not renormalise); "
         "given qk it computes the KL divergence instead (-> kl_divergence). scipy.special.entr "
         "is element-wise: sum it over the class axis.",
-        "Natural logarithm: divide by log 2 for bits (seed 001 uses log base 2 in its text).",
+        "Natural logarithm: divide by log 2 for bits (information-theory texts often use "
+        "log base 2).",
     ),
     (
         "Shannon 1948, 'A Mathematical Theory of Communication'",
         "Cover & Thomas, Elements of Information Theory, ch. 2",
-        _SEED1, _SEED3,
+        _ART_LOSSES, _ART_IMAGE,
         "https://docs.scipy.org/doc/scipy/reference/generated/scipy.stats.entropy.html",
     ),
 )
@@ -617,7 +625,7 @@ _loss(
     ),
     (
         "Goodfellow, Bengio & Courville, Deep Learning (2016), 5.5",
-        _SEED0, _SEED1, _SEED3, _SEED4,
+        _ART_NAMES, _ART_LOSSES, _ART_IMAGE, _ART_WHY,
         "https://caffe.berkeleyvision.org/tutorial/layers/multinomiallogisticloss.html",
     ),
 )
@@ -660,11 +668,11 @@ _loss(
         "scipy.special.rel_entr(p, q) is element-wise: sum it over the class axis; "
         "scipy.stats.entropy(p, q) also gives the KL but renormalises p and q.",
         "KL is not symmetric: for knowledge distillation the order is KL(teacher ‖ student) "
-        "(seed 001) -> distillation_loss.",
+        "-> distillation_loss.",
     ),
     (
         "Kullback & Leibler 1951, 'On Information and Sufficiency'",
-        _SEED1, _SEED3,
+        _ART_LOSSES, _ART_IMAGE,
         "https://pytorch.org/docs/stable/generated/torch.nn.KLDivLoss.html",
         _KERAS_P, _OPTAX, _GLUON,
     ),
@@ -700,7 +708,7 @@ _loss(
                    "Soft Target Loss", "Hinton Distillation Loss"),
     },
     (
-        "Direction: KL(teacher ‖ student), the difference seen from the teacher (seed 001).",
+        "Direction: KL(teacher ‖ student), the difference seen from the teacher.",
         "Hinton et al. multiply the soft term by T² so that its gradient keeps its scale when "
         "T changes; crossent returns the soft term only: combine it yourself, e.g. "
         "α · distillation_loss(s, t, temperature=T) + (1 - α) · softmax_cross_entropy(s, y).",
@@ -713,7 +721,7 @@ _loss(
     (
         "Hinton, Vinyals & Dean 2015, 'Distilling the Knowledge in a Neural Network', "
         "arXiv:1503.02531",
-        _SEED1,
+        _ART_LOSSES,
     ),
 )
 
@@ -886,7 +894,7 @@ _loss(
     ),
     (
         "Cortes & Vapnik 1995, 'Support-vector networks', Machine Learning 20",
-        _SEED1, _SEED3, _KERAS_H, _OPTAX, _GLUON,
+        _ART_LOSSES, _ART_IMAGE, _KERAS_H, _OPTAX, _GLUON,
     ),
 )
 
@@ -986,7 +994,7 @@ _loss(
     (
         "Liu, Wen, Yu & Yang 2016, 'Large-Margin Softmax Loss for Convolutional Neural "
         "Networks', ICML, arXiv:1612.02295",
-        _SEED4, _PML,
+        _ART_WHY, _PML,
     ),
 )
 
@@ -1011,7 +1019,7 @@ _loss(
     (
         "Liu et al. 2017, 'SphereFace: Deep Hypersphere Embedding for Face Recognition', CVPR, "
         "arXiv:1704.08063",
-        _SEED4, _PML,
+        _ART_WHY, _PML,
     ),
 )
 
@@ -1038,7 +1046,7 @@ _loss(
         "arXiv:1801.09414",
         "Wang, Cheng, Liu & Liu 2018, 'Additive Margin Softmax for Face Verification', "
         "arXiv:1801.05599",
-        _SEED4, _PML,
+        _ART_WHY, _PML,
     ),
 )
 
@@ -1065,7 +1073,7 @@ _loss(
     (
         "Deng, Guo, Xue & Zafeiriou 2019, 'ArcFace: Additive Angular Margin Loss for Deep Face "
         "Recognition', CVPR, arXiv:1801.07698",
-        _SEED4, _PML,
+        _ART_WHY, _PML,
     ),
 )
 
@@ -1090,7 +1098,7 @@ _loss(
     ),
     (
         "https://pytorch.org/docs/stable/generated/torch.nn.MarginRankingLoss.html",
-        _SEED1,
+        _ART_LOSSES,
         "https://gombru.github.io/2019/04/03/ranking_loss/",
     ),
 )
@@ -1122,7 +1130,7 @@ _loss(
     (
         "Hadsell, Chopra & LeCun 2006, 'Dimensionality Reduction by Learning an Invariant "
         "Mapping', CVPR",
-        _SEED1, _PML,
+        _ART_LOSSES, _PML,
     ),
 )
 
@@ -1214,12 +1222,12 @@ _loss(
     ),
 )
 
-# --- seed 004's counter-examples ------------------------------------------------------------
+# --- the counter-examples: MSE and the 0-1 error ------------------------------------------
 
 _loss(
     "mean_squared_error", "classification", "counter-example",
     "predictions (probabilities or scores, classes along axis) + one-hot targets or labels",
-    "l_i = Σ_c (ŷ_ic - y_ic)², MSE = mean_i l_i (seed 004: summed over classes, averaged over "
+    "l_i = Σ_c (ŷ_ic - y_ic)², MSE = mean_i l_i (summed over classes, averaged over "
     "examples)",
     "∂MSE/∂ŷ = 2 (ŷ - y) / N",
     {
@@ -1246,11 +1254,12 @@ _loss(
         "Optax squared_error is element-wise (ŷ - y)² (no sum over classes, no reduction).",
         "The multi-class Brier score (Brier 1950) is exactly this on probabilities, and so is "
         "scikit-learn brier_score_loss(y_true, y_proba) on a multi-class probability matrix "
-        "(0.8067 for seed 004's model 1); given a binary problem's positive-class probability "
+        "(0.8067 for model 1 of the three-animal example); given a binary problem's "
+        "positive-class probability "
         "it is mean (p - y)², half of this on the two columns (p, 1 - p).",
     ),
     (
-        _SEED4,
+        _ART_WHY,
         "Brier 1950, 'Verification of forecasts expressed in terms of probability', Monthly "
         "Weather Review 78",
         "https://pytorch.org/docs/stable/generated/torch.nn.MSELoss.html",
@@ -1261,7 +1270,7 @@ _loss(
 _loss(
     "classification_error", "classification", "counter-example",
     "scores / probabilities (classes along axis) + integer labels or one-hot targets",
-    "error = count(argmax_c s_ic ≠ y_i) / N (seed 004's classification error)",
+    "error = count(argmax_c s_ic ≠ y_i) / N (the classification error)",
     "0 almost everywhere (piecewise constant): no gradient to train with",
     {
         "common": ("Classification Error", "0-1 Loss", "Zero-One Loss", "Error Rate",
@@ -1275,7 +1284,7 @@ _loss(
         "(argmax of the scores), normalize=True by default gives this fraction.",
         "Not differentiable: crossent registers no closed-form gradient for it.",
     ),
-    (_SEED4,
+    (_ART_WHY,
      "https://scikit-learn.org/stable/modules/generated/sklearn.metrics.zero_one_loss.html"),
 )
 
