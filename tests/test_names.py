@@ -692,8 +692,19 @@ def test_keras_names_give_keras_numbers():
 
 
 def test_every_catalog_entry_has_example_inputs_for_the_cli():
-    # `crossent gradcheck` (no names) and `crossent plot` walk the catalog through
-    # crossent._samples.SAMPLES: a loss in the table without example inputs breaks them
+    # `crossent gradcheck` (no names) and `crossent plot` walk the catalog through each
+    # entry's sample kind: an entry whose kind has no maker breaks them
     samples = pytest.importorskip("crossent._samples")
-    missing = [s.name for s in names.catalog() if s.name not in samples.SAMPLES]
-    assert not missing, f"add example inputs to crossent._samples.SAMPLES for {missing}"
+    missing = [s.name for s in names.catalog() if s.sample not in samples.MAKERS]
+    assert not missing, f"give these table entries a sample kind of crossent._samples: {missing}"
+
+
+def test_structured_fields_of_the_table():
+    # the command line reads these fields instead of parsing prose
+    assert names.get("SoftmaxWithLoss").task == "multiclass"
+    assert names.get("BCEWithLogitsLoss").task == "multilabel"
+    assert names.get("kl_divergence").task is None
+    assert [s.name for s in names.catalog() if not s.differentiable] == ["classification_error"]
+    for s in names.catalog():  # a loss the table calls differentiable has a closed form
+        assert (s.grad is not None) == s.differentiable, s.name
+

@@ -2,7 +2,9 @@
 
 Used by ``crossent gradcheck`` (random points at which to compare the closed-form gradient
 with finite differences) and ``crossent plot`` (the loss as a function of the probability of
-the true class). One table, so a new loss needs one line here, not one per command.
+the true class). The makers are keyed by the kind of inputs; which kind a loss takes is a
+field of its entry in the names table, so a new loss needs no line here unless it takes a new
+kind of input.
 """
 
 from __future__ import annotations
@@ -76,47 +78,29 @@ def _cos_pairs(rng: np.random.Generator):
     return (rng.normal(size=(5, 4)), rng.normal(size=(5, 4)), rng.choice([-1.0, 1.0], size=5)), {}
 
 
-SAMPLES: dict[str, Maker] = {
-    "softmax_cross_entropy": _logits_labels,
-    "softmax_focal_loss": _logits_labels,
-    "poly1_cross_entropy": _logits_labels,
-    "generalized_cross_entropy": _logits_labels,
-    "multi_margin_loss": _logits_labels,
-    "multiclass_hinge_loss": _logits_labels,
-    "sparsemax_loss": _logits_labels,
-    "categorical_hinge_loss": _logits_labels,
-    "sigmoid_cross_entropy": _logits_soft,
-    "sigmoid_focal_loss": _logits_binary,
-    "asymmetric_loss": _logits_binary,
-    "binary_sparsemax_loss": _logits_binary,
-    "binary_cross_entropy": _probs_binary,
-    "entropy": _one_dist,
-    "cross_entropy": _two_dists,
-    "kl_divergence": _two_dists,
-    "js_divergence": _two_dists,
-    "distillation_loss": _two_logits,
-    "mean_squared_error": _probs_labels,
-    "classification_error": _probs_labels,
-    "hinge_loss": _scores_pm1,
-    "large_margin_softmax_loss": _embeddings_weight_labels,
-    "sphereface_loss": _embeddings_weight_labels,
-    "cosface_loss": _embeddings_weight_labels,
-    "arcface_loss": _embeddings_weight_labels,
-    "margin_ranking_loss": _pair_ranking,
-    "contrastive_loss": _pairs_embeddings,
-    "triplet_margin_loss": _triplets,
-    "ntxent_loss": _embeddings_labels,
-    "cosine_embedding_loss": _cos_pairs,
+# kind -> maker; each loss names its kind in the names table (``LossSpec.sample``)
+MAKERS: dict[str, Maker] = {
+    name.lstrip("_"): fn for name, fn in list(globals().items())
+    if name.startswith("_") and callable(fn) and getattr(fn, "__module__", None) == __name__
 }
 
 
-def sample(name: str, seed: int = 0) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """Positional and keyword arguments for one call of loss ``name``."""
+def kind_of(name: str) -> str:
+    """The sample kind of loss ``name`` (any name the table knows), or ``name`` itself when it
+    is already a kind."""
+    if name in MAKERS:
+        return name
+    from . import names
+
     try:
-        maker = SAMPLES[name]
+        return names.get(name).sample
     except KeyError:
         raise KeyError(f"no example inputs for {name!r}") from None
-    return maker(np.random.default_rng(seed))
+
+
+def sample(name: str, seed: int = 0) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Positional and keyword arguments for one call of loss ``name`` (or of a sample kind)."""
+    return MAKERS[kind_of(name)](np.random.default_rng(seed))
 
 
 def true_class_curve(name: str, fn: Callable[..., Any], pt: np.ndarray,
@@ -126,7 +110,10 @@ def true_class_curve(name: str, fn: Callable[..., Any], pt: np.ndarray,
     Built for a two-class problem whose true class has probability ``pt``; None when the loss
     does not score a class prediction (ranking, margin heads).
     """
-    kind = SAMPLES.get(name)
+    try:
+        kind = MAKERS[kind_of(name)]
+    except KeyError:
+        return None
     two = np.stack([pt, 1 - pt], axis=-1)
     if kind in (_logits_labels,):
         return np.asarray(fn(np.log(two), np.zeros(pt.size, dtype=np.int64), reduction="none",

@@ -172,7 +172,7 @@ def _grad_status(spec: Any) -> str:
     if spec.grad is not None:
         return "yes"
     # a piecewise-constant loss (0-1 error) has no gradient for autodiff to find either
-    return "none" if "piecewise constant" in (spec.gradient or "") else "autodiff"
+    return "autodiff" if spec.differentiable else "none"
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -342,7 +342,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         if not eq or not values:
             raise UsageError(f"--sweep {args.sweep!r}: expected key=v1,v2,...")
         sweep = (key, [_parse_sets([f"{key}={v}"])[key] for v in values.split(",")])
-    elif "focal" in s.name:
+    elif s.family == "focal":
         # the figure of Lin et al. 2017: no alpha balancing, gamma in {0, 0.5, 1, 2, 5}
         sweep = ("gamma", [0, 0.5, 1, 2, 5])
         opts.setdefault("alpha", None)
@@ -368,7 +368,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         logit = np.log(pt) - np.log1p(-pt)
         ax_g.plot(pt, np.gradient(loss, logit), label=label)
     ax_l.set(xlabel=xlabel, ylabel="loss", title=f"{s.name}: loss",
-             ylim=(0, 5 if "focal" in s.name else None))
+             ylim=(0, 5 if s.family == "focal" else None))
     ax_g.set(xlabel=xlabel, ylabel="d loss / d logit",
              title="gradient w.r.t. the logit of p_t (along the curve)")
     for ax in (ax_l, ax_g):

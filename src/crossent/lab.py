@@ -177,12 +177,9 @@ class LossChoice:
 
 
 def input_kind(spec: Any) -> str | None:
-    """"multiclass" for (logits, integer labels), "multilabel" for (logits, 0/1 targets)."""
-    if spec.inputs.startswith(("logits (classes along axis)", "scores (..., C)")):
-        return "multiclass"
-    if spec.inputs.startswith("logits (any shape"):
-        return "multilabel"
-    return None
+    """"multiclass" for (logits, integer labels), "multilabel" for (logits, 0/1 targets): the
+    names table's ``task`` field."""
+    return spec.task
 
 
 STRING_OPTIONS = ("reduction",)  # options whose values are words, "none" included
