@@ -198,6 +198,152 @@ def test_torch_autograd_through_the_generic_definition():
     np.testing.assert_allclose(x.grad.numpy(), g, rtol=1e-10)
 
 
+# --- gradients w.r.t. the targets, torch double backward, JAX second order -------------------
+
+
+def _torch_reference(kind, pred, tgt, reduction, kw):
+    """The plain torch formula each closed form is checked against (autograd w.r.t. both)."""
+    if kind == "sigmoid":
+        w, pw = kw.get("weight"), kw.get("pos_weight")
+        return F.binary_cross_entropy_with_logits(
+            pred, tgt, weight=None if w is None else T(w),
+            pos_weight=None if pw is None else T(pw), reduction=reduction)
+    if kind == "bce":
+        w = kw.get("weight")
+        return F.binary_cross_entropy(pred, tgt, weight=None if w is None else T(w),
+                                      reduction=reduction)
+    per = ((pred - tgt) ** 2).sum(-1)
+    return {"none": per, "sum": per.sum(), "mean": per.mean()}[reduction]
+
+
+TARGET_CASES = {
+    "sigmoid": ("sigmoid", crossent.sigmoid_cross_entropy, {}),
+    "sigmoid_weighted": ("sigmoid", crossent.sigmoid_cross_entropy,
+                         dict(weight=np.array([[0.5], [2.0], [1.0], [0.1]]),
+                              pos_weight=np.array([1.0, 2.0, 0.5]))),
+    "bce": ("bce", crossent.binary_cross_entropy, {}),
+    "bce_weighted": ("bce", crossent.binary_cross_entropy,
+                     dict(weight=np.array([0.3, 1.0, 2.5]))),
+    "mse": ("mse", crossent.mean_squared_error, {}),
+}
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("case", sorted(TARGET_CASES))
+def test_target_gradient_matches_torch_autograd_and_finite_differences(case, reduction):
+    kind, fn, kw = TARGET_CASES[case]
+    rng = np.random.default_rng(len(case))
+    pred = (rng.normal(scale=3, size=(4, 3)) if kind == "sigmoid"
+            else rng.uniform(0.05, 0.95, size=(4, 3)))
+    tgt = rng.uniform(0.05, 0.95, size=(4, 3))
+    gp, gt = crossent.grad(fn, argnums=(0, 1))(pred, tgt, reduction=reduction, **kw)
+    np.testing.assert_array_equal(gt, crossent.grad(fn, argnums=1)(pred, tgt,
+                                                                   reduction=reduction, **kw))
+    pt, tt = T(pred).requires_grad_(), T(tgt).requires_grad_()
+    ref = _torch_reference(kind, pt, tt, reduction, kw)
+    cot = T(rng.normal(size=ref.shape))
+    ref.backward(cot)
+    c = cot.numpy() if reduction == "none" else float(cot)
+    if kind == "mse" and reduction == "none":
+        c = c[..., None]
+    np.testing.assert_allclose(gp * c, pt.grad.numpy(), rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(gt * c, tt.grad.numpy(), rtol=1e-10, atol=1e-13)
+    fd = finite_difference(lambda b: fn(pred, b, reduction=reduction, **kw), tgt, h=1e-6)
+    np.testing.assert_allclose(gt, fd, rtol=1e-6, atol=1e-9)
+    # the loss on torch tensors: one autograd Function whose backward is that closed form
+    pt, tt = T(pred).requires_grad_(), T(tgt).requires_grad_()
+    tkw = {k: T(v) for k, v in kw.items()}
+    out = fn(pt, tt, reduction=reduction, **tkw)
+    assert "ClosedForm" in type(out.grad_fn).__name__
+    out.backward(cot)
+    np.testing.assert_allclose(pt.grad.numpy(), gp * c, rtol=1e-13, atol=1e-16)
+    np.testing.assert_allclose(tt.grad.numpy(), gt * c, rtol=1e-13, atol=1e-16)
+
+
+def test_sigmoid_target_gradient_is_minus_x_and_bce_target_gradient_is_clamped():
+    x = np.array([-700.0, -3.0, 0.0, 0.5, 40.0])
+    t = np.array([0.0, 1.0, 0.5, 0.2, 1.0])
+    g = crossent.grad(crossent.sigmoid_cross_entropy, argnums=1)(x, t, reduction="sum")
+    np.testing.assert_array_equal(g, -x)
+    # at p in {0, 1} the logs are clamped at -100, so is the derivative of the value
+    p = np.array([0.0, 1.0, 0.5, 1e-30, 1e-50])
+    g = crossent.grad(crossent.binary_cross_entropy, argnums=1)(p, np.full(5, 0.5),
+                                                                reduction="sum")
+    np.testing.assert_allclose(g, [100.0, -100.0, 0.0, np.log(1e30), 100.0], rtol=1e-14,
+                               atol=1e-14)
+    assert np.all(np.isfinite(g))
+
+
+def _second_order_cases():
+    rng = np.random.default_rng(77)
+    x = rng.normal(size=(3, 4))
+    soft = rng.uniform(0.1, 0.9, size=(3, 4))
+    probs = 0.8 * rng.dirichlet(np.ones(4), size=3) + 0.05
+    p = rng.uniform(0.1, 0.9, size=(3, 4))
+    # (loss, arrays, options, indices of the differentiated arrays)
+    return [
+        (crossent.softmax_cross_entropy, (x, np.array([1, -100, 3])),
+         dict(weight=np.array([1.0, 2.0, 0.5, 1.5]), label_smoothing=0.1), (0,)),
+        (crossent.softmax_cross_entropy, (x, probs), dict(label_smoothing=0.2), (0, 1)),
+        (crossent.sigmoid_cross_entropy, (x, soft), {}, (0, 1)),
+        (crossent.sigmoid_cross_entropy, (x, soft),
+         dict(weight=np.array([[0.5], [2.0], [1.0]]), pos_weight=np.array([1.0, 2.0, 0.5, 3.0])),
+         (0, 1)),
+        (crossent.binary_cross_entropy, (p, soft), dict(weight=np.array([0.3, 1.0, 2.5, 1.0])),
+         (0, 1)),
+        (crossent.mean_squared_error, (p, soft), {}, (0, 1)),
+        (crossent.mean_squared_error, (p, soft), dict(axis=0), (0, 1)),
+        (crossent.mean_squared_error, (p, np.array([0, 3, 1])), {}, (0,)),
+    ]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("index", range(8))
+def test_torch_gradcheck_and_gradgradcheck(index, reduction):
+    fn, arrays, kw, diff = _second_order_cases()[index]
+    tensors = [T(a.copy()).requires_grad_(i in diff) for i, a in enumerate(arrays)]
+    tkw = {k: T(v) if isinstance(v, np.ndarray) else v for k, v in kw.items()}
+    out = fn(*tensors, reduction=reduction, **tkw)
+    if fn is not crossent.softmax_cross_entropy:  # that one has a registered fused path
+        assert "ClosedForm" in type(out.grad_fn).__name__
+
+    def f(*d):
+        full = list(tensors)
+        for i, v in zip(diff, d, strict=True):
+            full[i] = v
+        return fn(*full, reduction=reduction, **tkw)
+
+    inputs = tuple(tensors[i] for i in diff)
+    assert torch.autograd.gradcheck(f, inputs)
+    assert torch.autograd.gradgradcheck(f, inputs)
+    for i in diff:  # one argument at a time, the others constant
+        rest = [v.detach() for v in inputs]
+
+        def g(v, i=i, rest=rest):
+            return f(*[v if j == i else r for j, r in zip(diff, rest, strict=True)])
+
+        assert torch.autograd.gradgradcheck(g, (tensors[i],))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("index", range(8))
+def test_jax_check_grads_to_second_order(index, reduction):
+    from jax.test_util import check_grads
+
+    fn, arrays, kw, diff = _second_order_cases()[index]
+    jarrays = [jnp.asarray(a) for a in arrays]
+    jkw = {k: jnp.asarray(v) if isinstance(v, np.ndarray) else v for k, v in kw.items()}
+
+    def f(*d):
+        full = list(jarrays)
+        for i, v in zip(diff, d, strict=True):
+            full[i] = v
+        return fn(*full, reduction=reduction, **jkw)
+
+    # under jit (one compiled program per transformation: a fraction of the eager time)
+    check_grads(jax.jit(f), tuple(jarrays[i] for i in diff), order=2, modes=("fwd", "rev"))
+
+
 # --- the same numbers on every backend -----------------------------------------------------
 
 BACKEND_CASES = [

@@ -173,16 +173,18 @@ def test_gradcheck_passes_for_the_core_losses():
 def test_gradcheck_fails_on_a_deliberately_wrong_gradient(tmp_path):
     (tmp_path / "wrongloss.py").write_text(textwrap.dedent("""
         import crossent
-        from crossent.gradients import closed_form
+        from crossent.gradients import loss, scaled_pullback
 
-        def my_loss(logits, labels, reduction="mean"):
-            return crossent.softmax_cross_entropy(logits, labels, reduction=reduction)
-
-        @closed_form(my_loss)
-        def my_loss_value_and_grad(logits, labels, reduction="mean"):
-            loss, g = crossent.value_and_grad(crossent.softmax_cross_entropy)(
-                logits, labels, reduction=reduction)
-            return loss, 2 * g  # wrong by a factor of two
+        # a user's loss written the crossent way, with a closed form wrong by a factor of 2
+        @loss(wrt=("logits",))
+        def my_loss(need, logits, labels, *, reduction="mean"):
+            value, pb = crossent.softmax_cross_entropy.with_pullback(
+                need, logits, labels, reduction=reduction)
+            if not need:
+                return value, None
+            import numpy as np
+            return value, scaled_pullback(np, {"logits": 2 * pb(None)["logits"]},
+                                          lambda c: c[..., None])
     """))
     proc = run("gradcheck", "wrongloss:my_loss", "--kind", "softmax_cross_entropy", "--json",
                env={"PYTHONPATH": str(tmp_path)})

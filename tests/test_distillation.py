@@ -24,12 +24,9 @@ import torch.nn.functional as F  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+import crossent  # noqa: E402
 from crossent import gradients  # noqa: E402
-from crossent.distillation import (  # noqa: E402
-    distillation_loss,
-    distillation_loss_grad,
-    distillation_loss_value_and_grad,
-)
+from crossent.distillation import distillation_loss  # noqa: E402
 from tests._backends import (  # noqa: E402
     BACKENDS,
     finite_difference,
@@ -38,6 +35,8 @@ from tests._backends import (  # noqa: E402
 )
 
 REDUCTIONS = ("none", "sum", "mean")
+VAG = crossent.value_and_grad(distillation_loss)
+GRAD = crossent.grad(distillation_loss)
 TEMPERATURES = (0.5, 1.0, 4.0)
 
 
@@ -116,7 +115,7 @@ def test_identical_logits_cost_nothing(temperature):
     # softmax is shift invariant: a teacher offset by a constant is the same teacher
     np.testing.assert_allclose(distillation_loss(s, s + 7.5, temperature=temperature), 0.0,
                                atol=1e-12)
-    np.testing.assert_array_equal(distillation_loss_grad(s, s, temperature=temperature), 0.0)
+    np.testing.assert_array_equal(GRAD(s, s, temperature=temperature), 0.0)
 
 
 def test_direction_is_teacher_to_student():
@@ -145,7 +144,7 @@ def test_stable_for_logits_of_1e4(dtype):
     t = np.array([[1e4 - 2.0, 1e4, -1e4], [0.0, 1e4, 1e4], [1e4, 1e4, 1e4]], dtype=dtype)
     for temperature in (1.0, 10.0, 1e3):
         got = distillation_loss(s, t, temperature=temperature, reduction="none")
-        _, g = distillation_loss_value_and_grad(s, t, temperature=temperature)
+        _, g = VAG(s, t, temperature=temperature)
         assert got.dtype == dtype and np.isfinite(got).all() and np.isfinite(g).all()
         want = hinton_loop(s.astype(np.float64), t.astype(np.float64), temperature)
         tol = 1e-3 if dtype == np.float32 else 1e-10
@@ -165,7 +164,7 @@ def test_masked_teacher_classes_contribute_nothing():
     st_ = torch.from_numpy(s).requires_grad_(True)
     distillation_loss(st_, torch.from_numpy(t)).backward()
     assert torch.isfinite(st_.grad).all()
-    np.testing.assert_allclose(st_.grad.numpy(), distillation_loss_grad(s, t), rtol=1e-12,
+    np.testing.assert_allclose(st_.grad.numpy(), GRAD(s, t), rtol=1e-12,
                                atol=1e-15)
     # a -inf student logit where the teacher puts mass is an infinite loss
     assert float(distillation_loss(t, s)) == np.inf
@@ -179,7 +178,7 @@ def test_masked_teacher_classes_contribute_nothing():
 def test_grad_matches_torch_jax_and_finite_differences(temperature, reduction):
     s, t = logits((3, 5), 12), logits((3, 5), 13)
     T = temperature
-    value, g = distillation_loss_value_and_grad(s, t, temperature=T, reduction=reduction)
+    value, g = VAG(s, t, temperature=T, reduction=reduction)
     np.testing.assert_allclose(value, distillation_loss(s, t, temperature=T,
                                                         reduction=reduction), rtol=1e-15)
     st_ = torch.from_numpy(s).requires_grad_(True)
@@ -199,11 +198,100 @@ def test_grad_matches_torch_jax_and_finite_differences(temperature, reduction):
     np.testing.assert_allclose(g, T * (ps - pt) / n, rtol=1e-12, atol=1e-15)
 
 
+def _torch_reference(s, t, T, reduction):
+    """T^2 KL(softmax(t / T) || softmax(s / T)) per distribution, through F.kl_div."""
+    per = (F.kl_div(F.log_softmax(s / T, -1), F.log_softmax(t / T, -1), reduction="none",
+                    log_target=True) * T**2).sum(-1)
+    return reduce_ref(per, reduction)
+
+
+@pytest.mark.parametrize("temperature", TEMPERATURES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_teacher_grad_matches_torch_autograd_and_finite_differences(temperature, reduction):
+    s, t = logits((3, 5), 23), logits((3, 5), 24)
+    T = temperature
+    value, (gs, gt) = crossent.value_and_grad(distillation_loss, argnums=(0, 1))(
+        s, t, temperature=T, reduction=reduction)
+    np.testing.assert_allclose(value, distillation_loss(s, t, temperature=T,
+                                                        reduction=reduction), rtol=1e-15)
+    np.testing.assert_array_equal(gs, GRAD(s, t, temperature=T, reduction=reduction))
+    np.testing.assert_array_equal(gt, crossent.grad(distillation_loss, argnums=1)(
+        s, t, temperature=T, reduction=reduction))
+    st_, tt = (torch.from_numpy(a).requires_grad_(True) for a in (s, t))
+    ref = _torch_reference(st_, tt, T, reduction)
+    cot = torch.from_numpy(np.random.default_rng(25).normal(size=ref.shape))
+    ref.backward(cot)
+    c = cot.numpy()[..., None] if reduction == "none" else float(cot)
+    np.testing.assert_allclose(gs * c, st_.grad.numpy(), rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(gt * c, tt.grad.numpy(), rtol=1e-10, atol=1e-13)
+    fd = finite_difference(lambda b: reduce_ref(hinton_loop(s, b, T), reduction).sum(), t)
+    np.testing.assert_allclose(gt, fd, rtol=1e-6, atol=1e-8)
+    # the closed form itself: T p_t (log p_t - log p_s - KL) / N
+    n = 3 if reduction == "mean" else 1
+    ls, lt = sps.log_softmax(s / T, axis=-1), sps.log_softmax(t / T, axis=-1)
+    kl = (np.exp(lt) * (lt - ls)).sum(-1, keepdims=True)
+    np.testing.assert_allclose(gt, T * np.exp(lt) * (lt - ls - kl) / n, rtol=1e-12, atol=1e-15)
+    # the same closed form is the backward of the loss on torch tensors
+    st_, tt = (torch.from_numpy(a).requires_grad_(True) for a in (s, t))
+    out = distillation_loss(st_, tt, temperature=T, reduction=reduction)
+    assert "ClosedForm" in type(out.grad_fn).__name__
+    out.backward(cot)
+    np.testing.assert_allclose(st_.grad.numpy(), gs * c, rtol=1e-13, atol=1e-16)
+    np.testing.assert_allclose(tt.grad.numpy(), gt * c, rtol=1e-13, atol=1e-16)
+
+
+def test_masked_teacher_classes_get_zero_teacher_gradient():
+    s = np.array([[1.0, 2.0, -np.inf], [0.5, 0.0, 3.0]])
+    t = np.array([[0.0, 1.0, -np.inf], [0.0, 1.0, -np.inf]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gt = crossent.grad(distillation_loss, argnums=1)(s, t, reduction="sum")
+    assert np.isfinite(gt).all() and np.all(gt[:, 2] == 0)
+    ref = crossent.grad(distillation_loss, argnums=1)(s[1:, :2], t[1:, :2], reduction="sum")
+    np.testing.assert_allclose(gt[1:, :2], ref, rtol=1e-12, atol=1e-15)
+    tt = torch.from_numpy(t).requires_grad_(True)
+    distillation_loss(torch.from_numpy(s), tt, reduction="sum").backward()
+    np.testing.assert_allclose(tt.grad.numpy(), gt, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_torch_gradcheck_and_gradgradcheck(reduction, axis):
+    s, t = logits((3, 4), 26, 2.0), logits((3, 4), 27, 2.0)
+    st_, tt = (torch.from_numpy(a).requires_grad_(True) for a in (s, t))
+    out = distillation_loss(st_, tt, temperature=1.7, axis=axis, reduction=reduction)
+    assert "ClosedForm" in type(out.grad_fn).__name__
+
+    def f(a, b):
+        return distillation_loss(a, b, temperature=1.7, axis=axis, reduction=reduction)
+
+    assert torch.autograd.gradcheck(f, (st_, tt))
+    assert torch.autograd.gradgradcheck(f, (st_, tt))
+    # one argument at a time: the other one is a constant, not differentiated
+    assert torch.autograd.gradgradcheck(lambda a: f(a, tt.detach()), (st_,))
+    assert torch.autograd.gradgradcheck(lambda b: f(st_.detach(), b), (tt,))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_jax_check_grads_to_second_order(reduction):
+    from jax.test_util import check_grads
+
+    s, t = jnp.asarray(logits((3, 4), 28, 2.0)), jnp.asarray(logits((3, 4), 29, 2.0))
+
+    def f(a, b):
+        return distillation_loss(a, b, temperature=1.7, reduction=reduction)
+
+    check_grads(f, (s, t), order=2, modes=("fwd", "rev"))
+    check_grads(lambda a: f(a, t), (s,), order=2, modes=("fwd", "rev"))
+    check_grads(lambda b: f(s, b), (t,), order=2, modes=("fwd", "rev"))
+
+
 def test_registry_and_grad_convenience():
     s, t = logits((2, 4), 14), logits((2, 4), 15)
-    assert gradients.value_and_grad(distillation_loss) is distillation_loss_value_and_grad
+    assert gradients.has_closed_form(distillation_loss)
+    assert gradients.closed_form_args(distillation_loss) == ("student_logits", "teacher_logits")
     np.testing.assert_array_equal(gradients.grad(distillation_loss)(s, t, temperature=3.0),
-                                  distillation_loss_grad(s, t, temperature=3.0))
+                                  VAG(s, t, temperature=3.0)[1])
 
 
 def test_hinton_high_temperature_limit_is_logit_matching():
@@ -213,11 +301,11 @@ def test_hinton_high_temperature_limit_is_logit_matching():
     s, t = rng.normal(size=(1, 6)), rng.normal(size=(1, 6))
     s, t = s - s.mean(), t - t.mean()
     c = s.shape[-1]
-    loss, g = distillation_loss_value_and_grad(s, t, temperature=1e3, reduction="sum")
+    loss, g = VAG(s, t, temperature=1e3, reduction="sum")
     np.testing.assert_allclose(g, (s - t) / c, rtol=1e-2, atol=1e-5)
     np.testing.assert_allclose(loss, ((s - t) ** 2).sum() / (2 * c), rtol=1e-2)
     # and T^2 keeps the gradient's size comparable across temperatures (it does not vanish)
-    g_hot = distillation_loss_grad(s, t, temperature=1e2, reduction="sum")
+    g_hot = GRAD(s, t, temperature=1e2, reduction="sum")
     assert np.abs(g_hot).max() == pytest.approx(np.abs(g).max(), rel=2e-2)
 
 
@@ -227,7 +315,7 @@ def test_jit_and_autodiff_through_the_loss():
     np.testing.assert_allclose(f(s, t), hinton_loop(np.asarray(s), np.asarray(t), 2.0).mean(),
                                rtol=1e-12)
     np.testing.assert_allclose(jax.grad(f)(s, t),
-                               distillation_loss_grad(np.asarray(s), np.asarray(t),
+                               GRAD(np.asarray(s), np.asarray(t),
                                                       temperature=2.0), rtol=1e-10)
 
 
@@ -242,14 +330,14 @@ def test_half_precision_is_computed_in_float32(dtype):
     assert out.dtype == dtype
     ref = hinton_loop(sh.double().numpy(), th.double().numpy(), 2.0)
     np.testing.assert_allclose(to_numpy(out), ref, rtol=1e-2, atol=1e-2)
-    _, g = distillation_loss_value_and_grad(sh, th, temperature=2.0)
+    _, g = VAG(sh, th, temperature=2.0)
     assert g.dtype == dtype
 
 
 def test_inputs_are_not_mutated():
     s, t = logits((3, 4), 21), logits((3, 4), 22)
     s0, t0 = s.copy(), t.copy()
-    distillation_loss_value_and_grad(s, t, temperature=3.0)
+    VAG(s, t, temperature=3.0)
     np.testing.assert_array_equal(s, s0)
     np.testing.assert_array_equal(t, t0)
 

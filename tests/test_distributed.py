@@ -366,12 +366,12 @@ def test_issue9_item7_explicit_slices_must_tile(world, tmp_path):
 
 @pytest.fixture(params=["parallel", "delegated"])
 def single_path(request, monkeypatch):
-    from crossent.torch import _rows, distributed
+    from crossent.torch import _ext, distributed
 
     if request.param == "parallel":
         monkeypatch.setattr(distributed, "_DELEGATE_SINGLE", False)
-    else:  # the torch-ops row routine: no C++ build needed by this file
-        monkeypatch.setattr(_rows, "use_extension", lambda x: False)
+    else:  # the torch-ops row routine (impl="auto" with no kernel): no C++ build needed here
+        monkeypatch.setattr(_ext, "load", lambda: False)
     return request.param
 
 

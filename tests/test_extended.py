@@ -2,8 +2,11 @@
 Keras and timm's ASL (restated here: timm is not installed), closed-form gradients against
 autodiff and finite differences, limits, extreme inputs, backends and error messages."""
 
+import inspect
+
 import jax
 import jax.numpy as jnp
+import jax.test_util
 import keras
 import numpy as np
 import optax
@@ -90,8 +93,9 @@ def test_poly1_ignore_index_axis_and_fd(reduction):
 # --- ASL vs timm's AsymmetricLossMultiLabel (restated) --------------------------------------
 
 
-def _timm_asl(x, y, gamma_neg=4, gamma_pos=1, clip=0.05, eps=1e-8):
-    """timm.loss.AsymmetricLossMultiLabel.forward, line by line (default options)."""
+def _timm_asl(x, y, gamma_neg=4, gamma_pos=1, clip=0.05, eps=1e-8, elementwise=False):
+    """timm.loss.AsymmetricLossMultiLabel.forward, line by line (default options); with
+    ``elementwise`` the losses before timm's sum."""
     x_sigmoid = torch.sigmoid(x)
     xs_pos = x_sigmoid
     xs_neg = 1 - x_sigmoid
@@ -107,7 +111,7 @@ def _timm_asl(x, y, gamma_neg=4, gamma_pos=1, clip=0.05, eps=1e-8):
         one_sided_gamma = gamma_pos * y + gamma_neg * (1 - y)
         one_sided_w = torch.pow(1 - pt, one_sided_gamma)
         loss = loss * one_sided_w
-    return -loss.sum()
+    return -loss if elementwise else -loss.sum()
 
 
 ASL_OPTIONS = [
@@ -197,6 +201,9 @@ def test_sparsemax_masked_classes():
     np.testing.assert_allclose(v, E.sparsemax_loss(finite, y, reduction="none"), rtol=1e-14)
     np.testing.assert_allclose(g, p - np.eye(4)[y], rtol=1e-14)
     zt = torch.from_numpy(z).requires_grad_()  # autodiff through the definition: no NaN
+    E.sparsemax_loss.with_pullback((), zt, torch.from_numpy(y), reduction="sum")[0].backward()
+    np.testing.assert_allclose(zt.grad.numpy(), g, rtol=1e-14)
+    zt = torch.from_numpy(z).requires_grad_()  # the backward (the closed form) as well
     E.sparsemax_loss(zt, torch.from_numpy(y), reduction="sum").backward()
     np.testing.assert_allclose(zt.grad.numpy(), g, rtol=1e-14)
 
@@ -342,10 +349,20 @@ def test_backends(backend):
 def test_closed_form_against_torch_autograd_through_the_definition():
     for fn, args, kw in _cases():
         _, g = crossent.value_and_grad(fn)(*args, **kw)
+        # autograd through the definition's value code (what torch.func transforms use)
         xt = T(args[0]).requires_grad_()
-        fn(xt, *[T(a) for a in args[1:]], **kw).backward()
+        fn.with_pullback((), xt, *[T(a) for a in args[1:]], **kw)[0].backward()
         np.testing.assert_allclose(g, xt.grad.numpy(), rtol=1e-10, atol=1e-14,
                                    err_msg=fn.__name__)
+        # the public backward is the closed form itself
+        xt = T(args[0]).requires_grad_()
+        fn(xt, *[T(a) for a in args[1:]], **kw).backward()
+        np.testing.assert_allclose(g, xt.grad.numpy(), rtol=1e-14, atol=1e-16,
+                                   err_msg=fn.__name__)
+        # and torch.func.grad, which runs the value code under autograd
+        gf = torch.func.grad(lambda a, fn=fn, args=args, kw=kw: fn(
+            a, *[T(b) for b in args[1:]], **kw))(T(args[0]))
+        np.testing.assert_allclose(g, gf.numpy(), rtol=1e-10, atol=1e-14, err_msg=fn.__name__)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -364,6 +381,151 @@ def test_inputs_are_not_mutated():
         crossent.value_and_grad(fn)(*args, **kw)
         for a, c in zip(args, copies, strict=True):
             np.testing.assert_array_equal(a, c)
+
+
+# --- the closed form is the backward; double backward -----------------------------------------
+
+
+def _torch_sparsemax(z):
+    """Sparsemax along the last axis, written out with torch ops (sort and threshold)."""
+    zs = torch.sort(z, dim=-1, descending=True).values
+    k = torch.arange(1, z.shape[-1] + 1, dtype=z.dtype)
+    support = 1 + k * zs > zs.cumsum(-1)
+    tau = (torch.where(support, zs, 0).sum(-1, keepdim=True) - 1) / support.sum(-1, keepdim=True)
+    return torch.clamp(z - tau, min=0)
+
+
+def _ref_poly1(z, t, epsilon, axis):
+    """Poly-1 per position, with (masked) one-hot or probability targets ``t``."""
+    logp = torch.log_softmax(z, dim=axis)
+    return -(t * logp).sum(axis) + epsilon * (t * (1 - logp.exp())).sum(axis)
+
+
+def _ref_gce(z, y, q):
+    p_y = torch.softmax(z, -1).gather(-1, y[..., None])[..., 0]
+    return (1 - p_y ** q) / q
+
+
+def _ref_binary_sparsemax(x, y):
+    v = (1 - 2 * y) * x
+    return torch.where(v <= -1, 0 * v, torch.where(v >= 1, v, (v + 1) ** 2 / 4))
+
+
+def _ref_sparsemax_loss(z, y):
+    p = _torch_sparsemax(z)
+    z_y = z.gather(-1, y[..., None])
+    return (p * (z - z_y)).sum(-1) + 0.5 * (1 - (p * p).sum(-1))
+
+
+def _double_backward_cases():
+    """(name, loss, its positional arrays, options, the indices of the arrays with a closed
+    form, a torch reference of the per-position losses, mean's denominator): every loss of
+    the module and every closed-form argument."""
+    rng = np.random.default_rng(50)
+    z = rng.normal(size=(3, 4))
+    y = rng.integers(0, 4, size=3)
+    z3 = rng.normal(size=(2, 4, 3))  # (N, C, d), classes on axis 1, one label ignored
+    y3 = rng.integers(0, 4, size=(2, 3))
+    y3[1, 0] = -100
+    t = rng.dirichlet(5 * np.ones(4), size=3)
+    x = rng.normal(size=(3, 4))
+    yb = rng.integers(0, 2, size=(3, 4)).astype(float)
+    ys = rng.uniform(size=(3, 4))
+    onehot = torch.nn.functional.one_hot
+    onehot3 = torch.moveaxis(onehot(T(y3).clamp(min=0), 4), -1, 1) * (T(y3) != -100)[:, None]
+    asl_kw = dict(gamma_neg=2.0, gamma_pos=1.0, clip=0.1)
+    return [
+        ("poly1 labels", E.poly1_cross_entropy, (z, y), dict(epsilon=1.5), (0,),
+         lambda a, b: _ref_poly1(a, onehot(b, 4), 1.5, -1), 3),
+        ("poly1 axis=1 ignore_index", E.poly1_cross_entropy, (z3, y3),
+         dict(epsilon=-0.5, axis=1), (0,), lambda a, b: _ref_poly1(a, onehot3, -0.5, 1), 5),
+        ("poly1 probabilities", E.poly1_cross_entropy, (z, t), dict(epsilon=2.0), (0, 1),
+         lambda a, b: _ref_poly1(a, b, 2.0, -1), 3),
+        ("asl", E.asymmetric_loss, (x, yb), {}, (0,),
+         lambda a, b: _timm_asl(a, b, elementwise=True), 12),
+        ("asl soft", E.asymmetric_loss, (x, ys), asl_kw, (0,),
+         lambda a, b: _timm_asl(a, b, elementwise=True, **asl_kw), 12),
+        ("sparsemax", E.sparsemax_loss, (2 * z, y), {}, (0,), _ref_sparsemax_loss, 3),
+        ("binary sparsemax", E.binary_sparsemax_loss, (1.5 * x, yb), {}, (0,),
+         _ref_binary_sparsemax, 12),
+        ("gce", E.generalized_cross_entropy, (z, y), dict(q=0.6), (0,),
+         lambda a, b: _ref_gce(a, b, 0.6), 3),
+    ]
+
+
+def test_double_backward_cases_cover_every_closed_form():
+    covered = {}
+    for _, fn, _, _, diff, _, _ in _double_backward_cases():
+        names = list(inspect.signature(fn).parameters)
+        covered.setdefault(fn, set()).update(names[i] for i in diff)
+    losses = {E.poly1_cross_entropy, E.asymmetric_loss, E.sparsemax_loss,
+              E.binary_sparsemax_loss, E.generalized_cross_entropy}
+    assert set(covered) == losses
+    for fn, names in covered.items():
+        assert names == set(crossent.gradients.closed_form_args(fn)), fn.__name__
+    assert crossent.gradients.closed_form_args(E.poly1_cross_entropy) == ("logits", "targets")
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("case", _double_backward_cases(), ids=lambda c: c[0])
+def test_backward_is_the_closed_form_and_double_backward_is_exact(case, reduction):
+    """torch: the backward is the closed-form autograd Function, gradcheck and gradgradcheck
+    pass in float64, and a random cotangent pulls back as autograd of a plain formula; JAX:
+    check_grads to second order in forward and reverse mode, jitted."""
+    name, fn, args, kw, diff, ref, denom = case
+
+    def bind(full, diffs):
+        full = list(full)
+        for i, a in zip(diff, diffs, strict=True):
+            full[i] = a
+        return full
+
+    def g(*diffs):
+        return fn(*bind([T(a) for a in args], diffs), reduction=reduction, **kw)
+
+    def g_jax(*diffs):
+        return fn(*bind(args, diffs), reduction=reduction, **kw)
+
+    ts = [T(args[i]).requires_grad_() for i in diff]
+    out = g(*ts)
+    assert type(out.grad_fn).__name__ == "_ClosedFormBackward", name
+    assert torch.autograd.gradcheck(g, ts), name
+    assert torch.autograd.gradgradcheck(g, ts), name
+    cot = T(np.random.default_rng(51).normal(size=tuple(out.shape)))
+    got = torch.autograd.grad(out, ts, cot)
+    refs = [T(args[i]).requires_grad_() for i in diff]
+    per = ref(*bind([T(a) for a in args], refs))
+    ref_out = {"none": per, "sum": per.sum(), "mean": per.sum() / denom}[reduction]
+    np.testing.assert_allclose(out.detach().numpy(), ref_out.detach().numpy(), rtol=1e-12,
+                               atol=1e-15, err_msg=name)
+    for a, b in zip(got, torch.autograd.grad(ref_out, refs, cot), strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-13, err_msg=name)
+    # the closed form of crossent.grad is the backward's, for each argument
+    for i, a in zip(diff, torch.autograd.grad(g(*ts).sum(), ts), strict=True):
+        want = crossent.grad(fn, argnums=i)(*args, reduction=reduction, **kw)
+        np.testing.assert_allclose(a.numpy(), want, rtol=1e-14, atol=1e-16, err_msg=name)
+    if reduction == "none":  # on JAX one reduction (the most general cotangent) suffices:
+        # each check compiles dozens of second-order programs, about 3 s a case
+        jax.test_util.check_grads(jax.jit(g_jax), tuple(jnp.asarray(args[i]) for i in diff),
+                                  order=2, modes=("fwd", "rev"))
+
+
+def test_soft_asl_targets_are_differentiated_by_autodiff_of_the_definition():
+    # ASL has no closed form w.r.t. soft targets: torch autograd and jax.grad run the value
+    # code, which must give correct (finite-difference) gradients for both arguments
+    rng = np.random.default_rng(52)
+    x, ys = rng.normal(size=(3, 4)), rng.uniform(0.1, 0.9, size=(3, 4))
+    kw = dict(gamma_neg=2.0, gamma_pos=1.0, clip=0.1)
+    assert crossent.gradients.closed_form_args(E.asymmetric_loss) == ("logits",)
+    with pytest.raises(ValueError, match="no closed-form gradient w.r.t. 'targets'"):
+        crossent.grad(E.asymmetric_loss, argnums=1)
+    for reduction in REDUCTIONS:
+        def f(a, b, reduction=reduction):
+            return E.asymmetric_loss(a, b, reduction=reduction, **kw)
+
+        assert torch.autograd.gradcheck(f, (T(x).requires_grad_(), T(ys).requires_grad_()))
+        jax.test_util.check_grads(jax.jit(f), (jnp.asarray(x), jnp.asarray(ys)), order=1,
+                                  modes=("rev",))
 
 
 def test_errors():

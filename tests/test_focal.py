@@ -23,12 +23,7 @@ from hypothesis.extra import numpy as hnp  # noqa: E402
 from scipy.special import expit, log_expit  # noqa: E402
 
 import crossent  # noqa: E402
-from crossent.focal import (  # noqa: E402
-    sigmoid_focal_loss,
-    sigmoid_focal_loss_grad,
-    softmax_focal_loss,
-    softmax_focal_loss_grad,
-)
+from crossent.focal import sigmoid_focal_loss, softmax_focal_loss  # noqa: E402
 from tests._backends import (  # noqa: E402
     BACKENDS,
     finite_difference,
@@ -42,6 +37,8 @@ T = torch.from_numpy
 GAMMAS = [0.0, 0.5, 1.0, 2.0, 5.0]
 SIG_VAG = crossent.value_and_grad(sigmoid_focal_loss)
 SOFT_VAG = crossent.value_and_grad(softmax_focal_loss)
+SIG_GRAD = crossent.grad(sigmoid_focal_loss)
+SOFT_GRAD = crossent.grad(softmax_focal_loss)
 
 
 # --- independent references ------------------------------------------------------------------
@@ -113,7 +110,7 @@ def test_sigmoid_matches_optax_values_and_jax_grad(gamma, alpha, soft):
     np.testing.assert_allclose(ours, np.asarray(ref), rtol=1e-12, atol=1e-14)
     ref_g = jax.grad(lambda v: jnp.sum(optax.losses.sigmoid_focal_loss(
         v, jnp.asarray(t), alpha=alpha, gamma=gamma)))(jnp.asarray(x))
-    g = sigmoid_focal_loss_grad(x, t, alpha=alpha, gamma=gamma, reduction="sum")
+    g = SIG_GRAD(x, t, alpha=alpha, gamma=gamma, reduction="sum")
     np.testing.assert_allclose(g, np.asarray(ref_g), rtol=1e-10, atol=1e-13)
 
 
@@ -163,7 +160,7 @@ def test_sigmoid_matches_keras_binary_focal(gamma, alpha):
 def test_sigmoid_gradient_finite_differences(gamma, t_value):
     x = np.array([-30.0, -8.0, -1.0, -1e-3, 0.0, 0.7, 5.0, 25.0])
     t = np.full_like(x, t_value)
-    g = sigmoid_focal_loss_grad(x, t, gamma=gamma, alpha=0.4, reduction="sum")
+    g = SIG_GRAD(x, t, gamma=gamma, alpha=0.4, reduction="sum")
     fd = finite_difference(lambda v: sigmoid_focal_loss(v, t, gamma=gamma, alpha=0.4,
                                                         reduction="none"), x)
     np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-9)
@@ -177,7 +174,7 @@ def test_sigmoid_gradient_matches_the_paper_appendix_b(gamma):
     for y in (-1.0, 1.0):
         p_t = expit(y * x)
         ref = y * (1 - p_t) ** gamma * (gamma * p_t * np.log(p_t) + p_t - 1)
-        g = sigmoid_focal_loss_grad(x, np.full_like(x, (y + 1) / 2), alpha=None, gamma=gamma,
+        g = SIG_GRAD(x, np.full_like(x, (y + 1) / 2), alpha=None, gamma=gamma,
                                     reduction="sum")
         np.testing.assert_allclose(g, ref, rtol=1e-10, atol=1e-300)
 
@@ -277,7 +274,7 @@ def test_softmax_gradient_finite_differences(gamma, scale):
     for tgt in (y, probs):
         f = lambda v, tgt=tgt: softmax_focal_loss(v, tgt, gamma=gamma, alpha=0.7,  # noqa: E731
                                                   reduction="none")
-        g = softmax_focal_loss_grad(z, tgt, gamma=gamma, alpha=0.7, reduction="sum")
+        g = SOFT_GRAD(z, tgt, gamma=gamma, alpha=0.7, reduction="sum")
         np.testing.assert_allclose(g, finite_difference(f, z), rtol=1e-6, atol=1e-9)
 
 
@@ -290,7 +287,7 @@ def test_softmax_closed_form_vs_jax_grad_of_the_plain_formula():
             return -jnp.sum(0.25 * (1 - jnp.exp(logp)) ** gamma * t * logp) / v.shape[0]
 
         ref = jax.grad(plain)(jnp.asarray(z))
-        g = softmax_focal_loss_grad(z, y, alpha=0.25, gamma=gamma)
+        g = SOFT_GRAD(z, y, alpha=0.25, gamma=gamma)
         np.testing.assert_allclose(g, np.asarray(ref), rtol=1e-10, atol=1e-14)
 
 
@@ -325,6 +322,154 @@ def test_softmax_masked_class_with_minus_inf_logit():
     ref = torch_softmax_focal(T(z[:, [0, 2]]), T(probs[:, [0, 2]]), None, 0.5).numpy()
     np.testing.assert_allclose(v, ref, rtol=1e-12)
     assert np.all(np.isfinite(g)) and np.all(g[:, 1] == 0)
+
+
+# --- gradients w.r.t. the targets, torch double backward, JAX second order -------------------
+
+
+def _plain_sigmoid_focal(x, t, alpha, gamma):
+    """The element-wise sigmoid focal loss written plainly in jnp, polynomial in t (so its
+    jax.grad w.r.t. hard targets is right: Optax's logsumexp masks the terms whose weight
+    b = 1 - t or t is 0, which zeroes their derivative with respect to t there)."""
+    q = t * jax.nn.sigmoid(-x) + (1 - t) * jax.nn.sigmoid(x)
+    ce = -t * jax.nn.log_sigmoid(x) - (1 - t) * jax.nn.log_sigmoid(-x)
+    alpha_t = 1.0 if alpha is None else alpha * t + (1 - alpha) * (1 - t)
+    return alpha_t * ce * q**gamma
+
+
+@pytest.mark.parametrize("gamma", GAMMAS)
+@pytest.mark.parametrize("alpha", [None, 0.25, 0.7])
+@pytest.mark.parametrize("kind", ["hard", "soft", "mixed"])
+def test_sigmoid_target_gradient_vs_jax_grad_of_the_plain_formula(gamma, alpha, kind):
+    rng = np.random.default_rng(int(gamma * 10) + len(kind))
+    x = np.clip(rng.normal(scale=4.0, size=(6, 5)), -15, 15)
+    t = {"hard": rng.integers(0, 2, size=x.shape).astype(np.float64),
+         "soft": rng.uniform(size=x.shape),
+         "mixed": rng.choice([0.0, 1.0, 0.3, 0.85], size=x.shape)}[kind]
+    gx, gt = crossent.grad(sigmoid_focal_loss, argnums=(0, 1))(x, t, alpha=alpha, gamma=gamma,
+                                                               reduction="sum")
+    ref_x, ref_t = jax.grad(lambda a, b: jnp.sum(_plain_sigmoid_focal(a, b, alpha, gamma)),
+                            argnums=(0, 1))(jnp.asarray(x), jnp.asarray(t))
+    np.testing.assert_allclose(gx, np.asarray(ref_x), rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(gt, np.asarray(ref_t), rtol=1e-10, atol=1e-13)
+    np.testing.assert_array_equal(gt, crossent.grad(sigmoid_focal_loss, argnums=1)(
+        x, t, alpha=alpha, gamma=gamma, reduction="sum"))
+    if kind == "soft":  # interior targets: central differences stay in [0, 1]
+        fd = finite_difference(lambda b: sigmoid_focal_loss(x, b, alpha=alpha, gamma=gamma,
+                                                            reduction="none"), t, h=1e-6)
+        np.testing.assert_allclose(gt, fd, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_sigmoid_target_gradient_is_finite_at_extreme_logits(gamma):
+    x = np.array([-1e300, -700.0, -40.0, -1e-3, 0.0, 40.0, 700.0, 1e300])
+    for t_value in (0.0, 1.0, 0.3):
+        t = np.full_like(x, t_value)
+        gt = crossent.grad(sigmoid_focal_loss, argnums=1)(x, t, gamma=gamma, reduction="none")
+        assert np.all(np.isfinite(gt)), (t_value, gt)
+    moderate = np.array([-40.0, -8.0, -1.0, 0.0, 1.0, 8.0, 40.0])
+    for t_value in (0.0, 1.0):
+        t = np.full_like(moderate, t_value)
+        gt = crossent.grad(sigmoid_focal_loss, argnums=1)(moderate, t, gamma=gamma,
+                                                          reduction="none")
+        ref = jax.grad(lambda b: jnp.sum(_plain_sigmoid_focal(jnp.asarray(moderate), b, 0.25,
+                                                              gamma)))(jnp.asarray(t))
+        np.testing.assert_allclose(gt, np.asarray(ref), rtol=1e-9, atol=1e-300)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_softmax_target_gradient_vs_torch_autograd(gamma, reduction):
+    z, _, probs = _soft_case(n=5, seed=31)
+    a = [0.3, 1.0, 0.5, 0.8, 0.2]
+    zt, tt = T(z).requires_grad_(), T(probs).requires_grad_()
+    per = torch_softmax_focal(zt, tt, a, gamma)
+    ref = {"none": per, "sum": per.sum(), "mean": per.mean()}[reduction]
+    cot = T(RNG.normal(size=ref.shape))
+    ref.backward(cot)
+    gz, gt = crossent.grad(softmax_focal_loss, argnums=(0, 1))(z, probs, alpha=a, gamma=gamma,
+                                                               reduction=reduction)
+    c = cot.numpy()[..., None] if reduction == "none" else float(cot)
+    np.testing.assert_allclose(gz * c, zt.grad.numpy(), rtol=1e-9, atol=1e-14)
+    np.testing.assert_allclose(gt * c, tt.grad.numpy(), rtol=1e-9, atol=1e-14)
+    f = lambda b: softmax_focal_loss(z, b, alpha=a, gamma=gamma, reduction="none")  # noqa: E731
+    fd = finite_difference(f, probs, h=1e-6)
+    np.testing.assert_allclose(gt / (1 / 5 if reduction == "mean" else 1.0), fd, rtol=1e-6,
+                               atol=1e-9)
+    # the loss on torch tensors: its backward is that closed form
+    zt, tt = T(z).requires_grad_(), T(probs).requires_grad_()
+    out = softmax_focal_loss(zt, tt, alpha=a, gamma=gamma, reduction=reduction)
+    assert "ClosedForm" in type(out.grad_fn).__name__
+    out.backward(cot)
+    np.testing.assert_allclose(zt.grad.numpy(), gz * c, rtol=1e-13, atol=1e-16)
+    np.testing.assert_allclose(tt.grad.numpy(), gt * c, rtol=1e-13, atol=1e-16)
+
+
+def _second_order_cases():
+    rng = np.random.default_rng(41)
+    x = rng.normal(scale=2.0, size=(3, 4))
+    soft = rng.uniform(0.05, 0.95, size=(3, 4))
+    hard = rng.integers(0, 2, size=(3, 4)).astype(np.float64)
+    z = rng.normal(scale=2.0, size=(3, 4))
+    y = np.array([1, -100, 3])
+    probs = 0.8 * rng.dirichlet(np.ones(4), size=3) + 0.05
+    zs = rng.normal(size=(2, 4, 3))  # classes on axis 1
+    ps = np.moveaxis(0.8 * rng.dirichlet(np.ones(4), size=(2, 3)) + 0.05, -1, 1)
+    # (loss, arrays, options, indices of the differentiated arrays)
+    return [
+        (sigmoid_focal_loss, (x, soft), dict(alpha=0.25, gamma=2.0), (0, 1)),
+        (sigmoid_focal_loss, (x, soft), dict(alpha=None, gamma=0.5), (0, 1)),
+        (sigmoid_focal_loss, (x, soft), dict(alpha=0.7, gamma=0.0), (0, 1)),
+        (sigmoid_focal_loss, (x, hard), dict(alpha=0.25, gamma=1.5), (0,)),
+        (softmax_focal_loss, (z, y), dict(alpha=[0.5, 1.0, 2.0, 0.3], gamma=2.0), (0,)),
+        (softmax_focal_loss, (z, y), dict(gamma=0.0), (0,)),
+        (softmax_focal_loss, (z, probs), dict(alpha=0.25, gamma=0.5), (0, 1)),
+        (softmax_focal_loss, (zs, ps), dict(gamma=2.0, axis=1), (0, 1)),
+    ]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("index", range(8))
+def test_torch_gradcheck_and_gradgradcheck(index, reduction):
+    fn, arrays, kw, diff = _second_order_cases()[index]
+    tensors = [T(a.copy()).requires_grad_(i in diff) for i, a in enumerate(arrays)]
+    out = fn(*tensors, reduction=reduction, **kw)
+    assert "ClosedForm" in type(out.grad_fn).__name__
+
+    def f(*d):
+        full = list(tensors)
+        for i, v in zip(diff, d, strict=True):
+            full[i] = v
+        return fn(*full, reduction=reduction, **kw)
+
+    inputs = tuple(tensors[i] for i in diff)
+    assert torch.autograd.gradcheck(f, inputs)
+    assert torch.autograd.gradgradcheck(f, inputs)
+    for i in diff:  # one argument at a time, the others constant
+        rest = [v.detach() for v in inputs]
+
+        def g(v, i=i, rest=rest):
+            return f(*[v if j == i else r for j, r in zip(diff, rest, strict=True)])
+
+        assert torch.autograd.gradgradcheck(g, (tensors[i],))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("index", range(8))
+def test_jax_check_grads_to_second_order(index, reduction):
+    from jax.test_util import check_grads
+
+    fn, arrays, kw, diff = _second_order_cases()[index]
+    jarrays = [jnp.asarray(a) for a in arrays]
+
+    def f(*d):
+        full = list(jarrays)
+        for i, v in zip(diff, d, strict=True):
+            full[i] = v
+        return fn(*full, reduction=reduction, **kw)
+
+    # under jit (one compiled program per transformation: a fraction of the eager time)
+    check_grads(jax.jit(f), tuple(jarrays[i] for i in diff), order=2, modes=("fwd", "rev"))
 
 
 # --- seed 000's figure: loss vs p_t for several gamma (Lin et al., Fig. 1) ------------------

@@ -79,6 +79,19 @@ def test_head_logits(head_cls, fn, pml_cls, opts):
         assert (train[~off] <= plain[~off] + 1e-12).all()
 
 
+@pytest.mark.parametrize("head_cls,fn,pml_cls,opts", HEADS, ids=IDS)
+def test_head_backward_is_the_closed_form(head_cls, fn, pml_cls, opts):
+    head = head_cls(6, 5, dtype=torch.float64, **opts)
+    x, y = _data(seed=2)
+    x.requires_grad_()
+    loss = head(x, y)
+    assert type(loss.grad_fn).__name__ == "_ClosedFormBackward"
+    loss.backward()
+    gx, gw = crossent.grad(fn, argnums=(0, 1))(x.detach(), head.weight.detach(), y, **opts)
+    torch.testing.assert_close(x.grad, gx, rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(head.weight.grad, gw, rtol=1e-13, atol=1e-15)
+
+
 def test_heads_train():
     torch.manual_seed(0)
     x, y = _data(n=32, d=4)

@@ -528,3 +528,17 @@ def test_finite_difference_reference_is_accurate_on_large_sums():
 
     np.testing.assert_allclose(finite_difference(per_element, x), np.exp(x) + 100.0 * x,
                                rtol=1e-9, atol=1e-9)
+
+
+def test_option_tensors_that_require_grad_get_their_gradient():
+    # a learnable pos_weight / class weight: autograd reaches it through the value code
+    rng = np.random.default_rng(13)
+    x = torch.tensor(rng.normal(size=(5, 3)), requires_grad=True)
+    t = torch.tensor((rng.uniform(size=(5, 3)) > 0.5) * 1.0)
+    pw = torch.tensor([0.5, 2.0, 1.5], dtype=torch.float64, requires_grad=True)
+    crossent.sigmoid_cross_entropy(x, t, pos_weight=pw).backward()
+    xr, pr = x.detach().clone().requires_grad_(), pw.detach().clone().requires_grad_()
+    # PyTorch's op has no gradient for pos_weight: its formula, under autograd
+    (pr * t * F.softplus(-xr) + (1 - t) * F.softplus(xr)).mean().backward()
+    torch.testing.assert_close(pw.grad, pr.grad)
+    torch.testing.assert_close(x.grad, xr.grad)

@@ -16,6 +16,7 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 import jax.scipy.special as jss  # noqa: E402
+import jax.test_util as jax_test_util  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 import pytest  # noqa: E402
@@ -26,22 +27,13 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from scipy.spatial.distance import jensenshannon  # noqa: E402
 
+import crossent  # noqa: E402
 from crossent import gradients  # noqa: E402
 from crossent.information import (  # noqa: E402
     cross_entropy,
-    cross_entropy_grad,
-    cross_entropy_grad_q,
-    cross_entropy_value_and_grad,
     entropy,
-    entropy_grad,
-    entropy_value_and_grad,
     js_divergence,
-    js_divergence_grad,
-    js_divergence_value_and_grad,
     kl_divergence,
-    kl_divergence_grad,
-    kl_divergence_grad_q,
-    kl_divergence_value_and_grad,
 )
 from tests._backends import (  # noqa: E402
     BACKENDS,
@@ -210,8 +202,9 @@ def test_zero_probabilities():
 def test_empty_batch_mean_is_zero():
     p = np.zeros((0, 3))
     assert float(kl_divergence(p, p)) == 0.0
-    _, g = kl_divergence_value_and_grad(p, p)
+    _, g = crossent.value_and_grad(kl_divergence)(p, p)
     assert g.shape == (0, 3)
+    assert crossent.grad(kl_divergence, argnums=1)(p, p).shape == (0, 3)
 
 
 def test_single_distribution_gives_a_scalar():
@@ -308,10 +301,18 @@ def jax_ref(name, p, q, reduction):
 
 LOOPS = {"entropy": lambda p, q: entropy_loop(p), "cross_entropy": ce_loop,
          "kl_divergence": kl_loop, "js_divergence": js_loop}
-VAG = {"entropy": lambda p, q, **kw: entropy_value_and_grad(p, **kw),
-       "cross_entropy": cross_entropy_value_and_grad,
-       "kl_divergence": kl_divergence_value_and_grad,
-       "js_divergence": js_divergence_value_and_grad}
+VAG = {"entropy": lambda p, q, **kw: crossent.value_and_grad(entropy)(p, **kw),
+       "cross_entropy": crossent.value_and_grad(cross_entropy),
+       "kl_divergence": crossent.value_and_grad(kl_divergence),
+       "js_divergence": crossent.value_and_grad(js_divergence)}
+# the closed forms w.r.t. the first argument p and (argnums=1) the second q
+entropy_grad = crossent.grad(entropy)
+cross_entropy_grad = crossent.grad(cross_entropy)
+cross_entropy_grad_q = crossent.grad(cross_entropy, argnums=1)
+kl_divergence_grad = crossent.grad(kl_divergence)
+kl_divergence_grad_q = crossent.grad(kl_divergence, argnums=1)
+js_divergence_grad = crossent.grad(js_divergence)
+js_divergence_grad_q = crossent.grad(js_divergence, argnums=1)
 
 
 @pytest.mark.parametrize("name", list(FUNCS))
@@ -350,16 +351,24 @@ def test_grad_wrt_q_matches_torch_kl_div_jax_and_finite_differences(fn, reductio
 
 def test_grad_conveniences_and_registry():
     p, q = dists((2, 3), seed=24), dists((2, 3), seed=25)
-    pairs = [(entropy, entropy_value_and_grad, lambda: entropy_grad(p), (p,)),
-             (cross_entropy, cross_entropy_value_and_grad, lambda: cross_entropy_grad(p, q),
-              (p, q)),
-             (kl_divergence, kl_divergence_value_and_grad, lambda: kl_divergence_grad(p, q),
-              (p, q)),
-             (js_divergence, js_divergence_value_and_grad, lambda: js_divergence_grad(p, q),
-              (p, q))]
-    for loss, vag, grad_fn, args in pairs:
-        assert gradients.value_and_grad(loss) is vag
+    pairs = [(entropy, lambda: entropy_grad(p), (p,), ("p",)),
+             (cross_entropy, lambda: cross_entropy_grad(p, q), (p, q), ("p", "q")),
+             (kl_divergence, lambda: kl_divergence_grad(p, q), (p, q), ("p", "q")),
+             (js_divergence, lambda: js_divergence_grad(p, q), (p, q), ("p", "q"))]
+    for loss, grad_fn, args, wrt in pairs:
+        # registered as one definition, with a closed form w.r.t. p and (but for H) q
+        assert gradients.has_closed_form(loss)
+        assert gradients.closed_form_args(loss) == wrt
+        value, g = gradients.value_and_grad(loss)(*args)
+        np.testing.assert_array_equal(value, loss(*args))
+        np.testing.assert_array_equal(g, grad_fn())
         np.testing.assert_array_equal(gradients.grad(loss)(*args), grad_fn())
+    with pytest.raises(ValueError, match="argnums=1: entropy takes the arrays"):
+        crossent.grad(entropy, argnums=1)
+    # both gradients in one pass equal the two separate ones
+    _, (gp, gq) = crossent.value_and_grad(kl_divergence, argnums=(0, 1))(p, q)
+    np.testing.assert_array_equal(gp, kl_divergence_grad(p, q))
+    np.testing.assert_array_equal(gq, kl_divergence_grad_q(p, q))
     # -log q, w.r.t. the first argument (the library convention), and -p/q w.r.t. q
     np.testing.assert_allclose(cross_entropy_grad(p, q, reduction="sum"), -np.log(q))
     np.testing.assert_allclose(kl_divergence_grad_q(p, q, reduction="sum"), -p / q)
@@ -367,6 +376,8 @@ def test_grad_conveniences_and_registry():
     qt = torch.from_numpy(q).requires_grad_(True)
     torch_ref("js_divergence", torch.from_numpy(p), qt, "mean").backward()
     np.testing.assert_allclose(js_divergence_grad(q, p), qt.grad.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(js_divergence_grad_q(p, q), qt.grad.numpy(), rtol=1e-10)
+    np.testing.assert_array_equal(js_divergence_grad_q(p, q), js_divergence_grad(q, p))
 
 
 def test_boundary_gradients_take_their_one_sided_limits():
@@ -390,6 +401,18 @@ def test_boundary_gradients_take_their_one_sided_limits():
     gjs = js_divergence_grad(p, q, reduction="sum")
     assert gjs[0, 0] == -np.inf
     assert gjs[1, 0] == pytest.approx(0.5 * math.log(2))
+    # and w.r.t. q the same with the roles swapped: -inf at q = 0 < p
+    gjs_q = js_divergence_grad_q(p, q, reduction="sum")
+    assert gjs_q[0, 2] == -np.inf and gjs_q[1, 0] == pytest.approx(0.5 * math.log(2))
+    # these limits are the backward on torch and JAX too (the closed form is the backward)
+    pt, qt = torch.from_numpy(p).requires_grad_(True), torch.from_numpy(q).requires_grad_(True)
+    kl_divergence(pt, qt, reduction="sum").backward()
+    np.testing.assert_array_equal(pt.grad.numpy(), g)
+    np.testing.assert_array_equal(qt.grad.numpy(), gq)
+    gp_j, gq_j = jax.grad(lambda a, b: kl_divergence(a, b, reduction="sum"), argnums=(0, 1))(
+        jnp.asarray(p), jnp.asarray(q))
+    np.testing.assert_array_equal(np.asarray(gp_j), g)
+    np.testing.assert_array_equal(np.asarray(gq_j), gq)
     h = 1e-3
     bumped = p.copy()
     bumped[1, 0] = h
@@ -399,19 +422,97 @@ def test_boundary_gradients_take_their_one_sided_limits():
 
 @pytest.mark.parametrize("name", ["cross_entropy", "kl_divergence", "js_divergence"])
 def test_autodiff_through_the_losses_is_nan_free_at_zeros(name):
-    # p = 0 and q = 0 in places (never q = 0 < p): the loss is finite, so must be its gradient
+    # p = 0 and q = 0 in places (never q = 0 < p): the loss is finite, so must be the autodiff
+    # of its value code, which is what torch.func transforms (and any argument without a
+    # closed form) differentiate. The plain backward is the closed form, which takes the
+    # one-sided limits there instead (checked at the end, and in the test above).
     p = np.array([[0.0, 0.5, 0.5, 0.0], [0.2, 0.0, 0.8, 0.0]])
     q = np.array([[0.0, 0.25, 0.75, 0.0], [0.1, 0.3, 0.6, 0.0]])
+    fn = FUNCS[name]
+
+    def value_code(a, b):
+        return fn.with_pullback((), a, b)[0]
+
     pt = torch.from_numpy(p).requires_grad_(True)
     qt = torch.from_numpy(q).requires_grad_(True)
-    FUNCS[name](pt, qt).backward()
+    value_code(pt, qt).backward()
     assert torch.isfinite(pt.grad).all() and torch.isfinite(qt.grad).all()
-    gp, gq = jax.grad(lambda a, b: FUNCS[name](a, b), argnums=(0, 1))(jnp.asarray(p),
-                                                                       jnp.asarray(q))
+    # torch.func runs the same value code under autograd
+    gp_f, gq_f = torch.func.grad(fn, argnums=(0, 1))(torch.from_numpy(p), torch.from_numpy(q))
+    np.testing.assert_array_equal(gp_f.numpy(), pt.grad.numpy())
+    np.testing.assert_array_equal(gq_f.numpy(), qt.grad.numpy())
+    gp, gq = jax.grad(value_code, argnums=(0, 1))(jnp.asarray(p), jnp.asarray(q))
     assert np.isfinite(np.asarray(gp)).all() and np.isfinite(np.asarray(gq)).all()
     # where p > 0 and q > 0, autodiff of our own definition agrees with the closed form
     inner = (p > 0) & (q > 0)
     np.testing.assert_allclose(pt.grad.numpy()[inner], VAG[name](p, q)[1][inner], rtol=1e-12)
+    np.testing.assert_allclose(qt.grad.numpy()[inner],
+                               crossent.grad(fn, argnums=1)(p, q)[inner], rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(gp)[inner], VAG[name](p, q)[1][inner], rtol=1e-12)
+    # the plain backward is the closed form, one-sided limits included
+    pt2 = torch.from_numpy(p).requires_grad_(True)
+    qt2 = torch.from_numpy(q).requires_grad_(True)
+    fn(pt2, qt2).backward()
+    np.testing.assert_array_equal(pt2.grad.numpy(), crossent.grad(fn)(p, q))
+    np.testing.assert_array_equal(qt2.grad.numpy(), crossent.grad(fn, argnums=1)(p, q))
+
+
+def torch_per_dist(name, p, q):
+    """A plain torch formula of each loss, one value per distribution (classes last)."""
+    if name == "entropy":
+        return -(p * torch.log(p)).sum(-1)
+    if name == "cross_entropy":
+        return -(p * torch.log(q)).sum(-1)
+    if name == "kl_divergence":
+        return (p * (torch.log(p) - torch.log(q))).sum(-1)
+    m = (p + q) / 2
+    return 0.5 * (p * (torch.log(p) - torch.log(m)) + q * (torch.log(q) - torch.log(m))).sum(-1)
+
+
+@pytest.mark.parametrize("name", list(FUNCS))
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_backward_is_the_closed_form_and_double_backward_is_exact(name, reduction):
+    """torch: the backward is the closed-form autograd Function, gradcheck and gradgradcheck
+    pass in float64 for every argument with a closed form (alone and together), and a random
+    cotangent of reduction="none" pulls back as autograd of a plain formula; JAX:
+    check_grads to second order in forward and reverse mode."""
+    fn = {"entropy": entropy, "cross_entropy": cross_entropy, "kl_divergence": kl_divergence,
+          "js_divergence": js_divergence}[name]
+    wrt = gradients.closed_form_args(fn)
+    assert wrt == (("p",) if name == "entropy" else ("p", "q"))
+    # interior points (every probability in (0, 1), away from the log kinks at 0)
+    p, q = dists((2, 3, 4), seed=40, alpha=6.0), dists((2, 3, 4), seed=41, alpha=6.0)
+    arrays = (p, q)[:len(wrt)]
+
+    def f(*a):
+        return fn(*a, reduction=reduction)
+
+    for mask in ([True, False], [False, True], [True, True])[:3 if len(wrt) == 2 else 1]:
+        ts = [torch.from_numpy(a).requires_grad_(m) for a, m in zip(arrays, mask, strict=False)]
+        out = f(*ts)
+        assert type(out.grad_fn).__name__ == "_ClosedFormBackward"
+        assert torch.autograd.gradcheck(f, ts)
+        assert torch.autograd.gradgradcheck(f, ts)
+    ts = [torch.from_numpy(a).requires_grad_(True) for a in arrays]
+    out = f(*ts)
+    cot = torch.from_numpy(np.random.default_rng(42).normal(size=tuple(out.shape)))
+    got = torch.autograd.grad(out, ts, cot)
+    refs = [torch.from_numpy(a).requires_grad_(True) for a in arrays]
+    per = torch_per_dist(name, refs[0], refs[-1])
+    ref_out = {"none": per, "sum": per.sum(), "mean": per.mean()}[reduction]
+    np.testing.assert_allclose(out.detach().numpy(), ref_out.detach().numpy(), rtol=1e-12)
+    want = torch.autograd.grad(ref_out, refs, cot)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-10, atol=1e-12)
+    # the closed form of value_and_grad is the backward's
+    for i, g in enumerate(torch.autograd.grad(f(*ts).sum(), ts)):
+        np.testing.assert_allclose(g.numpy(), crossent.grad(fn, argnums=i)(*arrays,
+                                                                           reduction=reduction),
+                                   rtol=1e-14)
+    # a finite-difference step of 1e-6 (not 1e-4): the third derivatives of the logs near
+    # p = 0.05 make the default step's truncation error fail even autodiff of scipy's rel_entr
+    jax_test_util.check_grads(f, tuple(jnp.asarray(a) for a in arrays), order=2,
+                              modes=("fwd", "rev"), eps=1e-6)
 
 
 def test_jit():

@@ -157,6 +157,15 @@ def test_categorical_hinge_matches_keras(integer_targets, reduction):
 
     np.testing.assert_allclose(g, np.asarray(jax.jit(jax.grad(total))(jnp.asarray(s))),
                                rtol=1e-13)
+    if not integer_targets:  # floating targets have a closed form too (argnums=1)
+        gt = crossent.grad(M.categorical_hinge_loss, argnums=1)(s, tgt, reduction=reduction)
+
+        def total_t(t):
+            r = keras.losses.categorical_hinge(t, jnp.asarray(s))
+            return jnp.mean(r) if reduction == "mean" else jnp.sum(r)
+
+        np.testing.assert_allclose(gt, np.asarray(jax.jit(jax.grad(total_t))(jnp.asarray(tgt))),
+                                   rtol=1e-13)
 
 
 # --- margin softmax vs pytorch-metric-learning ----------------------------------------------
@@ -208,6 +217,9 @@ def test_margin_softmax_matches_pml(kind, margin, scale):
     xt, wt = T(x), T(w).requires_grad_()
     fn(xt, wt, T(y), margin=margin, scale=scale).backward()
     np.testing.assert_allclose(wt.grad.numpy(), gw_ref, rtol=1e-9, atol=1e-12)
+    # ... which is the closed form w.r.t. the weight (argnums=1), also on NumPy
+    gw = crossent.grad(fn, argnums=1)(x, w, y, margin=margin, scale=scale)
+    np.testing.assert_allclose(gw, gw_ref, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("kind,margin,scale", CASES[1::2])
@@ -432,3 +444,146 @@ def test_margin_softmax_errors():
         M.cosface_loss(x, w, y, reduction="avg")
     with pytest.raises(TypeError, match="embeddings must be a floating-point array"):
         M.cosface_loss(x.astype(int), w, y)
+
+
+# --- the closed form is the backward: gradcheck, double backward, JAX, exact pullbacks -------
+
+
+def _closed_form_cases():
+    """Every loss with each of its closed-form (``wrt``) arguments, on small float64 inputs
+    away from the kinks (finite differences straddle none)."""
+    rng = np.random.default_rng(0)
+    x, w, y = rng.normal(size=(3, 3)), rng.normal(size=(3, 3)), rng.integers(0, 3, size=3)
+    s, t = rng.normal(size=(3, 4)), rng.choice([-1, 1], size=(3, 4))
+    lab = rng.integers(0, 4, size=3)
+    soft = 0.9 * np.eye(4)[lab] + 0.025
+    return [
+        ("hinge", M.hinge_loss, (s, t), (0,), {}),
+        ("squared_hinge", M.hinge_loss, (s, t), (0,), {"squared": True}),
+        ("multi_margin_p2_weighted", M.multi_margin_loss, (s, lab), (0,),
+         {"p": 2, "weight": np.array([1.0, 2.0, 0.5, 1.0])}),
+        ("multi_margin", M.multi_margin_loss, (s, lab), (0,), {}),
+        ("multiclass_hinge", M.multiclass_hinge_loss, (s, lab), (0,), {}),
+        ("categorical_hinge", M.categorical_hinge_loss, (s, soft), (0, 1), {}),
+        ("lsoftmax", M.large_margin_softmax_loss, (x, w, y), (0, 1),
+         {"margin": 3, "scale": 0.7}),
+        ("sphereface", M.sphereface_loss, (x, w, y), (0, 1), {"margin": 2, "scale": 1.5}),
+        ("cosface", M.cosface_loss, (x, w, y), (0, 1), {"margin": 0.3, "scale": 4.0}),
+        ("arcface", M.arcface_loss, (x, w, y), (0, 1), {"margin": 0.4, "scale": 4.0}),
+        ("arcface_easy", M.arcface_loss, (x, w, y), (0, 1),
+         {"margin": 0.4, "scale": 4.0, "easy_margin": True}),
+    ]
+
+
+CLOSED = _closed_form_cases()
+
+
+def _partial(fn, args, nums, kw, wrap):
+    """``fn`` as a function of the differentiated arguments only."""
+    fixed = [wrap(a) for a in args]
+
+    def f(*vs):
+        full = list(fixed)
+        for i, v in zip(nums, vs, strict=True):
+            full[i] = v
+        return fn(*full, **kw)
+
+    return f, tuple(fixed[i] for i in nums)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("name,fn,args,nums,kw", CLOSED, ids=[c[0] for c in CLOSED])
+def test_torch_backward_is_the_closed_form(name, fn, args, nums, kw, reduction):
+    f, ins = _partial(fn, args, nums, dict(kw, reduction=reduction),
+                      lambda a: torch.tensor(a))
+    ins = tuple(a.requires_grad_() for a in ins)
+    out = f(*ins)
+    assert type(out.grad_fn).__name__ == "_ClosedFormBackward", name
+    # the backward is crossent.grad's closed form, for every argument in wrt
+    got = torch.autograd.grad(out.sum(), ins)
+    want = crossent.grad(fn, argnums=nums)(*args, **kw, reduction=reduction)
+    for g, ref in zip(got, want, strict=True):
+        np.testing.assert_allclose(g.numpy(), ref, rtol=1e-13, atol=1e-15)
+    assert torch.autograd.gradcheck(f, ins)
+    assert torch.autograd.gradgradcheck(f, ins)  # backward with create_graph is exact too
+
+
+@pytest.mark.parametrize("name,fn,args,nums,kw", CLOSED, ids=[c[0] for c in CLOSED])
+def test_jax_derivatives_of_the_closed_form(name, fn, args, nums, kw):
+    from jax.test_util import check_grads
+
+    # the per-example losses: the custom_jvp's tangent map is the transposed pullback (jitted:
+    # one compile per transformation instead of op-by-op dispatch, and it checks tracing)
+    f, ins = _partial(fn, args, nums, dict(kw, reduction="none"), jnp.asarray)
+    check_grads(jax.jit(f), ins, order=2, modes=("fwd", "rev"))
+
+
+def _torch_margin_reference(kind, x, w, y, margin, scale, easy_margin=False):
+    """The margin losses written plainly in torch ops (angles by acos), for autograd."""
+    x_norm, w_norm = x.norm(dim=1, keepdim=True), w.norm(dim=1)
+    cos = (x / x_norm) @ (w / w_norm[:, None]).T
+    c_y = cos[torch.arange(len(y)), y]
+    theta = torch.acos(c_y)
+    if kind in ("lsoftmax", "sphereface"):
+        k = torch.floor(theta * margin / math.pi)
+        f_y = (1 - 2 * (k % 2)) * torch.cos(margin * theta) - 2 * k
+    elif kind == "cosface":
+        f_y = c_y - margin
+    elif easy_margin:
+        f_y = torch.where(c_y > 0, torch.cos(theta + margin), c_y)
+    else:
+        f_y = torch.where(theta + margin < math.pi, torch.cos(theta + margin),
+                          c_y - margin * math.sin(margin))
+    target = F.one_hot(y, w.shape[0]).bool()
+    f = torch.where(target, f_y[:, None], cos)
+    r = {"lsoftmax": x_norm * w_norm, "sphereface": x_norm}.get(kind, 1.0)
+    return F.cross_entropy(scale * r * f, y, reduction="none")
+
+
+@pytest.mark.parametrize("kind,margin,scale", CASES)
+def test_margin_softmax_pullback_is_the_vjp(kind, margin, scale):
+    """reduction="none": W is shared by the examples, so a cotangent weights each example's
+    contribution to its gradient; the pullback must be the exact VJP, on every backend."""
+    x, w, y = _face_data(seed=13, n=6, d=4, c=5)
+    cot = np.random.default_rng(14).normal(size=6)
+    fn = PML[kind][0]
+    kw = dict(margin=margin, scale=scale, reduction="none")
+    xt, wt = T(x).requires_grad_(), T(w).requires_grad_()
+    ref = torch.autograd.grad(_torch_margin_reference(kind, xt, wt, T(y), margin, scale),
+                              (xt, wt), T(cot))
+    got = torch.autograd.grad(fn(xt, wt, T(y), **kw), (xt, wt), T(cot))  # the closed form
+    value, pullback = fn.with_pullback(("embeddings", "weight"), x, w, y, **kw)
+    np_grads = pullback(cot)
+    _, vjp = jax.vjp(lambda a, b: fn(a, b, jnp.asarray(y), **kw), jnp.asarray(x),
+                     jnp.asarray(w))
+    jax_grads = vjp(jnp.asarray(cot))
+    for i, name in enumerate(("embeddings", "weight")):
+        r = ref[i].numpy()
+        np.testing.assert_allclose(got[i].numpy(), r, rtol=1e-9, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(np_grads[name], r, rtol=1e-9, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(np.asarray(jax_grads[i]), r, rtol=1e-9, atol=1e-12,
+                                   err_msg=name)
+    # a cotangent of ones is the gradient of the sum
+    ones = pullback(None)
+    np.testing.assert_allclose(ones["weight"], pullback(np.ones(6))["weight"], rtol=1e-14)
+
+
+@pytest.mark.parametrize("kind,margin,scale", CASES[1::3])
+def test_margin_softmax_gradients_below_the_norm_floor(kind, margin, scale):
+    """Norms at, below and around the 1e-12 floor (where u = x / eps): the closed form is the
+    derivative of the value code there too, as torch.func's autodiff of it says."""
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=(4, 3))
+    w[2] *= 1e-13  # a class weight below the floor
+    y = np.array([0, 1, 2, 3, 0])
+    unit = rng.normal(size=(5, 3))
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    x = unit * np.array([0.3e-12, 2e-12, 0.0, 1.0, 0.9e-12])[:, None]
+    fn = PML[kind][0]
+    kw = dict(margin=margin, scale=scale, reduction="sum")
+    gx, gw = crossent.grad(fn, argnums=(0, 1))(x, w, y, **kw)
+    ax, aw = torch.func.grad(lambda a, b: fn(a, b, T(y), **kw), argnums=(0, 1))(T(x), T(w))
+    # atol: a saturated row's ~1e-10 gradient is p - onehot with p ~ 1, cancelled in rounding
+    np.testing.assert_allclose(gx, ax.numpy(), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(gw, aw.numpy(), rtol=1e-12, atol=1e-13)
+    assert np.all(np.isfinite(gx)) and np.all(np.isfinite(gw))

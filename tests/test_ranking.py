@@ -29,6 +29,15 @@ def _torch_value_and_grad(fn, first, *rest, **kw):
     return out.detach().numpy(), x.grad.numpy()
 
 
+def _torch_grads(fn, args, nums, **kw):
+    """Torch autograd's gradients of ``sum(fn(*args))`` w.r.t. the arguments ``nums``."""
+    ts = [T(a) for a in args]
+    for i in nums:
+        ts[i].requires_grad_()
+    fn(*ts, **kw).sum().backward()
+    return tuple(ts[i].grad.numpy() for i in nums)
+
+
 def _on(backend, f):
     """Jitted on JAX: eager JAX compiles op by op, which is slow; jit also checks tracing."""
     return jax.jit(f) if backend == "jax" else f
@@ -54,6 +63,9 @@ def test_margin_ranking_matches_torch(margin, reduction):
     x2t = T(x2).requires_grad_()
     F.margin_ranking_loss(T(x1), x2t, T(y), margin=margin, reduction=reduction).sum().backward()
     np.testing.assert_allclose(-g, x2t.grad.numpy(), rtol=1e-14)
+    g2 = crossent.grad(R.margin_ranking_loss, argnums=1)(x1, x2, y, margin=margin,
+                                                         reduction=reduction)
+    np.testing.assert_allclose(g2, x2t.grad.numpy(), rtol=1e-14)
 
 
 # --- contrastive ----------------------------------------------------------------------------
@@ -78,12 +90,15 @@ def test_contrastive_matches_loop_and_autograd(reduction):
     np.testing.assert_allclose(value, {"mean": loop.mean(), "sum": loop.sum(),
                                        "none": loop}[reduction], rtol=1e-13)
     # torch reference: Hadsell's formula on torch's Euclidean pairwise distance
-    a = T(x1).requires_grad_()
-    d = F.pairwise_distance(a, T(x2), eps=0.0)
+    a, b = T(x1).requires_grad_(), T(x2).requires_grad_()
+    d = F.pairwise_distance(a, b, eps=0.0)
     yt = T(y).double()
     per = 0.5 * yt * d**2 + 0.5 * (1 - yt) * torch.clamp(1.5 - d, min=0) ** 2
     {"mean": per.mean(), "sum": per.sum(), "none": per.sum()}[reduction].backward()
     np.testing.assert_allclose(g, a.grad.numpy(), rtol=1e-12, atol=1e-15)
+    g2 = crossent.grad(R.contrastive_loss, argnums=1)(x1, x2, y, margin=1.5,
+                                                      reduction=reduction)
+    np.testing.assert_allclose(g2, b.grad.numpy(), rtol=1e-12, atol=1e-15)
     fd = finite_difference(lambda e: R.contrastive_loss(e, x2, y, margin=1.5,
                                                         reduction=reduction), x1)
     np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-8)
@@ -130,6 +145,11 @@ def test_triplet_matches_torch(p, swap, reduction):
     np.testing.assert_allclose(g, g_ref, rtol=1e-11, atol=1e-15)
     fd = finite_difference(lambda e: R.triplet_margin_loss(e, pos, neg, **kw), a)
     np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-7)
+    # the positive and the negative have closed forms too (argnums 1 and 2)
+    refs = _torch_grads(F.triplet_margin_loss, (a, pos, neg), (1, 2), **kw)
+    gp, gn = crossent.grad(R.triplet_margin_loss, argnums=(1, 2))(a, pos, neg, **kw)
+    np.testing.assert_allclose(gp, refs[0], rtol=1e-11, atol=1e-15)
+    np.testing.assert_allclose(gn, refs[1], rtol=1e-11, atol=1e-15)
 
 
 def test_triplet_matches_optax_at_zero_eps_and_unbatched():
@@ -242,6 +262,11 @@ def test_cosine_embedding_matches_torch(margin, reduction):
     np.testing.assert_allclose(value, ref, rtol=1e-13)
     np.testing.assert_allclose(g[1:], g_ref[1:], rtol=1e-11, atol=1e-15)
     np.testing.assert_allclose(g[0], g_ref[0], rtol=1e-8)  # ~1e6: rounding order shows
+    (g2_ref,) = _torch_grads(F.cosine_embedding_loss, (x1, x2, y), (1,), margin=margin,
+                             reduction=reduction)
+    g2 = crossent.grad(R.cosine_embedding_loss, argnums=1)(x1, x2, y, margin=margin,
+                                                           reduction=reduction)
+    np.testing.assert_allclose(g2, g2_ref, rtol=1e-11, atol=1e-15)
     one = F.cosine_embedding_loss(T(x1[1]), T(x2[1]), T(y[1:2]).squeeze(0), margin=margin)
     assert float(R.cosine_embedding_loss(x1[1], x2[1], y[1], margin=margin)) == pytest.approx(
         float(one), rel=1e-13)
@@ -320,3 +345,122 @@ def test_errors():
         R.cosine_embedding_loss(x.astype(int), x, np.array([1, 1, 1]))
     with pytest.raises(ValueError, match="reduction must be one of"):
         R.triplet_margin_loss(x, x, x, reduction="batchmean")
+
+
+# --- the closed form is the backward: gradcheck, double backward, JAX, exact pullbacks -------
+
+
+def _closed_form_cases():
+    """Every loss with each of its closed-form (``wrt``) arguments, on small float64 inputs
+    away from the kinks (finite differences straddle none)."""
+    rng = np.random.default_rng(0)
+    a, b, c = rng.normal(size=(3, 3, 4))
+    s1, s2 = rng.normal(size=(2, 5))
+    pm = np.array([1.0, -1.0, 1.0])
+    return [
+        ("margin_ranking", R.margin_ranking_loss, (s1, s2, np.array([1.0, -1, 1, 1, -1])),
+         (0, 1), {"margin": 0.2}),
+        ("contrastive", R.contrastive_loss, (a, b, np.array([1.0, 0.0, 0.4])), (0, 1),
+         {"margin": 3.0}),
+        ("contrastive_from_distances", R.contrastive_loss_from_distances,
+         (np.abs(s1) + 0.1, np.array([1.0, 0, 1, 0, 0.3])), (0,), {"margin": 2.0}),
+        ("triplet", R.triplet_margin_loss, (a, b, c), (0, 1, 2), {"margin": 2.0}),
+        ("triplet_swap_p3", R.triplet_margin_loss, (a, b, c), (0, 1, 2),
+         {"margin": 2.0, "swap": True, "p": 3.0}),
+        ("triplet_p1", R.triplet_margin_loss, (a, b, c), (0, 1, 2), {"margin": 2.0, "p": 1.0}),
+        ("ntxent", R.ntxent_loss, (rng.normal(size=(5, 3)), np.array([0, 0, 1, 1, 2])), (0,),
+         {"temperature": 0.5}),
+        ("cosine_embedding", R.cosine_embedding_loss, (a, b, pm), (0, 1), {"margin": -0.9}),
+    ]
+
+
+CLOSED = _closed_form_cases()
+
+
+def _partial(fn, args, nums, kw, wrap):
+    """``fn`` as a function of the differentiated arguments only."""
+    fixed = [wrap(a) for a in args]
+
+    def f(*vs):
+        full = list(fixed)
+        for i, v in zip(nums, vs, strict=True):
+            full[i] = v
+        return fn(*full, **kw)
+
+    return f, tuple(fixed[i] for i in nums)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("name,fn,args,nums,kw", CLOSED, ids=[c[0] for c in CLOSED])
+def test_torch_backward_is_the_closed_form(name, fn, args, nums, kw, reduction):
+    f, ins = _partial(fn, args, nums, dict(kw, reduction=reduction),
+                      lambda a: torch.tensor(a))
+    ins = tuple(a.requires_grad_() for a in ins)
+    out = f(*ins)
+    assert type(out.grad_fn).__name__ == "_ClosedFormBackward", name
+    # the backward is crossent.grad's closed form, for every argument in wrt
+    got = torch.autograd.grad(out.sum(), ins)
+    want = crossent.grad(fn, argnums=nums)(*args, **kw, reduction=reduction)
+    for g, ref in zip(got, want, strict=True):
+        np.testing.assert_allclose(g.numpy(), ref, rtol=1e-13, atol=1e-15)
+    assert torch.autograd.gradcheck(f, ins)
+    assert torch.autograd.gradgradcheck(f, ins)  # backward with create_graph is exact too
+
+
+@pytest.mark.parametrize("name,fn,args,nums,kw", CLOSED, ids=[c[0] for c in CLOSED])
+def test_jax_derivatives_of_the_closed_form(name, fn, args, nums, kw):
+    from jax.test_util import check_grads
+
+    # the per-item losses: the custom_jvp's tangent map is the transposed pullback (jitted:
+    # one compile per transformation instead of op-by-op dispatch, and it checks tracing)
+    f, ins = _partial(fn, args, nums, dict(kw, reduction="none"), jnp.asarray)
+    check_grads(jax.jit(f), ins, order=2, modes=("fwd", "rev"))
+
+
+def _torch_ntxent_reference(x, labels, tau):
+    """The (N, N) NT-Xent pair losses written plainly in torch ops, for autograd."""
+    u = F.normalize(x, dim=1)
+    s = u @ u.T / tau
+    n = len(labels)
+    rows = []
+    for i in range(n):
+        negs = [k for k in range(n) if labels[k] != labels[i]]
+        row = []
+        for j in range(n):
+            if j != i and labels[j] == labels[i] and negs:
+                logits = torch.cat([s[i, j:j + 1], s[i, negs]])
+                row.append(torch.logsumexp(logits, 0) - s[i, j])
+            else:
+                row.append(torch.zeros((), dtype=x.dtype))
+        rows.append(torch.stack(row))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("tau", [0.1, 0.5, 2.0])
+def test_ntxent_pullback_is_the_vjp(tau):
+    """reduction="none": every embedding enters many pair losses (as anchor, positive and
+    negative), so the pullback of a random (N, N) cotangent must be the exact VJP."""
+    rng = np.random.default_rng(15)
+    x = rng.normal(size=(7, 3))
+    labels = np.array([0, 0, 1, 1, 1, 2, 3])  # a triple and a singleton
+    cot = rng.normal(size=(7, 7))
+    xt = T(x).requires_grad_()
+    ref_value = _torch_ntxent_reference(xt, labels, tau)
+    (ref,) = torch.autograd.grad(ref_value, xt, T(cot))
+    kw = dict(temperature=tau, reduction="none")
+    out = R.ntxent_loss(xt, T(labels), **kw)
+    np.testing.assert_allclose(out.detach().numpy(), ref_value.detach().numpy(), rtol=1e-12,
+                               atol=1e-15)
+    (got,) = torch.autograd.grad(out, xt, T(cot))  # the closed form
+    np.testing.assert_allclose(got.numpy(), ref.numpy(), rtol=1e-10, atol=1e-13)
+    _, pullback = R.ntxent_loss.with_pullback(("embeddings",), x, labels, **kw)
+    np.testing.assert_allclose(pullback(cot)["embeddings"], ref.numpy(), rtol=1e-10,
+                               atol=1e-13)
+    _, vjp = jax.vjp(lambda e: R.ntxent_loss(e, jnp.asarray(labels), **kw), jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(vjp(jnp.asarray(cot))[0]), ref.numpy(), rtol=1e-10,
+                               atol=1e-13)
+    # a cotangent of ones is the gradient of the sum
+    np.testing.assert_allclose(pullback(None)["embeddings"],
+                               crossent.grad(R.ntxent_loss)(x, labels, **kw), rtol=1e-14)
+    np.testing.assert_allclose(pullback(np.ones((7, 7)))["embeddings"],
+                               pullback(None)["embeddings"], rtol=1e-13, atol=1e-16)

@@ -4,172 +4,35 @@ Every loss runs on NumPy, PyTorch, JAX and any array-API library, has a closed-f
 (:func:`value_and_grad`), and is reachable by any framework's name (:func:`get`).
 """
 
-from .activations import (
-    log_sigmoid,
-    log_softmax,
-    logsumexp,
-    one_hot,
-    sigmoid,
-    smooth_labels,
-    softmax,
+# Each module's ``__all__`` is its public API; the package re-exports them, nothing else.
+from . import (
+    activations,
+    classification,
+    distillation,
+    extended,
+    focal,
+    information,
+    margin,
+    ranking,
 )
-from .classification import (
-    binary_cross_entropy,
-    binary_cross_entropy_grad,
-    classification_error,
-    mean_squared_error,
-    mean_squared_error_grad,
-    sigmoid_cross_entropy,
-    sigmoid_cross_entropy_grad,
-    softmax_cross_entropy,
-    softmax_cross_entropy_grad,
-)
-from .distillation import distillation_loss, distillation_loss_grad
-from .extended import (
-    asymmetric_loss,
-    asymmetric_loss_grad,
-    binary_sparsemax_loss,
-    binary_sparsemax_loss_grad,
-    class_balanced_weights,
-    generalized_cross_entropy,
-    generalized_cross_entropy_grad,
-    poly1_cross_entropy,
-    poly1_cross_entropy_grad,
-    sparsemax,
-    sparsemax_loss,
-    sparsemax_loss_grad,
-)
-from .focal import (
-    sigmoid_focal_loss,
-    sigmoid_focal_loss_grad,
-    softmax_focal_loss,
-    softmax_focal_loss_grad,
-)
-from .gradients import grad, value_and_grad
-from .information import (
-    cross_entropy,
-    cross_entropy_grad,
-    cross_entropy_grad_q,
-    entropy,
-    entropy_grad,
-    js_divergence,
-    js_divergence_grad,
-    kl_divergence,
-    kl_divergence_grad,
-    kl_divergence_grad_q,
-)
-from .margin import (
-    arcface_loss,
-    arcface_loss_grad,
-    categorical_hinge_loss,
-    categorical_hinge_loss_grad,
-    cosface_loss,
-    cosface_loss_grad,
-    hinge_loss,
-    hinge_loss_grad,
-    large_margin_softmax_loss,
-    large_margin_softmax_loss_grad,
-    multi_margin_loss,
-    multi_margin_loss_grad,
-    multiclass_hinge_loss,
-    multiclass_hinge_loss_grad,
-    sphereface_loss,
-    sphereface_loss_grad,
-)
-from .names import LossSpec, catalog, get
-from .ranking import (
-    contrastive_loss,
-    contrastive_loss_from_distances,
-    contrastive_loss_from_distances_grad,
-    contrastive_loss_grad,
-    cosine_embedding_loss,
-    cosine_embedding_loss_grad,
-    margin_ranking_loss,
-    margin_ranking_loss_grad,
-    ntxent_loss,
-    ntxent_loss_grad,
-    triplet_margin_loss,
-    triplet_margin_loss_grad,
-)
+from .activations import *  # noqa: F403
+from .classification import *  # noqa: F403
+from .distillation import *  # noqa: F403
+from .extended import *  # noqa: F403
+from .focal import *  # noqa: F403
+from .gradients import grad as grad
+from .gradients import value_and_grad as value_and_grad
+from .information import *  # noqa: F403
+from .margin import *  # noqa: F403
+from .names import LossSpec as LossSpec
+from .names import catalog as catalog
+from .names import get as get
+from .ranking import *  # noqa: F403
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "arcface_loss",
-    "arcface_loss_grad",
-    "asymmetric_loss",
-    "asymmetric_loss_grad",
-    "binary_cross_entropy",
-    "binary_cross_entropy_grad",
-    "binary_sparsemax_loss",
-    "binary_sparsemax_loss_grad",
-    "catalog",
-    "categorical_hinge_loss",
-    "categorical_hinge_loss_grad",
-    "class_balanced_weights",
-    "classification_error",
-    "contrastive_loss",
-    "contrastive_loss_from_distances",
-    "contrastive_loss_from_distances_grad",
-    "contrastive_loss_grad",
-    "cosface_loss",
-    "cosface_loss_grad",
-    "cosine_embedding_loss",
-    "cosine_embedding_loss_grad",
-    "cross_entropy",
-    "cross_entropy_grad",
-    "cross_entropy_grad_q",
-    "distillation_loss",
-    "distillation_loss_grad",
-    "entropy",
-    "entropy_grad",
-    "generalized_cross_entropy",
-    "generalized_cross_entropy_grad",
-    "get",
-    "grad",
-    "hinge_loss",
-    "hinge_loss_grad",
-    "js_divergence",
-    "js_divergence_grad",
-    "kl_divergence",
-    "kl_divergence_grad",
-    "kl_divergence_grad_q",
-    "large_margin_softmax_loss",
-    "large_margin_softmax_loss_grad",
-    "log_sigmoid",
-    "log_softmax",
-    "logsumexp",
-    "LossSpec",
-    "margin_ranking_loss",
-    "margin_ranking_loss_grad",
-    "mean_squared_error",
-    "mean_squared_error_grad",
-    "multi_margin_loss",
-    "multi_margin_loss_grad",
-    "multiclass_hinge_loss",
-    "multiclass_hinge_loss_grad",
-    "ntxent_loss",
-    "ntxent_loss_grad",
-    "one_hot",
-    "poly1_cross_entropy",
-    "poly1_cross_entropy_grad",
-    "sigmoid",
-    "sigmoid_cross_entropy",
-    "sigmoid_cross_entropy_grad",
-    "sigmoid_focal_loss",
-    "sigmoid_focal_loss_grad",
-    "smooth_labels",
-    "softmax",
-    "softmax_cross_entropy",
-    "softmax_cross_entropy_grad",
-    "softmax_focal_loss",
-    "softmax_focal_loss_grad",
-    "sparsemax",
-    "sparsemax_loss",
-    "sparsemax_loss_grad",
-    "sphereface_loss",
-    "sphereface_loss_grad",
-    "triplet_margin_loss",
-    "triplet_margin_loss_grad",
-    "value_and_grad",
-]
+__all__ = sorted({
+    *activations.__all__, *classification.__all__, *distillation.__all__, *extended.__all__,
+    *focal.__all__, *information.__all__, *margin.__all__, *ranking.__all__,
+    "LossSpec", "catalog", "get", "grad", "value_and_grad",
+})

@@ -154,6 +154,10 @@ def as_array(xp: Any, value: Any, dtype: Any, device: Any = None) -> Array:
     """A Python scalar/sequence or foreign array as an array of ``xp``."""
     if value is None:
         return None
+    if _foreign(value) and array_api_compat.array_namespace(value) is xp \
+            and (device is None or device_of(value) == device):
+        # already ours: a cast keeps it attached to autograd (asarray would warn, and copy)
+        return value if value.dtype == dtype else xp.astype(value, dtype)
     try:
         return xp.asarray(value, dtype=dtype, device=device)
     except TypeError:  # some namespaces take no device keyword

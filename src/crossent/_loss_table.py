@@ -421,7 +421,7 @@ _loss(
     "two probability arrays: target p and model q (classes along axis)",
     "H(p, q) = -Σ_i p_i log q_i = H(p) + D_KL(p ‖ q), 0 log q = 0, in nats",
     "∂H/∂p_i = -log q_i (w.r.t. the first argument, crossent's convention); w.r.t. the model "
-    "distribution: ∂H/∂q_i = -p_i / q_i (crossent.information.cross_entropy_grad_q)",
+    "distribution: ∂H/∂q_i = -p_i / q_i (crossent.grad(cross_entropy, argnums=1))",
     {
         "common": ("H(p, q)", "Multinomial Logistic Loss", "Categorical Log Loss",
                    "Cross-Entropy on probabilities"),
@@ -461,7 +461,7 @@ _loss(
     "two probability arrays: reference p and approximation q (classes along axis)",
     "D_KL(p ‖ q) = Σ_i p_i log(p_i / q_i) = H(p, q) - H(p), in nats",
     "∂D/∂p_i = log(p_i / q_i) + 1 (first argument, crossent's convention); "
-    "∂D/∂q_i = -p_i / q_i (crossent.information.kl_divergence_grad_q)",
+    "∂D/∂q_i = -p_i / q_i (crossent.grad(kl_divergence, argnums=1))",
     {
         "common": ("KL Divergence", "Kullback-Leibler Divergence", "Relative Entropy", "KL",
                    "KLD", "D_KL", "Information Gain"),

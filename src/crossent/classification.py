@@ -15,19 +15,15 @@ from . import _array as A
 from . import _checks
 from ._reduce import grad_scale, reduce
 from .activations import _lse
-from .gradients import closed_form
+from .gradients import Pullback, loss, scaled_pullback
 
 Array = Any
 
 __all__ = [
     "softmax_cross_entropy",
-    "softmax_cross_entropy_grad",
     "sigmoid_cross_entropy",
-    "sigmoid_cross_entropy_grad",
     "binary_cross_entropy",
-    "binary_cross_entropy_grad",
     "mean_squared_error",
-    "mean_squared_error_grad",
     "classification_error",
 ]
 
@@ -35,85 +31,21 @@ __all__ = [
 # --- softmax cross-entropy ------------------------------------------------------------------
 
 
-def _softmax_ce(logits, targets, axis, weight, ignore_index, label_smoothing, reduction,
-                want_grad):
-    """The one definition of softmax cross-entropy; returns (loss, grad or None).
-
-    Both target kinds are ``l = sum_c w_c q_c (lse - z_c)`` for a target distribution ``q``
-    (``(1 - eps) onehot(y) + eps / C`` for a label). Each product is formed before the
-    difference (``a lse - a z_c``), so logits near the float limit, whose ``lse - z_c``
-    would overflow, still give the representable loss.
-    """
-    xp, logits, targets = A.common(logits=logits, targets=targets)
-    _checks.floating(xp, logits, "logits")
-    _checks.reduction(reduction)
-    eps = _checks.unit_interval(label_smoothing, "label_smoothing")
-    smoothing = _checks.is_traced(eps) or eps > 0
-    ignore_index = _checks.index(ignore_index, "ignore_index", allow_none=True)
-    ax = _checks.class_axis(logits, axis)
-    z = A.upcast(xp, A.move_axis_last(xp, logits, ax))
-    dt = z.dtype
-    num_classes = z.shape[-1]
-    dev = A.device_of(z)
-    w = _checks.class_weight(xp, weight, num_classes, dt, dev)
-
-    if A.is_integer(xp, targets):
-        _checks.class_labels(xp, targets, logits, ax, ignore_index)
-        validf, safe = A.label_mask(xp, targets, ignore_index, dt, num_classes)
-        z = A.zero_ignored_rows(xp, z, targets, ignore_index)
-        lse = _lse(xp, z, -1, True)
-        wy = xp.reshape(xp.take(w, xp.reshape(safe, (-1,)), axis=0), safe.shape) * validf \
-            if w is not None else validf
-        c1 = (1.0 - eps) * wy
-        zy = A.take_class(xp, z, safe)
-        loss = c1 * lse[..., 0] - c1 * zy
-        if smoothing:
-            a = (eps / num_classes) * (w if w is not None else 1.0)
-            loss = loss + validf * xp.sum(a * lse - a * z, axis=-1)
-        denom = xp.sum(wy)
-        if w is not None and reduction == "mean":
-            denom = _checks.mean_denominator(xp, denom, xp.sum(validf))
-        out = reduce(xp, loss, reduction, denom)
-        if not want_grad:
-            return A.cast_like(xp, out, logits), None
-        p = xp.exp(z - lse)
-        w_sum = xp.sum(w) if w is not None else float(num_classes)
-        coef = c1 + (eps / num_classes) * w_sum * validf
-        g = p * coef[..., None] - c1[..., None] * A.one_hot_mask(xp, safe, num_classes, dt)
-        if smoothing:
-            wc = w if w is not None else xp.ones((num_classes,), dtype=dt, device=dev)
-            g = g - (eps / num_classes) * validf[..., None] * wc
-        g = g * grad_scale(xp, loss.shape, reduction, denom)
-    else:
-        _checks.floating(xp, targets, "targets")
-        _checks.same_shape(logits, targets, "logits", "targets")
-        _checks.in_unit_interval(xp, targets, "targets")
-        lse = _lse(xp, z, -1, True)
-        t = A.as_float(xp, A.upcast(xp, A.move_axis_last(xp, targets, ax)), dt)
-        if smoothing:
-            t = (1.0 - eps) * t + eps / num_classes
-        wt = t * w if w is not None else t
-        # a zero target weight silences a -inf logit (a masked class) instead of making NaN
-        loss = xp.sum(A.mul0(xp, wt, lse) - A.mul0(xp, wt, z), axis=-1)
-        out = reduce(xp, loss, reduction)
-        if not want_grad:
-            return A.cast_like(xp, out, logits), None
-        p = xp.exp(z - lse)
-        g = p * xp.sum(wt, axis=-1, keepdims=True) - wt
-        g = g * grad_scale(xp, loss.shape, reduction, None)
-    g = A.cast_like(xp, A.move_axis_back(xp, g, ax), logits)
-    return A.cast_like(xp, out, logits), g
-
-
-def softmax_cross_entropy(logits: Array, targets: Array, *, axis: int = -1,
-                          weight: Array | None = None, ignore_index: int = -100,
-                          label_smoothing: float = 0.0, reduction: str = "mean") -> Array:
+@loss(wrt=("logits", "targets"),
+      torch="crossent.torch.cross_entropy:softmax_cross_entropy_rows")
+def softmax_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, *,
+                          axis: int = -1, weight: Array | None = None,
+                          ignore_index: int = -100, label_smoothing: float = 0.0,
+                          reduction: str = "mean") -> tuple[Array, Pullback | None]:
     """Softmax (categorical) cross-entropy on logits: the "Softmax Loss".
 
     Formula: with ``log p = s - logsumexp(s)`` along ``axis``,
     ``l = -sum_c w_c t_c log p_c``; for an integer label ``y`` that is ``-w_y log p_y``, and
     with label smoothing ``eps`` the target is ``(1 - eps) * onehot(y) + eps / C``.
-    Gradient w.r.t. the logits: ``p - t`` (weighted and smoothed accordingly).
+    Gradient w.r.t. the logits: ``p sum_c(w_c t_c) - w t`` (``p - onehot(y)`` without
+    options), times ``1 / sum_i w_{y_i}`` for "mean"; w.r.t. probability targets:
+    ``(1 - eps) w_c (logsumexp(s) - s_c)``. Both are the backward on every backend
+    (:func:`crossent.value_and_grad`, torch autograd, ``jax.grad``).
 
     Args:
         logits: floating array, classes along ``axis``, e.g. ``(N, C)`` or ``(N, C, d1...)``
@@ -150,7 +82,8 @@ def softmax_cross_entropy(logits: Array, targets: Array, *, axis: int = -1,
         array([0.699676, 0.74342 , 0.939831])
 
     Given torch tensors it runs :func:`crossent.torch.cross_entropy`, the fused autograd
-    Function (same numbers, a fraction of the time and memory of ``F.cross_entropy``).
+    Function (same numbers, a fraction of the time and memory of ``F.cross_entropy``),
+    registered as this loss's torch implementation.
 
     Aliases: Softmax Loss, Categorical Cross-Entropy, Multinomial Logistic Loss (with softmax);
     PyTorch ``CrossEntropyLoss`` / ``F.cross_entropy``; TF
@@ -161,57 +94,75 @@ def softmax_cross_entropy(logits: Array, targets: Array, *, axis: int = -1,
     References: Bridle 1990; Goodfellow et al., *Deep Learning* 6.2.2.3; PyTorch docs of
     ``torch.nn.CrossEntropyLoss``.
     """
-    if A.is_torch(logits):
-        return _fused_torch(logits, targets, axis, weight, ignore_index, label_smoothing,
-                            reduction)
-    return _softmax_ce(logits, targets, axis, weight, ignore_index, label_smoothing,
-                       reduction, False)[0]
-
-
-def _fused_torch(logits, targets, axis, weight, ignore_index, label_smoothing, reduction):
-    """Torch tensors go to the fused autograd Function (one pass, gradient kept from the
-    forward); it computes the same function as :func:`_softmax_ce`, which tests check."""
-    import torch
-
-    from .torch.cross_entropy import cross_entropy
-
-    _, logits, targets = A.common(logits=logits, targets=targets)
+    # Both target kinds are l = sum_c w_c q_c (lse - z_c) for a target distribution q
+    # ((1 - eps) onehot(y) + eps / C for a label). Each product is formed before the difference
+    # (a lse - a z_c), so logits near the float limit, whose lse - z_c would overflow, still
+    # give the representable loss.
+    xp, logits, targets = A.common(logits=logits, targets=targets)
+    _checks.floating(xp, logits, "logits")
+    _checks.reduction(reduction)
+    eps = _checks.unit_interval(label_smoothing, "label_smoothing")
+    smoothing = _checks.is_traced(eps) or eps > 0
+    ignore_index = _checks.index(ignore_index, "ignore_index", allow_none=True)
     ax = _checks.class_axis(logits, axis)
-    if logits.ndim > 1 and ax != 1:  # PyTorch's layout puts the classes on dim 1
-        logits = torch.movedim(logits, ax, 1)
-        if targets.is_floating_point():
-            targets = torch.movedim(targets, ax, 1)
-    if weight is not None and not isinstance(weight, torch.Tensor):
-        weight = torch.as_tensor(weight, device=logits.device)
-    return cross_entropy(logits, targets, weight=weight, ignore_index=ignore_index,
-                         label_smoothing=label_smoothing, reduction=reduction)
+    z = A.upcast(xp, A.move_axis_last(xp, logits, ax))
+    dt = z.dtype
+    num_classes = z.shape[-1]
+    dev = A.device_of(z)
+    w = _checks.class_weight(xp, weight, num_classes, dt, dev)
+    grads = {}
 
-
-@closed_form(softmax_cross_entropy)
-def softmax_cross_entropy_value_and_grad(logits: Array, targets: Array, *, axis: int = -1,
-                                         weight: Array | None = None,
-                                         ignore_index: int = -100,
-                                         label_smoothing: float = 0.0,
-                                         reduction: str = "mean") -> tuple[Array, Array]:
-    """Softmax cross-entropy and its gradient w.r.t. the logits, in one pass.
-
-    Formula: for integer labels ``g_j = p_j [(1-eps) w_y + eps W / C] - (1-eps) w_y [j=y]
-    - eps w_j / C`` with ``W = sum_c w_c`` (plain ``p - onehot(y)`` without options); for
-    probability targets ``g = p sum_c(w_c t_c) - w t``; times ``1/sum(w_y)`` for "mean".
-
-    Example:
-        >>> import numpy as np
-        >>> _, g = softmax_cross_entropy_value_and_grad(np.array([[0.0, 0.0]]), np.array([1]))
-        >>> g.tolist()
-        [[0.5, -0.5]]
-    """
-    return _softmax_ce(logits, targets, axis, weight, ignore_index, label_smoothing,
-                       reduction, True)
-
-
-def softmax_cross_entropy_grad(logits: Array, targets: Array, **options: Any) -> Array:
-    """Closed-form gradient of :func:`softmax_cross_entropy` w.r.t. ``logits`` (``p - y``)."""
-    return softmax_cross_entropy_value_and_grad(logits, targets, **options)[1]
+    if A.is_integer(xp, targets):
+        _checks.class_labels(xp, targets, logits, ax, ignore_index)
+        validf, safe = A.label_mask(xp, targets, ignore_index, dt, num_classes)
+        z = A.zero_ignored_rows(xp, z, targets, ignore_index)
+        lse = _lse(xp, z, -1, True)
+        wy = xp.reshape(xp.take(w, xp.reshape(safe, (-1,)), axis=0), safe.shape) * validf \
+            if w is not None else validf
+        c1 = (1.0 - eps) * wy
+        zy = A.take_class(xp, z, safe)
+        loss_ = c1 * lse[..., 0] - c1 * zy
+        if smoothing:
+            a = (eps / num_classes) * (w if w is not None else 1.0)
+            loss_ = loss_ + validf * xp.sum(a * lse - a * z, axis=-1)
+        denom = xp.sum(wy)
+        if w is not None and reduction == "mean":
+            denom = _checks.mean_denominator(xp, denom, xp.sum(validf))
+        out = A.cast_like(xp, reduce(xp, loss_, reduction, denom), logits)
+        if "logits" in need:
+            p = xp.exp(z - lse)
+            w_sum = xp.sum(w) if w is not None else float(num_classes)
+            coef = c1 + (eps / num_classes) * w_sum * validf
+            g = p * coef[..., None] - c1[..., None] * A.one_hot_mask(xp, safe, num_classes, dt)
+            if smoothing:
+                wc = w if w is not None else xp.ones((num_classes,), dtype=dt, device=dev)
+                g = g - (eps / num_classes) * validf[..., None] * wc
+            grads["logits"] = g * grad_scale(xp, loss_.shape, reduction, denom)
+    else:
+        _checks.floating(xp, targets, "targets")
+        _checks.same_shape(logits, targets, "logits", "targets")
+        _checks.in_unit_interval(xp, targets, "targets")
+        lse = _lse(xp, z, -1, True)
+        t = A.as_float(xp, A.upcast(xp, A.move_axis_last(xp, targets, ax)), dt)
+        if smoothing:
+            t = (1.0 - eps) * t + eps / num_classes
+        wt = t * w if w is not None else t
+        # a zero target weight silences a -inf logit (a masked class) instead of making NaN
+        loss_ = xp.sum(A.mul0(xp, wt, lse) - A.mul0(xp, wt, z), axis=-1)
+        out = A.cast_like(xp, reduce(xp, loss_, reduction), logits)
+        scale = grad_scale(xp, loss_.shape, reduction, None)
+        if "logits" in need:
+            p = xp.exp(z - lse)
+            grads["logits"] = (p * xp.sum(wt, axis=-1, keepdims=True) - wt) * scale
+        if "targets" in need:
+            # d l / d t_c = (1 - eps) w_c (lse - z_c), formed as a product difference again
+            a = (1.0 - eps) * (w if w is not None else 1.0)
+            grads["targets"] = (a * lse - a * z) * scale
+    if not need:
+        return out, None
+    like = {"logits": logits, "targets": targets}
+    grads = {k: A.cast_like(xp, A.move_axis_back(xp, g, ax), like[k]) for k, g in grads.items()}
+    return out, scaled_pullback(xp, grads, lambda c: xp.expand_dims(c, axis=ax))
 
 
 # --- sigmoid (binary) cross-entropy ---------------------------------------------------------
@@ -237,40 +188,19 @@ def _broadcast_weight(xp, weight, like, name):
         ) from e
 
 
-def _sigmoid_ce(logits, targets, weight, pos_weight, reduction, want_grad):
-    xp, logits, targets = A.common(logits=logits, targets=targets)
-    _checks.floating(xp, logits, "logits")
-    _checks.reduction(reduction)
-    x = A.upcast(xp, logits)
-    t = _binary_targets(xp, targets, logits)
-    w = _broadcast_weight(xp, weight, x, "weight")
-    pw = _broadcast_weight(xp, pos_weight, x, "pos_weight")
-    # z softplus(-x) + (1 - z) softplus(x) equals seed 003's max(x, 0) - x z + log(1 + e^-|x|)
-    # but adds two non-negative terms, so nothing cancels: at x = 60, z = 1 it gives e^-60
-    # where softplus(x) - x z rounds to 0. A zero coefficient silences its term even at an
-    # infinite logit: x = +inf with z = 1 is a loss of exactly 0, not 0 * inf = NaN.
-    pos_term = A.mul0(xp, t if pw is None else pw * t, A.softplus(xp, -x))
-    loss = pos_term + A.mul0(xp, 1.0 - t, A.softplus(xp, x))
-    if w is not None:
-        loss = loss * w
-    out = reduce(xp, loss, reduction)
-    if not want_grad:
-        return A.cast_like(xp, out, logits), None
-    sig = A.sigmoid(xp, x)
-    g = sig - t if pw is None else (1.0 - t) * sig - pw * t * (1.0 - sig)
-    if w is not None:
-        g = g * w
-    g = g * grad_scale(xp, loss.shape, reduction, None)
-    return A.cast_like(xp, out, logits), A.cast_like(xp, g, logits)
-
-
-def sigmoid_cross_entropy(logits: Array, targets: Array, *, weight: Array | None = None,
-                          pos_weight: Array | None = None, reduction: str = "mean") -> Array:
+@loss(wrt=("logits", "targets"))
+def sigmoid_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, *,
+                          weight: Array | None = None, pos_weight: Array | None = None,
+                          reduction: str = "mean") -> tuple[Array, Pullback | None]:
     """Sigmoid (binary) cross-entropy on logits, for binary and multi-label tasks.
 
     Formula (seed 003, stable): ``l = max(x, 0) - x z + log(1 + exp(-|x|))``, equal to
     ``-z log sigma(x) - (1 - z) log(1 - sigma(x))``; with ``pos_weight`` ``p_w``:
-    ``l = p_w z softplus(-x) + (1 - z) softplus(x)``. Gradient: ``sigma(x) - z``.
+    ``l = p_w z softplus(-x) + (1 - z) softplus(x)``. Gradient w.r.t. the logits:
+    ``sigma(x) - z``, and ``w [(1 - z) sigma(x) - p_w z (1 - sigma(x))]`` with the weights;
+    w.r.t. probability targets: ``-x``, and ``w [p_w softplus(-x) - softplus(x)]`` with the
+    weights; times ``1 / N`` for "mean". Both are the backward on every backend
+    (:func:`crossent.value_and_grad`, torch autograd, ``jax.grad``).
 
     Args:
         logits: floating array of any shape (one independent score per element).
@@ -288,10 +218,12 @@ def sigmoid_cross_entropy(logits: Array, targets: Array, *, weight: Array | None
         ValueError: shape mismatch, targets outside [0, 1], unknown reduction.
 
     Example (seed 003, element (0, 0) with the smoothed label 0.0333):
-        >>> import numpy as np
+        >>> import numpy as np, crossent
         >>> x = np.array([[0.7, 1.2, 0.3]]); z = np.array([[1/30, 28/30, 1/30]])
         >>> sigmoid_cross_entropy(x, z, reduction="none").round(6)
         array([[1.079853, 0.343282, 0.844355]])
+        >>> crossent.value_and_grad(sigmoid_cross_entropy)(np.array([0.0]), np.array([0.0]))[1]
+        array([0.5])
 
     Aliases: Sigmoid Cross-Entropy, Binary Cross-Entropy (with logits), Logistic Loss; PyTorch
     ``BCEWithLogitsLoss`` / ``F.binary_cross_entropy_with_logits``; TF
@@ -300,27 +232,39 @@ def sigmoid_cross_entropy(logits: Array, targets: Array, *, weight: Array | None
 
     References: seed 003 (TF's stable formula); PyTorch docs of ``BCEWithLogitsLoss``.
     """
-    return _sigmoid_ce(logits, targets, weight, pos_weight, reduction, False)[0]
-
-
-@closed_form(sigmoid_cross_entropy)
-def sigmoid_cross_entropy_value_and_grad(logits: Array, targets: Array, *,
-                                         weight: Array | None = None,
-                                         pos_weight: Array | None = None,
-                                         reduction: str = "mean") -> tuple[Array, Array]:
-    """Sigmoid cross-entropy and its gradient ``w [(1-z) sigma(x) - p_w z (1 - sigma(x))]``.
-
-    Example:
-        >>> import numpy as np
-        >>> sigmoid_cross_entropy_value_and_grad(np.array([0.0]), np.array([0.0]))[1]
-        array([0.5])
-    """
-    return _sigmoid_ce(logits, targets, weight, pos_weight, reduction, True)
-
-
-def sigmoid_cross_entropy_grad(logits: Array, targets: Array, **options: Any) -> Array:
-    """Closed-form gradient of :func:`sigmoid_cross_entropy` (``sigmoid(x) - z``)."""
-    return sigmoid_cross_entropy_value_and_grad(logits, targets, **options)[1]
+    xp, logits, targets = A.common(logits=logits, targets=targets)
+    _checks.floating(xp, logits, "logits")
+    _checks.reduction(reduction)
+    x = A.upcast(xp, logits)
+    t = _binary_targets(xp, targets, logits)
+    w = _broadcast_weight(xp, weight, x, "weight")
+    pw = _broadcast_weight(xp, pos_weight, x, "pos_weight")
+    # z softplus(-x) + (1 - z) softplus(x) equals seed 003's max(x, 0) - x z + log(1 + e^-|x|)
+    # but adds two non-negative terms, so nothing cancels: at x = 60, z = 1 it gives e^-60
+    # where softplus(x) - x z rounds to 0. A zero coefficient silences its term even at an
+    # infinite logit: x = +inf with z = 1 is a loss of exactly 0, not 0 * inf = NaN.
+    pos_term = A.mul0(xp, t if pw is None else pw * t, A.softplus(xp, -x))
+    loss_ = pos_term + A.mul0(xp, 1.0 - t, A.softplus(xp, x))
+    if w is not None:
+        loss_ = loss_ * w
+    out = A.cast_like(xp, reduce(xp, loss_, reduction), logits)
+    if not need:
+        return out, None
+    scale = grad_scale(xp, loss_.shape, reduction, None)
+    grads = {}
+    if "logits" in need:
+        sig = A.sigmoid(xp, x)
+        g = sig - t if pw is None else (1.0 - t) * sig - pw * t * (1.0 - sig)
+        if w is not None:
+            g = g * w
+        grads["logits"] = A.cast_like(xp, g * scale, logits)
+    if "targets" in need:
+        # d l / d z = softplus(-x) - softplus(x), exactly -x (no rounding) without pos_weight
+        g = -x if pw is None else pw * A.softplus(xp, -x) - A.softplus(xp, x)
+        if w is not None:
+            g = g * w
+        grads["targets"] = A.cast_like(xp, g * scale, targets)
+    return out, scaled_pullback(xp, grads, lambda c: c)
 
 
 # --- binary cross-entropy on probabilities --------------------------------------------------
@@ -328,7 +272,45 @@ def sigmoid_cross_entropy_grad(logits: Array, targets: Array, **options: Any) ->
 _LOG_FLOOR = -100.0  # PyTorch clamps log terms here so that p in {0, 1} stays finite
 
 
-def _bce(probs, targets, weight, reduction, want_grad):
+@loss(wrt=("probs", "targets"))
+def binary_cross_entropy(need: tuple[str, ...], probs: Array, targets: Array, *,
+                         weight: Array | None = None, reduction: str = "mean"
+                         ) -> tuple[Array, Pullback | None]:
+    """Binary cross-entropy on probabilities (not logits), finite at ``p`` in {0, 1}.
+
+    Formula: ``l = -w [t log p + (1 - t) log(1 - p)]`` with each log clamped at -100, as
+    PyTorch's ``BCELoss`` does. Prefer :func:`sigmoid_cross_entropy` on logits: it is exact
+    where this one saturates. Gradient w.r.t. the probabilities (PyTorch's backward):
+    ``w (p - t) / max(p (1 - p), 1e-12)``, finite at ``p`` in {0, 1}; w.r.t. the targets:
+    ``-w [log p - log(1 - p)]`` with the same clamped logs; times ``1 / N`` for "mean".
+    Both are the backward on every backend (:func:`crossent.value_and_grad`, torch autograd,
+    ``jax.grad``).
+
+    Args:
+        probs: probabilities in [0, 1], any shape.
+        targets: targets in [0, 1], same shape.
+        weight: optional element weights broadcastable to ``probs``.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Returns:
+        Scalar or element-wise losses, in the probs' dtype.
+
+    Raises:
+        ValueError: values outside [0, 1], shape mismatch, unknown reduction.
+
+    Example (seed 004's binary formula):
+        >>> import numpy as np, crossent
+        >>> float(binary_cross_entropy(np.array([0.9, 0.2]), np.array([1.0, 0.0])).round(6))
+        0.164252
+        >>> crossent.value_and_grad(binary_cross_entropy)(np.array([0.5]), np.array([1.0]))[1]
+        array([-2.])
+
+    Aliases: Logistic Loss / log loss on probabilities; PyTorch ``BCELoss`` /
+    ``F.binary_cross_entropy``; TF ``tf.compat.v1.losses.log_loss``; Keras
+    ``binary_crossentropy`` (from_logits=False); scikit-learn ``log_loss``.
+
+    References: seed 000, seed 004; PyTorch docs of ``BCELoss``.
+    """
     xp, probs, targets = A.common(probs=probs, targets=targets)
     _checks.floating(xp, probs, "probs")
     _checks.reduction(reduction)
@@ -346,71 +328,27 @@ def _bce(probs, targets, weight, reduction, want_grad):
     log_p = xp.where(pos, xp.maximum(xp.log(xp.where(pos, p, 1.0)), floor), floor)
     log_1mp = xp.where(below_one, xp.maximum(xp.log1p(-xp.where(below_one, p, 0.0)), floor),
                        floor)
-    loss = -(t * log_p + (1.0 - t) * log_1mp)
+    loss_ = -(t * log_p + (1.0 - t) * log_1mp)
     if w is not None:
-        loss = loss * w
-    out = reduce(xp, loss, reduction)
-    if not want_grad:
-        return A.cast_like(xp, out, probs), None
-    # PyTorch's backward: (p - t) / max(p (1 - p), 1e-12), finite at p in {0, 1}
-    g = (p - t) / xp.maximum(p * (1.0 - p), xp.full_like(p, 1e-12))
-    if w is not None:
-        g = g * w
-    g = g * grad_scale(xp, loss.shape, reduction, None)
-    return A.cast_like(xp, out, probs), A.cast_like(xp, g, probs)
-
-
-def binary_cross_entropy(probs: Array, targets: Array, *, weight: Array | None = None,
-                         reduction: str = "mean") -> Array:
-    """Binary cross-entropy on probabilities (not logits), finite at ``p`` in {0, 1}.
-
-    Formula: ``l = -w [t log p + (1 - t) log(1 - p)]`` with each log clamped at -100, as
-    PyTorch's ``BCELoss`` does. Prefer :func:`sigmoid_cross_entropy` on logits: it is exact
-    where this one saturates.
-
-    Args:
-        probs: probabilities in [0, 1], any shape.
-        targets: targets in [0, 1], same shape.
-        weight: optional element weights broadcastable to ``probs``.
-        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
-
-    Returns:
-        Scalar or element-wise losses, in the probs' dtype.
-
-    Raises:
-        ValueError: values outside [0, 1], shape mismatch, unknown reduction.
-
-    Example (seed 004's binary formula):
-        >>> import numpy as np
-        >>> float(binary_cross_entropy(np.array([0.9, 0.2]), np.array([1.0, 0.0])).round(6))
-        0.164252
-
-    Aliases: Logistic Loss / log loss on probabilities; PyTorch ``BCELoss`` /
-    ``F.binary_cross_entropy``; TF ``tf.compat.v1.losses.log_loss``; Keras
-    ``binary_crossentropy`` (from_logits=False); scikit-learn ``log_loss``.
-
-    References: seed 000, seed 004; PyTorch docs of ``BCELoss``.
-    """
-    return _bce(probs, targets, weight, reduction, False)[0]
-
-
-@closed_form(binary_cross_entropy)
-def binary_cross_entropy_value_and_grad(probs: Array, targets: Array, *,
-                                        weight: Array | None = None,
-                                        reduction: str = "mean") -> tuple[Array, Array]:
-    """BCE and its gradient w.r.t. the probabilities, ``(p - t) / (p (1 - p))``.
-
-    Example:
-        >>> import numpy as np
-        >>> binary_cross_entropy_value_and_grad(np.array([0.5]), np.array([1.0]))[1]
-        array([-2.])
-    """
-    return _bce(probs, targets, weight, reduction, True)
-
-
-def binary_cross_entropy_grad(probs: Array, targets: Array, **options: Any) -> Array:
-    """Closed-form gradient of :func:`binary_cross_entropy` w.r.t. ``probs``."""
-    return binary_cross_entropy_value_and_grad(probs, targets, **options)[1]
+        loss_ = loss_ * w
+    out = A.cast_like(xp, reduce(xp, loss_, reduction), probs)
+    if not need:
+        return out, None
+    scale = grad_scale(xp, loss_.shape, reduction, None)
+    grads = {}
+    if "probs" in need:
+        # PyTorch's backward: (p - t) / max(p (1 - p), 1e-12), finite at p in {0, 1}
+        g = (p - t) / xp.maximum(p * (1.0 - p), xp.full_like(p, 1e-12))
+        if w is not None:
+            g = g * w
+        grads["probs"] = A.cast_like(xp, g * scale, probs)
+    if "targets" in need:
+        # the derivative of the clamped value: finite (+-100) at p in {0, 1}
+        g = log_1mp - log_p
+        if w is not None:
+            g = g * w
+        grads["targets"] = A.cast_like(xp, g * scale, targets)
+    return out, scaled_pullback(xp, grads, lambda c: c)
 
 
 # --- seed 004's counter-examples ------------------------------------------------------------
@@ -427,29 +365,18 @@ def _class_targets(xp, targets, like, ax):
     return A.as_float(xp, A.upcast(xp, targets), A.compute_dtype(xp, like))
 
 
-def _mse(predictions, targets, axis, reduction, want_grad):
-    xp, predictions, targets = A.common(predictions=predictions, targets=targets)
-    _checks.floating(xp, predictions, "predictions")
-    _checks.reduction(reduction)
-    ax = _checks.axis(axis, predictions.ndim)
-    y = A.upcast(xp, predictions)
-    t = _class_targets(xp, targets, predictions, ax)
-    d = y - t
-    loss = xp.sum(d * d, axis=ax)
-    out = reduce(xp, loss, reduction)
-    if not want_grad:
-        return A.cast_like(xp, out, predictions), None
-    g = 2.0 * d * grad_scale(xp, loss.shape, reduction, None)
-    return A.cast_like(xp, out, predictions), A.cast_like(xp, g, predictions)
-
-
-def mean_squared_error(predictions: Array, targets: Array, *, axis: int = -1,
-                       reduction: str = "mean") -> Array:
+@loss(wrt=("predictions", "targets"))
+def mean_squared_error(need: tuple[str, ...], predictions: Array, targets: Array, *,
+                       axis: int = -1, reduction: str = "mean"
+                       ) -> tuple[Array, Pullback | None]:
     """Squared error summed over classes, averaged over examples (seed 004's MSE).
 
     Formula: ``l_i = sum_c (yhat_ic - y_ic)^2``, ``MSE = mean_i l_i``. Seed 004 uses it to show
     why MSE is a poor classification loss: with a sigmoid/softmax in front its gradient
-    vanishes when the prediction is confidently wrong.
+    vanishes when the prediction is confidently wrong. Gradient w.r.t. the predictions:
+    ``2 (yhat - y)``, w.r.t. floating targets ``-2 (yhat - y)``, times ``1 / N`` for "mean";
+    both are the backward on every backend (:func:`crossent.value_and_grad`, torch autograd,
+    ``jax.grad``).
 
     Args:
         predictions: predicted probabilities (or any scores), classes along ``axis``.
@@ -461,37 +388,38 @@ def mean_squared_error(predictions: Array, targets: Array, *, axis: int = -1,
         Scalar or per-example losses.
 
     Example (seed 004, model 1 and model 2):
-        >>> import numpy as np
+        >>> import numpy as np, crossent
         >>> y = np.array([2, 1, 0])
         >>> m1 = np.array([[0.3, 0.3, 0.4], [0.3, 0.4, 0.3], [0.1, 0.2, 0.7]])
         >>> m2 = np.array([[0.1, 0.2, 0.7], [0.1, 0.7, 0.2], [0.3, 0.4, 0.3]])
         >>> round(float(mean_squared_error(m1, y)), 4), round(float(mean_squared_error(m2, y)), 4)
         (0.8067, 0.34)
+        >>> crossent.value_and_grad(mean_squared_error)(np.array([[1.0, 0.0]]), np.array([1]))[1]
+        array([[ 2., -2.]])
 
     Aliases: Keras ``mean_squared_error`` sums the class axis differently (it averages over
     it); PyTorch ``MSELoss`` averages over every element. This one follows seed 004.
 
     References: seed 004.
     """
-    return _mse(predictions, targets, axis, reduction, False)[0]
-
-
-@closed_form(mean_squared_error)
-def mean_squared_error_value_and_grad(predictions: Array, targets: Array, *, axis: int = -1,
-                                      reduction: str = "mean") -> tuple[Array, Array]:
-    """MSE and its gradient ``2 (yhat - y) / N``.
-
-    Example:
-        >>> import numpy as np
-        >>> mean_squared_error_value_and_grad(np.array([[1.0, 0.0]]), np.array([1]))[1]
-        array([[ 2., -2.]])
-    """
-    return _mse(predictions, targets, axis, reduction, True)
-
-
-def mean_squared_error_grad(predictions: Array, targets: Array, **options: Any) -> Array:
-    """Closed-form gradient of :func:`mean_squared_error`."""
-    return mean_squared_error_value_and_grad(predictions, targets, **options)[1]
+    xp, predictions, targets = A.common(predictions=predictions, targets=targets)
+    _checks.floating(xp, predictions, "predictions")
+    _checks.reduction(reduction)
+    ax = _checks.axis(axis, predictions.ndim)
+    y = A.upcast(xp, predictions)
+    t = _class_targets(xp, targets, predictions, ax)
+    d = y - t
+    loss_ = xp.sum(d * d, axis=ax)
+    out = A.cast_like(xp, reduce(xp, loss_, reduction), predictions)
+    if not need:
+        return out, None
+    g = 2.0 * d * grad_scale(xp, loss_.shape, reduction, None)
+    grads = {}
+    if "predictions" in need:
+        grads["predictions"] = A.cast_like(xp, g, predictions)
+    if "targets" in need:
+        grads["targets"] = A.cast_like(xp, -g, targets)
+    return out, scaled_pullback(xp, grads, lambda c: xp.expand_dims(c, axis=ax))
 
 
 def classification_error(scores: Array, labels: Array, *, axis: int = -1) -> Array:

@@ -18,73 +18,36 @@ from . import _array as A
 from . import _checks
 from ._reduce import grad_scale, reduce
 from .activations import _lse
-from .classification import _softmax_ce
-from .gradients import closed_form
+from .classification import softmax_cross_entropy
+from .gradients import Pullback, loss, scaled_pullback
 
 Array = Any
 
 __all__ = [
     "poly1_cross_entropy",
-    "poly1_cross_entropy_grad",
     "asymmetric_loss",
-    "asymmetric_loss_grad",
     "sparsemax",
     "sparsemax_loss",
-    "sparsemax_loss_grad",
     "binary_sparsemax_loss",
-    "binary_sparsemax_loss_grad",
     "generalized_cross_entropy",
-    "generalized_cross_entropy_grad",
     "class_balanced_weights",
 ]
 
-# Every loss here has a closed-form gradient (w.r.t. its first argument).
-AUTODIFF_ONLY: tuple[str, ...] = ()
 
 
 # --- Poly-1 ---------------------------------------------------------------------------------
 
 
-def _poly1(logits, targets, epsilon, axis, ignore_index, reduction, want_grad):
-    xp, logits, targets = A.common(logits=logits, targets=targets)
-    _checks.floating(xp, logits, "logits")
-    _checks.reduction(reduction)
-    eps = _checks.real(epsilon, "epsilon")
-    ax = _checks.class_axis(logits, axis)
-    zin = A.upcast(xp, logits)
-    # the cross-entropy part, its checks and its gradient: softmax CE's one definition
-    ce, g_ce = _softmax_ce(zin, targets, ax, None, ignore_index, 0.0, "none", want_grad)
-    z = A.move_axis_last(xp, zin, ax)
-    dt = z.dtype
-    if A.is_integer(xp, targets):
-        z = A.zero_ignored_rows(xp, z, targets, ignore_index)
-    p = xp.exp(z - _lse(xp, z, -1, True))
-    if A.is_integer(xp, targets):
-        valid, safe = A.label_mask(xp, targets, ignore_index, dt, z.shape[-1])
-        t = A.one_hot_mask(xp, safe, z.shape[-1], dt) * valid[..., None]
-        denom = xp.sum(valid)
-    else:
-        t = A.as_float(xp, A.upcast(xp, A.move_axis_last(xp, targets, ax)), dt)
-        denom = None
-    pt = xp.sum(t * p, axis=-1)
-    loss = ce + eps * (xp.sum(t, axis=-1) - pt)  # eps * sum_c t_c (1 - p_c)
-    out = reduce(xp, loss, reduction, denom)
-    if not want_grad:
-        return A.cast_like(xp, out, logits), None
-    # d(-sum_c t_c p_c)/dz_j = -p_j (t_j - p_t)
-    g_poly = A.move_axis_back(xp, -eps * p * (t - pt[..., None]), ax)
-    g = (g_ce + g_poly) * grad_scale(xp, loss.shape, reduction, denom)
-    return A.cast_like(xp, out, logits), A.cast_like(xp, g, logits)
-
-
-def poly1_cross_entropy(logits: Array, targets: Array, *, epsilon: float = 2.0,
-                        axis: int = -1, ignore_index: int = -100,
-                        reduction: str = "mean") -> Array:
+@loss(wrt=("logits", "targets"))
+def poly1_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, *,
+                        epsilon: float = 2.0, axis: int = -1, ignore_index: int = -100,
+                        reduction: str = "mean") -> tuple[Array, Pullback | None]:
     """Poly-1 loss: softmax cross-entropy plus ``epsilon (1 - p_t)``.
 
     Formula: ``l = CE(z, t) + epsilon * sum_c t_c (1 - p_c)``, ``p = softmax(z)``; for an
-    integer label that is ``-log p_y + epsilon (1 - p_y)``. Gradient:
-    ``p sum(t) - t - epsilon p (t - p_t)``, ``p_t = sum_c t_c p_c``.
+    integer label that is ``-log p_y + epsilon (1 - p_y)``. Gradient w.r.t. the logits:
+    ``p sum(t) - t - epsilon p (t - p_t)``, ``p_t = sum_c t_c p_c``; w.r.t. probability
+    targets: ``logsumexp(z) - z_c + epsilon (1 - p_c)``.
 
     Args:
         logits: floating array, classes along ``axis``.
@@ -104,37 +67,59 @@ def poly1_cross_entropy(logits: Array, targets: Array, *, epsilon: float = 2.0,
         ValueError: shape mismatch, label out of range, bad epsilon or reduction.
 
     Example:
-        >>> import numpy as np
+        >>> import numpy as np, crossent
         >>> z = np.array([[0.0, 0.0]])
         >>> round(float(poly1_cross_entropy(z, np.array([0]), epsilon=1.0)), 6)  # ln 2 + 0.5
         1.193147
+        >>> crossent.value_and_grad(poly1_cross_entropy)(z, np.array([0]), epsilon=1.0)[1]
+        array([[-0.75,  0.75]])
 
     Aliases: Optax ``poly_loss_cross_entropy``; PolyLoss, Poly-1.
 
     References: Leng et al. 2022, "PolyLoss: A Polynomial Expansion Perspective of
     Classification Loss Functions", ICLR (arXiv:2204.12511).
     """
-    return _poly1(logits, targets, epsilon, axis, ignore_index, reduction, False)[0]
-
-
-@closed_form(poly1_cross_entropy)
-def poly1_cross_entropy_value_and_grad(logits: Array, targets: Array, *, epsilon: float = 2.0,
-                                       axis: int = -1, ignore_index: int = -100,
-                                       reduction: str = "mean") -> tuple[Array, Array]:
-    """Poly-1 and its gradient ``p - t - epsilon p (t - p_t)`` w.r.t. the logits.
-
-    Example:
-        >>> import numpy as np
-        >>> poly1_cross_entropy_value_and_grad(np.array([[0.0, 0.0]]), np.array([0]),
-        ...                                    epsilon=1.0)[1]
-        array([[-0.75,  0.75]])
-    """
-    return _poly1(logits, targets, epsilon, axis, ignore_index, reduction, True)
-
-
-def poly1_cross_entropy_grad(logits: Array, targets: Array, **options: Any) -> Array:
-    """Closed-form gradient of :func:`poly1_cross_entropy` w.r.t. ``logits``."""
-    return poly1_cross_entropy_value_and_grad(logits, targets, **options)[1]
+    xp, logits, targets = A.common(logits=logits, targets=targets)
+    _checks.floating(xp, logits, "logits")
+    _checks.reduction(reduction)
+    eps = _checks.real(epsilon, "epsilon")
+    ax = _checks.class_axis(logits, axis)
+    zin = A.upcast(xp, logits)
+    integer = A.is_integer(xp, targets)
+    # the cross-entropy part, its checks and its gradient: softmax CE's one definition
+    # (integer labels have no gradient)
+    need_ce = tuple(n for n in need if n == "logits" or not integer)
+    ce, ce_pullback = softmax_cross_entropy.with_pullback(
+        need_ce, zin, targets, axis=ax, ignore_index=ignore_index, reduction="none")
+    z = A.move_axis_last(xp, zin, ax)
+    dt = z.dtype
+    if integer:
+        z = A.zero_ignored_rows(xp, z, targets, ignore_index)
+    p = xp.exp(z - _lse(xp, z, -1, True))
+    if integer:
+        valid, safe = A.label_mask(xp, targets, ignore_index, dt, z.shape[-1])
+        t = A.one_hot_mask(xp, safe, z.shape[-1], dt) * valid[..., None]
+        denom = xp.sum(valid)
+    else:
+        t = A.as_float(xp, A.upcast(xp, A.move_axis_last(xp, targets, ax)), dt)
+        denom = None
+    pt = xp.sum(t * p, axis=-1)
+    loss_ = ce + eps * (xp.sum(t, axis=-1) - pt)  # eps * sum_c t_c (1 - p_c)
+    out = A.cast_like(xp, reduce(xp, loss_, reduction, denom), logits)
+    if not need:
+        return out, None
+    g_ce = ce_pullback(None)  # per-position gradients of the CE part (reduction "none")
+    scale = grad_scale(xp, loss_.shape, reduction, denom)
+    grads = {}
+    if "logits" in need:
+        # d(-sum_c t_c p_c)/dz_j = -p_j (t_j - p_t)
+        g_poly = A.move_axis_back(xp, -eps * p * (t - pt[..., None]), ax)
+        grads["logits"] = A.cast_like(xp, (g_ce["logits"] + g_poly) * scale, logits)
+    if "targets" in need_ce:
+        # d(eps sum_c t_c (1 - p_c))/dt_c = eps (1 - p_c)
+        g_poly = A.move_axis_back(xp, eps * (1.0 - p), ax)
+        grads["targets"] = A.cast_like(xp, (g_ce["targets"] + g_poly) * scale, targets)
+    return out, scaled_pullback(xp, grads, lambda c: xp.expand_dims(c, axis=ax))
 
 
 # --- asymmetric loss (ASL) ------------------------------------------------------------------
@@ -145,7 +130,58 @@ def _sigmoid_pair(xp: Any, x: Array) -> tuple[Array, Array]:
     return A.sigmoid(xp, x), A.sigmoid(xp, -x)
 
 
-def _asl(logits, targets, gamma_neg, gamma_pos, clip, eps, reduction, want_grad):
+@loss(wrt=("logits",))
+def asymmetric_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
+                    gamma_neg: float = 4.0, gamma_pos: float = 1.0,
+                    clip: float | None = 0.05, eps: float = 1e-8,
+                    reduction: str = "mean") -> tuple[Array, Pullback | None]:
+    """Asymmetric loss (ASL) for multi-label classification, as timm's
+    ``AsymmetricLossMultiLabel``.
+
+    Formula: with ``p = sigmoid(x)`` and the shifted negative probability
+    ``q = min(1 - p + clip, 1)``: ``l = -[y (1 - p)^gamma_pos log(max(p, eps)) +
+    (1 - y) (1 - q)^gamma_neg log(max(q, eps))]`` (for soft ``y`` the focusing weight is
+    ``(1 - p_t)^gamma`` with ``p_t = y p + (1 - y) q``, ``gamma = y gamma_pos +
+    (1 - y) gamma_neg``, exactly as timm). The focusing weight is differentiated (timm's
+    default ``disable_torch_grad_focal_loss=False``).
+
+    Gradient w.r.t. the logits: ``l = -w B`` with ``B = y log p + (1 - y) log q`` and
+    ``w = (1 - p_t)^gamma``; ``dl/dx = -(w' B + w B')``,
+    ``w' = -gamma (1 - p_t)^(gamma - 1) dp_t/dx``, ``dp/dx = p (1 - p)``,
+    ``dq/dx = -p (1 - p)`` where ``q < 1`` (0 where clipped), and the log terms have zero
+    slope where the ``eps`` floor is active. Soft targets are differentiated by autodiff.
+
+    Args:
+        logits: floating array of any shape, e.g. ``(N, C)``.
+        targets: multi-label targets in [0, 1] (or 0/1 integers), same shape.
+        gamma_neg: focusing exponent of the negatives (4).
+        gamma_pos: focusing exponent of the positives (1).
+        clip: probability margin ``m`` of the negatives, in [0, 1]; ``None`` or 0 is off.
+        eps: floor of the probabilities inside the logs (1e-8).
+        reduction: ``"mean"`` over elements, ``"sum"`` (timm's reduction) or ``"none"``.
+
+    Returns:
+        Scalar or element-wise losses, in the logits' dtype.
+
+    Raises:
+        TypeError: non-floating logits.
+        ValueError: shape mismatch, targets outside [0, 1], bad gammas, clip, eps or
+            reduction.
+
+    Example:
+        >>> import numpy as np, crossent
+        >>> x = np.array([[0.0, 0.0]]); y = np.array([[1.0, 0.0]])
+        >>> asymmetric_loss(x, y, reduction="none").round(6)  # 0.5 ln 2 and 0.45^4 ln(1/0.55)
+        array([[0.346574, 0.024515]])
+        >>> g = crossent.value_and_grad(asymmetric_loss)(np.array([0.0]), np.array([1.0]))[1]
+        >>> g.round(6)  # -(0.25 ln 2 + 0.5 * 0.5): focusing term plus the weighted CE term
+        array([-0.423287])
+
+    Aliases: timm ``AsymmetricLossMultiLabel`` (``reduction="sum"``); ASL.
+
+    References: Ben-Baruch et al. 2021, "Asymmetric Loss For Multi-Label Classification",
+    ICCV (arXiv:2009.14119), and its reference code (Alibaba-MIIL/ASL, timm).
+    """
     xp, logits, targets = A.common(logits=logits, targets=targets)
     _checks.floating(xp, logits, "logits")
     _checks.reduction(reduction)
@@ -177,10 +213,10 @@ def _asl(logits, targets, gamma_neg, gamma_pos, clip, eps, reduction, want_grad)
     omp_safe = xp.where(nonzero, omp, xp.ones_like(omp))
     w = xp.where(nonzero, omp_safe ** gamma, xp.where(gamma == 0, xp.ones_like(omp),
                                                      xp.zeros_like(omp)))
-    loss = -w * base
-    out = reduce(xp, loss, reduction)
-    if not want_grad:
-        return A.cast_like(xp, out, logits), None
+    loss_ = -w * base
+    out = A.cast_like(xp, reduce(xp, loss_, reduction), logits)
+    if not need:
+        return out, None
     ds = s * s_neg  # sigmoid'
     dlp = xp.where(log_s > log_eps, s_neg, xp.zeros_like(x))  # d log sigmoid = 1 - sigmoid
     dq = xp.where(q_raw < 1.0, -ds, xp.zeros_like(x))
@@ -189,78 +225,8 @@ def _asl(logits, targets, gamma_neg, gamma_pos, clip, eps, reduction, want_grad)
     dpt = y * ds + (1.0 - y) * dq
     # dw = -gamma (1 - pt)^(gamma - 1) dpt; where 1 - pt = 0 the log term is 0 as well
     dw = xp.where(nonzero, -gamma * (omp_safe ** (gamma - 1.0)) * dpt, xp.zeros_like(x))
-    g = -(dw * base + w * dbase) * grad_scale(xp, loss.shape, reduction, None)
-    return A.cast_like(xp, out, logits), A.cast_like(xp, g, logits)
-
-
-def asymmetric_loss(logits: Array, targets: Array, *, gamma_neg: float = 4.0,
-                    gamma_pos: float = 1.0, clip: float | None = 0.05, eps: float = 1e-8,
-                    reduction: str = "mean") -> Array:
-    """Asymmetric loss (ASL) for multi-label classification, as timm's
-    ``AsymmetricLossMultiLabel``.
-
-    Formula: with ``p = sigmoid(x)`` and the shifted negative probability
-    ``q = min(1 - p + clip, 1)``: ``l = -[y (1 - p)^gamma_pos log(max(p, eps)) +
-    (1 - y) (1 - q)^gamma_neg log(max(q, eps))]`` (for soft ``y`` the focusing weight is
-    ``(1 - p_t)^gamma`` with ``p_t = y p + (1 - y) q``, ``gamma = y gamma_pos +
-    (1 - y) gamma_neg``, exactly as timm). The focusing weight is differentiated (timm's
-    default ``disable_torch_grad_focal_loss=False``).
-
-    Args:
-        logits: floating array of any shape, e.g. ``(N, C)``.
-        targets: multi-label targets in [0, 1] (or 0/1 integers), same shape.
-        gamma_neg: focusing exponent of the negatives (4).
-        gamma_pos: focusing exponent of the positives (1).
-        clip: probability margin ``m`` of the negatives, in [0, 1]; ``None`` or 0 is off.
-        eps: floor of the probabilities inside the logs (1e-8).
-        reduction: ``"mean"`` over elements, ``"sum"`` (timm's reduction) or ``"none"``.
-
-    Returns:
-        Scalar or element-wise losses, in the logits' dtype.
-
-    Raises:
-        TypeError: non-floating logits.
-        ValueError: shape mismatch, targets outside [0, 1], bad gammas, clip, eps or
-            reduction.
-
-    Example:
-        >>> import numpy as np
-        >>> x = np.array([[0.0, 0.0]]); y = np.array([[1.0, 0.0]])
-        >>> asymmetric_loss(x, y, reduction="none").round(6)  # 0.5 ln 2 and 0.45^4 ln(1/0.55)
-        array([[0.346574, 0.024515]])
-
-    Aliases: timm ``AsymmetricLossMultiLabel`` (``reduction="sum"``); ASL.
-
-    References: Ben-Baruch et al. 2021, "Asymmetric Loss For Multi-Label Classification",
-    ICCV (arXiv:2009.14119), and its reference code (Alibaba-MIIL/ASL, timm).
-    """
-    return _asl(logits, targets, gamma_neg, gamma_pos, clip, eps, reduction, False)[0]
-
-
-@closed_form(asymmetric_loss)
-def asymmetric_loss_value_and_grad(logits: Array, targets: Array, *, gamma_neg: float = 4.0,
-                                   gamma_pos: float = 1.0, clip: float | None = 0.05,
-                                   eps: float = 1e-8,
-                                   reduction: str = "mean") -> tuple[Array, Array]:
-    """ASL and its gradient w.r.t. the logits.
-
-    Formula: ``l = -w B`` with ``B = y log p + (1 - y) log q`` and ``w = (1 - p_t)^gamma``;
-    ``dl/dx = -(w' B + w B')``, ``w' = -gamma (1 - p_t)^(gamma - 1) dp_t/dx``,
-    ``dp/dx = p (1 - p)``, ``dq/dx = -p (1 - p)`` where ``q < 1`` (0 where clipped), and the
-    log terms have zero slope where the ``eps`` floor is active.
-
-    Example:
-        >>> import numpy as np
-        >>> g = asymmetric_loss_value_and_grad(np.array([0.0]), np.array([1.0]))[1]
-        >>> g.round(6)  # -(0.25 ln 2 + 0.5 * 0.5): focusing term plus the weighted CE term
-        array([-0.423287])
-    """
-    return _asl(logits, targets, gamma_neg, gamma_pos, clip, eps, reduction, True)
-
-
-def asymmetric_loss_grad(logits: Array, targets: Array, **options: Any) -> Array:
-    """Closed-form gradient of :func:`asymmetric_loss` w.r.t. ``logits``."""
-    return asymmetric_loss_value_and_grad(logits, targets, **options)[1]
+    g = -(dw * base + w * dbase) * grad_scale(xp, loss_.shape, reduction, None)
+    return out, scaled_pullback(xp, {"logits": A.cast_like(xp, g, logits)}, lambda cot: cot)
 
 
 # --- sparsemax ------------------------------------------------------------------------------
@@ -317,27 +283,9 @@ def sparsemax(x: Array, *, axis: int = -1) -> Array:
     return A.cast_like(xp, A.move_axis_back(xp, _sparsemax_last(xp, z), ax), x)
 
 
-def _sparsemax_loss(logits, labels, axis, reduction, want_grad):
-    xp, logits, labels = A.common(logits=logits, labels=labels)
-    _checks.floating(xp, logits, "logits")
-    _checks.reduction(reduction)
-    ax = _checks.class_axis(logits, axis)
-    _checks.class_labels(xp, labels, logits, ax, None, "labels")
-    z = A.upcast(xp, A.move_axis_last(xp, logits, ax))
-    p = _sparsemax_last(xp, z)
-    d = z - A.take_class(xp, z, labels)[..., None]  # shift-invariant, exact for large z
-    d = xp.where(p > 0, d, xp.zeros_like(d))  # classes off the support may be at -inf
-    loss = xp.sum(p * d, axis=-1) + 0.5 * (1.0 - xp.sum(p * p, axis=-1))
-    out = reduce(xp, loss, reduction)
-    if not want_grad:
-        return A.cast_like(xp, out, logits), None
-    g = p - A.one_hot_mask(xp, labels, z.shape[-1], z.dtype)
-    g = A.move_axis_back(xp, g * grad_scale(xp, loss.shape, reduction, None), ax)
-    return A.cast_like(xp, out, logits), A.cast_like(xp, g, logits)
-
-
-def sparsemax_loss(logits: Array, labels: Array, *, axis: int = -1,
-                   reduction: str = "mean") -> Array:
+@loss(wrt=("logits",))
+def sparsemax_loss(need: tuple[str, ...], logits: Array, labels: Array, *, axis: int = -1,
+                   reduction: str = "mean") -> tuple[Array, Pullback | None]:
     """Multiclass sparsemax loss: the Fenchel-Young loss whose prediction map is sparsemax.
 
     Formula: ``p = sparsemax(z)``, ``l = sum_j p_j (z_j - z_y) + (1 - ||p||^2) / 2``
@@ -359,10 +307,12 @@ def sparsemax_loss(logits: Array, labels: Array, *, axis: int = -1,
         ValueError: shape mismatch, label out of range, unknown reduction.
 
     Example:
-        >>> import numpy as np
+        >>> import numpy as np, crossent
         >>> sparsemax_loss(np.array([[2.0, 1.0, -1.0], [0.0, 0.0, 0.0]]), np.array([0, 1]),
         ...                reduction="none").round(6)
         array([0.      , 0.333333])
+        >>> crossent.value_and_grad(sparsemax_loss)(np.array([[0.0, 0.0]]), np.array([0]))[1]
+        array([[-0.5,  0.5]])
 
     Aliases: Optax ``multiclass_sparsemax_loss`` (Optax's ``sparsemax_loss`` is the binary
     :func:`binary_sparsemax_loss`); ``entmax.SparsemaxLoss``.
@@ -370,52 +320,28 @@ def sparsemax_loss(logits: Array, labels: Array, *, axis: int = -1,
     References: Martins & Astudillo 2016, "From Softmax to Sparsemax", ICML; Blondel,
     Martins & Niculae 2020, "Learning with Fenchel-Young Losses", JMLR 21.
     """
-    return _sparsemax_loss(logits, labels, axis, reduction, False)[0]
-
-
-@closed_form(sparsemax_loss)
-def sparsemax_loss_value_and_grad(logits: Array, labels: Array, *, axis: int = -1,
-                                  reduction: str = "mean") -> tuple[Array, Array]:
-    """Sparsemax loss and its gradient ``sparsemax(z) - onehot(y)``.
-
-    Example:
-        >>> import numpy as np
-        >>> sparsemax_loss_value_and_grad(np.array([[0.0, 0.0]]), np.array([0]))[1]
-        array([[-0.5,  0.5]])
-    """
-    return _sparsemax_loss(logits, labels, axis, reduction, True)
-
-
-def sparsemax_loss_grad(logits: Array, labels: Array, **options: Any) -> Array:
-    """Closed-form gradient of :func:`sparsemax_loss` w.r.t. ``logits``."""
-    return sparsemax_loss_value_and_grad(logits, labels, **options)[1]
-
-
-def _binary_sparsemax(logits, labels, reduction, want_grad):
     xp, logits, labels = A.common(logits=logits, labels=labels)
     _checks.floating(xp, logits, "logits")
     _checks.reduction(reduction)
-    x = A.upcast(xp, logits)
-    _checks.same_shape(logits, labels, "logits", "labels")
-    y = A.as_float(xp, labels, x.dtype)
-    if _checks.any_true(xp, (y != 0) & (y != 1)):
-        raise ValueError(
-            f"labels must hold 0 or 1, got values in [{float(xp.min(y))}, {float(xp.max(y))}]"
-        )
-    sign = 1.0 - 2.0 * y  # the margin variable is -x for a positive, x for a negative
-    v = sign * x
-    one = xp.ones_like(v)
-    # sparse_plus(v) = 0 (v <= -1), (v + 1)^2 / 4 (|v| < 1), v (v >= 1)
-    loss = xp.where(v <= -1.0, xp.zeros_like(v), xp.where(v >= 1.0, v, (v + one) ** 2 / 4.0))
-    out = reduce(xp, loss, reduction)
-    if not want_grad:
-        return A.cast_like(xp, out, logits), None
-    slope = xp.clip((v + 1.0) / 2.0, 0.0, 1.0)  # sparse_sigmoid(v)
-    g = sign * slope * grad_scale(xp, loss.shape, reduction, None)
-    return A.cast_like(xp, out, logits), A.cast_like(xp, g, logits)
+    ax = _checks.class_axis(logits, axis)
+    _checks.class_labels(xp, labels, logits, ax, None, "labels")
+    z = A.upcast(xp, A.move_axis_last(xp, logits, ax))
+    p = _sparsemax_last(xp, z)
+    d = z - A.take_class(xp, z, labels)[..., None]  # shift-invariant, exact for large z
+    d = xp.where(p > 0, d, xp.zeros_like(d))  # classes off the support may be at -inf
+    loss_ = xp.sum(p * d, axis=-1) + 0.5 * (1.0 - xp.sum(p * p, axis=-1))
+    out = A.cast_like(xp, reduce(xp, loss_, reduction), logits)
+    if not need:
+        return out, None
+    g = p - A.one_hot_mask(xp, labels, z.shape[-1], z.dtype)
+    g = A.move_axis_back(xp, g * grad_scale(xp, loss_.shape, reduction, None), ax)
+    return out, scaled_pullback(xp, {"logits": A.cast_like(xp, g, logits)},
+                                lambda cot: xp.expand_dims(cot, axis=ax))
 
 
-def binary_sparsemax_loss(logits: Array, labels: Array, *, reduction: str = "mean") -> Array:
+@loss(wrt=("logits",))
+def binary_sparsemax_loss(need: tuple[str, ...], logits: Array, labels: Array, *,
+                          reduction: str = "mean") -> tuple[Array, Pullback | None]:
     """Binary sparsemax loss: the Fenchel-Young loss of the sparse sigmoid.
 
     Formula: ``v = -x`` for a positive label and ``x`` for a negative one,
@@ -436,69 +362,49 @@ def binary_sparsemax_loss(logits: Array, labels: Array, *, reduction: str = "mea
         ValueError: shape mismatch, labels outside {0, 1}, unknown reduction.
 
     Example:
-        >>> import numpy as np
+        >>> import numpy as np, crossent
         >>> binary_sparsemax_loss(np.array([2.0, 0.0, -3.0]), np.array([1, 1, 1]),
         ...                       reduction="none")
         array([0.  , 0.25, 3.  ])
+        >>> crossent.value_and_grad(binary_sparsemax_loss)(np.array([0.0, 0.0]),
+        ...                                                np.array([1, 0]), reduction="sum")[1]
+        array([-0.5,  0.5])
 
     Aliases: Optax ``sparsemax_loss`` (formerly ``binary_sparsemax_loss``).
 
     References: Blondel, Martins & Niculae 2020, "Learning with Fenchel-Young Losses", JMLR
     21 (sec. 4.4).
     """
-    return _binary_sparsemax(logits, labels, reduction, False)[0]
-
-
-@closed_form(binary_sparsemax_loss)
-def binary_sparsemax_loss_value_and_grad(logits: Array, labels: Array, *,
-                                         reduction: str = "mean") -> tuple[Array, Array]:
-    """Binary sparsemax loss and its gradient ``sparse_sigmoid(x) - y``.
-
-    Example:
-        >>> import numpy as np
-        >>> binary_sparsemax_loss_value_and_grad(np.array([0.0, 0.0]), np.array([1, 0]),
-        ...                                      reduction="sum")[1]
-        array([-0.5,  0.5])
-    """
-    return _binary_sparsemax(logits, labels, reduction, True)
-
-
-def binary_sparsemax_loss_grad(logits: Array, labels: Array, **options: Any) -> Array:
-    """Closed-form gradient of :func:`binary_sparsemax_loss` w.r.t. ``logits``."""
-    return binary_sparsemax_loss_value_and_grad(logits, labels, **options)[1]
+    xp, logits, labels = A.common(logits=logits, labels=labels)
+    _checks.floating(xp, logits, "logits")
+    _checks.reduction(reduction)
+    x = A.upcast(xp, logits)
+    _checks.same_shape(logits, labels, "logits", "labels")
+    y = A.as_float(xp, labels, x.dtype)
+    if _checks.any_true(xp, (y != 0) & (y != 1)):
+        raise ValueError(
+            f"labels must hold 0 or 1, got values in [{float(xp.min(y))}, {float(xp.max(y))}]"
+        )
+    sign = 1.0 - 2.0 * y  # the margin variable is -x for a positive, x for a negative
+    v = sign * x
+    one = xp.ones_like(v)
+    # sparse_plus(v) = 0 (v <= -1), (v + 1)^2 / 4 (|v| < 1), v (v >= 1)
+    loss_ = xp.where(v <= -1.0, xp.zeros_like(v), xp.where(v >= 1.0, v, (v + one) ** 2 / 4.0))
+    out = A.cast_like(xp, reduce(xp, loss_, reduction), logits)
+    if not need:
+        return out, None
+    slope = xp.clip((v + 1.0) / 2.0, 0.0, 1.0)  # sparse_sigmoid(v)
+    g = sign * slope * grad_scale(xp, loss_.shape, reduction, None)
+    return out, scaled_pullback(xp, {"logits": A.cast_like(xp, g, logits)}, lambda cot: cot)
 
 
 # --- generalized cross-entropy --------------------------------------------------------------
 
 
-def _gce(logits, labels, q, axis, ignore_index, reduction, want_grad):
-    xp, logits, labels = A.common(logits=logits, labels=labels)
-    _checks.floating(xp, logits, "logits")
-    _checks.reduction(reduction)
-    q = _checks.number(q, "q", low=0.0, high=1.0, low_open=True, what="in (0, 1]")
-    ax = _checks.class_axis(logits, axis)
-    _checks.class_labels(xp, labels, logits, ax, ignore_index, "labels")
-    z = A.zero_ignored_rows(xp, A.upcast(xp, A.move_axis_last(xp, logits, ax)), labels,
-                            ignore_index)
-    dt = z.dtype
-    valid, safe = A.label_mask(xp, labels, ignore_index, dt, z.shape[-1])
-    logp = z - _lse(xp, z, -1, True)
-    qlogp = q * A.take_class(xp, logp, safe)
-    # (1 - p_y^q) / q = -expm1(q log p_y) / q: exact as q -> 0 (where it tends to CE)
-    loss = -xp.expm1(qlogp) / q * valid
-    denom = xp.sum(valid)
-    out = reduce(xp, loss, reduction, denom)
-    if not want_grad:
-        return A.cast_like(xp, out, logits), None
-    pyq = xp.exp(qlogp) * valid
-    g = pyq[..., None] * (xp.exp(logp) - A.one_hot_mask(xp, safe, z.shape[-1], dt))
-    g = A.move_axis_back(xp, g * grad_scale(xp, loss.shape, reduction, denom), ax)
-    return A.cast_like(xp, out, logits), A.cast_like(xp, g, logits)
-
-
-def generalized_cross_entropy(logits: Array, labels: Array, *, q: float = 0.7,
-                              axis: int = -1, ignore_index: int = -100,
-                              reduction: str = "mean") -> Array:
+@loss(wrt=("logits",))
+def generalized_cross_entropy(need: tuple[str, ...], logits: Array, labels: Array, *,
+                              q: float = 0.7, axis: int = -1, ignore_index: int = -100,
+                              reduction: str = "mean") -> tuple[Array, Pullback | None]:
     """Generalized cross-entropy (L_q loss) of Zhang & Sabuncu, robust to noisy labels.
 
     Formula: ``l = (1 - p_y^q) / q`` with ``p = softmax(z)``; ``q -> 0`` gives
@@ -522,10 +428,12 @@ def generalized_cross_entropy(logits: Array, labels: Array, *, q: float = 0.7,
         ValueError: shape mismatch, label out of range, ``q`` outside (0, 1], bad reduction.
 
     Example:
-        >>> import numpy as np
+        >>> import numpy as np, crossent
         >>> z = np.log(np.array([[0.25, 0.75]]))
         >>> round(float(generalized_cross_entropy(z, np.array([0]), q=0.5)), 6)  # 2(1 - 0.5)
         1.0
+        >>> crossent.value_and_grad(generalized_cross_entropy)(z, np.array([1]), q=1.0)[1].round(6)
+        array([[ 0.1875, -0.1875]])
 
     Aliases: Keras ``categorical_generalized_cross_entropy`` /
     ``CategoricalGeneralizedCrossEntropy`` (on probabilities); GCE, L_q loss.
@@ -533,27 +441,29 @@ def generalized_cross_entropy(logits: Array, labels: Array, *, q: float = 0.7,
     References: Zhang & Sabuncu 2018, "Generalized Cross Entropy Loss for Training Deep
     Neural Networks with Noisy Labels", NeurIPS (arXiv:1805.07836).
     """
-    return _gce(logits, labels, q, axis, ignore_index, reduction, False)[0]
-
-
-@closed_form(generalized_cross_entropy)
-def generalized_cross_entropy_value_and_grad(logits: Array, labels: Array, *, q: float = 0.7,
-                                             axis: int = -1, ignore_index: int = -100,
-                                             reduction: str = "mean") -> tuple[Array, Array]:
-    """Generalized cross-entropy and its gradient ``p_y^q (p - onehot(y))``.
-
-    Example:
-        >>> import numpy as np
-        >>> z = np.log(np.array([[0.25, 0.75]]))
-        >>> generalized_cross_entropy_value_and_grad(z, np.array([1]), q=1.0)[1].round(6)
-        array([[ 0.1875, -0.1875]])
-    """
-    return _gce(logits, labels, q, axis, ignore_index, reduction, True)
-
-
-def generalized_cross_entropy_grad(logits: Array, labels: Array, **options: Any) -> Array:
-    """Closed-form gradient of :func:`generalized_cross_entropy` w.r.t. ``logits``."""
-    return generalized_cross_entropy_value_and_grad(logits, labels, **options)[1]
+    xp, logits, labels = A.common(logits=logits, labels=labels)
+    _checks.floating(xp, logits, "logits")
+    _checks.reduction(reduction)
+    q = _checks.number(q, "q", low=0.0, high=1.0, low_open=True, what="in (0, 1]")
+    ax = _checks.class_axis(logits, axis)
+    _checks.class_labels(xp, labels, logits, ax, ignore_index, "labels")
+    z = A.zero_ignored_rows(xp, A.upcast(xp, A.move_axis_last(xp, logits, ax)), labels,
+                            ignore_index)
+    dt = z.dtype
+    valid, safe = A.label_mask(xp, labels, ignore_index, dt, z.shape[-1])
+    logp = z - _lse(xp, z, -1, True)
+    qlogp = q * A.take_class(xp, logp, safe)
+    # (1 - p_y^q) / q = -expm1(q log p_y) / q: exact as q -> 0 (where it tends to CE)
+    loss_ = -xp.expm1(qlogp) / q * valid
+    denom = xp.sum(valid)
+    out = A.cast_like(xp, reduce(xp, loss_, reduction, denom), logits)
+    if not need:
+        return out, None
+    pyq = xp.exp(qlogp) * valid
+    g = pyq[..., None] * (xp.exp(logp) - A.one_hot_mask(xp, safe, z.shape[-1], dt))
+    g = A.move_axis_back(xp, g * grad_scale(xp, loss_.shape, reduction, denom), ax)
+    return out, scaled_pullback(xp, {"logits": A.cast_like(xp, g, logits)},
+                                lambda cot: xp.expand_dims(cot, axis=ax))
 
 
 # --- class-balanced weights -----------------------------------------------------------------

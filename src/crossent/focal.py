@@ -18,18 +18,11 @@ from . import _array as A
 from . import _checks
 from ._reduce import grad_scale, reduce
 from .classification import _binary_targets
-from .gradients import closed_form
+from .gradients import Pullback, loss, scaled_pullback
 
 Array = Any
 
-__all__ = [
-    "sigmoid_focal_loss",
-    "sigmoid_focal_loss_value_and_grad",
-    "sigmoid_focal_loss_grad",
-    "softmax_focal_loss",
-    "softmax_focal_loss_value_and_grad",
-    "softmax_focal_loss_grad",
-]
+__all__ = ["sigmoid_focal_loss", "softmax_focal_loss"]
 
 
 # --- sigmoid focal loss ---------------------------------------------------------------------
@@ -42,65 +35,23 @@ def _power(xp: Any, g: Any, log_q: Array, one: Array) -> Array:
     return xp.exp(A.mul0(xp, g, log_q))
 
 
-def _sigmoid_focal(logits, targets, alpha, gamma, reduction, want_grad):
-    """The one definition of the sigmoid focal loss; returns (loss, grad or None).
-
-    With ``p = sigma(x)`` and ``q = 1 - p_t = t (1 - p) + (1 - t) p`` (valid for soft ``t``):
-
-    * ``ce = -t log p - (1 - t) log(1 - p)``, ``d ce / dx = p - t``;
-    * ``log q = logaddexp(log t + log sigma(-x), log(1 - t) + log sigma(x))``, with the
-      ``t = 0`` / ``t = 1`` cases taken exactly (``log q = log sigma(x)`` / ``log sigma(-x)``)
-      so no ``log 0`` is ever formed;
-    * ``M = q^gamma = exp(gamma log q)`` and, since ``dq/dx = (1 - 2t) p (1 - p)``,
-      ``dM/dx = gamma (1 - 2t) M r`` with ``r = p (1 - p) / q``. ``q`` is a convex combination
-      of ``p`` and ``1 - p``, so ``q >= min(p, 1 - p) >= p (1 - p)`` and ``0 <= r <= 1``:
-      the ``q^(gamma - 1)`` that blows up for ``gamma < 1`` never appears on its own;
-    * ``dL/dx = alpha_t M [(p - t) + gamma (1 - 2t) ce r]``, ``r = exp(log p + log(1-p) - log q)``.
-    """
-    xp, logits, targets = A.common(logits=logits, targets=targets)
-    _checks.floating(xp, logits, "logits")
-    _checks.reduction(reduction)
-    g = _checks.non_negative(gamma, "gamma")
-    a = None if alpha is None else _checks.unit_interval(alpha, "alpha")
-    x = A.upcast(xp, logits)
-    t = _binary_targets(xp, targets, logits)
-    log_p = -A.softplus(xp, -x)  # log sigma(x)
-    log_1mp = -A.softplus(xp, x)  # log sigma(-x) = log(1 - p)
-    # both terms >= 0: no cancellation; a zero target weight silences an infinite log (a
-    # logit of +-inf with the matching target is a loss of exactly 0)
-    ce = -(A.mul0(xp, t, log_p) + A.mul0(xp, 1.0 - t, log_1mp))
-    one = xp.ones_like(t)
-    pos, neg = t > 0, t < 1
-    # xlogy-style: log t and log(1 - t) only where they are finite
-    la = xp.log(xp.where(pos, t, one)) + log_1mp
-    lb = xp.log(xp.where(neg, 1.0 - t, one)) + log_p
-    log_q = xp.where(~pos, log_p, xp.where(~neg, log_1mp, xp.logaddexp(la, lb)))
-    mod = _power(xp, g, log_q, one)
-    alpha_t = None if a is None else a * t + (1.0 - a) * (1.0 - t)
-    loss = ce * mod
-    if alpha_t is not None:
-        loss = alpha_t * loss
-    out = reduce(xp, loss, reduction)
-    if not want_grad:
-        return A.cast_like(xp, out, logits), None
-    p = A.sigmoid(xp, x)
-    inner = p - t
-    if _checks.is_traced(g) or g != 0:
-        # p (1 - p) / q, in [0, 1]; where q = 0 (a saturated logit with the matching target)
-        # ce is 0 too, and the term is 0
-        sat = log_q == -math.inf
-        r = xp.where(sat, xp.zeros_like(log_q),
-                     xp.exp(log_p + log_1mp - xp.where(sat, xp.zeros_like(log_q), log_q)))
-        inner = inner + g * (1.0 - 2.0 * t) * (ce * r)
-    grad = mod * inner
-    if alpha_t is not None:
-        grad = alpha_t * grad
-    grad = grad * grad_scale(xp, loss.shape, reduction, None)
-    return A.cast_like(xp, out, logits), A.cast_like(xp, grad, logits)
+def _plogp_ratio(xp: Any, d: Array) -> Array:
+    """``k(d) = -p log p / (1 - p)`` for ``p = sigma(d)``, i.e. ``e^d softplus(-d)``, in
+    [0, 1] (-> 1 as p -> 1). In terms of ``u = exp(-|d|)``: ``k = log1p(u) / u`` for
+    ``d >= 0`` and ``k = u (|d| + log1p(u))`` for ``d < 0``; both branches are the same
+    analytic function, so their derivatives are exact too."""
+    zero = xp.zeros_like(d)
+    u = xp.exp(A.neg_abs(xp, d))
+    u_pos = xp.where(u > 0, u, xp.ones_like(u))
+    k_pos = xp.where(u > 0, xp.log1p(u_pos) / u_pos, xp.ones_like(u))
+    k_neg = xp.where(u > 0, u * (xp.abs(xp.where(u > 0, d, zero)) + xp.log1p(u)), zero)
+    return xp.where(d >= 0, k_pos, k_neg)
 
 
-def sigmoid_focal_loss(logits: Array, targets: Array, *, alpha: float | None = 0.25,
-                       gamma: float = 2.0, reduction: str = "mean") -> Array:
+@loss(wrt=("logits", "targets"))
+def sigmoid_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
+                       alpha: float | None = 0.25, gamma: float = 2.0,
+                       reduction: str = "mean") -> tuple[Array, Pullback | None]:
     """Sigmoid focal loss (RetinaNet): binary cross-entropy scaled by ``(1 - p_t)^gamma``.
 
     Formula: with ``p = sigma(x)``, ``p_t = p t + (1 - p)(1 - t)`` and
@@ -110,7 +61,14 @@ def sigmoid_focal_loss(logits: Array, targets: Array, *, alpha: float | None = 0
     computed as ``exp(gamma log(1 - p_t))`` with ``log(1 - p_t)`` a log-sum-exp of log-sigmoids,
     so it is exact and finite for logits of any finite size; ``gamma = 0`` gives exactly the
     (alpha-weighted) sigmoid cross-entropy.
-    Gradient: ``alpha_t (1 - p_t)^gamma [(p - t) + gamma (1 - 2t) ce p (1 - p) / (1 - p_t)]``.
+    Gradient: with ``ce`` the sigmoid cross-entropy, ``q = 1 - p_t = t (1-p) + (1-t) p`` and
+    ``dq/dx = (1 - 2t) p (1 - p)``:
+    ``alpha_t (1 - p_t)^gamma [(p - t) + gamma (1 - 2t) ce p (1 - p) / (1 - p_t)]``, where
+    ``p (1 - p) / q`` lies in [0, 1] (so it is finite even for ``gamma < 1``). W.r.t. the
+    targets (``dq/dt = 1 - 2p``, ``d ce / dt = -x``):
+    ``(2 alpha - 1) ce q^gamma + alpha_t q^gamma [-x + gamma ce (1 - 2p) / q]``, the last ratio
+    formed from bounded pieces. Both are the backward on every backend
+    (:func:`crossent.value_and_grad`, torch autograd, ``jax.grad``).
 
     Args:
         logits: floating array of any shape, one independent score per element (e.g.
@@ -130,7 +88,7 @@ def sigmoid_focal_loss(logits: Array, targets: Array, *, alpha: float | None = 0
             shape mismatch, unknown reduction.
 
     Example (the paper's point: at p_t = 0.9, gamma = 2 gives 1/100 of the cross-entropy):
-        >>> import numpy as np
+        >>> import numpy as np, crossent
         >>> x = np.log(np.array([9.0, 1.0 / 9.0]))        # p = 0.9, 0.1
         >>> t = np.array([1.0, 0.0])                        # p_t = 0.9 for both
         >>> fl = sigmoid_focal_loss(x, t, alpha=None, reduction="none")
@@ -138,6 +96,10 @@ def sigmoid_focal_loss(logits: Array, targets: Array, *, alpha: float | None = 0
         [0.01, 0.01]
         >>> float(sigmoid_focal_loss(np.array([2.0, -1.0]), np.array([1, 1])).round(6))
         0.087959
+        >>> _, g = crossent.value_and_grad(sigmoid_focal_loss)(
+        ...     np.array([0.0]), np.array([1.0]), alpha=None, reduction="sum")
+        >>> g.round(6).tolist()   # 0.25 * (-0.5 - 2 * log(2) * 0.25 / 0.5)
+        [-0.298287]
 
     Aliases: torchvision ``ops.sigmoid_focal_loss`` (same defaults, but its default reduction
     is "none"); mmdet ``py_sigmoid_focal_loss`` / ``FocalLoss(use_sigmoid=True)``; Optax
@@ -151,33 +113,82 @@ def sigmoid_focal_loss(logits: Array, targets: Array, *, alpha: float | None = 0
     here reduces to for 0/1 targets); torchvision.ops.sigmoid_focal_loss; mmdet
     ``py_sigmoid_focal_loss`` (seed 001).
     """
-    return _sigmoid_focal(logits, targets, alpha, gamma, reduction, False)[0]
-
-
-@closed_form(sigmoid_focal_loss)
-def sigmoid_focal_loss_value_and_grad(logits: Array, targets: Array, *,
-                                      alpha: float | None = 0.25, gamma: float = 2.0,
-                                      reduction: str = "mean") -> tuple[Array, Array]:
-    """Sigmoid focal loss and its gradient w.r.t. the logits, from the same intermediates.
-
-    Formula: with ``ce`` the sigmoid cross-entropy, ``q = 1 - p_t = t (1-p) + (1-t) p`` and
-    ``dq/dx = (1 - 2t) p (1 - p)``:
-    ``d/dx [alpha_t ce q^gamma] = alpha_t q^gamma [(p - t) + gamma (1 - 2t) ce p (1-p) / q]``,
-    where ``p (1 - p) / q`` lies in [0, 1] (so it is finite even for ``gamma < 1``).
-
-    Example:
-        >>> import numpy as np
-        >>> _, g = sigmoid_focal_loss_value_and_grad(np.array([0.0]), np.array([1.0]),
-        ...                                          alpha=None, reduction="sum")
-        >>> g.round(6).tolist()   # 0.25 * (-0.5 - 2 * log(2) * 0.25 / 0.5)
-        [-0.298287]
-    """
-    return _sigmoid_focal(logits, targets, alpha, gamma, reduction, True)
-
-
-def sigmoid_focal_loss_grad(logits: Array, targets: Array, **options: Any) -> Array:
-    """Closed-form gradient of :func:`sigmoid_focal_loss` w.r.t. ``logits``."""
-    return sigmoid_focal_loss_value_and_grad(logits, targets, **options)[1]
+    # With p = sigma(x) and q = 1 - p_t = t (1 - p) + (1 - t) p (valid for soft t):
+    #
+    # * ce = -t log p - (1 - t) log(1 - p), d ce / dx = p - t, d ce / dt = log(1-p) - log p = -x;
+    # * log q = logaddexp(log t + log sigma(-x), log(1 - t) + log sigma(x)), with the
+    #   t = 0 / t = 1 cases taken exactly (log q = log sigma(x) / log sigma(-x)) so no log 0 is
+    #   ever formed;
+    # * M = q^gamma = exp(gamma log q) and, since dq/dx = (1 - 2t) p (1 - p),
+    #   dM/dx = gamma (1 - 2t) M r with r = p (1 - p) / q. q is a convex combination of p and
+    #   1 - p, so q >= min(p, 1 - p) >= p (1 - p) and 0 <= r <= 1: the q^(gamma - 1) that
+    #   blows up for gamma < 1 never appears on its own;
+    # * dL/dx = alpha_t M [(p - t) + gamma (1 - 2t) ce r], r = exp(log p + log(1-p) - log q);
+    # * dM/dt = gamma M (1 - 2p) / q, and ce (1 - 2p) / q = A (-log p - k(x)) + B (k(-x) +
+    #   log(1 - p)) with the logaddexp weights A = t (1 - p) / q, B = (1 - t) p / q (in [0, 1],
+    #   A + B = 1) and k(d) = -sigma(d) log sigma(d) / (1 - sigma(d)) in [0, 1]: every piece
+    #   is bounded by 1 or by a log-sigmoid, so nothing blows up where q -> 0.
+    xp, logits, targets = A.common(logits=logits, targets=targets)
+    _checks.floating(xp, logits, "logits")
+    _checks.reduction(reduction)
+    g = _checks.non_negative(gamma, "gamma")
+    a = None if alpha is None else _checks.unit_interval(alpha, "alpha")
+    focusing = _checks.is_traced(g) or g != 0
+    x = A.upcast(xp, logits)
+    t = _binary_targets(xp, targets, logits)
+    log_p = -A.softplus(xp, -x)  # log sigma(x)
+    log_1mp = -A.softplus(xp, x)  # log sigma(-x) = log(1 - p)
+    # both terms >= 0: no cancellation; a zero target weight silences an infinite log (a
+    # logit of +-inf with the matching target is a loss of exactly 0)
+    ce = -(A.mul0(xp, t, log_p) + A.mul0(xp, 1.0 - t, log_1mp))
+    one = xp.ones_like(t)
+    pos, neg = t > 0, t < 1
+    # xlogy-style: log t and log(1 - t) only where they are finite
+    la = xp.log(xp.where(pos, t, one)) + log_1mp
+    lb = xp.log(xp.where(neg, 1.0 - t, one)) + log_p
+    log_q = xp.where(~pos, log_p, xp.where(~neg, log_1mp, xp.logaddexp(la, lb)))
+    mod = _power(xp, g, log_q, one)
+    alpha_t = None if a is None else a * t + (1.0 - a) * (1.0 - t)
+    focal = ce * mod
+    loss_ = focal if alpha_t is None else alpha_t * focal
+    out = A.cast_like(xp, reduce(xp, loss_, reduction), logits)
+    if not need:
+        return out, None
+    scale = grad_scale(xp, loss_.shape, reduction, None)
+    zero = xp.zeros_like(log_q)
+    # where q = 0 (a saturated logit with the matching target) ce is 0 too
+    sat = log_q == -math.inf
+    grads = {}
+    if "logits" in need:
+        p = A.sigmoid(xp, x)
+        inner = p - t
+        if focusing:
+            # p (1 - p) / q, in [0, 1]; where q = 0 the term is 0
+            r = xp.where(sat, zero, xp.exp(log_p + log_1mp - xp.where(sat, zero, log_q)))
+            inner = inner + g * (1.0 - 2.0 * t) * (ce * r)
+        grad = mod * inner
+        if alpha_t is not None:
+            grad = alpha_t * grad
+        grads["logits"] = A.cast_like(xp, grad * scale, logits)
+    if "targets" in need:
+        inner = -x
+        if focusing:
+            # the logaddexp weights: exponents <= 0 for soft t, and formed only there (a
+            # hard t's unused branch could overflow, and autograd would turn 0 * inf to NaN)
+            soft = pos & neg
+            w_a = xp.where(~neg, one, xp.where(~pos, zero, xp.exp(
+                xp.where(soft, la - log_q, zero))))
+            w_b = xp.where(~pos, one, xp.where(~neg, zero, xp.exp(
+                xp.where(soft, lb - log_q, zero))))
+            ratio = (A.mul0(xp, w_a, -log_p - _plogp_ratio(xp, x))
+                     + A.mul0(xp, w_b, _plogp_ratio(xp, -x) + log_1mp))
+            inner = inner + g * ratio
+        # M = 0 silences an infinite inner term (x = +-inf with the matching target)
+        grad = A.mul0(xp, mod, inner)
+        if alpha_t is not None:
+            grad = alpha_t * grad + (2.0 * a - 1.0) * focal
+        grads["targets"] = A.cast_like(xp, grad * scale, targets)
+    return out, scaled_pullback(xp, grads, lambda c: c)
 
 
 # --- softmax focal loss ---------------------------------------------------------------------
@@ -195,25 +206,86 @@ def _class_alpha(xp, alpha, num_classes, dt, dev):
     return a
 
 
-def _softmax_focal(logits, targets, alpha, gamma, axis, ignore_index, reduction, want_grad):
-    """The one definition of the softmax focal loss; returns (loss, grad or None).
+@loss(wrt=("logits", "targets"))
+def softmax_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
+                       alpha: Any = None, gamma: float = 2.0, axis: int = -1,
+                       ignore_index: int = -100, reduction: str = "mean"
+                       ) -> tuple[Array, Pullback | None]:
+    """Softmax (categorical) focal loss: softmax cross-entropy with each class term scaled
+    by ``alpha_c (1 - p_c)^gamma``.
 
-    Each class probability is a sigmoid of a logit difference: ``p_c = sigma(d_c)`` with
-    ``d_c = z_c - logsumexp_{j != c} z_j``. So ``log p_c = -softplus(-d_c)`` and
-    ``log(1 - p_c) = -softplus(d_c)`` are both exact in relative terms, even where
-    ``p_c`` rounds to 1 (``z = [30, 0]``: ``log p = z - lse`` would keep only ~2 digits of
-    ``1 - p``, and at ``z = [1e4, 0]`` would give ``log(1 - p) = -inf``).
-    ``logsumexp_{j != c}`` is ``m + log(S - e_c)`` with ``e = exp(z - m)``, ``S = sum e``;
-    ``S - e_c >= S / 2`` for every class but the arg-max (no cancellation), whose
-    leave-one-out sum is summed directly.
+    Formula: with ``p = softmax(z)`` along ``axis``,
+    ``FL = -sum_c alpha_c (1 - p_c)^gamma t_c log p_c``; for an integer label ``y`` that is
+    ``-alpha_y (1 - p_y)^gamma log p_y``. ``log p_c`` and ``log(1 - p_c)`` are both computed
+    exactly from ``d_c = z_c - logsumexp_{j != c} z_j`` (``p_c = sigma(d_c)``), and
+    ``(1 - p_c)^gamma = exp(gamma log(1 - p_c))``, so loss and gradient are finite for any
+    finite logits; ``gamma = 0`` with ``alpha=None`` is exactly softmax cross-entropy.
+    Gradient: ``g_j = v_j - p_j sum_c v_c`` with
+    ``v_c = -alpha_c t_c (1 - p_c)^gamma (1 + gamma k_c)``, ``k_c = -p_c log p_c / (1 - p_c)``
+    in [0, 1]; times ``1 / (number of non-ignored positions)`` for "mean". ``gamma = 0``
+    gives ``p sum_c(alpha_c t_c) - alpha t``. W.r.t. probability targets (the loss is linear
+    in them): ``-alpha_c (1 - p_c)^gamma log p_c``. Both are the backward on every backend
+    (:func:`crossent.value_and_grad`, torch autograd, ``jax.grad``).
 
-    Gradient: ``f_c = -a_c t_c (1 - p_c)^g log p_c`` and ``dp_c/dz_j = p_c ([c=j] - p_j)`` give
-    ``grad_j = v_j - p_j sum_c v_c`` with ``v_c = p_c df_c/dp_c
-    = a_c t_c [g (1-p_c)^(g-1) p_c log p_c - (1-p_c)^g] = -a_c t_c (1-p_c)^g (1 + g k_c)``,
-    ``k_c = -p_c log p_c / (1 - p_c)`` in [0, 1] (-> 1 as p -> 1): the ``(1 - p)^(g - 1)`` that
-    diverges for ``g < 1`` is absorbed analytically. In terms of ``d`` and ``u = exp(-|d|)``:
-    ``k = log1p(u) / u`` for ``d >= 0`` and ``k = u (|d| + log1p(u))`` for ``d < 0``.
+    Args:
+        logits: floating array, classes along ``axis``, e.g. ``(N, C)`` or ``(N, C, d1...)``
+            with ``axis=1``.
+        targets: integer class indices with the shape of ``logits`` minus ``axis``, or
+            floating class probabilities (one-hot or soft) with the shape of ``logits``.
+        alpha: ``None`` (no weighting, the default), a non-negative scalar applied to every
+            class (Keras' default is 0.25), or one non-negative weight per class, shape
+            ``(C,)``.
+        gamma: focusing parameter ``>= 0``; 0 gives (alpha-weighted) cross-entropy.
+        axis: the class axis (``-1`` by default; ``1`` for PyTorch layouts).
+        ignore_index: integer targets equal to it contribute neither loss nor gradient.
+        reduction: ``"mean"`` over examples (over non-ignored positions for integer targets,
+            0 when all are ignored; alpha does not enter the denominator), ``"sum"`` or
+            ``"none"``.
+
+    Returns:
+        A scalar, or the per-position losses for ``reduction="none"``; in the logits' dtype
+        (fp16/bf16 inputs are computed in fp32).
+
+    Raises:
+        TypeError: non-floating logits, or targets neither integer nor floating.
+        ValueError: negative ``gamma``, bad ``alpha`` (negative or wrong shape), shape
+            mismatch, label out of range, unknown reduction.
+
+    Example:
+        >>> import numpy as np, crossent
+        >>> z = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]])
+        >>> softmax_focal_loss(z, np.array([0, 2]), reduction="none").round(6)
+        array([0.011093, 0.401258])
+        >>> float(softmax_focal_loss(z, np.array([0, -100])).round(6))   # one ignored
+        0.011093
+        >>> _, g = crossent.value_and_grad(softmax_focal_loss)(np.array([[0.0, 0.0]]),
+        ...                                                    np.array([1]))
+        >>> g.round(6).tolist()   # v_1 = -0.25 (1 + 2 log 2), g = v_1 ([0, 1] - p)
+        [[0.298287, -0.298287]]
+
+    Aliases: Keras ``CategoricalFocalCrossentropy(from_logits=True)`` /
+    ``categorical_focal_crossentropy`` (default ``alpha=0.25``; its "sum_over_batch_size" is
+    our "mean"; it has no ``ignore_index`` and clips probabilities at 1e-7); kornia
+    ``losses.focal_loss`` (scalar alpha); mmdet ``FocalLoss(use_sigmoid=False)`` is not
+    implemented there (seed 001) -- use :func:`sigmoid_focal_loss` for one-vs-rest.
+
+    References: Lin, Goyal, Girshick, He, Dollar, "Focal Loss for Dense Object Detection",
+    ICCV 2017 (arXiv:1708.02002), section 3 ("extending the focal loss to the multi-class case
+    is straightforward"); Keras docs of ``CategoricalFocalCrossentropy``.
     """
+    # Each class probability is a sigmoid of a logit difference: p_c = sigma(d_c) with
+    # d_c = z_c - logsumexp_{j != c} z_j. So log p_c = -softplus(-d_c) and
+    # log(1 - p_c) = -softplus(d_c) are both exact in relative terms, even where p_c rounds
+    # to 1 (z = [30, 0]: log p = z - lse would keep only ~2 digits of 1 - p, and at
+    # z = [1e4, 0] would give log(1 - p) = -inf). logsumexp_{j != c} is m + log(S - e_c) with
+    # e = exp(z - m), S = sum e; S - e_c >= S / 2 for every class but the arg-max (no
+    # cancellation), whose leave-one-out sum is summed directly.
+    #
+    # Gradient: f_c = -a_c t_c (1 - p_c)^g log p_c and dp_c/dz_j = p_c ([c=j] - p_j) give
+    # grad_j = v_j - p_j sum_c v_c with v_c = p_c df_c/dp_c
+    # = a_c t_c [g (1-p_c)^(g-1) p_c log p_c - (1-p_c)^g] = -a_c t_c (1-p_c)^g (1 + g k_c),
+    # k_c = -p_c log p_c / (1 - p_c) in [0, 1] (-> 1 as p -> 1): the (1 - p)^(g - 1) that
+    # diverges for g < 1 is absorbed analytically (see _plogp_ratio).
     xp, logits, targets = A.common(logits=logits, targets=targets)
     _checks.floating(xp, logits, "logits")
     _checks.reduction(reduction)
@@ -253,108 +325,22 @@ def _softmax_focal(logits, targets, alpha, gamma, axis, ignore_index, reduction,
     nll = xp.where(rest > 0, A.softplus(xp, -d), xp.zeros_like(d))
     mod = _power(xp, g, -A.softplus(xp, d), xp.ones_like(d))  # (1 - p_c)^g
     at = t * a if a is not None else t
-    zero = xp.zeros_like(d)
     # 0 * (-log p) = 0 even where a logit is -inf (a masked class with target 0)
-    loss = xp.sum(mod * A.mul0(xp, at, nll), axis=-1)
-    out = reduce(xp, loss, reduction, denom)
-    if not want_grad:
-        return A.cast_like(xp, out, logits), None
-    coef = mod
-    if _checks.is_traced(g) or g != 0:
-        u = xp.exp(A.neg_abs(xp, d))
-        u_pos = xp.where(u > 0, u, xp.ones_like(u))
-        k_pos = xp.where(u > 0, xp.log1p(u_pos) / u_pos, xp.ones_like(u))
-        k_neg = xp.where(u > 0, u * (xp.abs(xp.where(u > 0, d, zero)) + xp.log1p(u)), zero)
-        coef = mod * (1.0 + g * xp.where(d >= 0, k_pos, k_neg))
-    v = -(at * coef)
-    p = e / s
-    grad = v - p * xp.sum(v, axis=-1, keepdims=True)
-    grad = grad * grad_scale(xp, loss.shape, reduction, denom)
-    grad = A.cast_like(xp, A.move_axis_back(xp, grad, ax), logits)
-    return A.cast_like(xp, out, logits), grad
-
-
-def softmax_focal_loss(logits: Array, targets: Array, *, alpha: Any = None, gamma: float = 2.0,
-                       axis: int = -1, ignore_index: int = -100,
-                       reduction: str = "mean") -> Array:
-    """Softmax (categorical) focal loss: softmax cross-entropy with each class term scaled
-    by ``alpha_c (1 - p_c)^gamma``.
-
-    Formula: with ``p = softmax(z)`` along ``axis``,
-    ``FL = -sum_c alpha_c (1 - p_c)^gamma t_c log p_c``; for an integer label ``y`` that is
-    ``-alpha_y (1 - p_y)^gamma log p_y``. ``log p_c`` and ``log(1 - p_c)`` are both computed
-    exactly from ``d_c = z_c - logsumexp_{j != c} z_j`` (``p_c = sigma(d_c)``), and
-    ``(1 - p_c)^gamma = exp(gamma log(1 - p_c))``, so loss and gradient are finite for any
-    finite logits; ``gamma = 0`` with ``alpha=None`` is exactly softmax cross-entropy.
-    Gradient: ``g_j = v_j - p_j sum_c v_c`` with
-    ``v_c = -alpha_c t_c (1 - p_c)^gamma (1 - gamma p_c log p_c / (1 - p_c))``.
-
-    Args:
-        logits: floating array, classes along ``axis``, e.g. ``(N, C)`` or ``(N, C, d1...)``
-            with ``axis=1``.
-        targets: integer class indices with the shape of ``logits`` minus ``axis``, or
-            floating class probabilities (one-hot or soft) with the shape of ``logits``.
-        alpha: ``None`` (no weighting, the default), a non-negative scalar applied to every
-            class (Keras' default is 0.25), or one non-negative weight per class, shape
-            ``(C,)``.
-        gamma: focusing parameter ``>= 0``; 0 gives (alpha-weighted) cross-entropy.
-        axis: the class axis (``-1`` by default; ``1`` for PyTorch layouts).
-        ignore_index: integer targets equal to it contribute neither loss nor gradient.
-        reduction: ``"mean"`` over examples (over non-ignored positions for integer targets,
-            0 when all are ignored; alpha does not enter the denominator), ``"sum"`` or
-            ``"none"``.
-
-    Returns:
-        A scalar, or the per-position losses for ``reduction="none"``; in the logits' dtype
-        (fp16/bf16 inputs are computed in fp32).
-
-    Raises:
-        TypeError: non-floating logits, or targets neither integer nor floating.
-        ValueError: negative ``gamma``, bad ``alpha`` (negative or wrong shape), shape
-            mismatch, label out of range, unknown reduction.
-
-    Example:
-        >>> import numpy as np
-        >>> z = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]])
-        >>> softmax_focal_loss(z, np.array([0, 2]), reduction="none").round(6)
-        array([0.011093, 0.401258])
-        >>> float(softmax_focal_loss(z, np.array([0, -100])).round(6))   # one ignored
-        0.011093
-
-    Aliases: Keras ``CategoricalFocalCrossentropy(from_logits=True)`` /
-    ``categorical_focal_crossentropy`` (default ``alpha=0.25``; its "sum_over_batch_size" is
-    our "mean"; it has no ``ignore_index`` and clips probabilities at 1e-7); kornia
-    ``losses.focal_loss`` (scalar alpha); mmdet ``FocalLoss(use_sigmoid=False)`` is not
-    implemented there (seed 001) -- use :func:`sigmoid_focal_loss` for one-vs-rest.
-
-    References: Lin, Goyal, Girshick, He, Dollar, "Focal Loss for Dense Object Detection",
-    ICCV 2017 (arXiv:1708.02002), section 3 ("extending the focal loss to the multi-class case
-    is straightforward"); Keras docs of ``CategoricalFocalCrossentropy``.
-    """
-    return _softmax_focal(logits, targets, alpha, gamma, axis, ignore_index, reduction,
-                          False)[0]
-
-
-@closed_form(softmax_focal_loss)
-def softmax_focal_loss_value_and_grad(logits: Array, targets: Array, *, alpha: Any = None,
-                                      gamma: float = 2.0, axis: int = -1,
-                                      ignore_index: int = -100,
-                                      reduction: str = "mean") -> tuple[Array, Array]:
-    """Softmax focal loss and its gradient w.r.t. the logits, from the same intermediates.
-
-    Formula: ``g_j = v_j - p_j sum_c v_c``, ``v_c = -alpha_c t_c (1 - p_c)^gamma (1 + gamma k_c)``
-    with ``k_c = -p_c log p_c / (1 - p_c)`` in [0, 1]; times ``1 / (number of non-ignored
-    positions)`` for "mean". ``gamma = 0`` gives ``p sum_c(alpha_c t_c) - alpha t``.
-
-    Example:
-        >>> import numpy as np
-        >>> _, g = softmax_focal_loss_value_and_grad(np.array([[0.0, 0.0]]), np.array([1]))
-        >>> g.round(6).tolist()   # v_1 = -0.25 (1 + 2 log 2), g = v_1 ([0, 1] - p)
-        [[0.298287, -0.298287]]
-    """
-    return _softmax_focal(logits, targets, alpha, gamma, axis, ignore_index, reduction, True)
-
-
-def softmax_focal_loss_grad(logits: Array, targets: Array, **options: Any) -> Array:
-    """Closed-form gradient of :func:`softmax_focal_loss` w.r.t. ``logits``."""
-    return softmax_focal_loss_value_and_grad(logits, targets, **options)[1]
+    loss_ = xp.sum(mod * A.mul0(xp, at, nll), axis=-1)
+    out = A.cast_like(xp, reduce(xp, loss_, reduction, denom), logits)
+    if not need:
+        return out, None
+    scale = grad_scale(xp, loss_.shape, reduction, denom)
+    grads = {}
+    if "logits" in need:
+        coef = mod
+        if _checks.is_traced(g) or g != 0:
+            coef = mod * (1.0 + g * _plogp_ratio(xp, d))
+        v = -(at * coef)
+        p = e / s
+        grad = v - p * xp.sum(v, axis=-1, keepdims=True)
+        grads["logits"] = A.cast_like(xp, A.move_axis_back(xp, grad * scale, ax), logits)
+    if "targets" in need:  # probability targets: the loss is linear in them
+        gt = mod * nll if a is None else a * (mod * nll)
+        grads["targets"] = A.cast_like(xp, A.move_axis_back(xp, gt * scale, ax), targets)
+    return out, scaled_pullback(xp, grads, lambda c: xp.expand_dims(c, axis=ax))

@@ -1,50 +1,176 @@
-"""Closed-form gradients: ``value_and_grad(loss)`` and ``grad(loss)`` with no autodiff.
+"""One definition per loss, and its closed-form gradient is the backward on every backend.
 
-Every loss module defines, beside the loss, a ``*_value_and_grad`` function that computes
-the loss and its gradient with respect to the first (prediction) argument from the same
-intermediate values, and registers it here with :func:`closed_form`. For
-``reduction="none"`` the gradient returned is that of the *sum* of the per-example losses,
-which, since examples do not interact, is each example's own gradient.
+A loss is written once, as a *definition*::
+
+    @loss(wrt=("logits", "targets"))
+    def softmax_cross_entropy(need, logits, targets, *, axis=-1, ..., reduction="mean"):
+        ...
+        return value, pullback
+
+``need`` is the tuple of argument names whose gradients the caller wants (empty for a plain
+evaluation, so no gradient work is done). ``pullback(cotangent)`` maps a cotangent of
+``value``'s shape to a dict ``{name: d<value, cotangent>/d arg}`` for the names in ``need``,
+computed from the same intermediates as the value; ``pullback(None)`` means a cotangent of
+ones (the gradient of the sum of the entries) and skips the multiplication. A pullback must
+be linear in the cotangent (JAX transposes it). :func:`loss` derives from it, by one
+mechanism and with the definition's own signature (defaults written once, options by
+keyword):
+
+* the public loss ``f(*arrays, **options)``: on NumPy and array-API libraries without
+  autodiff a plain evaluation; on torch tensors that require grad an autograd Function whose
+  backward is the pullback (double backward recomputes it with differentiable ops); on JAX a
+  ``jax.custom_jvp`` whose tangent map is the transpose of the pullback, so ``jax.grad``,
+  ``jit``, ``vmap`` and higher-order derivatives all use the closed form;
+* :func:`value_and_grad` / :func:`grad` ``(f, argnums=0)``: value and gradient in one pass on
+  any backend.
+
+Arguments a definition has no closed form for (not in ``wrt``) are differentiated by the
+backend's autodiff through the definition's value code, which is written autodiff-safe.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import inspect
+from collections.abc import Callable, Sequence
 from typing import Any
 
-_VALUE_AND_GRAD: dict[Callable[..., Any], Callable[..., tuple[Any, Any]]] = {}
+import array_api_compat
+
+Array = Any
+Pullback = Callable[[Array], dict[str, Array]]
+
+__all__ = ["loss", "value_and_grad", "grad", "has_closed_form", "closed_form_args",
+           "scaled_pullback"]
 
 
-def closed_form(loss_fn: Callable[..., Any]) -> Callable[[Callable], Callable]:
-    """Register the decorated function as ``loss_fn``'s closed-form value-and-gradient."""
+class _Spec:
+    """A registered definition: its function, array arguments, options and closed forms."""
 
-    def register(vag: Callable[..., tuple[Any, Any]]) -> Callable[..., tuple[Any, Any]]:
-        _VALUE_AND_GRAD[loss_fn] = vag
-        return vag
+    def __init__(self, defn: Callable[..., tuple[Array, Pullback | None]],
+                 wrt: Sequence[str], torch: str | None = None) -> None:
+        sig = inspect.signature(defn)
+        params = list(sig.parameters.values())[1:]  # drop ``need``
+        self.defn = defn
+        self.arrays = tuple(p.name for p in params
+                            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+        self.wrt = tuple(wrt)
+        unknown = set(self.wrt) - set(self.arrays)
+        if unknown:
+            raise TypeError(f"{defn.__name__}: wrt names {sorted(unknown)} are not array "
+                            f"arguments {self.arrays}")
+        # the public loss returns the value only
+        self.signature = sig.replace(parameters=params, return_annotation="Array")
+        self.torch = torch
 
-    return register
+    def torch_impl(self) -> Callable[..., Any] | None:
+        """The registered torch implementation (``"module:function"``, imported on first
+        use, so the core never imports ``crossent.torch`` itself), or None."""
+        if self.torch is None:
+            return None
+        import importlib
+
+        mod, _, name = self.torch.partition(":")
+        return getattr(importlib.import_module(mod), name)
+
+    def split(self, args: tuple, kwargs: dict) -> tuple[list[Any], dict[str, Any]]:
+        bound = self.signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        arrays = [bound.arguments[n] for n in self.arrays]
+        options = {k: v for k, v in bound.arguments.items() if k not in self.arrays}
+        return arrays, options
 
 
-def has_closed_form(loss_fn: Callable[..., Any]) -> bool:
-    return loss_fn in _VALUE_AND_GRAD
+_SPECS: dict[Callable[..., Any], _Spec] = {}
 
 
-def value_and_grad(loss_fn: Callable[..., Any]) -> Callable[..., tuple[Any, Any]]:
-    """Wrap a crossent loss into ``f(pred, *args, **kw) -> (loss, d loss / d pred)``.
+def _is_float_array(x: Any) -> bool:
+    dt = getattr(x, "dtype", None)
+    if dt is None:
+        return False
+    name = str(dt).rsplit(".", 1)[-1]
+    return "float" in name
 
-    The gradient is the analytic one (e.g. ``softmax(s) - y`` for softmax cross-entropy,
-    ``sigmoid(s) - y`` for sigmoid cross-entropy), computed in the array's own namespace, so it
-    works on NumPy arrays with no autodiff framework and on torch/JAX arrays alike.
+
+def loss(*, wrt: Sequence[str], torch: str | None = None
+         ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Turn a definition ``defn(need, *arrays, **options) -> (value, pullback)`` into the
+    public loss; ``wrt`` names the array arguments it has a closed-form gradient for, and
+    ``torch`` optionally a ``"module:function"`` fast path with the public signature that
+    serves torch tensors (a registered delegation; it must agree with the definition).
+
+    The public function keeps the definition reachable as ``fn.with_pullback(need, *arrays,
+    **options)`` for losses built on top of another one."""
+
+    def make(defn: Callable[..., Any]) -> Callable[..., Any]:
+        spec = _Spec(defn, wrt, torch)
+
+        @functools.wraps(defn)
+        def public(*args: Any, **kwargs: Any) -> Any:
+            arrays, options = spec.split(args, kwargs)
+            return _evaluate(spec, arrays, options)
+
+        public.__signature__ = spec.signature  # type: ignore[attr-defined]
+        del public.__wrapped__  # help() and inspect show the public signature, without need
+        public.with_pullback = defn  # type: ignore[attr-defined]
+        _SPECS[public] = spec
+        return public
+
+    return make
+
+
+def _spec_of(fn: Callable[..., Any]) -> _Spec:
+    try:
+        return _SPECS[fn]
+    except (KeyError, TypeError):
+        name = getattr(fn, "__name__", repr(fn))
+        known = sorted(f.__name__ for f in _SPECS)
+        raise ValueError(f"loss_fn {name!r} has no closed-form gradient in crossent; ones "
+                         f"that do: {', '.join(known)}") from None
+
+
+def has_closed_form(fn: Callable[..., Any]) -> bool:
+    return fn in _SPECS
+
+
+def closed_form_args(fn: Callable[..., Any]) -> tuple[str, ...]:
+    """The array arguments ``fn`` has a closed-form gradient for, in signature order."""
+    return _spec_of(fn).wrt
+
+
+def _evaluate(spec: _Spec, arrays: list[Any], options: dict[str, Any]) -> Any:
+    if any(array_api_compat.is_torch_array(a) for a in arrays):
+        from . import _torch_autograd
+
+        return _torch_autograd.apply(spec, arrays, options)
+    if any(array_api_compat.is_jax_array(a) for a in arrays):
+        from . import _jax_autodiff
+
+        return _jax_autodiff.apply(spec, arrays, options)
+    return spec.defn((), *arrays, **options)[0]
+
+
+def value_and_grad(loss_fn: Callable[..., Any], argnums: int | Sequence[int] = 0
+                   ) -> Callable[..., tuple[Any, Any]]:
+    """``f(*args, **kw) -> (loss, gradient)`` from the loss's closed form, on any backend.
+
+    The gradient is that of the loss (for ``reduction="none"``, of the sum of its entries)
+    with respect to the argument(s) ``argnums``, computed from the same intermediates as the
+    value, in the array's own namespace: NumPy needs no autodiff framework.
 
     Args:
-        loss_fn: a crossent loss function, e.g. ``crossent.softmax_cross_entropy``.
+        loss_fn: a crossent loss, e.g. ``crossent.softmax_cross_entropy``.
+        argnums: position(s) of the array argument(s) to differentiate (0: the prediction;
+            1: e.g. probability targets, or ``q`` of a divergence).
 
     Returns:
-        A function with the loss's signature returning ``(loss, gradient)``; the gradient has
-        the shape and dtype of the prediction argument.
+        A function with the loss's signature returning ``(loss, gradient)``, or
+        ``(loss, (gradient, ...))`` when ``argnums`` is a sequence; each gradient has the
+        shape and dtype of its argument.
 
     Raises:
-        ValueError: if ``loss_fn`` has no closed-form gradient in crossent.
+        ValueError: ``loss_fn`` has no closed-form gradient, or none for an ``argnums``
+            argument (or that argument is not floating).
 
     Example:
         >>> import numpy as np, crossent
@@ -53,18 +179,36 @@ def value_and_grad(loss_fn: Callable[..., Any]) -> Callable[..., tuple[Any, Any]
         >>> float(loss), g.tolist()
         (0.6931471805599453, [[-0.5, 0.5]])
     """
-    try:
-        return _VALUE_AND_GRAD[loss_fn]
-    except (KeyError, TypeError):
-        name = getattr(loss_fn, "__name__", repr(loss_fn))
-        known = sorted(f.__name__ for f in _VALUE_AND_GRAD)
-        raise ValueError(
-            f"loss_fn {name!r} has no closed-form gradient in crossent; ones that do: "
-            + ", ".join(known)
-        ) from None
+    spec = _spec_of(loss_fn)
+    many = not isinstance(argnums, int)
+    nums = tuple(argnums) if many else (argnums,)
+    for i in nums:
+        if not isinstance(i, int) or not 0 <= i < len(spec.arrays):
+            raise ValueError(f"argnums={argnums!r}: {loss_fn.__name__} takes the arrays "
+                             f"{spec.arrays}")
+        if spec.arrays[i] not in spec.wrt:
+            raise ValueError(f"{loss_fn.__name__} has no closed-form gradient w.r.t. "
+                             f"{spec.arrays[i]!r}; it has one w.r.t. {spec.wrt}")
+    names = tuple(spec.arrays[i] for i in nums)
+
+    def vag(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        arrays, options = spec.split(args, kwargs)
+        for n, a in zip(spec.arrays, arrays, strict=True):
+            if n in names and not _is_float_array(a):
+                raise ValueError(f"{n} must be a floating-point array to be differentiated, "
+                                 f"got {type(a).__name__}")
+        value, pullback = spec.defn(names, *arrays, **options)
+        grads = pullback(None)
+        out = tuple(grads[n] for n in names)
+        return value, (out if many else out[0])
+
+    vag.__name__ = f"value_and_grad_{loss_fn.__name__}"
+    vag.__doc__ = f"Value and closed-form gradient of {loss_fn.__name__}."
+    return vag
 
 
-def grad(loss_fn: Callable[..., Any]) -> Callable[..., Any]:
+def grad(loss_fn: Callable[..., Any], argnums: int | Sequence[int] = 0
+         ) -> Callable[..., Any]:
     """Like :func:`value_and_grad` but returns only the gradient.
 
     Example:
@@ -73,11 +217,27 @@ def grad(loss_fn: Callable[..., Any]) -> Callable[..., Any]:
         ...     np.array([0.0]), np.array([1.0]), reduction="sum").tolist()
         [-0.5]
     """
-    vag = value_and_grad(loss_fn)
+    vag = value_and_grad(loss_fn, argnums)
 
     def gradient(*args: Any, **kwargs: Any) -> Any:
         return vag(*args, **kwargs)[1]
 
-    gradient.__name__ = f"grad_{getattr(loss_fn, '__name__', 'loss')}"
-    gradient.__doc__ = f"Closed-form gradient of {getattr(loss_fn, '__name__', 'the loss')}."
+    gradient.__name__ = f"grad_{loss_fn.__name__}"
+    gradient.__doc__ = f"Closed-form gradient of {loss_fn.__name__}."
     return gradient
+
+
+def scaled_pullback(xp: Any, grads: dict[str, Array], expand: Callable[[Array], Array]
+                    ) -> Pullback:
+    """The pullback of a loss whose entries do not interact: each gradient (of the sum of
+    the entries, in the argument's dtype) times the cotangent, broadcast by ``expand`` from
+    the value's shape to the argument's (e.g. a new class axis)."""
+
+    def pullback(cot: Array | None) -> dict[str, Array]:
+        if cot is None:
+            return dict(grads)
+        c = expand(cot) if getattr(cot, "ndim", 0) else cot
+        return {name: g * (xp.astype(c, g.dtype) if c.dtype != g.dtype else c)
+                for name, g in grads.items()}
+
+    return pullback

@@ -17,14 +17,16 @@ Conventions shared by every function here:
 * ``reduction="mean"`` is per distribution, PyTorch's ``"batchmean"``: sum over the class
   axis, mean over every other axis; ``"none"`` gives one value per distribution (the shape of
   the input without ``axis``); ``"sum"`` sums everything.
-* Gradients: ``*_value_and_grad`` (registered for :func:`crossent.value_and_grad`) and
-  ``*_grad`` differentiate w.r.t. the **first** argument ``p``, the library-wide convention.
-  Training usually moves the model distribution ``q`` instead, so ``cross_entropy_grad_q``
-  and ``kl_divergence_grad_q`` give ``d/dq = -p / q``. All are partial derivatives on the
-  unconstrained ambient space (each ``p_i`` varied independently, not along the simplex),
-  which is why ``+1`` terms appear; projected onto the simplex (``sum_i dp_i = 0``) the
-  constants cancel. At the boundary they take their one-sided limits: ``+-inf`` where a
-  logarithm of 0 is involved (the values ``torch.special.entr``'s autograd also gives).
+* Gradients: each loss has a closed form w.r.t. ``p`` and (but for the entropy) ``q``; it is
+  the backward of torch autograd and ``jax.grad``, and :func:`crossent.value_and_grad` /
+  :func:`crossent.grad` give it on any backend, w.r.t. the **first** argument ``p`` by
+  default (the library-wide convention). Training usually moves the model distribution ``q``
+  instead: ``crossent.grad(cross_entropy, argnums=1)`` (or ``kl_divergence``) gives
+  ``d/dq = -p / q``. All are partial derivatives on the unconstrained ambient space (each
+  ``p_i`` varied independently, not along the simplex), which is why ``+1`` terms appear;
+  projected onto the simplex (``sum_i dp_i = 0``) the constants cancel. At the boundary they
+  take their one-sided limits: ``+-inf`` where a logarithm of 0 is involved (the values
+  ``torch.special.entr``'s autograd also gives).
 """
 
 from __future__ import annotations
@@ -35,21 +37,15 @@ from typing import Any
 from . import _array as A
 from . import _checks
 from ._reduce import grad_scale, reduce
-from .gradients import closed_form
+from .gradients import Pullback, loss, scaled_pullback
 
 Array = Any
 
 __all__ = [
     "entropy",
-    "entropy_grad",
     "cross_entropy",
-    "cross_entropy_grad",
-    "cross_entropy_grad_q",
     "kl_divergence",
-    "kl_divergence_grad",
-    "kl_divergence_grad_q",
     "js_divergence",
-    "js_divergence_grad",
 ]
 
 _INF = math.inf
@@ -65,7 +61,9 @@ def _safe_log(xp: Any, x: Array) -> Array:
 
 
 def _prepare(p: Array, q: Array | None, axis: int, reduction: str):
-    """Validate and upcast; returns (xp, p, q, axis, out_dtype), p and q in the compute dtype."""
+    """Validate and upcast; returns ``(xp, p, q, pc, qc, axis, out_dtype)``: ``p`` and ``q``
+    in one namespace (their dtypes are the gradients'), ``pc`` and ``qc`` the same in the
+    compute dtype."""
     xp, p, q = A.common(p=p, q=q)
     _checks.floating(xp, p, "p")
     if q is not None:
@@ -81,11 +79,11 @@ def _prepare(p: Array, q: Array | None, axis: int, reduction: str):
         _checks.in_unit_interval(xp, q, "q")
     pu = A.upcast(xp, p)
     if q is None:
-        return xp, pu, None, ax, p.dtype
+        return xp, p, None, pu, None, ax, p.dtype
     qu = A.upcast(xp, q)
     dt = xp.result_type(pu.dtype, qu.dtype)
     out_dtype = xp.result_type(p.dtype, q.dtype)
-    return xp, A.as_float(xp, pu, dt), A.as_float(xp, qu, dt), ax, out_dtype
+    return xp, p, q, A.as_float(xp, pu, dt), A.as_float(xp, qu, dt), ax, out_dtype
 
 
 def _finish(xp: Any, terms: Array, ax: int, reduction: str, out_dtype: Any):
@@ -96,24 +94,23 @@ def _finish(xp: Any, terms: Array, ax: int, reduction: str, out_dtype: Any):
     return (xp.astype(out, out_dtype) if out.dtype != out_dtype else out), scale
 
 
+def _pullback(xp: Any, grads: dict[str, Array], like: dict[str, Array], ax: int) -> Pullback:
+    """The per-distribution losses do not interact: each gradient (of the sum, in its
+    argument's dtype) times the cotangent, broadcast back over the class axis."""
+    grads = {k: A.cast_like(xp, g, like[k]) for k, g in grads.items()}
+    return scaled_pullback(xp, grads, lambda c: xp.expand_dims(c, axis=ax))
+
+
 # --- entropy --------------------------------------------------------------------------------
 
 
-def _entropy(p, axis, reduction, want_grad):
-    xp, pc, _, ax, out_dtype = _prepare(p, None, axis, reduction)
-    terms = -A.xlogy(xp, pc, pc)  # 0 log 0 = 0
-    out, scale = _finish(xp, terms, ax, reduction, out_dtype)
-    if not want_grad:
-        return out, None
-    # d/dp (-p log p) = -(log p + 1), +inf as p -> 0+
-    g = xp.where(pc > 0, -(_safe_log(xp, pc) + 1.0), xp.full_like(pc, _INF)) * scale
-    return out, A.cast_like(xp, g, p)
-
-
-def entropy(p: Array, *, axis: int = -1, reduction: str = "mean") -> Array:
+@loss(wrt=("p",))
+def entropy(need: tuple[str, ...], p: Array, *, axis: int = -1, reduction: str = "mean"
+            ) -> tuple[Array, Pullback | None]:
     """Shannon entropy of probability distributions, in nats.
 
-    Formula: ``H(p) = -sum_i p_i log p_i`` along ``axis``, with ``0 log 0 = 0``.
+    Formula: ``H(p) = -sum_i p_i log p_i`` along ``axis``, with ``0 log 0 = 0``. Gradient
+    w.r.t. ``p``: ``-(log p_i + 1)`` (times ``1/N`` for "mean"), ``+inf`` at ``p_i = 0``.
 
     Args:
         p: probabilities in [0, 1], classes along ``axis``, e.g. ``(N, C)``.
@@ -129,9 +126,12 @@ def entropy(p: Array, *, axis: int = -1, reduction: str = "mean") -> Array:
         ValueError: values outside [0, 1] (or NaN), a 0-d ``p``, bad ``axis`` or ``reduction``.
 
     Example (a fair coin has 1 bit = log 2 nats; a certain outcome has none):
-        >>> import numpy as np
+        >>> import numpy as np, crossent
         >>> entropy(np.array([[0.5, 0.5], [1.0, 0.0]]), reduction="none").round(6).tolist()
         [0.693147, 0.0]
+        >>> _, g = crossent.value_and_grad(entropy)(np.array([[0.5, 0.5]]))
+        >>> g.round(6).tolist()
+        [[-0.306853, -0.306853]]
 
     Aliases: ``scipy.stats.entropy(p)``, ``scipy.special.entr(p).sum(-1)``,
     ``torch.distributions.Categorical(probs=p).entropy()``, ``torch.special.entr``.
@@ -139,26 +139,14 @@ def entropy(p: Array, *, axis: int = -1, reduction: str = "mean") -> Array:
     References: Shannon 1948, "A Mathematical Theory of Communication"; seed 001; Cover &
     Thomas, *Elements of Information Theory*, ch. 2.
     """
-    return _entropy(p, axis, reduction, False)[0]
-
-
-@closed_form(entropy)
-def entropy_value_and_grad(p: Array, *, axis: int = -1,
-                           reduction: str = "mean") -> tuple[Array, Array]:
-    """Entropy and its gradient w.r.t. ``p``: ``-(log p + 1)`` (``+inf`` at ``p = 0``).
-
-    Example:
-        >>> import numpy as np
-        >>> _, g = entropy_value_and_grad(np.array([[0.5, 0.5]]))
-        >>> g.round(6).tolist()
-        [[-0.306853, -0.306853]]
-    """
-    return _entropy(p, axis, reduction, True)
-
-
-def entropy_grad(p: Array, **options: Any) -> Array:
-    """Closed-form gradient of :func:`entropy` w.r.t. ``p``: ``-(log p + 1)``."""
-    return entropy_value_and_grad(p, **options)[1]
+    xp, p, _, pc, _, ax, out_dtype = _prepare(p, None, axis, reduction)
+    terms = -A.xlogy(xp, pc, pc)  # 0 log 0 = 0
+    out, scale = _finish(xp, terms, ax, reduction, out_dtype)
+    if not need:
+        return out, None
+    # d/dp (-p log p) = -(log p + 1), +inf as p -> 0+
+    g = xp.where(pc > 0, -(_safe_log(xp, pc) + 1.0), xp.full_like(pc, _INF)) * scale
+    return out, _pullback(xp, {"p": g}, {"p": p}, ax)
 
 
 # --- cross-entropy --------------------------------------------------------------------------
@@ -171,28 +159,20 @@ def _neg_p_over_q(xp, pc, qc):
     return xp.where(pc == 0, xp.zeros_like(pc), g)
 
 
-def _cross_entropy(p, q, axis, reduction, want_grad):
-    xp, pc, qc, ax, out_dtype = _prepare(p, q, axis, reduction)
-    log_q = _safe_log(xp, qc)
-    inf = xp.full_like(pc, _INF)
-    # -p log q: 0 where p == 0 (even if q == 0), +inf where p > 0 and q == 0; xlogy keeps
-    # the derivative w.r.t. p (-log q) where p == 0
-    terms = -A.xlogy(xp, pc, qc)
-    out, scale = _finish(xp, terms, ax, reduction, out_dtype)
-    if want_grad is None:
-        return out, None
-    if want_grad == "p":
-        return out, A.cast_like(xp, xp.where(qc > 0, -log_q, inf) * scale, p)
-    return out, A.cast_like(xp, _neg_p_over_q(xp, pc, qc) * scale, q)
-
-
-def cross_entropy(p: Array, q: Array, *, axis: int = -1, reduction: str = "mean") -> Array:
+@loss(wrt=("p", "q"))
+def cross_entropy(need: tuple[str, ...], p: Array, q: Array, *, axis: int = -1,
+                  reduction: str = "mean") -> tuple[Array, Pullback | None]:
     """Cross-entropy ``H(p, q)`` of a model distribution ``q`` under a target ``p``, in nats.
 
     Formula: ``H(p, q) = -sum_i p_i log q_i = H(p) + D_KL(p || q)`` (seed 001), with
     ``0 log q = 0``; ``+inf`` where ``q_i = 0 < p_i``. For one-hot ``p`` it is the negative
     log-likelihood ``-log q_y``; as a function of ``q`` it is minimised at ``q = p`` (seed 003:
     minimising cross-entropy is maximum likelihood).
+
+    Gradients (times ``1/N`` for "mean"): w.r.t. the target ``p`` (the first argument, the
+    library convention) ``-log q_i``, ``+inf`` where ``q_i = 0``; w.r.t. the model
+    distribution ``q`` (``crossent.grad(cross_entropy, argnums=1)``, the one a model trains
+    on) ``-p_i / q_i``, 0 where ``p_i = 0`` and ``-inf`` where ``p_i > 0 = q_i``.
 
     Args:
         p: target probabilities in [0, 1], classes along ``axis``, e.g. ``(N, C)``.
@@ -210,10 +190,14 @@ def cross_entropy(p: Array, q: Array, *, axis: int = -1, reduction: str = "mean"
 
     Example (seed 003's coin: 6 heads in 10 throws; ``theta = 0.6`` is the likelihood's
     maximum, so the cross-entropy is lowest there and equals ``H(p)``):
-        >>> import numpy as np
+        >>> import numpy as np, crossent
         >>> p = np.array([0.6, 0.4])
         >>> [round(float(cross_entropy(p, np.array([t, 1 - t]))), 4) for t in (0.5, 0.6, 0.7)]
         [0.6931, 0.673, 0.6956]
+        >>> _, (gp, gq) = crossent.value_and_grad(cross_entropy, argnums=(0, 1))(
+        ...     np.array([1.0, 0.0]), np.array([0.5, 0.5]))
+        >>> gp.round(6).tolist(), gq.tolist()
+        ([0.693147, 0.693147], [-2.0, 0.0])
 
     Aliases: seed 000's "Cross-Entropy Loss" / Logistic Loss on probabilities; Keras
     ``categorical_crossentropy(from_logits=False)`` (which also renormalises and clips ``q``);
@@ -222,71 +206,39 @@ def cross_entropy(p: Array, q: Array, *, axis: int = -1, reduction: str = "mean"
 
     References: seeds 001 and 003; Goodfellow et al., *Deep Learning* 5.5.
     """
-    return _cross_entropy(p, q, axis, reduction, None)[0]
-
-
-@closed_form(cross_entropy)
-def cross_entropy_value_and_grad(p: Array, q: Array, *, axis: int = -1,
-                                 reduction: str = "mean") -> tuple[Array, Array]:
-    """Cross-entropy and its gradient w.r.t. the FIRST argument ``p``: ``-log q``.
-
-    That is the library-wide convention; the gradient a model trains on is w.r.t. ``q``, see
-    :func:`cross_entropy_grad_q`. Where ``q = 0`` the gradient is ``+inf``.
-
-    Example:
-        >>> import numpy as np
-        >>> _, g = cross_entropy_value_and_grad(np.array([1.0, 0.0]), np.array([0.5, 0.5]))
-        >>> g.round(6).tolist()
-        [0.693147, 0.693147]
-    """
-    return _cross_entropy(p, q, axis, reduction, "p")
-
-
-def cross_entropy_grad(p: Array, q: Array, **options: Any) -> Array:
-    """Closed-form gradient of :func:`cross_entropy` w.r.t. ``p`` (``-log q``)."""
-    return cross_entropy_value_and_grad(p, q, **options)[1]
-
-
-def cross_entropy_grad_q(p: Array, q: Array, *, axis: int = -1,
-                         reduction: str = "mean") -> Array:
-    """Closed-form gradient of :func:`cross_entropy` w.r.t. the model distribution ``q``.
-
-    Formula: ``d H(p, q) / d q_i = -p_i / q_i`` (times ``1/N`` for "mean"); 0 where ``p_i = 0``
-    and ``-inf`` where ``p_i > 0 = q_i``. Same options as :func:`cross_entropy`.
-
-    Example:
-        >>> import numpy as np
-        >>> cross_entropy_grad_q(np.array([1.0, 0.0]), np.array([0.5, 0.5])).tolist()
-        [-2.0, 0.0]
-    """
-    return _cross_entropy(p, q, axis, reduction, "q")[1]
+    xp, p, q, pc, qc, ax, out_dtype = _prepare(p, q, axis, reduction)
+    # -p log q: 0 where p == 0 (even if q == 0), +inf where p > 0 and q == 0; xlogy keeps
+    # the derivative w.r.t. p (-log q) where p == 0
+    terms = -A.xlogy(xp, pc, qc)
+    out, scale = _finish(xp, terms, ax, reduction, out_dtype)
+    if not need:
+        return out, None
+    grads = {}
+    if "p" in need:
+        grads["p"] = xp.where(qc > 0, -_safe_log(xp, qc), xp.full_like(pc, _INF)) * scale
+    if "q" in need:
+        grads["q"] = _neg_p_over_q(xp, pc, qc) * scale
+    return out, _pullback(xp, grads, {"p": p, "q": q}, ax)
 
 
 # --- Kullback-Leibler divergence ------------------------------------------------------------
 
 
-def _kl(p, q, axis, reduction, want_grad):
-    xp, pc, qc, ax, out_dtype = _prepare(p, q, axis, reduction)
-    log_p, log_q = _safe_log(xp, pc), _safe_log(xp, qc)
-    zero, inf = xp.zeros_like(pc), xp.full_like(pc, _INF)
-    # p (log p - log q) (the form of torch.kl_div and optax): no p / q overflow for tiny q
-    terms = xp.where(pc == 0, zero, xp.where(qc > 0, pc * (log_p - log_q), inf))
-    out, scale = _finish(xp, terms, ax, reduction, out_dtype)
-    if want_grad is None:
-        return out, None
-    if want_grad == "q":
-        return out, A.cast_like(xp, _neg_p_over_q(xp, pc, qc) * scale, q)
-    # d/dp [p log p - p log q] = log p - log q + 1: -inf as p -> 0+ (q > 0), +inf where q == 0
-    g = xp.where(qc == 0, inf, xp.where(pc == 0, -inf, log_p - log_q + 1.0))
-    return out, A.cast_like(xp, g * scale, p)
-
-
-def kl_divergence(p: Array, q: Array, *, axis: int = -1, reduction: str = "mean") -> Array:
+@loss(wrt=("p", "q"))
+def kl_divergence(need: tuple[str, ...], p: Array, q: Array, *, axis: int = -1,
+                  reduction: str = "mean") -> tuple[Array, Pullback | None]:
     """Kullback-Leibler divergence ``D_KL(p || q)`` (relative entropy), in nats.
 
     Formula: ``D_KL(p || q) = sum_i p_i log(p_i / q_i) = H(p, q) - H(p)`` (seed 001). Classes
     with ``p_i = 0`` contribute 0; ``+inf`` where ``q_i = 0 < p_i``. Not symmetric: mind the
     direction (seed 001); ``p`` is the reference ("true") distribution, ``q`` the approximation.
+
+    Gradients (times ``1/N`` for "mean"): w.r.t. ``p`` (the first argument)
+    ``log(p_i / q_i) + 1``, an ambient-space partial derivative (the ``+1`` cancels along the
+    simplex), ``-inf`` at ``p_i = 0 < q_i`` and ``+inf`` where ``q_i = 0``; w.r.t. ``q``
+    (``crossent.grad(kl_divergence, argnums=1)``) ``-p_i / q_i``, the same as the
+    cross-entropy's since ``H(p)`` does not depend on ``q`` (seed 003): 0 where ``p_i = 0``,
+    ``-inf`` where ``p_i > 0 = q_i``.
 
     Args:
         p: reference probabilities in [0, 1], classes along ``axis``, e.g. ``(N, C)``.
@@ -306,10 +258,15 @@ def kl_divergence(p: Array, q: Array, *, axis: int = -1, reduction: str = "mean"
         ValueError: shape mismatch, values outside [0, 1], bad ``axis`` or ``reduction``.
 
     Example:
-        >>> import numpy as np
+        >>> import numpy as np, crossent
         >>> p, q = np.array([0.5, 0.5, 0.0]), np.array([0.25, 0.25, 0.5])
         >>> round(float(kl_divergence(p, q)), 6), float(kl_divergence(q, p))
         (0.693147, inf)
+        >>> crossent.grad(kl_divergence)(np.array([0.5, 0.5]), np.array([0.5, 0.5])).tolist()
+        [1.0, 1.0]
+        >>> crossent.grad(kl_divergence, argnums=1)(np.array([[0.5, 0.5]]),
+        ...                                         np.array([[0.25, 0.75]])).round(6)
+        array([[-2.      , -0.666667]])
 
     Aliases: relative entropy, information gain; PyTorch ``F.kl_div(q.log(), p,
     reduction="batchmean")`` / ``nn.KLDivLoss`` (note the order: input is ``log q``, target
@@ -319,75 +276,46 @@ def kl_divergence(p: Array, q: Array, *, axis: int = -1, reduction: str = "mean"
 
     References: Kullback & Leibler 1951, "On Information and Sufficiency"; seeds 001, 003.
     """
-    return _kl(p, q, axis, reduction, None)[0]
-
-
-@closed_form(kl_divergence)
-def kl_divergence_value_and_grad(p: Array, q: Array, *, axis: int = -1,
-                                 reduction: str = "mean") -> tuple[Array, Array]:
-    """KL divergence and its gradient w.r.t. the FIRST argument ``p``: ``log(p / q) + 1``.
-
-    Ambient-space partial derivative (the ``+1`` cancels along the simplex); ``-inf`` at
-    ``p_i = 0 < q_i`` and ``+inf`` where ``q_i = 0``. For the gradient w.r.t. the model
-    distribution ``q`` use :func:`kl_divergence_grad_q`.
-
-    Example:
-        >>> import numpy as np
-        >>> _, g = kl_divergence_value_and_grad(np.array([0.5, 0.5]), np.array([0.5, 0.5]))
-        >>> g.tolist()
-        [1.0, 1.0]
-    """
-    return _kl(p, q, axis, reduction, "p")
-
-
-def kl_divergence_grad(p: Array, q: Array, **options: Any) -> Array:
-    """Closed-form gradient of :func:`kl_divergence` w.r.t. ``p`` (``log(p / q) + 1``)."""
-    return kl_divergence_value_and_grad(p, q, **options)[1]
-
-
-def kl_divergence_grad_q(p: Array, q: Array, *, axis: int = -1,
-                         reduction: str = "mean") -> Array:
-    """Closed-form gradient of :func:`kl_divergence` w.r.t. ``q``: ``-p / q``.
-
-    The same as :func:`cross_entropy_grad_q`, since ``D_KL(p || q) = H(p, q) - H(p)`` and
-    ``H(p)`` does not depend on ``q`` (seed 003). 0 where ``p_i = 0``; ``-inf`` where
-    ``p_i > 0 = q_i``; times ``1/N`` for "mean".
-
-    Example:
-        >>> import numpy as np
-        >>> kl_divergence_grad_q(np.array([[0.5, 0.5]]), np.array([[0.25, 0.75]])).round(6)
-        array([[-2.      , -0.666667]])
-    """
-    return _kl(p, q, axis, reduction, "q")[1]
+    xp, p, q, pc, qc, ax, out_dtype = _prepare(p, q, axis, reduction)
+    log_p, log_q = _safe_log(xp, pc), _safe_log(xp, qc)
+    zero, inf = xp.zeros_like(pc), xp.full_like(pc, _INF)
+    # p (log p - log q) (the form of torch.kl_div and optax): no p / q overflow for tiny q
+    terms = xp.where(pc == 0, zero, xp.where(qc > 0, pc * (log_p - log_q), inf))
+    out, scale = _finish(xp, terms, ax, reduction, out_dtype)
+    if not need:
+        return out, None
+    grads = {}
+    if "p" in need:
+        # d/dp [p log p - p log q] = log p - log q + 1: -inf as p -> 0+ (q > 0), +inf where
+        # q == 0
+        grads["p"] = xp.where(qc == 0, inf, xp.where(pc == 0, -inf, log_p - log_q + 1.0)) \
+            * scale
+    if "q" in need:
+        grads["q"] = _neg_p_over_q(xp, pc, qc) * scale
+    return out, _pullback(xp, grads, {"p": p, "q": q}, ax)
 
 
 # --- Jensen-Shannon divergence --------------------------------------------------------------
 
 
-def _js(p, q, axis, reduction, want_grad):
-    xp, pc, qc, ax, out_dtype = _prepare(p, q, axis, reduction)
-    m = 0.5 * (pc + qc)
-    log_p, log_q, log_m = _safe_log(xp, pc), _safe_log(xp, qc), _safe_log(xp, m)
-    zero = xp.zeros_like(pc)
-    # m > 0 wherever p > 0 or q > 0, so both KL terms are always finite: JS <= log 2
-    kl_pm = xp.where(pc == 0, zero, pc * (log_p - log_m))
-    kl_qm = xp.where(qc == 0, zero, qc * (log_q - log_m))
-    terms = 0.5 * (kl_pm + kl_qm)
-    out, scale = _finish(xp, terms, ax, reduction, out_dtype)
-    if not want_grad:
-        return out, None
-    # JS = 0.5 sum p log p + 0.5 sum q log q - sum m log m, so d/dp = 0.5 log(p / m): the +1
-    # terms cancel. At p = 0 it is -inf where q > 0 and 0.5 log 2 where q = 0 (m = p / 2).
-    edge = xp.where(qc > 0, xp.full_like(pc, -_INF), xp.full_like(pc, 0.5 * math.log(2.0)))
-    g = xp.where(pc > 0, 0.5 * (log_p - log_m), edge)
-    return out, A.cast_like(xp, g * scale, p)
+def _js_slope(xp: Any, a: Array, b: Array, log_a: Array, log_m: Array) -> Array:
+    """d JS / d a for ``JS(a, b)``: ``0.5 log(a / m)``. JS = 0.5 sum a log a + 0.5 sum b log b
+    - sum m log m, so the +1 terms cancel. At a = 0 it is -inf where b > 0 and 0.5 log 2
+    where b = 0 (m = a / 2 there, and the loss is exactly linear in a)."""
+    edge = xp.where(b > 0, xp.full_like(a, -_INF), xp.full_like(a, 0.5 * math.log(2.0)))
+    return xp.where(a > 0, 0.5 * (log_a - log_m), edge)
 
 
-def js_divergence(p: Array, q: Array, *, axis: int = -1, reduction: str = "mean") -> Array:
+@loss(wrt=("p", "q"))
+def js_divergence(need: tuple[str, ...], p: Array, q: Array, *, axis: int = -1,
+                  reduction: str = "mean") -> tuple[Array, Pullback | None]:
     """Jensen-Shannon divergence, the symmetric and bounded version of KL, in nats.
 
     Formula: ``JS(p, q) = 0.5 D_KL(p || m) + 0.5 D_KL(q || m)`` with ``m = (p + q) / 2``;
     ``0 <= JS <= log 2``, symmetric in ``p`` and ``q``, finite even where supports differ.
+    Gradient w.r.t. ``p``: ``0.5 log(p_i / m_i)`` (times ``1/N`` for "mean"), ``-inf`` at
+    ``p_i = 0 < q_i`` and ``0.5 log 2`` at ``p_i = q_i = 0``; w.r.t. ``q``
+    (``crossent.grad(js_divergence, argnums=1)``) the same with the roles swapped.
 
     Args:
         p: probabilities in [0, 1], classes along ``axis``, e.g. ``(N, C)``.
@@ -404,10 +332,12 @@ def js_divergence(p: Array, q: Array, *, axis: int = -1, reduction: str = "mean"
         ValueError: shape mismatch, values outside [0, 1], bad ``axis`` or ``reduction``.
 
     Example (disjoint supports reach the bound log 2):
-        >>> import numpy as np
+        >>> import numpy as np, crossent
         >>> p, q = np.array([1.0, 0.0]), np.array([0.0, 1.0])
         >>> round(float(js_divergence(p, q)), 6), round(float(js_divergence(p, p)), 6)
         (0.693147, 0.0)
+        >>> crossent.grad(js_divergence)(np.array([0.5, 0.5]), np.array([0.5, 0.5])).tolist()
+        [0.0, 0.0]
 
     Aliases: Jensen-Shannon divergence / information radius; ``scipy.spatial.distance.
     jensenshannon(p, q) ** 2`` (SciPy returns the *distance*, the square root, and
@@ -416,26 +346,20 @@ def js_divergence(p: Array, q: Array, *, axis: int = -1, reduction: str = "mean"
     References: Lin 1991, "Divergence measures based on the Shannon entropy"; Goodfellow et
     al. 2014 (GANs minimise a JS divergence).
     """
-    return _js(p, q, axis, reduction, False)[0]
-
-
-@closed_form(js_divergence)
-def js_divergence_value_and_grad(p: Array, q: Array, *, axis: int = -1,
-                                 reduction: str = "mean") -> tuple[Array, Array]:
-    """JS divergence and its gradient w.r.t. ``p``: ``0.5 log(p / m)``, ``m = (p + q) / 2``.
-
-    ``-inf`` at ``p_i = 0 < q_i``, ``0.5 log 2`` at ``p_i = q_i = 0``. JS is symmetric, so the
-    gradient w.r.t. ``q`` is ``js_divergence_grad(q, p)``.
-
-    Example:
-        >>> import numpy as np
-        >>> _, g = js_divergence_value_and_grad(np.array([0.5, 0.5]), np.array([0.5, 0.5]))
-        >>> g.tolist()
-        [0.0, 0.0]
-    """
-    return _js(p, q, axis, reduction, True)
-
-
-def js_divergence_grad(p: Array, q: Array, **options: Any) -> Array:
-    """Closed-form gradient of :func:`js_divergence` w.r.t. ``p`` (``0.5 log(p / m)``)."""
-    return js_divergence_value_and_grad(p, q, **options)[1]
+    xp, p, q, pc, qc, ax, out_dtype = _prepare(p, q, axis, reduction)
+    m = 0.5 * (pc + qc)
+    log_p, log_q, log_m = _safe_log(xp, pc), _safe_log(xp, qc), _safe_log(xp, m)
+    zero = xp.zeros_like(pc)
+    # m > 0 wherever p > 0 or q > 0, so both KL terms are always finite: JS <= log 2
+    kl_pm = xp.where(pc == 0, zero, pc * (log_p - log_m))
+    kl_qm = xp.where(qc == 0, zero, qc * (log_q - log_m))
+    terms = 0.5 * (kl_pm + kl_qm)
+    out, scale = _finish(xp, terms, ax, reduction, out_dtype)
+    if not need:
+        return out, None
+    grads = {}
+    if "p" in need:
+        grads["p"] = _js_slope(xp, pc, qc, log_p, log_m) * scale
+    if "q" in need:
+        grads["q"] = _js_slope(xp, qc, pc, log_q, log_m) * scale
+    return out, _pullback(xp, grads, {"p": p, "q": q}, ax)

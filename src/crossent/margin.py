@@ -8,7 +8,7 @@ ArcFace (an additive angular margin). Each of them is softmax cross-entropy on m
 the class weight ``W_j``, ``f_j`` is the identity except at the target class, and ``R_j`` is
 the product of the norms the variant keeps (``||x|| ||W_j||`` for L-Softmax, ``||x||`` for
 SphereFace, 1 for CosFace and ArcFace). That one form gives one implementation and one
-closed-form gradient with respect to the embeddings for all four.
+closed-form gradient, with respect to the embeddings and to the class weights, for all four.
 
 Seed 001 lists the hinge ("margin") losses of SVMs beside them: the binary hinge, PyTorch's
 ``multi_margin_loss`` (Weston-Watkins), the Crammer-Singer multiclass hinge and Keras's
@@ -19,37 +19,27 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import _array as A
 from . import _checks
 from ._reduce import grad_scale, reduce
-from .classification import _softmax_ce
-from .gradients import closed_form
+from .classification import softmax_cross_entropy
+from .gradients import Pullback, loss, scaled_pullback
 
 Array = Any
 
 __all__ = [
     "hinge_loss",
-    "hinge_loss_grad",
     "multi_margin_loss",
-    "multi_margin_loss_grad",
     "multiclass_hinge_loss",
-    "multiclass_hinge_loss_grad",
     "categorical_hinge_loss",
-    "categorical_hinge_loss_grad",
     "large_margin_softmax_loss",
-    "large_margin_softmax_loss_grad",
     "sphereface_loss",
-    "sphereface_loss_grad",
     "cosface_loss",
-    "cosface_loss_grad",
     "arcface_loss",
-    "arcface_loss_grad",
 ]
 
-# Every loss here has a closed-form gradient (w.r.t. its first argument).
-AUTODIFF_ONLY: tuple[str, ...] = ()
 
 
 def _sign_targets(xp: Any, targets: Array, like: Array, name: str = "targets") -> Array:
@@ -70,34 +60,23 @@ def _argmax_share(xp: Any, v: Array, vmax: Array) -> Array:
     return hit / xp.sum(hit, axis=-1, keepdims=True)
 
 
+def _per_row(xp: Any) -> Any:
+    """``expand`` of a loss that reduced the last (class / feature) axis."""
+    return lambda c: xp.expand_dims(c, axis=-1)
+
+
 # --- binary hinge ---------------------------------------------------------------------------
 
 
-def _hinge(scores, targets, squared, reduction, want_grad):
-    xp, scores, targets = A.common(scores=scores, targets=targets)
-    _checks.floating(xp, scores, "scores")
-    _checks.reduction(reduction)
-    s = A.upcast(xp, scores)
-    t = _sign_targets(xp, targets, scores)
-    h = 1.0 - t * s
-    hp = A.relu(xp, h)
-    loss = hp * hp if squared else hp
-    out = reduce(xp, loss, reduction)
-    if not want_grad:
-        return A.cast_like(xp, out, scores), None
-    # d/ds max(0, 1 - t s) = -t where the margin is violated, 0 at and beyond it (as relu')
-    dh = 2.0 * hp if squared else A.as_float(xp, h > 0, s.dtype)
-    g = -t * dh * grad_scale(xp, loss.shape, reduction, None)
-    return A.cast_like(xp, out, scores), A.cast_like(xp, g, scores)
-
-
-def hinge_loss(scores: Array, targets: Array, *, squared: bool = False,
-               reduction: str = "mean") -> Array:
+@loss(wrt=("scores",))
+def hinge_loss(need: tuple[str, ...], scores: Array, targets: Array, *, squared: bool = False,
+               reduction: str = "mean") -> tuple[Array, Pullback | None]:
     """Binary hinge loss of a linear SVM, or its squared form.
 
     Formula: ``l = max(0, 1 - t s)`` with ``t`` in {-1, 1} (a 0 label is read as -1);
-    ``squared=True`` gives ``max(0, 1 - t s)^2``. Gradient: ``-t [1 - t s > 0]`` (times
-    ``2 max(0, 1 - t s)`` when squared).
+    ``squared=True`` gives ``max(0, 1 - t s)^2``. Gradient w.r.t. the scores:
+    ``-t [1 - t s > 0]`` (times ``2 max(0, 1 - t s)`` when squared), the backward on every
+    backend; the labels are not differentiated.
 
     Args:
         scores: real-valued scores (not probabilities), any shape.
@@ -113,11 +92,14 @@ def hinge_loss(scores: Array, targets: Array, *, squared: bool = False,
         ValueError: shape mismatch, a label outside {-1, 0, 1}, unknown reduction.
 
     Example:
-        >>> import numpy as np
+        >>> import numpy as np, crossent
         >>> hinge_loss(np.array([2.0, 0.5, -0.5]), np.array([1, 1, 0]), reduction="none")
         array([0. , 0.5, 0.5])
         >>> float(hinge_loss(np.array([0.5]), np.array([1]), squared=True))
         0.25
+        >>> crossent.value_and_grad(hinge_loss)(np.array([0.5, 2.0]), np.array([1, 1]),
+        ...                                     reduction="sum")[1]
+        array([-1., -0.])
 
     Aliases: Keras ``hinge`` / ``squared_hinge`` (they average over the last axis);
     Optax ``hinge_loss``; TF ``tf.compat.v1.losses.hinge_loss`` (on {0, 1} labels);
@@ -125,67 +107,30 @@ def hinge_loss(scores: Array, targets: Array, *, squared: bool = False,
 
     References: Cortes & Vapnik 1995, "Support-vector networks"; seed 001 (hinge loss).
     """
-    return _hinge(scores, targets, squared, reduction, False)[0]
-
-
-@closed_form(hinge_loss)
-def hinge_loss_value_and_grad(scores: Array, targets: Array, *, squared: bool = False,
-                              reduction: str = "mean") -> tuple[Array, Array]:
-    """Hinge loss and its (sub)gradient ``-t [1 - t s > 0]`` w.r.t. the scores.
-
-    Example:
-        >>> import numpy as np
-        >>> hinge_loss_value_and_grad(np.array([0.5, 2.0]), np.array([1, 1]),
-        ...                           reduction="sum")[1]
-        array([-1., -0.])
-    """
-    return _hinge(scores, targets, squared, reduction, True)
-
-
-def hinge_loss_grad(scores: Array, targets: Array, **options: Any) -> Array:
-    """Closed-form (sub)gradient of :func:`hinge_loss` w.r.t. ``scores``."""
-    return hinge_loss_value_and_grad(scores, targets, **options)[1]
+    xp, scores, targets = A.common(scores=scores, targets=targets)
+    _checks.floating(xp, scores, "scores")
+    _checks.reduction(reduction)
+    s = A.upcast(xp, scores)
+    t = _sign_targets(xp, targets, scores)
+    h = 1.0 - t * s
+    hp = A.relu(xp, h)
+    per = hp * hp if squared else hp
+    out = A.cast_like(xp, reduce(xp, per, reduction), scores)
+    if not need:
+        return out, None
+    # d/ds max(0, 1 - t s) = -t where the margin is violated, 0 at and beyond it (as relu')
+    dh = 2.0 * hp if squared else A.as_float(xp, h > 0, s.dtype)
+    g = -t * dh * grad_scale(xp, per.shape, reduction, None)
+    return out, scaled_pullback(xp, {"scores": A.cast_like(xp, g, scores)}, lambda c: c)
 
 
 # --- multi-class margin (Weston-Watkins, PyTorch's multi_margin_loss) ----------------------
 
 
-def _multi_margin(logits, labels, p, margin, weight, reduction, want_grad):
-    xp, logits, labels = A.common(logits=logits, labels=labels)
-    _checks.floating(xp, logits, "logits")
-    _checks.reduction(reduction)
-    _checks.class_axis(logits, -1, "logits")
-    if p not in (1, 2) or isinstance(p, bool):
-        raise ValueError(f"p must be 1 or 2 (as in PyTorch), got {p!r}")
-    margin = _checks.real(margin, "margin")
-    z = A.upcast(xp, logits)
-    dt = z.dtype
-    num_classes = z.shape[-1]
-    _checks.class_labels(xp, labels, z, z.ndim - 1, None, "labels", "scores")
-    w = _checks.class_weight(xp, weight, num_classes, dt, A.device_of(z))
-    onehot = A.one_hot_mask(xp, labels, num_classes, dt)
-    zy = A.take_class(xp, z, labels)
-    h = margin - zy[..., None] + z
-    hp = A.relu(xp, h) * (1.0 - onehot)  # the target class is not summed
-    wy = A.take_class(xp, xp.broadcast_to(w, z.shape), labels) if w is not None else None
-    term = hp if p == 1 else hp * hp
-    loss = xp.sum(term, axis=-1) / num_classes
-    if wy is not None:
-        loss = loss * wy
-    out = reduce(xp, loss, reduction)
-    if not want_grad:
-        return A.cast_like(xp, out, logits), None
-    dterm = A.as_float(xp, hp > 0, dt) if p == 1 else 2.0 * hp
-    coef = grad_scale(xp, loss.shape, reduction, None) / num_classes
-    if wy is not None:
-        coef = coef * wy[..., None]
-    gj = dterm * coef
-    g = gj - onehot * xp.sum(gj, axis=-1, keepdims=True)
-    return A.cast_like(xp, out, logits), A.cast_like(xp, g, logits)
-
-
-def multi_margin_loss(logits: Array, labels: Array, *, p: int = 1, margin: float = 1.0,
-                      weight: Array | None = None, reduction: str = "mean") -> Array:
+@loss(wrt=("logits",))
+def multi_margin_loss(need: tuple[str, ...], logits: Array, labels: Array, *, p: int = 1,
+                      margin: float = 1.0, weight: Array | None = None,
+                      reduction: str = "mean") -> tuple[Array, Pullback | None]:
     """Multi-class margin (hinge) loss, as PyTorch's ``multi_margin_loss``.
 
     Formula: ``l = w_y / C * sum_{j != y} max(0, margin - x_y + x_j)^p``, ``p`` in {1, 2}
@@ -209,10 +154,12 @@ def multi_margin_loss(logits: Array, labels: Array, *, p: int = 1, margin: float
         ValueError: ``p`` not in {1, 2}, label out of range, bad shapes, weight or reduction.
 
     Example:
-        >>> import numpy as np
+        >>> import numpy as np, crossent
         >>> x = np.array([[0.1, 0.2, 0.4, 0.8]])
         >>> round(float(multi_margin_loss(x, np.array([3]))), 4)  # PyTorch's documented 0.3250
         0.325
+        >>> crossent.grad(multi_margin_loss)(np.array([[0.0, 0.5]]), np.array([0]))
+        array([[-0.5,  0.5]])
 
     Aliases: PyTorch ``MultiMarginLoss`` / ``F.multi_margin_loss``; Weston-Watkins
     multiclass SVM loss; Caffe ``HingeLoss`` is its one-vs-all relative.
@@ -220,51 +167,45 @@ def multi_margin_loss(logits: Array, labels: Array, *, p: int = 1, margin: float
     References: Weston & Watkins 1999, "Support vector machines for multi-class pattern
     recognition"; PyTorch docs of ``torch.nn.MultiMarginLoss``.
     """
-    return _multi_margin(logits, labels, p, margin, weight, reduction, False)[0]
-
-
-@closed_form(multi_margin_loss)
-def multi_margin_loss_value_and_grad(logits: Array, labels: Array, *, p: int = 1,
-                                     margin: float = 1.0, weight: Array | None = None,
-                                     reduction: str = "mean") -> tuple[Array, Array]:
-    """:func:`multi_margin_loss` and its gradient w.r.t. the logits.
-
-    Example:
-        >>> import numpy as np
-        >>> multi_margin_loss_value_and_grad(np.array([[0.0, 0.5]]), np.array([0]))[1]
-        array([[-0.5,  0.5]])
-    """
-    return _multi_margin(logits, labels, p, margin, weight, reduction, True)
-
-
-def multi_margin_loss_grad(logits: Array, labels: Array, **options: Any) -> Array:
-    """Closed-form gradient of :func:`multi_margin_loss` w.r.t. ``logits``."""
-    return multi_margin_loss_value_and_grad(logits, labels, **options)[1]
+    xp, logits, labels = A.common(logits=logits, labels=labels)
+    _checks.floating(xp, logits, "logits")
+    _checks.reduction(reduction)
+    _checks.class_axis(logits, -1, "logits")
+    if p not in (1, 2) or isinstance(p, bool):
+        raise ValueError(f"p must be 1 or 2 (as in PyTorch), got {p!r}")
+    margin = _checks.real(margin, "margin")
+    z = A.upcast(xp, logits)
+    dt = z.dtype
+    num_classes = z.shape[-1]
+    _checks.class_labels(xp, labels, z, z.ndim - 1, None, "labels", "scores")
+    w = _checks.class_weight(xp, weight, num_classes, dt, A.device_of(z))
+    onehot = A.one_hot_mask(xp, labels, num_classes, dt)
+    zy = A.take_class(xp, z, labels)
+    h = margin - zy[..., None] + z
+    hp = A.relu(xp, h) * (1.0 - onehot)  # the target class is not summed
+    wy = A.take_class(xp, xp.broadcast_to(w, z.shape), labels) if w is not None else None
+    term = hp if p == 1 else hp * hp
+    per = xp.sum(term, axis=-1) / num_classes
+    if wy is not None:
+        per = per * wy
+    out = A.cast_like(xp, reduce(xp, per, reduction), logits)
+    if not need:
+        return out, None
+    dterm = A.as_float(xp, hp > 0, dt) if p == 1 else 2.0 * hp
+    coef = grad_scale(xp, per.shape, reduction, None) / num_classes
+    if wy is not None:
+        coef = coef * wy[..., None]
+    gj = dterm * coef
+    g = gj - onehot * xp.sum(gj, axis=-1, keepdims=True)
+    return out, scaled_pullback(xp, {"logits": A.cast_like(xp, g, logits)}, _per_row(xp))
 
 
 # --- Crammer-Singer multiclass hinge --------------------------------------------------------
 
 
-def _multiclass_hinge(scores, labels, reduction, want_grad):
-    xp, scores, labels = A.common(scores=scores, labels=labels)
-    _checks.floating(xp, scores, "scores")
-    _checks.reduction(reduction)
-    _checks.class_axis(scores, -1, "scores")
-    z = A.upcast(xp, scores)
-    _checks.class_labels(xp, labels, z, z.ndim - 1, None, "labels", "scores")
-    onehot = A.one_hot_mask(xp, labels, z.shape[-1], z.dtype)
-    v = z + 1.0 - onehot
-    vmax = xp.max(v, axis=-1)
-    loss = vmax - A.take_class(xp, z, labels)
-    out = reduce(xp, loss, reduction)
-    if not want_grad:
-        return A.cast_like(xp, out, scores), None
-    g = _argmax_share(xp, v, vmax) - onehot
-    g = g * grad_scale(xp, loss.shape, reduction, None)
-    return A.cast_like(xp, out, scores), A.cast_like(xp, g, scores)
-
-
-def multiclass_hinge_loss(scores: Array, labels: Array, *, reduction: str = "mean") -> Array:
+@loss(wrt=("scores",))
+def multiclass_hinge_loss(need: tuple[str, ...], scores: Array, labels: Array, *,
+                          reduction: str = "mean") -> tuple[Array, Pullback | None]:
     """Crammer-Singer multiclass hinge loss.
 
     Formula: ``l = max_j (s_j + 1 - [j = y]) - s_y``, i.e. ``max(0, 1 + max_{j != y} s_j -
@@ -284,10 +225,12 @@ def multiclass_hinge_loss(scores: Array, labels: Array, *, reduction: str = "mea
         ValueError: label out of range, bad shapes, unknown reduction.
 
     Example:
-        >>> import numpy as np
+        >>> import numpy as np, crossent
         >>> multiclass_hinge_loss(np.array([[2.0, 0.5, 1.5], [0.0, 0.0, 3.0]]),
         ...                       np.array([0, 1]), reduction="none")
         array([0.5, 4. ])
+        >>> crossent.grad(multiclass_hinge_loss)(np.array([[1.0, 1.5]]), np.array([0]))
+        array([[-1.,  1.]])
 
     Aliases: Optax ``multiclass_hinge_loss``; Crammer-Singer multiclass SVM loss;
     scikit-learn ``hinge_loss`` (multiclass) and ``LinearSVC(multi_class="crammer_singer")``.
@@ -295,63 +238,38 @@ def multiclass_hinge_loss(scores: Array, labels: Array, *, reduction: str = "mea
     References: Crammer & Singer 2001, "On the algorithmic implementation of multiclass
     kernel-based vector machines", JMLR 2.
     """
-    return _multiclass_hinge(scores, labels, reduction, False)[0]
-
-
-@closed_form(multiclass_hinge_loss)
-def multiclass_hinge_loss_value_and_grad(scores: Array, labels: Array, *,
-                                         reduction: str = "mean") -> tuple[Array, Array]:
-    """:func:`multiclass_hinge_loss` and its (sub)gradient w.r.t. the scores.
-
-    Example:
-        >>> import numpy as np
-        >>> multiclass_hinge_loss_value_and_grad(np.array([[1.0, 1.5]]), np.array([0]))[1]
-        array([[-1.,  1.]])
-    """
-    return _multiclass_hinge(scores, labels, reduction, True)
-
-
-def multiclass_hinge_loss_grad(scores: Array, labels: Array, **options: Any) -> Array:
-    """Closed-form (sub)gradient of :func:`multiclass_hinge_loss` w.r.t. ``scores``."""
-    return multiclass_hinge_loss_value_and_grad(scores, labels, **options)[1]
+    xp, scores, labels = A.common(scores=scores, labels=labels)
+    _checks.floating(xp, scores, "scores")
+    _checks.reduction(reduction)
+    _checks.class_axis(scores, -1, "scores")
+    z = A.upcast(xp, scores)
+    _checks.class_labels(xp, labels, z, z.ndim - 1, None, "labels", "scores")
+    onehot = A.one_hot_mask(xp, labels, z.shape[-1], z.dtype)
+    v = z + 1.0 - onehot
+    vmax = xp.max(v, axis=-1)
+    per = vmax - A.take_class(xp, z, labels)
+    out = A.cast_like(xp, reduce(xp, per, reduction), scores)
+    if not need:
+        return out, None
+    g = _argmax_share(xp, v, vmax) - onehot
+    g = g * grad_scale(xp, per.shape, reduction, None)
+    return out, scaled_pullback(xp, {"scores": A.cast_like(xp, g, scores)}, _per_row(xp))
 
 
 # --- Keras categorical hinge ----------------------------------------------------------------
 
 
-def _categorical_hinge(scores, targets, reduction, want_grad):
-    xp, scores, targets = A.common(scores=scores, targets=targets)
-    _checks.floating(xp, scores, "scores")
-    _checks.reduction(reduction)
-    _checks.class_axis(scores, -1, "scores")
-    z = A.upcast(xp, scores)
-    if A.is_integer(xp, targets):
-        _checks.class_labels(xp, targets, z, z.ndim - 1, None, "targets", "scores")
-        t = A.one_hot_mask(xp, targets, z.shape[-1], z.dtype)
-    else:
-        _checks.same_shape(scores, targets, "scores", "targets")
-        t = A.as_float(xp, A.upcast(xp, targets), z.dtype)
-    pos = xp.sum(t * z, axis=-1)
-    v = (1.0 - t) * z  # Keras's form: the target's own entry counts as 0 in the max
-    neg = xp.max(v, axis=-1)
-    h = neg - pos + 1.0
-    loss = A.relu(xp, h)
-    out = reduce(xp, loss, reduction)
-    if not want_grad:
-        return A.cast_like(xp, out, scores), None
-    active = A.as_float(xp, h > 0, z.dtype)[..., None]
-    g = active * ((1.0 - t) * _argmax_share(xp, v, neg) - t)
-    g = g * grad_scale(xp, loss.shape, reduction, None)
-    return A.cast_like(xp, out, scores), A.cast_like(xp, g, scores)
-
-
-def categorical_hinge_loss(scores: Array, targets: Array, *, reduction: str = "mean") -> Array:
+@loss(wrt=("scores", "targets"))
+def categorical_hinge_loss(need: tuple[str, ...], scores: Array, targets: Array, *,
+                           reduction: str = "mean") -> tuple[Array, Pullback | None]:
     """Keras's categorical hinge loss.
 
     Formula: ``pos = sum_j t_j s_j``, ``neg = max_j (1 - t_j) s_j``,
     ``l = max(0, neg - pos + 1)``. With one-hot targets the target's own entry enters the
     max as 0, so ``neg >= 0`` (Keras's definition, kept for conformance; the Crammer-Singer
-    form is :func:`multiclass_hinge_loss`).
+    form is :func:`multiclass_hinge_loss`). Gradient w.r.t. the scores:
+    ``[l > 0] ((1 - t) a - t)`` with ``a`` the arg-max indicator of ``(1 - t) s`` (ties
+    share it); w.r.t. floating targets: ``-[l > 0] (1 + a) s``.
 
     Args:
         scores: scores, shape ``(..., C)``.
@@ -367,35 +285,47 @@ def categorical_hinge_loss(scores: Array, targets: Array, *, reduction: str = "m
         ValueError: label out of range, shape mismatch, unknown reduction.
 
     Example:
-        >>> import numpy as np
+        >>> import numpy as np, crossent
         >>> categorical_hinge_loss(np.array([[0.6, 0.4], [0.4, 0.6]]),
         ...                        np.array([[0.0, 1.0], [1.0, 0.0]]), reduction="none")
         array([1.2, 1.2])
+        >>> crossent.grad(categorical_hinge_loss)(np.array([[0.6, 0.4]]), np.array([1]))
+        array([[ 1., -1.]])
 
     Aliases: Keras ``categorical_hinge`` / ``CategoricalHinge``; TF
     ``tf.keras.losses.categorical_hinge``.
 
     References: Keras documentation of ``CategoricalHinge``; Crammer & Singer 2001.
     """
-    return _categorical_hinge(scores, targets, reduction, False)[0]
-
-
-@closed_form(categorical_hinge_loss)
-def categorical_hinge_loss_value_and_grad(scores: Array, targets: Array, *,
-                                          reduction: str = "mean") -> tuple[Array, Array]:
-    """:func:`categorical_hinge_loss` and its (sub)gradient w.r.t. the scores.
-
-    Example:
-        >>> import numpy as np
-        >>> categorical_hinge_loss_value_and_grad(np.array([[0.6, 0.4]]), np.array([1]))[1]
-        array([[ 1., -1.]])
-    """
-    return _categorical_hinge(scores, targets, reduction, True)
-
-
-def categorical_hinge_loss_grad(scores: Array, targets: Array, **options: Any) -> Array:
-    """Closed-form (sub)gradient of :func:`categorical_hinge_loss` w.r.t. ``scores``."""
-    return categorical_hinge_loss_value_and_grad(scores, targets, **options)[1]
+    xp, scores, targets = A.common(scores=scores, targets=targets)
+    _checks.floating(xp, scores, "scores")
+    _checks.reduction(reduction)
+    _checks.class_axis(scores, -1, "scores")
+    z = A.upcast(xp, scores)
+    if A.is_integer(xp, targets):
+        _checks.class_labels(xp, targets, z, z.ndim - 1, None, "targets", "scores")
+        t = A.one_hot_mask(xp, targets, z.shape[-1], z.dtype)
+    else:
+        _checks.same_shape(scores, targets, "scores", "targets")
+        t = A.as_float(xp, A.upcast(xp, targets), z.dtype)
+    pos = xp.sum(t * z, axis=-1)
+    v = (1.0 - t) * z  # Keras's form: the target's own entry counts as 0 in the max
+    neg = xp.max(v, axis=-1)
+    h = neg - pos + 1.0
+    per = A.relu(xp, h)
+    out = A.cast_like(xp, reduce(xp, per, reduction), scores)
+    if not need:
+        return out, None
+    active = A.as_float(xp, h > 0, z.dtype)[..., None] * grad_scale(xp, per.shape, reduction,
+                                                                     None)
+    share = _argmax_share(xp, v, neg)
+    grads = {}
+    if "scores" in need:
+        grads["scores"] = A.cast_like(xp, active * ((1.0 - t) * share - t), scores)
+    if "targets" in need:
+        # d neg / d t_j = -a_j s_j and d pos / d t_j = s_j
+        grads["targets"] = A.cast_like(xp, -active * (1.0 + share) * z, targets)
+    return out, scaled_pullback(xp, grads, _per_row(xp))
 
 
 # --- margin softmax: L-Softmax, SphereFace, CosFace, ArcFace ---------------------------------
@@ -425,7 +355,8 @@ def _safe_sqrt(xp: Any, sq: Array) -> Array:
     return xp.where(pos, xp.sqrt(xp.where(pos, sq, xp.ones_like(sq))), xp.zeros_like(sq))
 
 
-def _target_cos(xp, c, kind, margin, easy_margin):
+def _target_cos(xp: Any, c: Array, kind: str, margin: Any, easy_margin: bool
+                ) -> tuple[Array, Array]:
     """``f(c)`` and ``f'(c)`` for the target class (c = cos theta_y)."""
     if kind == "cosface":
         return c - margin, xp.ones_like(c)
@@ -465,7 +396,7 @@ _VARIANTS = {
 }
 
 
-def _margin_inputs(embeddings, weight, labels):
+def _margin_inputs(embeddings: Array, weight: Array, labels: Array) -> Any:
     xp, embeddings, weight, labels = A.common(embeddings=embeddings, weight=weight, labels=labels)
     _checks.floating(xp, embeddings, "embeddings")
     _checks.floating(xp, weight, "weight")
@@ -491,8 +422,26 @@ def _margin_inputs(embeddings, weight, labels):
     return xp
 
 
-def _margin_logits(embeddings, weight, labels, kind, margin, scale, easy_margin=False):
-    """The modified logits ``z = s R f(cos)`` and the pieces the gradient reuses.
+class _Parts(NamedTuple):
+    """What :func:`_margin_logits` computed on the way to ``z``, for the gradients."""
+
+    x: Array            # (N, D) embeddings in the compute dtype
+    w: Array            # (C, D) class weights in the compute dtype
+    u: Array            # (N, D) x / max(||x||, eps)
+    v: Array            # (C, D) W_j / max(||W_j||, eps)
+    cos: Array          # (N, C) u v^T
+    f: Array            # (N, C) f_j(cos): the margin function at the target, cos elsewhere
+    fprime: Array | None  # (N, C) f_j'(cos), None without labels
+    x_norm: Array       # (N, 1) ||x_i||
+    w_norm: Array       # (C, 1) ||W_j||
+    keep_x: bool        # ||x|| is a factor of z (L-Softmax, SphereFace)
+    keep_w: bool        # ||W_j|| is a factor of z (L-Softmax)
+
+
+def _margin_logits(embeddings: Array, weight: Array, labels: Array | None, kind: str,
+                   margin: Any, scale: Any, easy_margin: bool = False
+                   ) -> tuple[Array, _Parts]:
+    """The modified logits ``z = s R f(cos)`` and the pieces the gradients reuse.
 
     ``labels=None`` gives the unmodified logits ``s R cos`` (inference).
     """
@@ -504,12 +453,10 @@ def _margin_logits(embeddings, weight, labels, kind, margin, scale, easy_margin=
     w = A.as_float(xp, A.upcast(xp, weight), dt)
     # scaled norms: the directions of x and of 1e20 x are the same, with no overflow
     x_norm, u = A.norm_and_unit(xp, x, _NORM_EPS)  # (N, 1), (N, D)
-    w_norm, v = A.norm_and_unit(xp, w, _NORM_EPS)
-    w_norm = w_norm[:, 0]  # (C,)
+    w_norm, v = A.norm_and_unit(xp, w, _NORM_EPS)  # (C, 1), (C, D)
     cos = xp.matmul(u, xp.permute_dims(v, (1, 0)))  # (N, C)
-    r_w = w_norm[None, :] if keep_w else None  # the norms that multiply f(cos), ||x|| aside
     if labels is None:
-        f, fprime, onehot = cos, None, None
+        f, fprime = cos, None
     else:
         onehot = A.one_hot_mask(xp, labels, cos.shape[-1], dt)
         c_y = A.take_class(xp, cos, labels)
@@ -519,33 +466,78 @@ def _margin_logits(embeddings, weight, labels, kind, margin, scale, easy_margin=
     z = scale * f
     if keep_x:
         z = z * x_norm
-    if r_w is not None:
-        z = z * r_w
-    return z, (xp, u, v, cos, f, fprime, x_norm, r_w, keep_x)
+    if keep_w:  # the norms that multiply f(cos), ||x|| aside
+        z = z * xp.permute_dims(w_norm, (1, 0))
+    return z, _Parts(x, w, u, v, cos, f, fprime, x_norm, w_norm, keep_x, keep_w)
 
 
-def _margin_softmax(embeddings, weight, labels, kind, margin, scale, easy_margin, reduction,
-                    want_grad):
+def _direction_grad(xp: Any, k: Array, f: Array, fprime: Array, cos: Array, a: Array,
+                    unit: Array, other: Array, norm: Array, keeps_norm: bool) -> Array:
+    """Gradient w.r.t. the rows ``a_i`` of ``sum_ij K_ij R_i f_ij(c_ij)``, with
+    ``c_ij = unit_i . other_j``, ``unit_i = a_i / e_i``, ``e_i = max(||a_i||, eps)`` and
+    ``R_i = ||a_i||`` when ``keeps_norm`` (else 1); ``K`` is constant in ``a``.
+
+    ``dc_ij/da_i = (other_j - [||a_i|| > eps] c_ij a_i/||a_i||) / e_i`` and
+    ``d||a_i||/da_i = a_i/||a_i||``, so with ``kappa_i = R_i / e_i`` (1, or ``1/||a_i||``,
+    above the floor): ``kappa_i sum_j K_ij f'_ij other_j + a_i/||a_i|| sum_j K_ij
+    ([keeps_norm] f_ij - [||a_i|| > eps] kappa_i f'_ij c_ij)``. Below the floor the unit
+    vector is ``a/eps``, whose derivative has no radial part: the exact derivative of the
+    value code there too.
+    """
+    big = norm > _NORM_EPS
+    e = xp.maximum(norm, xp.full_like(norm, _NORM_EPS))
+    kappa = norm / e if keeps_norm else 1.0 / e
+    kf = k * fprime
+    tangential = xp.matmul(kf, other) * kappa
+    radial = -(A.as_float(xp, big, k.dtype) * kappa) * xp.sum(kf * cos, axis=-1,
+                                                              keepdims=True)
+    if not keeps_norm:
+        return tangential + unit * radial  # radial is 0 wherever unit is not a / ||a||
+    radial = radial + xp.sum(k * f, axis=-1, keepdims=True)
+    # the true direction a/||a|| below the floor too (unit is a/eps there); 0 at a = 0
+    pos = norm > 0
+    direction = xp.where(big, unit, xp.where(pos, a, xp.zeros_like(a))
+                         / xp.where(pos, norm, xp.ones_like(norm)))
+    return tangential + direction * radial
+
+
+def _margin_softmax(need: tuple[str, ...], embeddings: Array, weight: Array, labels: Array,
+                    kind: str, margin: Any, scale: Any, easy_margin: bool, reduction: str
+                    ) -> tuple[Array, Pullback | None]:
+    """The one definition of the four margin softmax losses: softmax cross-entropy of the
+    modified logits, and the exact pullback to the embeddings and the class weights."""
     xp = _margin_inputs(embeddings, weight, labels)
+    _, embeddings, weight, labels = A.common(embeddings=embeddings, weight=weight,
+                                             labels=labels)
     _checks.reduction(reduction)
     scale = _checks.positive(scale, "scale")
     z, parts = _margin_logits(embeddings, weight, labels, kind, margin, scale, easy_margin)
-    # softmax cross-entropy on the modified logits: one definition, reused with its gradient
-    out, gz = _softmax_ce(z, labels, -1, None, -100, 0.0, reduction, want_grad)
-    if not want_grad:
-        return A.cast_like(xp, out, embeddings), None
-    _, u, v, cos, f, fprime, x_norm, r_w, keep_x = parts
-    # z_j = s R_j f_j(c_j), c_j = u . v_j, u = x/||x||: dc_j/dx = (v_j - c_j u)/||x||, and
-    # d||x||/dx = u where R_j holds ||x||. So with H_j = dL/dz_j s R_j / ||x||^[no ||x|| in R]:
-    # dL/dx = sum_j H_j f'_j v_j + u sum_j H_j ([||x|| in R] f_j - f'_j c_j).
-    h = gz * scale
-    if r_w is not None:
-        h = h * r_w
-    if not keep_x:
-        h = h / xp.maximum(x_norm, xp.full_like(x_norm, _NORM_EPS))
-    radial = f - fprime * cos if keep_x else -fprime * cos
-    g = xp.matmul(h * fprime, v) + u * xp.sum(h * radial, axis=-1, keepdims=True)
-    return A.cast_like(xp, out, embeddings), A.cast_like(xp, g, embeddings)
+    # softmax cross-entropy on the modified logits: one definition, reused with its pullback
+    out, ce_pullback = softmax_cross_entropy.with_pullback(
+        ("logits",) if need else (), z, labels, reduction=reduction)
+    out = A.cast_like(xp, out, embeddings)
+    if not need:
+        return out, None
+    x, w, u, v, cos, f, fprime, x_norm, w_norm, keep_x, keep_w = parts
+
+    def pullback(cot: Array | None) -> dict[str, Array]:
+        # z_ij = s R_x,i R_w,j f_j(c_ij): the cotangent reaches z through softmax CE (rows
+        # independent, so its pullback is exact for any cotangent), then both factors. W is
+        # shared by every example: its gradient sums over them, for any cotangent.
+        gz = ce_pullback(cot)["logits"] * scale  # dL/dz s, (N, C)
+        grads = {}
+        if "embeddings" in need:
+            k = gz * xp.permute_dims(w_norm, (1, 0)) if keep_w else gz
+            g = _direction_grad(xp, k, f, fprime, cos, x, u, v, x_norm, keep_x)
+            grads["embeddings"] = A.cast_like(xp, g, embeddings)
+        if "weight" in need:
+            k = gz * x_norm if keep_x else gz
+            t = lambda a: xp.permute_dims(a, (1, 0))  # noqa: E731
+            g = _direction_grad(xp, t(k), t(f), t(fprime), t(cos), w, v, u, w_norm, keep_w)
+            grads["weight"] = A.cast_like(xp, g, weight)
+        return grads
+
+    return out, pullback
 
 
 def _int_margin(margin: Any) -> int:
@@ -562,16 +554,29 @@ def _angular_margin(margin: Any) -> float:
                           what="an angle in radians in [0, pi)")
 
 
-
-def large_margin_softmax_loss(embeddings: Array, weight: Array, labels: Array, *,
-                              margin: int = 4, scale: float = 1.0,
-                              reduction: str = "mean") -> Array:
+@loss(wrt=("embeddings", "weight"))
+def large_margin_softmax_loss(need: tuple[str, ...], embeddings: Array, weight: Array,
+                              labels: Array, *, margin: int = 4, scale: float = 1.0,
+                              reduction: str = "mean") -> tuple[Array, Pullback | None]:
     """L-Softmax: softmax cross-entropy with a multiplicative angular margin on the target.
 
     Formula: ``z_j = s ||W_j|| ||x|| cos(theta_j)`` for ``j != y`` and
     ``z_y = s ||W_y|| ||x|| psi(theta_y)``, ``psi(theta) = (-1)^k cos(m theta) - 2k`` for
     ``theta`` in ``[k pi/m, (k+1) pi/m]``; ``l = -log softmax(z)_y``. ``m = 1`` is plain
     softmax cross-entropy on the logits ``s W x``.
+
+    Gradient (the four margin losses share it): with ``z_j = s R_j f_j(c_j)``,
+    ``c_j = u . v_j``, ``u = x / ||x||``, ``v_j = W_j / ||W_j||``, ``G = softmax(z) -
+    onehot(y)`` (times the cotangent, and ``1/N`` for "mean") and ``H_j = G_j s R_j / ||x||``:
+    ``dL/dx = sum_j H_j f'_j v_j + u sum_j H_j (a f_j - f'_j c_j)``, where ``a = 1`` when
+    ``R`` holds ``||x||`` (L-Softmax, SphereFace) and 0 otherwise (CosFace, ArcFace). The
+    class weights, shared by all examples, get the mirror image summed over them:
+    ``dL/dW_j = sum_i K_ij f'_ij u_i + v_j sum_i K_ij (b f_ij - f'_ij c_ij)`` with
+    ``K_ij = G_ij s R_ij / ||W_j||`` (``R_ij``: example ``i``'s ``R_j``) and ``b = 1`` when
+    ``R`` holds ``||W_j||`` (L-Softmax only). Here ``R_j = ||x|| ||W_j||``, ``f_y = psi`` and
+    ``psi' = (-1)^k m U_{m-1}(c)`` (Chebyshev). Both gradients are the backward on every
+    backend (:func:`crossent.value_and_grad` with ``argnums=0`` or ``1``, torch autograd,
+    ``jax.grad``), an exact pullback for ``reduction="none"`` too.
 
     Args:
         embeddings: features ``x``, shape ``(N, D)``, floating.
@@ -591,10 +596,17 @@ def large_margin_softmax_loss(embeddings: Array, weight: Array, labels: Array, *
             ``reduction``.
 
     Example:
-        >>> import numpy as np
+        >>> import numpy as np, crossent
         >>> x = np.array([[1.0, 1.0]]); W = np.array([[1.0, 0.0], [0.0, 2.0]])
         >>> round(float(large_margin_softmax_loss(x, W, np.array([0]), margin=2)), 6)
         2.126928
+        >>> gx, gw = crossent.grad(large_margin_softmax_loss, argnums=(0, 1))(
+        ...     x, W, np.array([0]), margin=1)
+        >>> gx.round(4)  # m = 1: plain softmax CE, gradient (p - onehot) W
+        array([[-0.7311,  1.4621]])
+        >>> gw.round(4)  # ... and (p - onehot)^T x
+        array([[-0.7311, -0.7311],
+               [ 0.7311,  0.7311]])
 
     Aliases: pytorch-metric-learning ``LargeMarginSoftmaxLoss(margin=m, scale=s)`` (with its
     ``W`` set to ``weight.T``); Caffe ``LargeMarginInnerProduct``; "Large-Margin Softmax".
@@ -603,47 +615,22 @@ def large_margin_softmax_loss(embeddings: Array, weight: Array, labels: Array, *
     Networks", ICML (arXiv:1612.02295); seed 004.
     """
     m = _int_margin(margin)
-    return _margin_softmax(embeddings, weight, labels, "lsoftmax", m, scale, False, reduction,
-                           False)[0]
+    return _margin_softmax(need, embeddings, weight, labels, "lsoftmax", m, scale, False,
+                           reduction)
 
 
-@closed_form(large_margin_softmax_loss)
-def large_margin_softmax_loss_value_and_grad(embeddings: Array, weight: Array, labels: Array,
-                                             *, margin: int = 4, scale: float = 1.0,
-                                             reduction: str = "mean") -> tuple[Array, Array]:
-    """L-Softmax and its gradient w.r.t. the embeddings (not the weight).
-
-    Formula: with ``z_j = s R_j f_j(c_j)``, ``c_j = u . v_j``, ``u = x / ||x||``,
-    ``v_j = W_j / ||W_j||``, ``G = softmax(z) - onehot(y)`` and ``H_j = G_j s R_j / ||x||``:
-    ``dL/dx = sum_j H_j f'_j v_j + u sum_j H_j (a f_j - f'_j c_j)``, where ``a = 1`` when
-    ``R`` holds ``||x||`` (L-Softmax, SphereFace) and 0 otherwise (CosFace, ArcFace). Here
-    ``R_j = ||x|| ||W_j||``, ``f_y = psi`` and ``psi' = (-1)^k m U_{m-1}(c)`` (Chebyshev).
-
-    Example:
-        >>> import numpy as np
-        >>> x = np.array([[1.0, 1.0]]); W = np.array([[1.0, 0.0], [0.0, 2.0]])
-        >>> _, g = large_margin_softmax_loss_value_and_grad(x, W, np.array([0]), margin=1)
-        >>> g.round(4)  # m = 1: plain softmax CE, gradient (p - onehot) W
-        array([[-0.7311,  1.4621]])
-    """
-    m = _int_margin(margin)
-    return _margin_softmax(embeddings, weight, labels, "lsoftmax", m, scale, False, reduction,
-                           True)
-
-
-def large_margin_softmax_loss_grad(embeddings: Array, weight: Array, labels: Array,
-                                   **options: Any) -> Array:
-    """Closed-form gradient of :func:`large_margin_softmax_loss` w.r.t. ``embeddings``."""
-    return large_margin_softmax_loss_value_and_grad(embeddings, weight, labels, **options)[1]
-
-
-def sphereface_loss(embeddings: Array, weight: Array, labels: Array, *, margin: int = 4,
-                    scale: float = 1.0, reduction: str = "mean") -> Array:
+@loss(wrt=("embeddings", "weight"))
+def sphereface_loss(need: tuple[str, ...], embeddings: Array, weight: Array, labels: Array, *,
+                    margin: int = 4, scale: float = 1.0, reduction: str = "mean"
+                    ) -> tuple[Array, Pullback | None]:
     """A-Softmax (SphereFace): L-Softmax with unit-norm class weights.
 
     Formula: ``z_j = s ||x|| cos(theta_j)`` for ``j != y``, ``z_y = s ||x|| psi(theta_y)``
     with ``psi(theta) = (-1)^k cos(m theta) - 2k`` as in L-Softmax; ``l = -log softmax(z)_y``.
     The paper's annealing with plain softmax (its ``lambda``) is left to the caller.
+    Gradient w.r.t. the embeddings and the class weights: that of
+    :func:`large_margin_softmax_loss` with ``R_j = ||x||`` (only the directions of the
+    weights matter, so their gradient is orthogonal to them).
 
     Args:
         embeddings: features ``x``, shape ``(N, D)``, floating.
@@ -662,10 +649,16 @@ def sphereface_loss(embeddings: Array, weight: Array, labels: Array, *, margin: 
             ``reduction``.
 
     Example:
-        >>> import numpy as np
+        >>> import numpy as np, crossent
         >>> x = np.array([[1.0, 1.0]]); W = np.array([[1.0, 0.0], [0.0, 2.0]])
         >>> round(float(sphereface_loss(x, W, np.array([0]), margin=2)), 6)
         1.313262
+        >>> x = np.array([[3.0, 4.0]]); W = np.array([[1.0, 0.0], [0.0, 1.0]])
+        >>> crossent.grad(sphereface_loss)(x, W, np.array([1]), margin=1).round(4)
+        array([[ 0.2689, -0.2689]])
+
+    The last one: ``m = 1`` and unit ``W`` make it softmax CE on ``x W^T``, gradient
+    ``(p - onehot) W``.
 
     Aliases: pytorch-metric-learning ``SphereFaceLoss(margin=m, scale=s)``; A-Softmax,
     "Angular Softmax"; SphereFace's Caffe ``MarginInnerProduct``.
@@ -674,42 +667,21 @@ def sphereface_loss(embeddings: Array, weight: Array, labels: Array, *, margin: 
     Recognition", CVPR (arXiv:1704.08063); seed 004.
     """
     m = _int_margin(margin)
-    return _margin_softmax(embeddings, weight, labels, "sphereface", m, scale, False,
-                           reduction, False)[0]
+    return _margin_softmax(need, embeddings, weight, labels, "sphereface", m, scale, False,
+                           reduction)
 
 
-@closed_form(sphereface_loss)
-def sphereface_loss_value_and_grad(embeddings: Array, weight: Array, labels: Array, *,
-                                   margin: int = 4, scale: float = 1.0,
-                                   reduction: str = "mean") -> tuple[Array, Array]:
-    """SphereFace and its gradient w.r.t. the embeddings (not the weight).
-
-    Formula: that of :func:`large_margin_softmax_loss_value_and_grad` with ``R_j = ||x||``.
-
-    Example:
-        >>> import numpy as np
-        >>> x = np.array([[3.0, 4.0]]); W = np.array([[1.0, 0.0], [0.0, 1.0]])
-        >>> _, g = sphereface_loss_value_and_grad(x, W, np.array([1]), margin=1)
-        >>> g.round(4)  # m = 1 and unit W: softmax CE on x W^T, gradient (p - onehot) W
-        array([[ 0.2689, -0.2689]])
-    """
-    m = _int_margin(margin)
-    return _margin_softmax(embeddings, weight, labels, "sphereface", m, scale, False,
-                           reduction, True)
-
-
-def sphereface_loss_grad(embeddings: Array, weight: Array, labels: Array,
-                         **options: Any) -> Array:
-    """Closed-form gradient of :func:`sphereface_loss` w.r.t. ``embeddings``."""
-    return sphereface_loss_value_and_grad(embeddings, weight, labels, **options)[1]
-
-
-def cosface_loss(embeddings: Array, weight: Array, labels: Array, *, margin: float = 0.35,
-                 scale: float = 64.0, reduction: str = "mean") -> Array:
+@loss(wrt=("embeddings", "weight"))
+def cosface_loss(need: tuple[str, ...], embeddings: Array, weight: Array, labels: Array, *,
+                 margin: float = 0.35, scale: float = 64.0, reduction: str = "mean"
+                 ) -> tuple[Array, Pullback | None]:
     """CosFace / AM-Softmax: an additive cosine margin on normalised features and weights.
 
     Formula: ``z_j = s cos(theta_j)`` for ``j != y``, ``z_y = s (cos(theta_y) - m)``;
-    ``l = -log softmax(z)_y``. ``m = 0`` is normalised-softmax cross-entropy.
+    ``l = -log softmax(z)_y``. ``m = 0`` is normalised-softmax cross-entropy. Gradient:
+    ``dL/dx = s / ||x|| [G V - (sum_j G_j c_j) u]`` with ``G = softmax(z) - onehot(y)``,
+    ``V`` the unit class weights and ``u = x / ||x||``; ``dL/dW_j = s / ||W_j|| sum_i
+    G_ij (u_i - c_ij v_j)`` (that of :func:`large_margin_softmax_loss` with ``R = 1``).
 
     Args:
         embeddings: features ``x``, shape ``(N, D)``, floating; only directions matter.
@@ -728,10 +700,15 @@ def cosface_loss(embeddings: Array, weight: Array, labels: Array, *, margin: flo
             ``reduction``.
 
     Example:
-        >>> import numpy as np
+        >>> import numpy as np, crossent
         >>> x = np.array([[1.0, 1.0]]); W = np.array([[1.0, 0.0], [0.0, 2.0]])
         >>> round(float(cosface_loss(x, W, np.array([0]), margin=0.35, scale=4.0)), 6)
         1.620417
+        >>> x = np.array([[2.0, 0.0]]); W = np.array([[1.0, 0.0], [0.0, 1.0]])
+        >>> _, g = crossent.value_and_grad(cosface_loss)(x, W, np.array([0]), margin=0.0,
+        ...                                              scale=1.0)
+        >>> g.round(4)  # only the tangential part: the loss ignores ||x||
+        array([[0.    , 0.1345]])
 
     Aliases: pytorch-metric-learning ``CosFaceLoss(margin=m, scale=s)``; AM-Softmax,
     "Additive Margin Softmax", LMCL ("Large Margin Cosine Loss"); insightface ``CosFace``.
@@ -741,40 +718,14 @@ def cosface_loss(embeddings: Array, weight: Array, labels: Array, *, margin: flo
     Face Verification" (arXiv:1801.05599); seed 004.
     """
     m = _checks.non_negative(margin, "margin")
-    return _margin_softmax(embeddings, weight, labels, "cosface", m, scale, False, reduction,
-                           False)[0]
+    return _margin_softmax(need, embeddings, weight, labels, "cosface", m, scale, False,
+                           reduction)
 
 
-@closed_form(cosface_loss)
-def cosface_loss_value_and_grad(embeddings: Array, weight: Array, labels: Array, *,
-                                margin: float = 0.35, scale: float = 64.0,
-                                reduction: str = "mean") -> tuple[Array, Array]:
-    """CosFace and its gradient w.r.t. the embeddings (not the weight).
-
-    Formula: ``dL/dx = s / ||x|| [G V - (sum_j G_j c_j) u]`` with ``G = softmax(z) -
-    onehot(y)``, ``V`` the unit class weights and ``u = x / ||x||``.
-
-    Example:
-        >>> import numpy as np
-        >>> x = np.array([[2.0, 0.0]]); W = np.array([[1.0, 0.0], [0.0, 1.0]])
-        >>> _, g = cosface_loss_value_and_grad(x, W, np.array([0]), margin=0.0, scale=1.0)
-        >>> g.round(4)  # only the tangential part: the loss ignores ||x||
-        array([[0.    , 0.1345]])
-    """
-    m = _checks.non_negative(margin, "margin")
-    return _margin_softmax(embeddings, weight, labels, "cosface", m, scale, False, reduction,
-                           True)
-
-
-def cosface_loss_grad(embeddings: Array, weight: Array, labels: Array,
-                      **options: Any) -> Array:
-    """Closed-form gradient of :func:`cosface_loss` w.r.t. ``embeddings``."""
-    return cosface_loss_value_and_grad(embeddings, weight, labels, **options)[1]
-
-
-def arcface_loss(embeddings: Array, weight: Array, labels: Array, *, margin: float = 0.5,
-                 scale: float = 64.0, easy_margin: bool = False,
-                 reduction: str = "mean") -> Array:
+@loss(wrt=("embeddings", "weight"))
+def arcface_loss(need: tuple[str, ...], embeddings: Array, weight: Array, labels: Array, *,
+                 margin: float = 0.5, scale: float = 64.0, easy_margin: bool = False,
+                 reduction: str = "mean") -> tuple[Array, Pullback | None]:
     """ArcFace: an additive angular margin on normalised features and weights.
 
     Formula: ``z_j = s cos(theta_j)`` for ``j != y`` and ``z_y = s phi(theta_y)`` with
@@ -782,7 +733,10 @@ def arcface_loss(embeddings: Array, weight: Array, labels: Array, *, margin: flo
     ``cos(theta + m)`` still decreases) and ``phi = cos(theta) - m sin(m)`` elsewhere;
     with ``easy_margin``, ``phi = cos(theta + m)`` where ``cos(theta) > 0`` and
     ``cos(theta)`` elsewhere. ``l = -log softmax(z)_y``. ``m = 0`` is normalised-softmax
-    cross-entropy.
+    cross-entropy. Gradient w.r.t. the embeddings and the class weights: that of
+    :func:`large_margin_softmax_loss` with ``R = 1`` and ``f_y' = cos m + sin m cos(theta) /
+    sin(theta)`` on the ``cos(theta + m)`` branch (``cos m`` where ``sin(theta) = 0``, so the
+    gradient stays finite), 1 elsewhere.
 
     Args:
         embeddings: features ``x``, shape ``(N, D)``, floating; only directions matter.
@@ -803,10 +757,15 @@ def arcface_loss(embeddings: Array, weight: Array, labels: Array, *, margin: flo
             ``reduction``.
 
     Example:
-        >>> import numpy as np
+        >>> import numpy as np, crossent
         >>> x = np.array([[1.0, 1.0]]); W = np.array([[1.0, 0.0], [0.0, 2.0]])
         >>> round(float(arcface_loss(x, W, np.array([0]), margin=0.5, scale=4.0)), 6)
         1.869705
+        >>> x = np.array([[2.0, 0.0]]); W = np.array([[1.0, 0.0], [0.0, 1.0]])
+        >>> _, g = crossent.value_and_grad(arcface_loss)(x, W, np.array([0]), margin=0.0,
+        ...                                              scale=1.0)
+        >>> g.round(4)
+        array([[0.    , 0.1345]])
 
     Aliases: pytorch-metric-learning ``ArcFaceLoss(margin=degrees(m), scale=s)``;
     insightface ``ArcFace`` / ``ArcMarginProduct``; "Additive Angular Margin Loss".
@@ -816,34 +775,5 @@ def arcface_loss(embeddings: Array, weight: Array, labels: Array, *, margin: flo
     ``ArcMarginProduct``: ``th = cos(pi - m)``, ``mm = sin(pi - m) m``); seed 004.
     """
     m = _angular_margin(margin)
-    return _margin_softmax(embeddings, weight, labels, "arcface", m, scale, bool(easy_margin),
-                           reduction, False)[0]
-
-
-@closed_form(arcface_loss)
-def arcface_loss_value_and_grad(embeddings: Array, weight: Array, labels: Array, *,
-                                margin: float = 0.5, scale: float = 64.0,
-                                easy_margin: bool = False,
-                                reduction: str = "mean") -> tuple[Array, Array]:
-    """ArcFace and its gradient w.r.t. the embeddings (not the weight).
-
-    Formula: that of :func:`large_margin_softmax_loss_value_and_grad` with ``R = 1`` and
-    ``f_y' = cos m + sin m cos(theta) / sin(theta)`` on the ``cos(theta + m)`` branch
-    (``cos m`` where ``sin(theta) = 0``, so the gradient stays finite), 1 elsewhere.
-
-    Example:
-        >>> import numpy as np
-        >>> x = np.array([[2.0, 0.0]]); W = np.array([[1.0, 0.0], [0.0, 1.0]])
-        >>> _, g = arcface_loss_value_and_grad(x, W, np.array([0]), margin=0.0, scale=1.0)
-        >>> g.round(4)
-        array([[0.    , 0.1345]])
-    """
-    m = _angular_margin(margin)
-    return _margin_softmax(embeddings, weight, labels, "arcface", m, scale, bool(easy_margin),
-                           reduction, True)
-
-
-def arcface_loss_grad(embeddings: Array, weight: Array, labels: Array,
-                      **options: Any) -> Array:
-    """Closed-form gradient of :func:`arcface_loss` w.r.t. ``embeddings``."""
-    return arcface_loss_value_and_grad(embeddings, weight, labels, **options)[1]
+    return _margin_softmax(need, embeddings, weight, labels, "arcface", m, scale,
+                           bool(easy_margin), reduction)

@@ -5,7 +5,8 @@ between inputs, pairwise (margin ranking, contrastive, cosine embedding), by tri
 positive, negative) or over a batch (NT-Xent / InfoNCE, which is softmax cross-entropy over
 similarities: the bridge back to the rest of crossent).
 
-Each has its closed-form gradient with respect to its first argument.
+Each has its closed-form gradient with respect to every input it compares (both members of a
+pair, all three of a triplet); NT-Xent's batch-level pullback is exact for any cotangent.
 """
 
 from __future__ import annotations
@@ -16,26 +17,19 @@ from typing import Any
 from . import _array as A
 from . import _checks
 from ._reduce import grad_scale, reduce, safe_divide
-from .gradients import closed_form
+from .gradients import Pullback, loss, scaled_pullback
 
 Array = Any
 
 __all__ = [
     "margin_ranking_loss",
-    "margin_ranking_loss_grad",
     "contrastive_loss",
-    "contrastive_loss_grad",
     "contrastive_loss_from_distances",
-    "contrastive_loss_from_distances_grad",
     "triplet_margin_loss",
-    "triplet_margin_loss_grad",
     "ntxent_loss",
-    "ntxent_loss_grad",
     "cosine_embedding_loss",
-    "cosine_embedding_loss_grad",
 ]
 
-AUTODIFF_ONLY: tuple[str, ...] = ()
 
 
 def _pm1(xp: Any, target: Array, shape: tuple, dtype: Any, name: str = "target") -> Array:
@@ -60,35 +54,23 @@ def _vectors(x: Array, name: str) -> None:
         raise ValueError(f"{name} must have a feature axis (the last one), got a 0-d array")
 
 
+def _per_vector(xp: Any) -> Any:
+    """``expand`` of a loss that reduced the feature (last) axis."""
+    return lambda c: xp.expand_dims(c, axis=-1)
+
+
 # --- margin ranking -------------------------------------------------------------------------
 
 
-def _margin_ranking(input1, input2, target, margin, reduction, want_grad):
-    xp, input1, input2, target = A.common(input1=input1, input2=input2, target=target)
-    _pair_inputs(xp, input1, input2, "input1", "input2")
-    _checks.reduction(reduction)
-    margin = _checks.real(margin, "margin")
-    a = A.upcast(xp, input1)
-    b = A.as_float(xp, A.upcast(xp, input2), a.dtype)
-    y = _pm1(xp, target, a.shape, a.dtype)
-    h = margin - y * (a - b)
-    loss = A.relu(xp, h)
-    out = reduce(xp, loss, reduction)
-    if not want_grad:
-        return A.cast_like(xp, out, input1), None
-    # h >= 0, not > 0: PyTorch's clamp_min passes the gradient at the kink (e.g. x1 = x2 at
-    # margin 0), and conformance includes that subgradient choice
-    g = -y * A.as_float(xp, h >= 0, a.dtype)
-    g = g * grad_scale(xp, loss.shape, reduction, None)
-    return A.cast_like(xp, out, input1), A.cast_like(xp, g, input1)
-
-
-def margin_ranking_loss(input1: Array, input2: Array, target: Array, *, margin: float = 0.0,
-                        reduction: str = "mean") -> Array:
+@loss(wrt=("input1", "input2"))
+def margin_ranking_loss(need: tuple[str, ...], input1: Array, input2: Array, target: Array, *,
+                        margin: float = 0.0, reduction: str = "mean"
+                        ) -> tuple[Array, Pullback | None]:
     """Margin ranking loss: ``input1`` should rank above ``input2`` by ``margin`` when y = 1.
 
     Formula: ``l = max(0, -y (x1 - x2) + margin)``, ``y`` in {1, -1}. Gradient w.r.t.
-    ``x1``: ``-y [-y (x1 - x2) + margin >= 0]`` (the gradient w.r.t. ``x2`` is its negative).
+    ``x1``: ``-y [-y (x1 - x2) + margin >= 0]``; w.r.t. ``x2`` its negative
+    (``crossent.grad(margin_ranking_loss, argnums=1)``).
 
     Args:
         input1: scores ``x1``, any shape.
@@ -105,10 +87,13 @@ def margin_ranking_loss(input1: Array, input2: Array, target: Array, *, margin: 
         ValueError: shape mismatch, a target not in {1, -1}, unknown reduction.
 
     Example:
-        >>> import numpy as np
+        >>> import numpy as np, crossent
         >>> margin_ranking_loss(np.array([1.0, 0.2]), np.array([0.5, 0.5]), np.array([1, 1]),
         ...                     margin=0.1, reduction="none").round(6)
         array([0. , 0.4])
+        >>> crossent.grad(margin_ranking_loss, argnums=(0, 1))(
+        ...     np.array([0.2]), np.array([0.5]), np.array([1]))
+        (array([-1.]), array([1.]))
 
     Aliases: PyTorch ``MarginRankingLoss`` / ``F.margin_ranking_loss``; pairwise hinge /
     RankSVM loss; Caffe has none.
@@ -116,28 +101,28 @@ def margin_ranking_loss(input1: Array, input2: Array, target: Array, *, margin: 
     References: Herbrich et al. 2000, "Large margin rank boundaries for ordinal regression";
     PyTorch docs of ``torch.nn.MarginRankingLoss``; seed 001.
     """
-    return _margin_ranking(input1, input2, target, margin, reduction, False)[0]
-
-
-@closed_form(margin_ranking_loss)
-def margin_ranking_loss_value_and_grad(input1: Array, input2: Array, target: Array, *,
-                                       margin: float = 0.0,
-                                       reduction: str = "mean") -> tuple[Array, Array]:
-    """:func:`margin_ranking_loss` and its gradient w.r.t. ``input1``.
-
-    Example:
-        >>> import numpy as np
-        >>> margin_ranking_loss_value_and_grad(np.array([0.2]), np.array([0.5]),
-        ...                                    np.array([1]))[1]
-        array([-1.])
-    """
-    return _margin_ranking(input1, input2, target, margin, reduction, True)
-
-
-def margin_ranking_loss_grad(input1: Array, input2: Array, target: Array,
-                             **options: Any) -> Array:
-    """Closed-form gradient of :func:`margin_ranking_loss` w.r.t. ``input1``."""
-    return margin_ranking_loss_value_and_grad(input1, input2, target, **options)[1]
+    xp, input1, input2, target = A.common(input1=input1, input2=input2, target=target)
+    _pair_inputs(xp, input1, input2, "input1", "input2")
+    _checks.reduction(reduction)
+    margin = _checks.real(margin, "margin")
+    a = A.upcast(xp, input1)
+    b = A.as_float(xp, A.upcast(xp, input2), a.dtype)
+    y = _pm1(xp, target, a.shape, a.dtype)
+    h = margin - y * (a - b)
+    per = A.relu(xp, h)
+    out = A.cast_like(xp, reduce(xp, per, reduction), input1)
+    if not need:
+        return out, None
+    # h >= 0, not > 0: PyTorch's clamp_min passes the gradient at the kink (e.g. x1 = x2 at
+    # margin 0), and conformance includes that subgradient choice
+    g = -y * A.as_float(xp, h >= 0, a.dtype)
+    g = g * grad_scale(xp, per.shape, reduction, None)
+    grads = {}
+    if "input1" in need:
+        grads["input1"] = A.cast_like(xp, g, input1)
+    if "input2" in need:
+        grads["input2"] = A.cast_like(xp, -g, input2)
+    return out, scaled_pullback(xp, grads, lambda c: c)
 
 
 # --- contrastive (Hadsell, Chopra & LeCun 2006) ---------------------------------------------
@@ -151,48 +136,26 @@ def _similarity_labels(xp: Any, labels: Array, shape: tuple, dtype: Any) -> Arra
     return y
 
 
-def _contrastive_terms(xp, d, d2, y, margin):
+def _contrastive_terms(xp: Any, d: Array, d2: Array, y: Array, margin: Any
+                       ) -> tuple[Array, Array]:
     """Per-pair loss and dl/dD from the distance ``d`` and its square ``d2``."""
     gap = A.relu(xp, margin - d)
     # a dissimilar pair (y = 0) far apart is a loss of 0 even where D^2 overflows
-    loss = 0.5 * A.mul0(xp, y, d2) + 0.5 * (1.0 - y) * gap * gap
-    return loss, y * d - (1.0 - y) * gap
+    per = 0.5 * A.mul0(xp, y, d2) + 0.5 * (1.0 - y) * gap * gap
+    return per, y * d - (1.0 - y) * gap
 
 
-def _contrastive_pairs(x1, x2, labels, margin, reduction, want_grad):
-    xp, x1, x2, labels = A.common(x1=x1, x2=x2, labels=labels)
-    _pair_inputs(xp, x1, x2, "x1", "x2")
-    _vectors(x1, "x1")
-    _checks.reduction(reduction)
-    margin = _checks.non_negative(margin, "margin")
-    a = A.upcast(xp, x1)
-    diff = a - A.as_float(xp, A.upcast(xp, x2), a.dtype)
-    y = _similarity_labels(xp, labels, a.shape[:-1], a.dtype)
-    # the scaled norm: D itself is representable long after sum(diff^2) overflows
-    d = A.norm_and_unit(xp, diff)[0][..., 0]
-    d2 = d * d
-    pos = d > 0
-    loss, _ = _contrastive_terms(xp, d, d2, y, margin)
-    out = reduce(xp, loss, reduction)
-    if not want_grad:
-        return A.cast_like(xp, out, x1), None
-    # dD/dx1 = (x1 - x2) / D; written as y (x1 - x2) - (1 - y) gap (x1 - x2) / D so that the
-    # similar-pair term needs no division (its gradient is 0 at D = 0, not 0/0)
-    inv_d = xp.where(pos, 1.0 / xp.where(pos, d, xp.ones_like(d)), xp.zeros_like(d))
-    gap = A.relu(xp, margin - d)
-    coef = y - (1.0 - y) * gap * inv_d
-    g = coef[..., None] * diff * grad_scale(xp, loss.shape, reduction, None)
-    return A.cast_like(xp, out, x1), A.cast_like(xp, g, x1)
-
-
-def contrastive_loss(x1: Array, x2: Array, labels: Array, *, margin: float = 1.0,
-                     reduction: str = "mean") -> Array:
+@loss(wrt=("x1", "x2"))
+def contrastive_loss(need: tuple[str, ...], x1: Array, x2: Array, labels: Array, *,
+                     margin: float = 1.0, reduction: str = "mean"
+                     ) -> tuple[Array, Pullback | None]:
     """Contrastive loss of Hadsell, Chopra & LeCun on pairs of embeddings.
 
     Formula: with the Euclidean distance ``D = ||x1 - x2||_2`` and ``y = 1`` for a similar
     pair, 0 for a dissimilar one: ``l = y D^2 / 2 + (1 - y) max(0, margin - D)^2 / 2``.
     (The paper writes ``Y = 0`` for similar pairs; here 1 means similar, as in most code.)
-    Gradient w.r.t. ``x1``: ``[y - (1 - y) max(0, margin - D) / D] (x1 - x2)``.
+    Gradient w.r.t. ``x1``: ``[y - (1 - y) max(0, margin - D) / D] (x1 - x2)``; w.r.t.
+    ``x2`` its negative (``argnums=1``).
 
     Args:
         x1: embeddings, shape ``(..., D)``.
@@ -209,10 +172,13 @@ def contrastive_loss(x1: Array, x2: Array, labels: Array, *, margin: float = 1.0
         ValueError: shape mismatch, labels outside [0, 1], negative margin, bad reduction.
 
     Example:
-        >>> import numpy as np
+        >>> import numpy as np, crossent
         >>> x1 = np.array([[0.0, 0.0], [0.0, 0.0]]); x2 = np.array([[0.3, 0.4], [0.3, 0.4]])
         >>> contrastive_loss(x1, x2, np.array([1, 0]), reduction="none").round(6)
         array([0.125, 0.125])
+        >>> crossent.grad(contrastive_loss)(np.array([[0.0, 0.0]]), np.array([[0.3, 0.4]]),
+        ...                                 np.array([1]))
+        array([[-0.3, -0.4]])
 
     Aliases: Siamese / pairwise ranking loss; TF Addons ``contrastive_loss`` (on distances,
     without the 1/2); pytorch-metric-learning ``ContrastiveLoss`` is a non-squared variant.
@@ -220,46 +186,40 @@ def contrastive_loss(x1: Array, x2: Array, labels: Array, *, margin: float = 1.0
     References: Hadsell, Chopra & LeCun 2006, "Dimensionality Reduction by Learning an
     Invariant Mapping", CVPR (eq. 4); seed 001.
     """
-    return _contrastive_pairs(x1, x2, labels, margin, reduction, False)[0]
-
-
-@closed_form(contrastive_loss)
-def contrastive_loss_value_and_grad(x1: Array, x2: Array, labels: Array, *,
-                                    margin: float = 1.0,
-                                    reduction: str = "mean") -> tuple[Array, Array]:
-    """:func:`contrastive_loss` and its gradient w.r.t. ``x1``.
-
-    Example:
-        >>> import numpy as np
-        >>> contrastive_loss_value_and_grad(np.array([[0.0, 0.0]]), np.array([[0.3, 0.4]]),
-        ...                                 np.array([1]))[1]
-        array([[-0.3, -0.4]])
-    """
-    return _contrastive_pairs(x1, x2, labels, margin, reduction, True)
-
-
-def contrastive_loss_grad(x1: Array, x2: Array, labels: Array, **options: Any) -> Array:
-    """Closed-form gradient of :func:`contrastive_loss` w.r.t. ``x1``."""
-    return contrastive_loss_value_and_grad(x1, x2, labels, **options)[1]
-
-
-def _contrastive_distances(distances, labels, margin, reduction, want_grad):
-    xp, distances, labels = A.common(distances=distances, labels=labels)
-    _checks.floating(xp, distances, "distances")
+    xp, x1, x2, labels = A.common(x1=x1, x2=x2, labels=labels)
+    _pair_inputs(xp, x1, x2, "x1", "x2")
+    _vectors(x1, "x1")
     _checks.reduction(reduction)
     margin = _checks.non_negative(margin, "margin")
-    d = A.upcast(xp, distances)
-    y = _similarity_labels(xp, labels, d.shape, d.dtype)
-    loss, dl_dd = _contrastive_terms(xp, d, d * d, y, margin)
-    out = reduce(xp, loss, reduction)
-    if not want_grad:
-        return A.cast_like(xp, out, distances), None
-    g = dl_dd * grad_scale(xp, loss.shape, reduction, None)
-    return A.cast_like(xp, out, distances), A.cast_like(xp, g, distances)
+    a = A.upcast(xp, x1)
+    diff = a - A.as_float(xp, A.upcast(xp, x2), a.dtype)
+    y = _similarity_labels(xp, labels, a.shape[:-1], a.dtype)
+    # the scaled norm: D itself is representable long after sum(diff^2) overflows
+    d = A.norm_and_unit(xp, diff)[0][..., 0]
+    d2 = d * d
+    pos = d > 0
+    per, _ = _contrastive_terms(xp, d, d2, y, margin)
+    out = A.cast_like(xp, reduce(xp, per, reduction), x1)
+    if not need:
+        return out, None
+    # dD/dx1 = (x1 - x2) / D; written as y (x1 - x2) - (1 - y) gap (x1 - x2) / D so that the
+    # similar-pair term needs no division (its gradient is 0 at D = 0, not 0/0)
+    inv_d = xp.where(pos, 1.0 / xp.where(pos, d, xp.ones_like(d)), xp.zeros_like(d))
+    gap = A.relu(xp, margin - d)
+    coef = y - (1.0 - y) * gap * inv_d
+    g = coef[..., None] * diff * grad_scale(xp, per.shape, reduction, None)
+    grads = {}
+    if "x1" in need:
+        grads["x1"] = A.cast_like(xp, g, x1)
+    if "x2" in need:
+        grads["x2"] = A.cast_like(xp, -g, x2)
+    return out, scaled_pullback(xp, grads, _per_vector(xp))
 
 
-def contrastive_loss_from_distances(distances: Array, labels: Array, *, margin: float = 1.0,
-                                    reduction: str = "mean") -> Array:
+@loss(wrt=("distances",))
+def contrastive_loss_from_distances(need: tuple[str, ...], distances: Array, labels: Array, *,
+                                    margin: float = 1.0, reduction: str = "mean"
+                                    ) -> tuple[Array, Pullback | None]:
     """Contrastive loss on given pair distances (any metric, computed by the caller).
 
     Formula: ``l = y D^2 / 2 + (1 - y) max(0, margin - D)^2 / 2``; gradient w.r.t. ``D``:
@@ -279,38 +239,30 @@ def contrastive_loss_from_distances(distances: Array, labels: Array, *, margin: 
         ValueError: shape mismatch, labels outside [0, 1], negative margin, bad reduction.
 
     Example:
-        >>> import numpy as np
+        >>> import numpy as np, crossent
         >>> contrastive_loss_from_distances(np.array([0.5, 0.5]), np.array([1.0, 0.0]),
         ...                                 reduction="none")
         array([0.125, 0.125])
+        >>> crossent.grad(contrastive_loss_from_distances)(
+        ...     np.array([0.5, 0.5]), np.array([1.0, 0.0]), reduction="sum")
+        array([ 0.5, -0.5])
 
     Aliases: TF Addons ``contrastive_loss(y_true, y_pred)`` is twice this.
 
     References: Hadsell, Chopra & LeCun 2006 (eq. 4).
     """
-    return _contrastive_distances(distances, labels, margin, reduction, False)[0]
-
-
-@closed_form(contrastive_loss_from_distances)
-def contrastive_loss_from_distances_value_and_grad(distances: Array, labels: Array, *,
-                                                   margin: float = 1.0,
-                                                   reduction: str = "mean"
-                                                   ) -> tuple[Array, Array]:
-    """:func:`contrastive_loss_from_distances` and its gradient w.r.t. the distances.
-
-    Example:
-        >>> import numpy as np
-        >>> contrastive_loss_from_distances_value_and_grad(
-        ...     np.array([0.5, 0.5]), np.array([1.0, 0.0]), reduction="sum")[1]
-        array([ 0.5, -0.5])
-    """
-    return _contrastive_distances(distances, labels, margin, reduction, True)
-
-
-def contrastive_loss_from_distances_grad(distances: Array, labels: Array,
-                                         **options: Any) -> Array:
-    """Closed-form gradient of :func:`contrastive_loss_from_distances`."""
-    return contrastive_loss_from_distances_value_and_grad(distances, labels, **options)[1]
+    xp, distances, labels = A.common(distances=distances, labels=labels)
+    _checks.floating(xp, distances, "distances")
+    _checks.reduction(reduction)
+    margin = _checks.non_negative(margin, "margin")
+    d = A.upcast(xp, distances)
+    y = _similarity_labels(xp, labels, d.shape, d.dtype)
+    per, dl_dd = _contrastive_terms(xp, d, d * d, y, margin)
+    out = A.cast_like(xp, reduce(xp, per, reduction), distances)
+    if not need:
+        return out, None
+    g = dl_dd * grad_scale(xp, per.shape, reduction, None)
+    return out, scaled_pullback(xp, {"distances": A.cast_like(xp, g, distances)}, lambda c: c)
 
 
 # --- triplet margin -------------------------------------------------------------------------
@@ -336,50 +288,21 @@ def _pnorm(xp: Any, v: Array, p: float) -> tuple[Array, Array]:
     return (r * ms)[..., 0], grad * A.as_float(xp, pos, v.dtype)
 
 
-def _triplet(anchor, positive, negative, margin, p, eps, swap, reduction, want_grad):
-    xp, anchor, positive, negative = A.common(anchor=anchor, positive=positive, negative=negative)
-    _pair_inputs(xp, anchor, positive, "anchor", "positive")
-    _pair_inputs(xp, anchor, negative, "anchor", "negative")
-    _vectors(anchor, "anchor")
-    _checks.reduction(reduction)
-    margin = _checks.real(margin, "margin")
-    eps = _checks.non_negative(eps, "eps")
-    p = _checks.number(p, "p", low=1.0, what="a finite norm degree >= 1")
-    a = A.upcast(xp, anchor)
-    dt = a.dtype
-    pv = A.as_float(xp, A.upcast(xp, positive), dt)
-    nv = A.as_float(xp, A.upcast(xp, negative), dt)
-    # PyTorch's pairwise_distance: ||x1 - x2 + eps||_p
-    d_ap, g_ap = _pnorm(xp, a - pv + eps, p)
-    d_an, g_an = _pnorm(xp, a - nv + eps, p)
-    d_neg, w_an = d_an, None
-    if swap:
-        d_pn, _ = _pnorm(xp, pv - nv + eps, p)
-        d_neg = xp.minimum(d_an, d_pn)
-        # torch.minimum's derivative: to the smaller one, half to each at a tie
-        w_an = xp.where(d_an < d_pn, xp.ones_like(d_an),
-                        xp.where(d_an == d_pn, xp.full_like(d_an, 0.5), xp.zeros_like(d_an)))
-    h = margin + d_ap - d_neg
-    loss = A.relu(xp, h)
-    out = reduce(xp, loss, reduction)
-    if not want_grad:
-        return A.cast_like(xp, out, anchor), None
-    g_neg = g_an if w_an is None else w_an[..., None] * g_an
-    active = A.as_float(xp, h >= 0, dt)  # clamp_min passes the gradient at the kink
-    g = active[..., None] * (g_ap - g_neg) * grad_scale(xp, loss.shape, reduction, None)
-    return A.cast_like(xp, out, anchor), A.cast_like(xp, g, anchor)
-
-
-def triplet_margin_loss(anchor: Array, positive: Array, negative: Array, *,
-                        margin: float = 1.0, p: float = 2.0, eps: float = 1e-6,
-                        swap: bool = False, reduction: str = "mean") -> Array:
+@loss(wrt=("anchor", "positive", "negative"))
+def triplet_margin_loss(need: tuple[str, ...], anchor: Array, positive: Array, negative: Array,
+                        *, margin: float = 1.0, p: float = 2.0, eps: float = 1e-6,
+                        swap: bool = False, reduction: str = "mean"
+                        ) -> tuple[Array, Pullback | None]:
     """Triplet margin loss: the anchor nearer its positive than its negative by ``margin``.
 
     Formula: ``d(a, b) = ||a - b + eps||_p`` (PyTorch's ``pairwise_distance``),
     ``l = max(0, margin + d(a, p) - d(a, n))``; with ``swap`` the negative distance is
-    ``min(d(a, n), d(p, n))`` (Balntas et al.'s distance swap). Gradient w.r.t. the anchor:
-    ``[h >= 0] (grad d(a, p) - grad d(a, n))`` with ``grad ||v||_p = sign(v) |v|^(p-1) /
-    ||v||_p^(p-1)``.
+    ``min(d(a, n), d(p, n))`` (Balntas et al.'s distance swap). Gradient, with
+    ``grad ||v||_p = sign(v) |v|^(p-1) / ||v||_p^(p-1)``, ``g_ap`` that at ``a - p + eps``
+    (and ``g_an``, ``g_pn`` likewise), and ``w`` the share of ``d(a, n)`` in the negative
+    distance (1 without swap; 1, 1/2 at a tie, or 0 with it): w.r.t. the anchor
+    ``[h >= 0] (g_ap - w g_an)``, the positive ``-[h >= 0] (g_ap + (1 - w) g_pn)``, the
+    negative ``[h >= 0] (w g_an + (1 - w) g_pn)`` (``argnums`` 0, 1, 2).
 
     Args:
         anchor: embeddings, shape ``(..., D)``.
@@ -399,10 +322,12 @@ def triplet_margin_loss(anchor: Array, positive: Array, negative: Array, *,
         ValueError: shape mismatch, ``p < 1``, negative ``eps``, bad reduction.
 
     Example:
-        >>> import numpy as np
+        >>> import numpy as np, crossent
         >>> a = np.array([[0.0, 0.0]]); pos = np.array([[0.0, 1.0]]); neg = np.array([[1.5, 0.0]])
         >>> float(triplet_margin_loss(a, pos, neg, eps=0.0))
         0.5
+        >>> crossent.value_and_grad(triplet_margin_loss)(a, pos, neg, eps=0.0)[1]
+        array([[ 1., -1.]])
 
     Aliases: PyTorch ``TripletMarginLoss`` / ``F.triplet_margin_loss``; Optax
     ``triplet_margin_loss`` (equal at ``eps=0`` and even ``p``: Optax adds ``eps`` inside
@@ -414,36 +339,102 @@ def triplet_margin_loss(anchor: Array, positive: Array, negative: Array, *,
     "Learning local feature descriptors with triplets and shallow convolutional neural
     networks" (swap); PyTorch docs of ``torch.nn.TripletMarginLoss``; seed 001.
     """
-    return _triplet(anchor, positive, negative, margin, p, eps, bool(swap), reduction,
-                    False)[0]
-
-
-@closed_form(triplet_margin_loss)
-def triplet_margin_loss_value_and_grad(anchor: Array, positive: Array, negative: Array, *,
-                                       margin: float = 1.0, p: float = 2.0,
-                                       eps: float = 1e-6, swap: bool = False,
-                                       reduction: str = "mean") -> tuple[Array, Array]:
-    """:func:`triplet_margin_loss` and its gradient w.r.t. the anchor.
-
-    Example:
-        >>> import numpy as np
-        >>> a = np.array([[0.0, 0.0]]); pos = np.array([[0.0, 1.0]]); neg = np.array([[1.5, 0.0]])
-        >>> triplet_margin_loss_value_and_grad(a, pos, neg, eps=0.0)[1]
-        array([[ 1., -1.]])
-    """
-    return _triplet(anchor, positive, negative, margin, p, eps, bool(swap), reduction, True)
-
-
-def triplet_margin_loss_grad(anchor: Array, positive: Array, negative: Array,
-                             **options: Any) -> Array:
-    """Closed-form gradient of :func:`triplet_margin_loss` w.r.t. ``anchor``."""
-    return triplet_margin_loss_value_and_grad(anchor, positive, negative, **options)[1]
+    swap = bool(swap)
+    xp, anchor, positive, negative = A.common(anchor=anchor, positive=positive, negative=negative)
+    _pair_inputs(xp, anchor, positive, "anchor", "positive")
+    _pair_inputs(xp, anchor, negative, "anchor", "negative")
+    _vectors(anchor, "anchor")
+    _checks.reduction(reduction)
+    margin = _checks.real(margin, "margin")
+    eps = _checks.non_negative(eps, "eps")
+    p = _checks.number(p, "p", low=1.0, what="a finite norm degree >= 1")
+    a = A.upcast(xp, anchor)
+    dt = a.dtype
+    pv = A.as_float(xp, A.upcast(xp, positive), dt)
+    nv = A.as_float(xp, A.upcast(xp, negative), dt)
+    # PyTorch's pairwise_distance: ||x1 - x2 + eps||_p
+    d_ap, g_ap = _pnorm(xp, a - pv + eps, p)
+    d_an, g_an = _pnorm(xp, a - nv + eps, p)
+    d_neg, w_an, g_pn = d_an, None, None
+    if swap:
+        d_pn, g_pn = _pnorm(xp, pv - nv + eps, p)
+        d_neg = xp.minimum(d_an, d_pn)
+        # torch.minimum's derivative: to the smaller one, half to each at a tie
+        w_an = xp.where(d_an < d_pn, xp.ones_like(d_an),
+                        xp.where(d_an == d_pn, xp.full_like(d_an, 0.5), xp.zeros_like(d_an)))
+    h = margin + d_ap - d_neg
+    per = A.relu(xp, h)
+    out = A.cast_like(xp, reduce(xp, per, reduction), anchor)
+    if not need:
+        return out, None
+    # dl/d d(a, p) = [h >= 0] and dl/d d_neg = -[h >= 0] (clamp_min passes the gradient at
+    # the kink); d_neg splits between d(a, n) (share w) and d(p, n) (share 1 - w)
+    active = (A.as_float(xp, h >= 0, dt) * grad_scale(xp, per.shape, reduction, None))[..., None]
+    g_neg = g_an if w_an is None else w_an[..., None] * g_an  # d d_neg / d anchor
+    g_swap = None if w_an is None else (1.0 - w_an)[..., None] * g_pn  # d d_neg / d positive
+    grads = {}
+    if "anchor" in need:
+        grads["anchor"] = A.cast_like(xp, active * (g_ap - g_neg), anchor)
+    if "positive" in need:
+        gp = -g_ap if g_swap is None else -g_ap - g_swap
+        grads["positive"] = A.cast_like(xp, active * gp, positive)
+    if "negative" in need:
+        gn = g_neg if g_swap is None else g_neg + g_swap
+        grads["negative"] = A.cast_like(xp, active * gn, negative)
+    return out, scaled_pullback(xp, grads, _per_vector(xp))
 
 
 # --- NT-Xent (SimCLR, InfoNCE) --------------------------------------------------------------
 
 
-def _ntxent(embeddings, labels, temperature, reduction, want_grad):
+@loss(wrt=("embeddings",))
+def ntxent_loss(need: tuple[str, ...], embeddings: Array, labels: Array, *,
+                temperature: float = 0.07, reduction: str = "mean"
+                ) -> tuple[Array, Pullback | None]:
+    """NT-Xent (normalised temperature-scaled cross-entropy), the SimCLR / InfoNCE loss.
+
+    Formula: ``s_ij = cos(x_i, x_j) / tau``; for every positive pair ``(i, j)`` (same label,
+    ``i != j``): ``l_ij = -log(exp(s_ij) / (exp(s_ij) + sum_{k: y_k != y_i} exp(s_ik)))``,
+    i.e. softmax cross-entropy of the positive against the anchor's negatives; the loss is
+    the mean over positive pairs (0 when there are none, where Optax gives NaN).
+
+    Gradient: with ``r_ij = sigmoid(lse_neg_i - s_ij)`` at the positive pairs, times the
+    cotangent ``c_ij`` (its pair's entry for ``reduction="none"``, where every embedding
+    enters many entries: the pullback is the exact VJP for any cotangent), ``G = dL/dS`` is
+    ``-c_ij r_ij`` at positive pairs and ``softmax_neg(s_i)_k sum_j c_ij r_ij`` at negatives
+    (divided by the number of positive pairs for "mean"); ``dL/dU = (G + G^T) U / tau`` and
+    ``dL/dx_i = (I - u_i u_i^T) dL/du_i / ||x_i||``.
+
+    Args:
+        embeddings: shape ``(N, D)``.
+        labels: group labels of shape ``(N,)`` (any dtype with ``==``); equal labels mark
+            positive pairs, e.g. ``[0, 0, 1, 1]`` for two augmented views of two images.
+        temperature: ``tau > 0`` (0.07 as Optax).
+        reduction: ``"mean"`` over positive pairs, ``"sum"``, or ``"none"`` for the
+            ``(N, N)`` matrix of pair losses (0 off the positive pairs).
+
+    Returns:
+        Scalar, or the ``(N, N)`` pair losses, in the embeddings' dtype.
+
+    Raises:
+        TypeError: non-floating embeddings.
+        ValueError: bad shapes, non-positive temperature, unknown reduction.
+
+    Example:
+        >>> import numpy as np, crossent
+        >>> x = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
+        >>> round(float(ntxent_loss(x, np.array([0, 0, 1, 1]), temperature=0.5)), 6)
+        0.289878
+        >>> g = crossent.grad(ntxent_loss)(x, np.array([0, 0, 1, 1]))
+        >>> bool(np.allclose(np.sum(g * x, axis=1), 0))  # scale-free: g is orthogonal to x
+        True
+
+    Aliases: Optax ``ntxent``; pytorch-metric-learning ``NTXentLoss``; InfoNCE (van den Oord
+    et al. 2018); the SimCLR loss; "multi-class N-pair loss" (Sohn 2016) at tau = 1.
+
+    References: Chen et al. 2020, "A Simple Framework for Contrastive Learning of Visual
+    Representations" (arXiv:2002.05709); Sohn 2016; seed 001.
+    """
     xp, embeddings, labels = A.common(embeddings=embeddings, labels=labels)
     _checks.floating(xp, embeddings, "embeddings")
     _checks.reduction(reduction)
@@ -462,9 +453,10 @@ def _ntxent(embeddings, labels, temperature, reduction, want_grad):
     dev = A.device_of(x)
     if n == 0:  # no anchor: an empty (attached) result, and a zero-size gradient
         s = xp.matmul(x, xp.permute_dims(x, (1, 0)))
-        out = s if reduction == "none" else xp.sum(s)
-        return A.cast_like(xp, out, embeddings), (xp.zeros_like(embeddings) if want_grad
-                                                  else None)
+        out = A.cast_like(xp, s if reduction == "none" else xp.sum(s), embeddings)
+        if not need:
+            return out, None
+        return out, lambda cot: {"embeddings": xp.zeros_like(embeddings)}
     # Optax's cosine similarity: norms floored at sqrt(machine epsilon) of the dtype
     floor = math.sqrt(float(xp.finfo(dt).eps))
     norm, u = A.norm_and_unit(xp, x, floor)
@@ -487,90 +479,38 @@ def _ntxent(embeddings, labels, temperature, reduction, want_grad):
     # -log(e^{s_ij} / (e^{s_ij} + sum_neg e^{s_ik})) = softplus(lse_neg_i - s_ij)
     posf = A.as_float(xp, pos & has_neg, dt)
     z = lse_neg - s
-    loss = A.softplus(xp, z) * posf
+    per = A.softplus(xp, z) * posf
     count = xp.sum(A.as_float(xp, pos, dt))
     if reduction == "none":
-        out = loss
+        out = per
     elif reduction == "sum":
-        out = xp.sum(loss)
+        out = xp.sum(per)
     else:
-        out = safe_divide(xp, xp.sum(loss), count)
-    if not want_grad:
-        return A.cast_like(xp, out, embeddings), None
+        out = safe_divide(xp, xp.sum(per), count)
+    out = A.cast_like(xp, out, embeddings)
+    if not need:
+        return out, None
     # dl_ij/ds_ij = -r_ij, dl_ij/ds_ik = r_ij softmax_neg(s_i)_k, r_ij = sigmoid(lse_neg_i - s_ij)
     r = A.sigmoid(xp, z) * posf
     sm_neg = e / xp.where(has_neg, esum, xp.ones_like(esum))
-    gs = sm_neg * xp.sum(r, axis=-1, keepdims=True) - r  # d loss / d s, row i = anchor i
-    if reduction == "mean":
-        gs = gs * safe_divide(xp, xp.ones_like(count), count)
-    gu = xp.matmul(gs + xp.permute_dims(gs, (1, 0)), u) / tau
-    # u = x / max(||x||, sqrt(floor)): project out the radial part where the norm is active
-    radial = xp.sum(gu * u, axis=-1, keepdims=True) * u
-    g = xp.where(above, gu - radial, gu) / norm
-    return A.cast_like(xp, out, embeddings), A.cast_like(xp, g, embeddings)
+    inv_count = safe_divide(xp, xp.ones_like(count), count) if reduction == "mean" else None
 
+    def pullback(cot: Array | None) -> dict[str, Array]:
+        # every l_ij depends on the whole row s_i (through lse_neg_i) and every x_k enters
+        # many s_ij: the cotangent weights each pair's r_ij before the rows are summed
+        rc = r
+        if cot is not None:
+            rc = r * (cot if cot.dtype == dt else xp.astype(cot, dt))
+        if inv_count is not None:
+            rc = rc * inv_count
+        gs = sm_neg * xp.sum(rc, axis=-1, keepdims=True) - rc  # d L / d s, row i = anchor i
+        gu = xp.matmul(gs + xp.permute_dims(gs, (1, 0)), u) / tau
+        # u = x / max(||x||, sqrt(floor)): project out the radial part where the norm is active
+        radial = xp.sum(gu * u, axis=-1, keepdims=True) * u
+        g = xp.where(above, gu - radial, gu) / norm
+        return {"embeddings": A.cast_like(xp, g, embeddings)}
 
-def ntxent_loss(embeddings: Array, labels: Array, *, temperature: float = 0.07,
-                reduction: str = "mean") -> Array:
-    """NT-Xent (normalised temperature-scaled cross-entropy), the SimCLR / InfoNCE loss.
-
-    Formula: ``s_ij = cos(x_i, x_j) / tau``; for every positive pair ``(i, j)`` (same label,
-    ``i != j``): ``l_ij = -log(exp(s_ij) / (exp(s_ij) + sum_{k: y_k != y_i} exp(s_ik)))``,
-    i.e. softmax cross-entropy of the positive against the anchor's negatives; the loss is
-    the mean over positive pairs (0 when there are none, where Optax gives NaN).
-
-    Args:
-        embeddings: shape ``(N, D)``.
-        labels: group labels of shape ``(N,)`` (any dtype with ``==``); equal labels mark
-            positive pairs, e.g. ``[0, 0, 1, 1]`` for two augmented views of two images.
-        temperature: ``tau > 0`` (0.07 as Optax).
-        reduction: ``"mean"`` over positive pairs, ``"sum"``, or ``"none"`` for the
-            ``(N, N)`` matrix of pair losses (0 off the positive pairs).
-
-    Returns:
-        Scalar, or the ``(N, N)`` pair losses, in the embeddings' dtype.
-
-    Raises:
-        TypeError: non-floating embeddings.
-        ValueError: bad shapes, non-positive temperature, unknown reduction.
-
-    Example:
-        >>> import numpy as np
-        >>> x = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
-        >>> round(float(ntxent_loss(x, np.array([0, 0, 1, 1]), temperature=0.5)), 6)
-        0.289878
-
-    Aliases: Optax ``ntxent``; pytorch-metric-learning ``NTXentLoss``; InfoNCE (van den Oord
-    et al. 2018); the SimCLR loss; "multi-class N-pair loss" (Sohn 2016) at tau = 1.
-
-    References: Chen et al. 2020, "A Simple Framework for Contrastive Learning of Visual
-    Representations" (arXiv:2002.05709); Sohn 2016; seed 001.
-    """
-    return _ntxent(embeddings, labels, temperature, reduction, False)[0]
-
-
-@closed_form(ntxent_loss)
-def ntxent_loss_value_and_grad(embeddings: Array, labels: Array, *, temperature: float = 0.07,
-                               reduction: str = "mean") -> tuple[Array, Array]:
-    """:func:`ntxent_loss` and its gradient w.r.t. the embeddings.
-
-    Formula: with ``G = dL/dS`` (``-r_ij`` at positive pairs, ``softmax_neg(s_i)_k sum_j
-    r_ij`` at negatives, ``r_ij = sigmoid(lse_neg_i - s_ij)``), ``dL/dU = (G + G^T) U / tau``
-    and ``dL/dx_i = (I - u_i u_i^T) dL/du_i / ||x_i||``.
-
-    Example:
-        >>> import numpy as np
-        >>> x = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
-        >>> g = ntxent_loss_value_and_grad(x, np.array([0, 0, 1, 1]))[1]
-        >>> bool(np.allclose(np.sum(g * x, axis=1), 0))  # scale-free: g is orthogonal to x
-        True
-    """
-    return _ntxent(embeddings, labels, temperature, reduction, True)
-
-
-def ntxent_loss_grad(embeddings: Array, labels: Array, **options: Any) -> Array:
-    """Closed-form gradient of :func:`ntxent_loss` w.r.t. ``embeddings``."""
-    return ntxent_loss_value_and_grad(embeddings, labels, **options)[1]
+    return out, pullback
 
 
 # --- cosine embedding -----------------------------------------------------------------------
@@ -578,41 +518,16 @@ def ntxent_loss_grad(embeddings: Array, labels: Array, **options: Any) -> Array:
 _COS_EPS = 1e-12  # PyTorch's EPSILON, added to each squared norm
 
 
-def _cosine_embedding(x1, x2, target, margin, reduction, want_grad):
-    xp, x1, x2, target = A.common(x1=x1, x2=x2, target=target)
-    _pair_inputs(xp, x1, x2, "x1", "x2")
-    _vectors(x1, "x1")
-    _checks.reduction(reduction)
-    margin = _checks.real(margin, "margin")
-    if not -1.0 <= margin <= 1.0:
-        raise ValueError(f"margin must be in [-1, 1] (a cosine), got {margin!r}")
-    a = A.upcast(xp, x1)
-    b = A.as_float(xp, A.upcast(xp, x2), a.dtype)
-    y = _pm1(xp, target, a.shape[:-1], a.dtype)
-    prod = xp.sum(a * b, axis=-1)
-    m1 = xp.sum(a * a, axis=-1) + _COS_EPS
-    m2 = xp.sum(b * b, axis=-1) + _COS_EPS
-    den = xp.sqrt(m1 * m2)
-    cos = prod / den
-    similar = y > 0
-    loss = xp.where(similar, 1.0 - cos, A.relu(xp, cos - margin))
-    out = reduce(xp, loss, reduction)
-    if not want_grad:
-        return A.cast_like(xp, out, x1), None
-    dcos = b / den[..., None] - (cos / m1)[..., None] * a
-    coef = xp.where(similar, -xp.ones_like(cos), A.as_float(xp, cos - margin >= 0, a.dtype))
-    g = (coef * grad_scale(xp, loss.shape, reduction, None))[..., None] * dcos
-    return A.cast_like(xp, out, x1), A.cast_like(xp, g, x1)
-
-
-def cosine_embedding_loss(x1: Array, x2: Array, target: Array, *, margin: float = 0.0,
-                          reduction: str = "mean") -> Array:
+@loss(wrt=("x1", "x2"))
+def cosine_embedding_loss(need: tuple[str, ...], x1: Array, x2: Array, target: Array, *,
+                          margin: float = 0.0, reduction: str = "mean"
+                          ) -> tuple[Array, Pullback | None]:
     """Cosine embedding loss: pull similar pairs to cosine 1, push others below ``margin``.
 
     Formula: ``cos = x1 . x2 / sqrt((||x1||^2 + e)(||x2||^2 + e))`` with PyTorch's
     ``e = 1e-12``; ``l = 1 - cos`` if ``y = 1``, ``max(0, cos - margin)`` if ``y = -1``.
     Gradient w.r.t. ``x1``: ``dcos = x2 / den - cos x1 / (||x1||^2 + e)``, times -1 or
-    ``[cos >= margin]``.
+    ``[cos >= margin]``; w.r.t. ``x2`` the same with the roles swapped (``argnums=1``).
 
     Args:
         x1: embeddings, shape ``(..., D)``.
@@ -630,34 +545,44 @@ def cosine_embedding_loss(x1: Array, x2: Array, target: Array, *, margin: float 
             unknown reduction.
 
     Example:
-        >>> import numpy as np
+        >>> import numpy as np, crossent
         >>> x1 = np.array([[1.0, 0.0], [1.0, 0.0]]); x2 = np.array([[1.0, 1.0], [1.0, 1.0]])
         >>> cosine_embedding_loss(x1, x2, np.array([1, -1]), reduction="none").round(6)
         array([0.292893, 0.707107])
+        >>> g = crossent.grad(cosine_embedding_loss)(np.array([[1.0, 0.0]]),
+        ...                                          np.array([[0.0, 1.0]]), np.array([1]))
+        >>> g.round(6)
+        array([[-0., -1.]])
 
     Aliases: PyTorch ``CosineEmbeddingLoss`` / ``F.cosine_embedding_loss``.
 
     References: PyTorch docs of ``torch.nn.CosineEmbeddingLoss``; seed 001.
     """
-    return _cosine_embedding(x1, x2, target, margin, reduction, False)[0]
-
-
-@closed_form(cosine_embedding_loss)
-def cosine_embedding_loss_value_and_grad(x1: Array, x2: Array, target: Array, *,
-                                         margin: float = 0.0,
-                                         reduction: str = "mean") -> tuple[Array, Array]:
-    """:func:`cosine_embedding_loss` and its gradient w.r.t. ``x1``.
-
-    Example:
-        >>> import numpy as np
-        >>> g = cosine_embedding_loss_value_and_grad(np.array([[1.0, 0.0]]),
-        ...                                          np.array([[0.0, 1.0]]), np.array([1]))[1]
-        >>> g.round(6)
-        array([[-0., -1.]])
-    """
-    return _cosine_embedding(x1, x2, target, margin, reduction, True)
-
-
-def cosine_embedding_loss_grad(x1: Array, x2: Array, target: Array, **options: Any) -> Array:
-    """Closed-form gradient of :func:`cosine_embedding_loss` w.r.t. ``x1``."""
-    return cosine_embedding_loss_value_and_grad(x1, x2, target, **options)[1]
+    xp, x1, x2, target = A.common(x1=x1, x2=x2, target=target)
+    _pair_inputs(xp, x1, x2, "x1", "x2")
+    _vectors(x1, "x1")
+    _checks.reduction(reduction)
+    margin = _checks.real(margin, "margin")
+    if not -1.0 <= margin <= 1.0:
+        raise ValueError(f"margin must be in [-1, 1] (a cosine), got {margin!r}")
+    a = A.upcast(xp, x1)
+    b = A.as_float(xp, A.upcast(xp, x2), a.dtype)
+    y = _pm1(xp, target, a.shape[:-1], a.dtype)
+    prod = xp.sum(a * b, axis=-1)
+    m1 = xp.sum(a * a, axis=-1) + _COS_EPS
+    m2 = xp.sum(b * b, axis=-1) + _COS_EPS
+    den = xp.sqrt(m1 * m2)
+    cos = prod / den
+    similar = y > 0
+    per = xp.where(similar, 1.0 - cos, A.relu(xp, cos - margin))
+    out = A.cast_like(xp, reduce(xp, per, reduction), x1)
+    if not need:
+        return out, None
+    coef = xp.where(similar, -xp.ones_like(cos), A.as_float(xp, cos - margin >= 0, a.dtype))
+    coef = (coef * grad_scale(xp, per.shape, reduction, None))[..., None]
+    grads = {}
+    if "x1" in need:
+        grads["x1"] = A.cast_like(xp, coef * (b / den[..., None] - (cos / m1)[..., None] * a), x1)
+    if "x2" in need:
+        grads["x2"] = A.cast_like(xp, coef * (a / den[..., None] - (cos / m2)[..., None] * b), x2)
+    return out, scaled_pullback(xp, grads, _per_vector(xp))

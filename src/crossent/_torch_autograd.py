@@ -1,0 +1,67 @@
+"""The torch side of :mod:`crossent.gradients`: a loss on tensors that require grad is one
+``torch.autograd.Function`` whose backward is the definition's closed-form pullback.
+
+The forward computes the value and the gradient from the same intermediates with autograd
+off, so no graph of intermediates is recorded; backward only applies the pullback to
+``grad_output``. With ``create_graph=True`` (double backward, ``gradgradcheck``) backward
+rebuilds the pullback from the saved inputs with differentiable ops instead, so Hessian-vector
+products are exact. Under ``torch.func`` transforms, and for tensors the definition has no
+closed form for, the definition's value code runs under autograd directly (it is written
+autodiff-safe), as a composite of torch ops.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+Array = Any
+
+
+def _transformed(tensors: list[torch.Tensor]) -> bool:
+    """Whether a torch.func transform (grad, vmap, jacrev...) wraps these tensors."""
+    is_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    return is_wrapped is not None and any(is_wrapped(t) for t in tensors)
+
+
+def apply(spec: Any, arrays: list[Any], options: dict[str, Any]) -> Any:
+    fast = spec.torch_impl()
+    if fast is not None:
+        return fast(*arrays, **options)
+    tensors = [a for a in arrays if isinstance(a, torch.Tensor)]
+    need = tuple(n for n, a in zip(spec.arrays, arrays, strict=True)
+                 if isinstance(a, torch.Tensor) and a.requires_grad)
+    # an option tensor that requires grad (a learnable weight or pos_weight) has no closed
+    # form here: autograd through the value code serves every input then
+    learnable_option = any(isinstance(v, torch.Tensor) and v.requires_grad
+                           for v in options.values())
+    if not need or not torch.is_grad_enabled() or _transformed(tensors) or learnable_option \
+            or any(n not in spec.wrt for n in need):
+        return spec.defn((), *arrays, **options)[0]
+    return _ClosedForm.apply(spec, options, need, *arrays)
+
+
+class _ClosedForm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, spec: Any, options: dict[str, Any], need: tuple[str, ...],
+                *arrays: Any) -> torch.Tensor:
+        value, pullback = spec.defn(need, *arrays, **options)
+        ctx.spec, ctx.options, ctx.need = spec, options, need
+        ctx.pullback = pullback
+        ctx.others = [None if isinstance(a, torch.Tensor) else a for a in arrays]
+        ctx.save_for_backward(*(a if isinstance(a, torch.Tensor) else None for a in arrays))
+        return value
+
+    @staticmethod
+    def backward(ctx: Any, cot: torch.Tensor) -> tuple[Any, ...]:
+        if torch.is_grad_enabled():
+            # create_graph: the pullback again, built from the inputs in differentiable ops
+            arrays = [t if t is not None else o
+                      for t, o in zip(ctx.saved_tensors, ctx.others, strict=True)]
+            _, pullback = ctx.spec.defn(ctx.need, *arrays, **ctx.options)
+        else:
+            pullback = ctx.pullback
+        grads = pullback(cot)
+        return (None, None, None, *(grads.get(n) if n in ctx.need else None
+                                    for n in ctx.spec.arrays))
