@@ -243,8 +243,9 @@ def sigmoid_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
     # but adds two non-negative terms, so nothing cancels: at x = 60, z = 1 it gives e^-60
     # where softplus(x) - x z rounds to 0. A zero coefficient silences its term even at an
     # infinite logit: x = +inf with z = 1 is a loss of exactly 0, not 0 * inf = NaN.
-    pos_term = A.mul0(xp, t if pw is None else pw * t, A.softplus(xp, -x))
-    loss_ = pos_term + A.mul0(xp, 1.0 - t, A.softplus(xp, x))
+    mul = (lambda a, b: a * b) if A.surely_finite(xp, x) else (lambda a, b: A.mul0(xp, a, b))
+    loss_ = mul(t if pw is None else pw * t, A.softplus(xp, -x)) + mul(1.0 - t,
+                                                                      A.softplus(xp, x))
     if w is not None:
         loss_ = loss_ * w
     out = A.cast_like(xp, reduce(xp, loss_, reduction), logits)

@@ -140,7 +140,10 @@ def sigmoid_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
     log_1mp = -A.softplus(xp, x)  # log sigma(-x) = log(1 - p)
     # both terms >= 0: no cancellation; a zero target weight silences an infinite log (a
     # logit of +-inf with the matching target is a loss of exactly 0)
-    ce = -(A.mul0(xp, t, log_p) + A.mul0(xp, 1.0 - t, log_1mp))
+    if A.surely_finite(xp, x):  # log sigma(+-x) finite: plain products (fewer passes)
+        ce = -(t * log_p + (1.0 - t) * log_1mp)
+    else:
+        ce = -(A.mul0(xp, t, log_p) + A.mul0(xp, 1.0 - t, log_1mp))
     one = xp.ones_like(t)
     pos, neg = t > 0, t < 1
     # xlogy-style: log t and log(1 - t) only where they are finite
