@@ -83,3 +83,47 @@ def half_inputs(backend: str, dtype: str, x32: np.ndarray):
         return xh, np.asarray(xh.astype(jnp.float32))
     xh = x32.astype(np.float16)
     return xh, xh.astype(np.float32)
+
+
+def partial_in(fn, args, nums, kw, wrap):
+    """``fn`` as a function of the differentiated arguments ``nums`` only (``wrap`` makes the
+    others backend arrays)."""
+    fixed = [wrap(a) for a in args]
+
+    def f(*vs):
+        full = list(fixed)
+        for i, v in zip(nums, vs, strict=True):
+            full[i] = v
+        return fn(*full, **kw)
+
+    return f, tuple(fixed[i] for i in nums)
+
+
+def check_torch_backward_is_the_closed_form(fn, args, nums, kw, reduction):
+    """The torch backward of ``fn`` is its closed-form Function, equals ``crossent.grad`` for
+    every argument in ``nums``, and passes gradcheck and gradgradcheck (float64)."""
+    import torch
+
+    import crossent
+
+    f, ins = partial_in(fn, args, nums, dict(kw, reduction=reduction), torch.tensor)
+    ins = tuple(a.requires_grad_() for a in ins)
+    out = f(*ins)
+    assert type(out.grad_fn).__name__ == "_ClosedFormBackward", fn.__name__
+    got = torch.autograd.grad(out.sum(), ins)
+    want = crossent.grad(fn, argnums=nums)(*args, **kw, reduction=reduction)
+    for g, ref in zip(got, want, strict=True):
+        np.testing.assert_allclose(g.numpy(), ref, rtol=1e-13, atol=1e-15)
+    assert torch.autograd.gradcheck(f, ins)
+    assert torch.autograd.gradgradcheck(f, ins)  # backward with create_graph is exact too
+
+
+def check_jax_closed_form_derivatives(fn, args, nums, kw):
+    """``jax.test_util.check_grads`` to second order, forward and reverse, of the per-item
+    losses (the custom_jvp's tangent map is the transposed pullback), jitted."""
+    import jax
+    import jax.numpy as jnp
+    from jax.test_util import check_grads
+
+    f, ins = partial_in(fn, args, nums, dict(kw, reduction="none"), jnp.asarray)
+    check_grads(jax.jit(f), ins, order=2, modes=("fwd", "rev"))

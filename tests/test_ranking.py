@@ -16,7 +16,14 @@ from pytorch_metric_learning import losses as pml
 
 import crossent
 from crossent import ranking as R
-from tests._backends import BACKENDS, finite_difference, to_backend, to_numpy
+from tests._backends import (
+    BACKENDS,
+    check_jax_closed_form_derivatives,
+    check_torch_backward_is_the_closed_form,
+    finite_difference,
+    to_backend,
+    to_numpy,
+)
 
 T = torch.from_numpy
 REDUCTIONS = ("mean", "sum", "none")
@@ -377,44 +384,15 @@ def _closed_form_cases():
 CLOSED = _closed_form_cases()
 
 
-def _partial(fn, args, nums, kw, wrap):
-    """``fn`` as a function of the differentiated arguments only."""
-    fixed = [wrap(a) for a in args]
-
-    def f(*vs):
-        full = list(fixed)
-        for i, v in zip(nums, vs, strict=True):
-            full[i] = v
-        return fn(*full, **kw)
-
-    return f, tuple(fixed[i] for i in nums)
-
-
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("name,fn,args,nums,kw", CLOSED, ids=[c[0] for c in CLOSED])
 def test_torch_backward_is_the_closed_form(name, fn, args, nums, kw, reduction):
-    f, ins = _partial(fn, args, nums, dict(kw, reduction=reduction),
-                      lambda a: torch.tensor(a))
-    ins = tuple(a.requires_grad_() for a in ins)
-    out = f(*ins)
-    assert type(out.grad_fn).__name__ == "_ClosedFormBackward", name
-    # the backward is crossent.grad's closed form, for every argument in wrt
-    got = torch.autograd.grad(out.sum(), ins)
-    want = crossent.grad(fn, argnums=nums)(*args, **kw, reduction=reduction)
-    for g, ref in zip(got, want, strict=True):
-        np.testing.assert_allclose(g.numpy(), ref, rtol=1e-13, atol=1e-15)
-    assert torch.autograd.gradcheck(f, ins)
-    assert torch.autograd.gradgradcheck(f, ins)  # backward with create_graph is exact too
+    check_torch_backward_is_the_closed_form(fn, args, nums, kw, reduction)
 
 
 @pytest.mark.parametrize("name,fn,args,nums,kw", CLOSED, ids=[c[0] for c in CLOSED])
 def test_jax_derivatives_of_the_closed_form(name, fn, args, nums, kw):
-    from jax.test_util import check_grads
-
-    # the per-item losses: the custom_jvp's tangent map is the transposed pullback (jitted:
-    # one compile per transformation instead of op-by-op dispatch, and it checks tracing)
-    f, ins = _partial(fn, args, nums, dict(kw, reduction="none"), jnp.asarray)
-    check_grads(jax.jit(f), ins, order=2, modes=("fwd", "rev"))
+    check_jax_closed_form_derivatives(fn, args, nums, kw)
 
 
 def _torch_ntxent_reference(x, labels, tau):
