@@ -121,6 +121,20 @@ def index(value: Any, name: str, *, allow_none: bool = False) -> int | None:
     return v
 
 
+def positive_int(value: Any, name: str, *, allow_none: bool = False) -> int | None:
+    """A count such as ``chunk_size``: an integer >= 1 (None allowed when asked)."""
+    if value is None and allow_none:
+        return None
+    try:
+        v = index(value, name)
+    except ValueError:
+        v = None
+    if v is None or v < 1:
+        raise ValueError(f"{name} must be a positive int{' or None' if allow_none else ''}, "
+                         f"got {value!r}")
+    return v
+
+
 def axis(value: Any, ndim: int, name: str = "axis") -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not -ndim <= value < ndim:
         raise ValueError(f"{name}={value!r} is out of range for an array with {ndim} dimensions")

@@ -699,13 +699,7 @@ def vocab_parallel_linear_cross_entropy(
     if tuple(target.shape) != tuple(hidden.shape[:-1]):
         raise ValueError(f"target must have shape {tuple(hidden.shape[:-1])} (hidden without "
                          f"its last dimension), got {tuple(target.shape)}")
-    if chunk_size is not None:
-        try:
-            chunk_size = _checks.index(chunk_size, "chunk_size")
-        except ValueError:
-            chunk_size = 0
-        if chunk_size <= 0:
-            raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    chunk_size = _checks.positive_int(chunk_size, "chunk_size", allow_none=True)
     shard = _resolve_shard(group, width, vocab_start_index, vocab_size, hidden.device,
                            (*hidden.shape[:-1], width))
     batch = tuple(target.shape)

@@ -304,13 +304,7 @@ def linear_cross_entropy(
     opts = dataclasses.replace(
         check_options(reduction, label_smoothing, z_loss, softcap, ignore_index),
         impl=check_impl(impl))
-    if chunk_size is not None:
-        try:
-            chunk_size = _checks.index(chunk_size, "chunk_size")
-        except ValueError:
-            chunk_size = 0
-        if chunk_size <= 0:
-            raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    chunk_size = _checks.positive_int(chunk_size, "chunk_size", allow_none=True)
     device_type = hidden.device.type
     out_dtype = loss_dtype(hidden)
     if autocast_enabled(device_type):

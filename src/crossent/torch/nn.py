@@ -156,13 +156,7 @@ class LinearCrossEntropyLoss(nn.Module):
                  device=None, dtype=None) -> None:
         super().__init__()
         opts = check_options(reduction, label_smoothing, z_loss, softcap, ignore_index)
-        if chunk_size is not None:
-            try:
-                chunk_size = _checks.index(chunk_size, "chunk_size")
-            except ValueError:
-                chunk_size = 0
-            if chunk_size <= 0:
-                raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+        chunk_size = _checks.positive_int(chunk_size, "chunk_size", allow_none=True)
         factory = {"device": device, "dtype": dtype}
         self.in_features = in_features
         self.num_classes = num_classes
