@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/seed_examples.py
+	$(PY) examples/worked_examples.py
 	$(PY) -m crossent train
 
 test: $(STAMP)

@@ -119,7 +119,7 @@ def test_identical_logits_cost_nothing(temperature):
 
 
 def test_direction_is_teacher_to_student():
-    # seed 001: D_KL(p_teacher || p_student), not the reverse, and the two differ
+    # Hinton et al. 2015: D_KL(p_teacher || p_student), not the reverse, and the two differ
     s, t = logits((1, 4), 10), logits((1, 4), 11)
     forward = float(distillation_loss(s, t, temperature=2.0))
     reverse = float(distillation_loss(t, s, temperature=2.0))

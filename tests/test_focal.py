@@ -1,6 +1,6 @@
 """Sigmoid and softmax focal losses: conformance with Optax, torchvision's formula (restated
 in torch), Keras; closed-form gradients against torch autograd, jax.grad and finite
-differences; backends; the paper's numbers (seed 000's figure); properties; extremes."""
+differences; backends; the paper's numbers (Lin et al.'s Fig. 1); properties; extremes."""
 
 import itertools
 import os
@@ -130,8 +130,8 @@ def test_sigmoid_matches_torchvision_formula_and_autograd(reduction, gamma, alph
     np.testing.assert_allclose(g * up.numpy(), xt.grad.numpy(), rtol=1e-9, atol=1e-13)
 
 
-def test_sigmoid_seed_001_mmdet_formula():
-    # seed 001's py_sigmoid_focal_loss returns the mean of the element-wise loss; its BCE form:
+def test_sigmoid_mmdet_formula():
+    # mmdetection's py_sigmoid_focal_loss returns the mean of the element-wise loss; its BCE form:
     # -alpha y (1-p)^g log p - (1-alpha)(1-y) p^g log(1-p), with one-hot (N, C) targets
     x = RNG.normal(scale=2, size=(6, 4))
     y = np.eye(4)[RNG.integers(0, 4, size=6)]
@@ -472,7 +472,7 @@ def test_jax_check_grads_to_second_order(index, reduction):
     check_grads(jax.jit(f), tuple(jarrays[i] for i in diff), order=2, modes=("fwd", "rev"))
 
 
-# --- seed 000's figure: loss vs p_t for several gamma (Lin et al., Fig. 1) ------------------
+# --- Lin et al.'s Fig. 1: loss vs p_t for several gamma (arXiv:1708.02002) ------------------
 
 
 @pytest.mark.parametrize("fn", ["sigmoid", "softmax"])

@@ -3,7 +3,8 @@
 References: SciPy (``entr``, ``rel_entr``, ``xlogy``, ``jensenshannon``), PyTorch
 (``F.kl_div``, ``torch.special.entr``, autograd), Optax (``kl_divergence``,
 ``softmax_cross_entropy``, ``safe_softmax_cross_entropy``), ``jax.grad``, float64 loops
-written here, central finite differences of those loops, and seed 003's coin.
+written here, central finite differences of those loops, and the coin example (10 tosses,
+6 heads).
 """
 
 from __future__ import annotations
@@ -215,7 +216,7 @@ def test_single_distribution_gives_a_scalar():
         np.testing.assert_allclose(out, sps.rel_entr(p, q).sum())
 
 
-# --- seed identities and properties ---------------------------------------------------------
+# --- identities and properties --------------------------------------------------------------
 
 
 @st.composite
@@ -233,7 +234,7 @@ def test_properties(pq):
     p, q = pq
     kl, ce, h = kl_divergence(p, q), cross_entropy(p, q), entropy(p)
     assert kl >= -1e-15  # Gibbs' inequality
-    np.testing.assert_allclose(kl, ce - h, atol=1e-12)  # seed 001: D_KL = CE - H
+    np.testing.assert_allclose(kl, ce - h, atol=1e-12)  # D_KL = CE - H
     assert 0.0 <= h <= math.log(len(p)) + 1e-12
     js, js_swapped = js_divergence(p, q), js_divergence(q, p)
     np.testing.assert_allclose(js, js_swapped, atol=1e-15)  # symmetric
@@ -251,8 +252,9 @@ def test_js_bound_is_reached_on_disjoint_supports():
     np.testing.assert_allclose(js_divergence(p, q), math.log(2), rtol=1e-15)
 
 
-def test_seed_003_coin_mle_is_the_cross_entropy_argmin():
-    # seed 003: heads, heads, tails, heads, heads, tails, heads, tails, heads, tails
+def test_coin_mle_is_the_cross_entropy_argmin():
+    # the coin example (10 tosses, 6 heads): heads, heads, tails, heads, heads, tails, heads,
+    # tails, heads, tails
     throws = [1, 1, 0, 1, 1, 0, 1, 0, 1, 0]
     heads = sum(throws) / len(throws)
     p = np.array([heads, 1 - heads])
@@ -261,7 +263,7 @@ def test_seed_003_coin_mle_is_the_cross_entropy_argmin():
     q = np.stack([theta, 1 - theta], axis=-1)
     ce = cross_entropy(np.broadcast_to(p, q.shape), q, reduction="none")
     assert theta[np.argmin(ce)] == pytest.approx(0.6)
-    # the negative log-likelihood of the 10 throws is 10 * H(p, q_theta) (seed 003's (1-5))
+    # the negative log-likelihood of the 10 throws is 10 * H(p, q_theta)
     nll = -(6 * np.log(theta) + 4 * np.log(1 - theta))
     np.testing.assert_allclose(10 * ce, nll, rtol=1e-12)
     # and at the optimum the cross-entropy equals the entropy: KL = 0

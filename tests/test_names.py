@@ -39,8 +39,8 @@ EXPECTED = {
 }
 ALL_FUNCTIONS = [f for fs in EXPECTED.values() for f in fs]
 
-# Seed names (000, 001, 003, 004) and the crossent function each one must reach.
-SEED_NAMES = {
+# Names used by the four source articles and the crossent function each one must reach.
+ARTICLE_NAMES = {
     # the naming article (理解Cross-Entropy Loss, Softmax Loss, Focal Loss等名词)
     "Cross-Entropy Loss": "softmax_cross_entropy",  # spelled like PyTorch's CrossEntropyLoss
     "Logistic Loss": "binary_cross_entropy",
@@ -195,7 +195,7 @@ def _key(name: str) -> str:
 # --- the articles' names -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,expected", [(k, v) for k, v in SEED_NAMES.items() if v])
+@pytest.mark.parametrize("name,expected", [(k, v) for k, v in ARTICLE_NAMES.items() if v])
 def test_article_names_resolve_to_the_right_function(name, expected):
     assert names.get(name).name == expected
 
@@ -522,21 +522,21 @@ def test_known_names_all_resolve():
 
 # --- the mapping is semantic: the function under a framework's name gives its numbers ----------
 
-SEED3_LOGITS = np.array([[0.7, 1.2, 0.3], [0.4, 0.2, 0.9], [0.6, 0.3, 0.4]])
-SEED3_LABELS = np.array([1, 2, 0])
+TF_TABLE_LOGITS = np.array([[0.7, 1.2, 0.3], [0.4, 0.2, 0.9], [0.6, 0.3, 0.4]])
+TF_TABLE_LABELS = np.array([1, 2, 0])
 
 
 def test_tensorflow_verification_table_through_tf_names():
-    onehot = np.eye(3)[SEED3_LABELS]
+    onehot = np.eye(3)[TF_TABLE_LABELS]
     fn = _fn_or_skip(names.get("tf.nn.softmax_cross_entropy_with_logits"))
-    np.testing.assert_allclose(fn(SEED3_LOGITS, onehot, reduction="none"),
+    np.testing.assert_allclose(fn(TF_TABLE_LOGITS, onehot, reduction="none"),
                                [0.69967604, 0.74342006, 0.93983102], atol=1e-6)
     fn = _fn_or_skip(names.get("tf.nn.sparse_softmax_cross_entropy_with_logits"))
-    np.testing.assert_allclose(fn(SEED3_LOGITS, SEED3_LABELS, reduction="none"),
+    np.testing.assert_allclose(fn(TF_TABLE_LOGITS, TF_TABLE_LABELS, reduction="none"),
                                [0.69967604, 0.74342006, 0.93983102], atol=1e-6)
     smooth = 0.9 * onehot + 0.1 / 3
     fn = _fn_or_skip(names.get("tf.nn.sigmoid_cross_entropy_with_logits"))
-    np.testing.assert_allclose(fn(SEED3_LOGITS, smooth, reduction="none"),
+    np.testing.assert_allclose(fn(TF_TABLE_LOGITS, smooth, reduction="none"),
                                [[1.0798527, 0.34328249, 0.84435523],
                                 [0.89968193, 0.7914722, 0.40115389],
                                 [0.47748795, 0.84435523, 0.89968193]], atol=1e-6)

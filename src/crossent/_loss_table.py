@@ -110,7 +110,7 @@ _loss(
         "Liger-Kernel": ("LigerCrossEntropyLoss", "liger_cross_entropy"),
     },
     (
-        "Seed 000: Categorical Cross-Entropy Loss, alias Softmax Loss, = Softmax + "
+        "In the usual naming, Categorical Cross-Entropy Loss, alias Softmax Loss, = Softmax + "
         "Cross-Entropy; Caffe SoftmaxWithLoss, PyTorch CrossEntropyLoss, TensorFlow "
         "softmax_cross_entropy. Mutually exclusive classes only (multi-label: "
         "sigmoid_cross_entropy).",
@@ -189,8 +189,8 @@ _loss(
 _loss(
     "sigmoid_cross_entropy", "classification", "sigmoid",
     "logits (any shape, one independent score per element) + targets in [0, 1]",
-    "l = -[z log σ(x) + (1 - z) log(1 - σ(x))] = max(x, 0) - x z + log(1 + e^{-|x|}) (seed "
-    "003's stable form); with pos_weight p_w: p_w z softplus(-x) + (1 - z) softplus(x)",
+    "l = -[z log σ(x) + (1 - z) log(1 - σ(x))] = max(x, 0) - x z + log(1 + e^{-|x|}) "
+    "(TensorFlow's stable form); with pos_weight p_w: p_w z softplus(-x) + (1 - z) softplus(x)",
     "∂l/∂x = σ(x) - z; with pos_weight: (1 - z) σ(x) - p_w z (1 - σ(x)); times the "
     "element weight",
     {
@@ -210,7 +210,7 @@ _loss(
                          "multi_label_soft_margin_loss", "SoftMarginLoss", "soft_margin_loss"),
     },
     (
-        "Seeds 000/001/003: Binary Cross-Entropy, alias Sigmoid Cross-Entropy = Sigmoid + CE, "
+        "In the usual naming, Binary Cross-Entropy, alias Sigmoid Cross-Entropy = Sigmoid + CE, "
         "for binary and multi-label tasks (each class an independent yes/no). On logits that is "
         "this function; the bare names 'Binary Cross-Entropy' / 'BCE' resolve to "
         "crossent.binary_cross_entropy, crossent's own name, which takes probabilities.",
@@ -271,7 +271,8 @@ _loss(
         "scikit-learn": ("log_loss",),
     },
     (
-        "Seed 000: 'Logistic Loss' and 'Multinomial Logistic Loss' are aliases of the basic "
+        "In the usual naming, 'Logistic Loss' and 'Multinomial Logistic Loss' are aliases of "
+        "the basic "
         "cross-entropy on probabilities ('without activation': Caffe MultinomialLogisticLoss, "
         "PyTorch BCELoss, TF log_loss). Its binary case is this function; the multi-class case "
         "is crossent.cross_entropy. On scores with y in {-1, 1}, the logistic loss "
@@ -291,7 +292,8 @@ _loss(
         "positive-class probability; for multi-class probability matrices it is "
         "crossent.cross_entropy(one_hot(y), p). It clips probabilities to [eps, 1 - eps] "
         "(machine epsilon of their dtype).",
-        "Seeds 000/001 also call sigmoid + BCE on scores 'Binary Cross-Entropy'; on logits use "
+        "The usual naming also calls sigmoid + BCE on scores 'Binary Cross-Entropy'; on logits "
+        "use "
         "sigmoid_cross_entropy.",
     ),
     (
@@ -326,9 +328,10 @@ _loss(
         "TensorFlow Addons": ("SigmoidFocalCrossEntropy", "sigmoid_focal_crossentropy"),
     },
     (
-        "Seed 000: Focal Loss uses the sigmoid, so it is a Binary Cross-Entropy with a factor "
-        "(1 - s_i)^γ in front of each term; γ = 0 gives BCE. Seed 001 gives the RetinaNet form "
-        "-α_t (1 - p_t)^γ log p_t and mmdet's py_sigmoid_focal_loss.",
+        "Focal Loss uses the sigmoid, so it is a Binary Cross-Entropy with a factor "
+        "(1 - s_i)^γ in front of each term; γ = 0 gives BCE. The RetinaNet form is "
+        "-α_t (1 - p_t)^γ log p_t (Lin et al. 2017, arXiv:1708.02002, eq. (5)); mmdetection "
+        "implements it as py_sigmoid_focal_loss (https://mmdetection.readthedocs.io).",
         "Defaults differ: crossent alpha=0.25, reduction='mean'; torchvision.ops."
         "sigmoid_focal_loss alpha=0.25 but reduction='none' (and alpha < 0 disables the "
         "weighting, crossent uses alpha=None); optax.sigmoid_focal_loss alpha=None (no "
@@ -433,7 +436,8 @@ _loss(
         "The bare name 'cross_entropy' resolves here (crossent's own names win); PyTorch's "
         "F.cross_entropy and PaddlePaddle's paddle.nn.functional.cross_entropy take logits and "
         "are softmax_cross_entropy: write them with their prefix.",
-        "Seed 000: Cross-Entropy Loss CE = -Σ t_i log s_i, alias Logistic Loss and Multinomial "
+        "In the usual naming, Cross-Entropy Loss CE = -Σ t_i log s_i, alias Logistic Loss and "
+        "Multinomial "
         "Logistic Loss, applied after an activation. 'Cross-Entropy Loss' itself resolves to "
         "softmax_cross_entropy, because it is spelled like PyTorch's CrossEntropyLoss.",
         "Caffe MultinomialLogisticLoss takes probabilities (no softmax) and integer labels: "
@@ -442,9 +446,9 @@ _loss(
         "Keras categorical_crossentropy with its default from_logits=False computes this, "
         "after renormalising y_pred to sum 1 and clipping it to [1e-7, 1 - 1e-7]; "
         "scikit-learn log_loss on a probability matrix is this with one-hot p.",
-        "Seed 004's worked numbers are this function on the models' probabilities: model 1 "
-        "1.378 (the seed prints 1.37), model 2 0.639 (the seed rounds each sample first and "
-        "prints 0.63).",
+        "The three-animal example of two models ('Cross Entropy损失函数') is this function on "
+        "the models' probabilities: model 1 1.378 (the article prints 1.37), model 2 0.639 "
+        "(the article rounds each sample first and prints 0.63).",
         "'mean' is per distribution (PyTorch's 'batchmean'); rows are not renormalised; "
         "+inf where q_i = 0 < p_i.",
     ),
@@ -934,9 +938,8 @@ _loss(
     },
     (
         "PyTorch's and PaddlePaddle's margin default 0.",
-        "Seed 001 links gombru's 'Understanding Ranking Loss, Contrastive Loss, Margin Loss, "
-        "Triplet Loss, Hinge Loss' for this family: the same loss goes by many names there "
-        "too.",
+        "gombru's 'Understanding Ranking Loss, Contrastive Loss, Margin Loss, Triplet Loss, "
+        "Hinge Loss' (2019) covers this family: the same loss goes by many names there too.",
     ),
     (
         "https://pytorch.org/docs/stable/generated/torch.nn.MarginRankingLoss.html",
@@ -1089,7 +1092,8 @@ _loss(
         "scikit-learn": ("brier_score_loss",),
     },
     (
-        "Seed 004 sums the squared errors over the classes and averages over the examples "
+        "The three-animal example of two models ('Cross Entropy损失函数') sums the squared "
+        "errors over the classes and averages over the examples "
         "(model 1: 0.81, model 2: 0.34), and uses it to show why MSE is a poor classification "
         "loss: with a sigmoid / softmax in front its gradient vanishes when the prediction is "
         "confidently wrong.",
@@ -1126,7 +1130,8 @@ _loss(
         "scikit-learn": ("zero_one_loss",),
     },
     (
-        "Seed 004: models 1 and 2 both misclassify one sample in three (error 1/3), though "
+        "In the three-animal example of two models ('Cross Entropy损失函数'), models 1 and 2 "
+        "both misclassify one sample in three (error 1/3), though "
         "model 2 is clearly better; cross-entropy and MSE tell them apart.",
         "It is 1 - accuracy; scikit-learn zero_one_loss(y_true, y_pred) takes predicted LABELS "
         "(argmax of the scores), normalize=True by default gives this fraction.",

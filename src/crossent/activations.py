@@ -1,6 +1,6 @@
 """Output-layer activations and label helpers, in their numerically stable forms.
 
-Seed 000 calls these the functions applied to the score vector ``s`` before a loss:
+These are the functions applied to the score vector ``s`` before a loss:
 sigmoid (the *logistic function*, element-wise, for binary and multi-label tasks) and
 softmax (a function, not a loss, for mutually exclusive classes).
 """

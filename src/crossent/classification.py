@@ -1,7 +1,8 @@
-"""Classification losses on logits: softmax and sigmoid cross-entropy, BCE, and seed 004's
-counter-examples (mean squared error, 0-1 classification error).
+"""Classification losses on logits: softmax and sigmoid cross-entropy, BCE, and two
+counter-examples (mean squared error, 0-1 classification error) that show why classifiers are
+trained with cross-entropy.
 
-Seed 000's map of names: *Cross-Entropy* (alias Logistic / Multinomial Logistic Loss) is
+The usual naming: *Cross-Entropy* (alias Logistic / Multinomial Logistic Loss) is
 ``-sum_i t_i log(s_i)`` on probabilities; *Categorical Cross-Entropy* (alias Softmax Loss) is
 softmax followed by it, for mutually exclusive classes; *Binary Cross-Entropy* (alias Sigmoid
 Cross-Entropy) applies a sigmoid to each score independently, for binary and multi-label tasks.
@@ -75,7 +76,7 @@ def softmax_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
     traced there too (``label_smoothing`` as a jitted argument). Targets and weights from
     NumPy or Python lists are converted to the logits' library.
 
-    Example (seed 003's TensorFlow verification):
+    Example (the TensorFlow verification table's softmax rows):
         >>> import numpy as np
         >>> logits = np.array([[0.7, 1.2, 0.3], [0.4, 0.2, 0.9], [0.6, 0.3, 0.4]])
         >>> softmax_cross_entropy(logits, np.array([1, 2, 0]), reduction="none").round(6)
@@ -194,7 +195,7 @@ def sigmoid_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
                           reduction: str = "mean") -> tuple[Array, Pullback | None]:
     """Sigmoid (binary) cross-entropy on logits, for binary and multi-label tasks.
 
-    Formula (seed 003, stable): ``l = max(x, 0) - x z + log(1 + exp(-|x|))``, equal to
+    Formula (TensorFlow's stable form): ``l = max(x, 0) - x z + log(1 + exp(-|x|))``, equal to
     ``-z log sigma(x) - (1 - z) log(1 - sigma(x))``; with ``pos_weight`` ``p_w``:
     ``l = p_w z softplus(-x) + (1 - z) softplus(x)``. Gradient w.r.t. the logits:
     ``sigma(x) - z``, and ``w [(1 - z) sigma(x) - p_w z (1 - sigma(x))]`` with the weights;
@@ -217,7 +218,7 @@ def sigmoid_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
         TypeError: non-floating logits.
         ValueError: shape mismatch, targets outside [0, 1], unknown reduction.
 
-    Example (seed 003, element (0, 0) with the smoothed label 0.0333):
+    Example (the TensorFlow verification table, row 0 with smoothed labels, 0.0333 at (0, 0)):
         >>> import numpy as np, crossent
         >>> x = np.array([[0.7, 1.2, 0.3]]); z = np.array([[1/30, 28/30, 1/30]])
         >>> sigmoid_cross_entropy(x, z, reduction="none").round(6)
@@ -230,7 +231,9 @@ def sigmoid_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
     ``sigmoid_cross_entropy_with_logits``; Keras ``binary_crossentropy(from_logits=True)``;
     Caffe ``SigmoidCrossEntropyLoss``; Optax ``sigmoid_binary_cross_entropy``.
 
-    References: seed 003 (TF's stable formula); PyTorch docs of ``BCEWithLogitsLoss``.
+    References: TensorFlow docs of ``tf.nn.sigmoid_cross_entropy_with_logits`` (the stable
+    formula), https://www.tensorflow.org/api_docs/python/tf/nn/sigmoid_cross_entropy_with_logits;
+    PyTorch docs of ``BCEWithLogitsLoss``.
     """
     xp, logits, targets = A.common(logits=logits, targets=targets)
     _checks.floating(xp, logits, "logits")
@@ -239,7 +242,7 @@ def sigmoid_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
     t = _binary_targets(xp, targets, logits)
     w = _broadcast_weight(xp, weight, x, "weight")
     pw = _broadcast_weight(xp, pos_weight, x, "pos_weight")
-    # z softplus(-x) + (1 - z) softplus(x) equals seed 003's max(x, 0) - x z + log(1 + e^-|x|)
+    # z softplus(-x) + (1 - z) softplus(x) equals TF's max(x, 0) - x z + log(1 + e^-|x|)
     # but adds two non-negative terms, so nothing cancels: at x = 60, z = 1 it gives e^-60
     # where softplus(x) - x z rounds to 0. A zero coefficient silences its term even at an
     # infinite logit: x = +inf with z = 1 is a loss of exactly 0, not 0 * inf = NaN.
@@ -299,7 +302,7 @@ def binary_cross_entropy(need: tuple[str, ...], probs: Array, targets: Array, *,
     Raises:
         ValueError: values outside [0, 1], shape mismatch, unknown reduction.
 
-    Example (seed 004's binary formula):
+    Example (the binary formula ``-[t log p + (1 - t) log(1 - p)]``, averaged):
         >>> import numpy as np, crossent
         >>> float(binary_cross_entropy(np.array([0.9, 0.2]), np.array([1.0, 0.0])).round(6))
         0.164252
@@ -310,7 +313,9 @@ def binary_cross_entropy(need: tuple[str, ...], probs: Array, targets: Array, *,
     ``F.binary_cross_entropy``; TF ``tf.compat.v1.losses.log_loss``; Keras
     ``binary_crossentropy`` (from_logits=False); scikit-learn ``log_loss``.
 
-    References: seed 000, seed 004; PyTorch docs of ``BCELoss``.
+    References: "理解Cross-Entropy Loss, Softmax Loss, Focal Loss等名词" (blog article, 2020)
+    and "Cross Entropy损失函数" (article), for the names and the binary formula; PyTorch docs
+    of ``BCELoss``.
     """
     xp, probs, targets = A.common(probs=probs, targets=targets)
     _checks.floating(xp, probs, "probs")
@@ -352,7 +357,7 @@ def binary_cross_entropy(need: tuple[str, ...], probs: Array, targets: Array, *,
     return out, scaled_pullback(xp, grads, lambda c: c)
 
 
-# --- seed 004's counter-examples ------------------------------------------------------------
+# --- counter-examples: losses that cannot tell a good classifier from a bad one -------------
 
 
 def _class_targets(xp, targets, like, ax):
@@ -370,9 +375,9 @@ def _class_targets(xp, targets, like, ax):
 def mean_squared_error(need: tuple[str, ...], predictions: Array, targets: Array, *,
                        axis: int = -1, reduction: str = "mean"
                        ) -> tuple[Array, Pullback | None]:
-    """Squared error summed over classes, averaged over examples (seed 004's MSE).
+    """Squared error summed over classes, averaged over examples.
 
-    Formula: ``l_i = sum_c (yhat_ic - y_ic)^2``, ``MSE = mean_i l_i``. Seed 004 uses it to show
+    Formula: ``l_i = sum_c (yhat_ic - y_ic)^2``, ``MSE = mean_i l_i``. It is used here to show
     why MSE is a poor classification loss: with a sigmoid/softmax in front its gradient
     vanishes when the prediction is confidently wrong. Gradient w.r.t. the predictions:
     ``2 (yhat - y)``, w.r.t. floating targets ``-2 (yhat - y)``, times ``1 / N`` for "mean";
@@ -388,7 +393,7 @@ def mean_squared_error(need: tuple[str, ...], predictions: Array, targets: Array
     Returns:
         Scalar or per-example losses.
 
-    Example (seed 004, model 1 and model 2):
+    Example (the three-animal example of two models, model 1 and model 2):
         >>> import numpy as np, crossent
         >>> y = np.array([2, 1, 0])
         >>> m1 = np.array([[0.3, 0.3, 0.4], [0.3, 0.4, 0.3], [0.1, 0.2, 0.7]])
@@ -399,9 +404,11 @@ def mean_squared_error(need: tuple[str, ...], predictions: Array, targets: Array
         array([[ 2., -2.]])
 
     Aliases: Keras ``mean_squared_error`` sums the class axis differently (it averages over
-    it); PyTorch ``MSELoss`` averages over every element. This one follows seed 004.
+    it); PyTorch ``MSELoss`` averages over every element. This one follows the three-animal
+    example of two models (sum over the classes, mean over the examples).
 
-    References: seed 004.
+    References: "Cross Entropy损失函数" (article: 0-1 error and MSE vs cross-entropy, the
+    three-animal example of two models).
     """
     xp, predictions, targets = A.common(predictions=predictions, targets=targets)
     _checks.floating(xp, predictions, "predictions")
@@ -426,7 +433,7 @@ def mean_squared_error(need: tuple[str, ...], predictions: Array, targets: Array
 def classification_error(scores: Array, labels: Array, *, axis: int = -1) -> Array:
     """Fraction of examples whose arg-max class is not the label (0-1 loss).
 
-    Formula: ``error = count(argmax_c s_ic != y_i) / N``. Seed 004's first candidate: it
+    Formula: ``error = count(argmax_c s_ic != y_i) / N``. The first candidate loss: it
     cannot tell a confident model from a barely-right one, and its gradient is zero almost
     everywhere, so it has no closed-form gradient to offer and cannot train a model.
 
@@ -438,7 +445,7 @@ def classification_error(scores: Array, labels: Array, *, axis: int = -1) -> Arr
     Returns:
         A scalar in [0, 1], float dtype of ``scores``.
 
-    Example (seed 004: both models misclassify one sample in three):
+    Example (the three-animal example of two models: both misclassify one sample in three):
         >>> import numpy as np
         >>> m1 = np.array([[0.3, 0.3, 0.4], [0.3, 0.4, 0.3], [0.1, 0.2, 0.7]])
         >>> float(classification_error(m1, np.array([2, 1, 0])))

@@ -1,7 +1,7 @@
 """Knowledge-distillation loss: the student matches the teacher's softened distribution.
 
-Seed 001 insists on the direction: the loss is ``D_KL(p_teacher || p_student)``, the
-difference between the two *seen from the teacher*. Hinton et al. (2015) soften both
+The direction matters: the loss is ``D_KL(p_teacher || p_student)``, the difference
+between the two *seen from the teacher*. Hinton et al. (2015, arXiv:1503.02531) soften both
 distributions with a temperature ``T`` and multiply by ``T^2`` so that the gradients keep
 their magnitude as ``T`` changes (the softened gradient scales like ``1/T^2``).
 """
@@ -28,8 +28,8 @@ def distillation_loss(need: tuple[str, ...], student_logits: Array, teacher_logi
     """Hinton's knowledge-distillation loss, ``T^2 D_KL(teacher || student)`` on softened logits.
 
     Formula: with ``p_t = softmax(t / T)`` and ``p_s = softmax(s / T)`` along ``axis``,
-    ``l = T^2 * sum_i p_t,i (log p_t,i - log p_s,i)``. The direction is the teacher's (seed
-    001); it is not symmetric in the two logits. Gradient w.r.t. the student logits:
+    ``l = T^2 * sum_i p_t,i (log p_t,i - log p_s,i)``. The direction is the teacher's (Hinton
+    et al. 2015); it is not symmetric in the two logits. Gradient w.r.t. the student logits:
     ``T (p_s - p_t)``; w.r.t. the teacher logits: ``T p_t (log p_t - log p_s - l / T^2)``
     (0 at a masked teacher class); times ``1/N`` for "mean" over ``N`` distributions. Both
     are the backward on every backend (:func:`crossent.value_and_grad`, torch autograd,
@@ -73,7 +73,7 @@ def distillation_loss(need: tuple[str, ...], student_logits: Array, teacher_logi
     ``KLDivergence`` in its ``Distiller`` example.
 
     References: Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural Network"
-    (arXiv:1503.02531); seed 001.
+    (arXiv:1503.02531).
     """
     xp, student_logits, teacher_logits = A.common(student_logits=student_logits,
                                                   teacher_logits=teacher_logits)

@@ -1,9 +1,10 @@
 """Focal losses (Lin et al. 2017): cross-entropy scaled by ``(1 - p_t)^gamma`` so that easy,
 well-classified examples contribute little and training focuses on the hard ones.
 
-Seed 000 lists Focal Loss as "a coefficient in front of each CE term"; seed 001 gives the
-RetinaNet form ``FL(p_t) = -alpha_t (1 - p_t)^gamma log(p_t)`` and mmdet's
-``py_sigmoid_focal_loss``. The modulation is computed in log space here,
+Focal Loss puts a coefficient in front of each CE term: the RetinaNet form is
+``FL(p_t) = -alpha_t (1 - p_t)^gamma log(p_t)`` (Lin et al. 2017, arXiv:1708.02002, eq. (5)),
+and mmdetection implements it as ``py_sigmoid_focal_loss`` (https://mmdetection.readthedocs.io).
+The modulation is computed in log space here,
 ``(1 - p_t)^gamma = exp(gamma * log(1 - p_t))``, so that loss and gradient stay finite for
 logits of any finite size, and ``gamma = 0`` gives exactly 1 (so the loss is exactly the
 cross-entropy, ``0^0 = 1`` as in PyTorch).
@@ -111,7 +112,7 @@ def sigmoid_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
     References: Lin, Goyal, Girshick, He, Dollar, "Focal Loss for Dense Object Detection",
     ICCV 2017 (arXiv:1708.02002), eq. (5) and appendix B (its derivative, which the gradient
     here reduces to for 0/1 targets); torchvision.ops.sigmoid_focal_loss; mmdet
-    ``py_sigmoid_focal_loss`` (seed 001).
+    ``py_sigmoid_focal_loss`` (https://mmdetection.readthedocs.io).
     """
     # With p = sigma(x) and q = 1 - p_t = t (1 - p) + (1 - t) p (valid for soft t):
     #
@@ -270,7 +271,8 @@ def softmax_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
     ``categorical_focal_crossentropy`` (default ``alpha=0.25``; its "sum_over_batch_size" is
     our "mean"; it has no ``ignore_index`` and clips probabilities at 1e-7); kornia
     ``losses.focal_loss`` (scalar alpha); mmdet ``FocalLoss(use_sigmoid=False)`` is not
-    implemented there (seed 001) -- use :func:`sigmoid_focal_loss` for one-vs-rest.
+    implemented there (mmdetection docs, https://mmdetection.readthedocs.io) -- use
+    :func:`sigmoid_focal_loss` for one-vs-rest.
 
     References: Lin, Goyal, Girshick, He, Dollar, "Focal Loss for Dense Object Detection",
     ICCV 2017 (arXiv:1708.02002), section 3 ("extending the focal loss to the multi-class case

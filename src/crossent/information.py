@@ -1,11 +1,12 @@
 """Information-theoretic losses on probabilities: entropy, cross-entropy, KL and JS divergence.
 
-Seed 001 builds the family from the entropy ``H(p) = -sum_i p_i log p_i``: the relative
-entropy (KL divergence) ``D_KL(p || q) = sum_i p_i log(p_i / q_i)`` and the cross-entropy
-``H(p, q) = -sum_i p_i log q_i`` are tied by ``D_KL(p || q) = H(p, q) - H(p)``. Seed 003 reads
-it the other way round: minimising ``D_KL(p_data || p_model)`` over the model is minimising the
-cross-entropy, which is maximum likelihood. KL is not symmetric; Jensen-Shannon is its
-symmetrised, bounded (``<= log 2``) cousin.
+The family is built from the entropy ``H(p) = -sum_i p_i log p_i`` (Shannon 1948): the
+relative entropy (KL divergence) ``D_KL(p || q) = sum_i p_i log(p_i / q_i)`` and the
+cross-entropy ``H(p, q) = -sum_i p_i log q_i`` are tied by ``D_KL(p || q) = H(p, q) - H(p)``
+(Cover & Thomas, *Elements of Information Theory*, ch. 2). Read the other way round:
+minimising ``D_KL(p_data || p_model)`` over the model is minimising the cross-entropy, which
+is maximum likelihood. KL is not symmetric; Jensen-Shannon is its symmetrised, bounded
+(``<= log 2``) cousin.
 
 Conventions shared by every function here:
 
@@ -136,8 +137,8 @@ def entropy(need: tuple[str, ...], p: Array, *, axis: int = -1, reduction: str =
     Aliases: ``scipy.stats.entropy(p)``, ``scipy.special.entr(p).sum(-1)``,
     ``torch.distributions.Categorical(probs=p).entropy()``, ``torch.special.entr``.
 
-    References: Shannon 1948, "A Mathematical Theory of Communication"; seed 001; Cover &
-    Thomas, *Elements of Information Theory*, ch. 2.
+    References: Shannon 1948, "A Mathematical Theory of Communication"; Cover & Thomas,
+    *Elements of Information Theory*, ch. 2.
     """
     xp, p, _, pc, _, ax, out_dtype = _prepare(p, None, axis, reduction)
     terms = -A.xlogy(xp, pc, pc)  # 0 log 0 = 0
@@ -164,10 +165,10 @@ def cross_entropy(need: tuple[str, ...], p: Array, q: Array, *, axis: int = -1,
                   reduction: str = "mean") -> tuple[Array, Pullback | None]:
     """Cross-entropy ``H(p, q)`` of a model distribution ``q`` under a target ``p``, in nats.
 
-    Formula: ``H(p, q) = -sum_i p_i log q_i = H(p) + D_KL(p || q)`` (seed 001), with
+    Formula: ``H(p, q) = -sum_i p_i log q_i = H(p) + D_KL(p || q)``, with
     ``0 log q = 0``; ``+inf`` where ``q_i = 0 < p_i``. For one-hot ``p`` it is the negative
-    log-likelihood ``-log q_y``; as a function of ``q`` it is minimised at ``q = p`` (seed 003:
-    minimising cross-entropy is maximum likelihood).
+    log-likelihood ``-log q_y``; as a function of ``q`` it is minimised at ``q = p``
+    (minimising cross-entropy is maximum likelihood: Goodfellow et al., *Deep Learning* 5.5).
 
     Gradients (times ``1/N`` for "mean"): w.r.t. the target ``p`` (the first argument, the
     library convention) ``-log q_i``, ``+inf`` where ``q_i = 0``; w.r.t. the model
@@ -188,7 +189,7 @@ def cross_entropy(need: tuple[str, ...], p: Array, q: Array, *, axis: int = -1,
         TypeError: non-floating ``p`` or ``q``.
         ValueError: shape mismatch, values outside [0, 1], bad ``axis`` or ``reduction``.
 
-    Example (seed 003's coin: 6 heads in 10 throws; ``theta = 0.6`` is the likelihood's
+    Example (the coin example, 10 tosses, 6 heads; ``theta = 0.6`` is the likelihood's
     maximum, so the cross-entropy is lowest there and equals ``H(p)``):
         >>> import numpy as np, crossent
         >>> p = np.array([0.6, 0.4])
@@ -199,12 +200,14 @@ def cross_entropy(need: tuple[str, ...], p: Array, q: Array, *, axis: int = -1,
         >>> gp.round(6).tolist(), gq.tolist()
         ([0.693147, 0.693147], [-2.0, 0.0])
 
-    Aliases: seed 000's "Cross-Entropy Loss" / Logistic Loss on probabilities; Keras
+    Aliases: "Cross-Entropy Loss" / Logistic Loss on probabilities in the usual naming
+    (Categorical Cross-Entropy = Softmax Loss = softmax + this); Keras
     ``categorical_crossentropy(from_logits=False)`` (which also renormalises and clips ``q``);
     PyTorch ``F.nll_loss(q.log(), y)`` for one-hot ``p``; Optax ``softmax_cross_entropy``
     takes logits instead of ``q``.
 
-    References: seeds 001 and 003; Goodfellow et al., *Deep Learning* 5.5.
+    References: Goodfellow et al., *Deep Learning* 3.13 (cross-entropy and KL) and 5.5
+    (maximum likelihood); Cover & Thomas, *Elements of Information Theory*, ch. 2.
     """
     xp, p, q, pc, qc, ax, out_dtype = _prepare(p, q, axis, reduction)
     # -p log q: 0 where p == 0 (even if q == 0), +inf where p > 0 and q == 0; xlogy keeps
@@ -229,15 +232,15 @@ def kl_divergence(need: tuple[str, ...], p: Array, q: Array, *, axis: int = -1,
                   reduction: str = "mean") -> tuple[Array, Pullback | None]:
     """Kullback-Leibler divergence ``D_KL(p || q)`` (relative entropy), in nats.
 
-    Formula: ``D_KL(p || q) = sum_i p_i log(p_i / q_i) = H(p, q) - H(p)`` (seed 001). Classes
+    Formula: ``D_KL(p || q) = sum_i p_i log(p_i / q_i) = H(p, q) - H(p)``. Classes
     with ``p_i = 0`` contribute 0; ``+inf`` where ``q_i = 0 < p_i``. Not symmetric: mind the
-    direction (seed 001); ``p`` is the reference ("true") distribution, ``q`` the approximation.
+    direction; ``p`` is the reference ("true") distribution, ``q`` the approximation.
 
     Gradients (times ``1/N`` for "mean"): w.r.t. ``p`` (the first argument)
     ``log(p_i / q_i) + 1``, an ambient-space partial derivative (the ``+1`` cancels along the
     simplex), ``-inf`` at ``p_i = 0 < q_i`` and ``+inf`` where ``q_i = 0``; w.r.t. ``q``
     (``crossent.grad(kl_divergence, argnums=1)``) ``-p_i / q_i``, the same as the
-    cross-entropy's since ``H(p)`` does not depend on ``q`` (seed 003): 0 where ``p_i = 0``,
+    cross-entropy's since ``H(p)`` does not depend on ``q``: 0 where ``p_i = 0``,
     ``-inf`` where ``p_i > 0 = q_i``.
 
     Args:
@@ -274,7 +277,8 @@ def kl_divergence(need: tuple[str, ...], p: Array, q: Array, *, axis: int = -1,
     (``(y_true=p, y_pred=q)``, clipped to ``[1e-7, 1]``); ``scipy.special.rel_entr(p, q).sum()``,
     ``scipy.stats.entropy(p, q)``.
 
-    References: Kullback & Leibler 1951, "On Information and Sufficiency"; seeds 001, 003.
+    References: Kullback & Leibler 1951, "On Information and Sufficiency"; Cover &
+    Thomas, *Elements of Information Theory*, ch. 2; Goodfellow et al., *Deep Learning* 3.13.
     """
     xp, p, q, pc, qc, ax, out_dtype = _prepare(p, q, axis, reduction)
     log_p, log_q = _safe_log(xp, pc), _safe_log(xp, qc)

@@ -1,18 +1,19 @@
 """Margin losses: the hinge family and the margin softmax losses of face recognition.
 
-Seed 004 names the successors of softmax cross-entropy that widen the gap between classes:
-L-Softmax (a multiplicative angular margin on the target class), A-Softmax / SphereFace (the
-same with normalised class weights), AM-Softmax / CosFace (an additive cosine margin) and
-ArcFace (an additive angular margin). Each of them is softmax cross-entropy on modified logits
+The successors of softmax cross-entropy widen the gap between classes: L-Softmax (a
+multiplicative angular margin on the target class, Liu et al., arXiv:1612.02295), A-Softmax /
+SphereFace (the same with normalised class weights, arXiv:1704.08063), AM-Softmax / CosFace
+(an additive cosine margin, arXiv:1801.05599 / arXiv:1801.09414) and ArcFace (an additive
+angular margin, arXiv:1801.07698). Each of them is softmax cross-entropy on modified logits
 ``z_j = s R_j f_j(cos theta_j)``, where ``theta_j`` is the angle between the embedding and
 the class weight ``W_j``, ``f_j`` is the identity except at the target class, and ``R_j`` is
 the product of the norms the variant keeps (``||x|| ||W_j||`` for L-Softmax, ``||x||`` for
 SphereFace, 1 for CosFace and ArcFace). That one form gives one implementation and one
 closed-form gradient, with respect to the embeddings and to the class weights, for all four.
 
-Seed 001 lists the hinge ("margin") losses of SVMs beside them: the binary hinge, PyTorch's
-``multi_margin_loss`` (Weston-Watkins), the Crammer-Singer multiclass hinge and Keras's
-``categorical_hinge``.
+Beside them are the hinge ("margin") losses of SVMs (Cortes & Vapnik 1995): the binary
+hinge, PyTorch's ``multi_margin_loss`` (Weston-Watkins), the Crammer-Singer multiclass hinge
+and Keras's ``categorical_hinge``.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def hinge_loss(need: tuple[str, ...], scores: Array, targets: Array, *, squared:
     Optax ``hinge_loss``; TF ``tf.compat.v1.losses.hinge_loss`` (on {0, 1} labels);
     scikit-learn ``hinge_loss``; Caffe ``HingeLoss`` (multiclass, one-vs-all).
 
-    References: Cortes & Vapnik 1995, "Support-vector networks"; seed 001 (hinge loss).
+    References: Cortes & Vapnik 1995, "Support-vector networks".
     """
     xp, scores, targets = A.common(scores=scores, targets=targets)
     _checks.floating(xp, scores, "scores")
@@ -612,7 +613,7 @@ def large_margin_softmax_loss(need: tuple[str, ...], embeddings: Array, weight: 
     ``W`` set to ``weight.T``); Caffe ``LargeMarginInnerProduct``; "Large-Margin Softmax".
 
     References: Liu et al. 2016, "Large-Margin Softmax Loss for Convolutional Neural
-    Networks", ICML (arXiv:1612.02295); seed 004.
+    Networks", ICML (arXiv:1612.02295).
     """
     m = _int_margin(margin)
     return _margin_softmax(need, embeddings, weight, labels, "lsoftmax", m, scale, False,
@@ -664,7 +665,7 @@ def sphereface_loss(need: tuple[str, ...], embeddings: Array, weight: Array, lab
     "Angular Softmax"; SphereFace's Caffe ``MarginInnerProduct``.
 
     References: Liu et al. 2017, "SphereFace: Deep Hypersphere Embedding for Face
-    Recognition", CVPR (arXiv:1704.08063); seed 004.
+    Recognition", CVPR (arXiv:1704.08063).
     """
     m = _int_margin(margin)
     return _margin_softmax(need, embeddings, weight, labels, "sphereface", m, scale, False,
@@ -715,7 +716,7 @@ def cosface_loss(need: tuple[str, ...], embeddings: Array, weight: Array, labels
 
     References: Wang et al. 2018, "CosFace: Large Margin Cosine Loss for Deep Face
     Recognition", CVPR (arXiv:1801.09414); Wang et al. 2018, "Additive Margin Softmax for
-    Face Verification" (arXiv:1801.05599); seed 004.
+    Face Verification" (arXiv:1801.05599).
     """
     m = _checks.non_negative(margin, "margin")
     return _margin_softmax(need, embeddings, weight, labels, "cosface", m, scale, False,
@@ -772,7 +773,7 @@ def arcface_loss(need: tuple[str, ...], embeddings: Array, weight: Array, labels
 
     References: Deng et al. 2019, "ArcFace: Additive Angular Margin Loss for Deep Face
     Recognition", CVPR (arXiv:1801.07698), and its reference code (insightface's
-    ``ArcMarginProduct``: ``th = cos(pi - m)``, ``mm = sin(pi - m) m``); seed 004.
+    ``ArcMarginProduct``: ``th = cos(pi - m)``, ``mm = sin(pi - m) m``).
     """
     m = _angular_margin(margin)
     return _margin_softmax(need, embeddings, weight, labels, "arcface", m, scale,

@@ -1,6 +1,6 @@
 """Names are data: one table from every framework's name for a loss to its crossent function.
 
-Seed 000 exists because the same loss goes by many names ("Softmax Loss", "Categorical
+The table exists because the same loss goes by many names ("Softmax Loss", "Categorical
 Cross-Entropy", Caffe's ``SoftmaxWithLoss``, PyTorch's ``CrossEntropyLoss``, TensorFlow's
 ``softmax_cross_entropy_with_logits``...) while one name can mean different losses in different
 frameworks. This module holds that map as data, with the semantic differences that matter when

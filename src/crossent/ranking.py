@@ -1,9 +1,11 @@
 """Ranking and metric-learning losses: margin ranking, contrastive, triplet, NT-Xent, cosine.
 
-Seed 001 groups these as *ranking losses*: instead of a class, they learn relative distances
-between inputs, pairwise (margin ranking, contrastive, cosine embedding), by triplets (anchor,
-positive, negative) or over a batch (NT-Xent / InfoNCE, which is softmax cross-entropy over
-similarities: the bridge back to the rest of crossent).
+These are *ranking losses* (gombru, "Understanding Ranking Loss, Contrastive Loss, Margin
+Loss, Triplet Loss, Hinge Loss", https://gombru.github.io/2019/04/03/ranking_loss/): instead
+of a class, they learn relative distances between inputs, pairwise (margin ranking,
+contrastive, cosine embedding), by triplets (anchor, positive, negative) or over a batch
+(NT-Xent / InfoNCE, which is softmax cross-entropy over similarities: the bridge back to the
+rest of crossent).
 
 Each has its closed-form gradient with respect to every input it compares (both members of a
 pair, all three of a triplet); NT-Xent's batch-level pullback is exact for any cotangent.
@@ -99,7 +101,8 @@ def margin_ranking_loss(need: tuple[str, ...], input1: Array, input2: Array, tar
     RankSVM loss; Caffe has none.
 
     References: Herbrich et al. 2000, "Large margin rank boundaries for ordinal regression";
-    PyTorch docs of ``torch.nn.MarginRankingLoss``; seed 001.
+    PyTorch docs of ``torch.nn.MarginRankingLoss``; gombru 2019,
+    https://gombru.github.io/2019/04/03/ranking_loss/.
     """
     xp, input1, input2, target = A.common(input1=input1, input2=input2, target=target)
     _pair_inputs(xp, input1, input2, "input1", "input2")
@@ -184,7 +187,7 @@ def contrastive_loss(need: tuple[str, ...], x1: Array, x2: Array, labels: Array,
     without the 1/2); pytorch-metric-learning ``ContrastiveLoss`` is a non-squared variant.
 
     References: Hadsell, Chopra & LeCun 2006, "Dimensionality Reduction by Learning an
-    Invariant Mapping", CVPR (eq. 4); seed 001.
+    Invariant Mapping", CVPR (eq. 4).
     """
     xp, x1, x2, labels = A.common(x1=x1, x2=x2, labels=labels)
     _pair_inputs(xp, x1, x2, "x1", "x2")
@@ -337,7 +340,7 @@ def triplet_margin_loss(need: tuple[str, ...], anchor: Array, positive: Array, n
 
     References: Schroff, Kalenichenko & Philbin 2015, "FaceNet"; Balntas et al. 2016,
     "Learning local feature descriptors with triplets and shallow convolutional neural
-    networks" (swap); PyTorch docs of ``torch.nn.TripletMarginLoss``; seed 001.
+    networks" (swap); PyTorch docs of ``torch.nn.TripletMarginLoss``.
     """
     swap = bool(swap)
     xp, anchor, positive, negative = A.common(anchor=anchor, positive=positive, negative=negative)
@@ -433,7 +436,7 @@ def ntxent_loss(need: tuple[str, ...], embeddings: Array, labels: Array, *,
     et al. 2018); the SimCLR loss; "multi-class N-pair loss" (Sohn 2016) at tau = 1.
 
     References: Chen et al. 2020, "A Simple Framework for Contrastive Learning of Visual
-    Representations" (arXiv:2002.05709); Sohn 2016; seed 001.
+    Representations" (arXiv:2002.05709); Sohn 2016.
     """
     xp, embeddings, labels = A.common(embeddings=embeddings, labels=labels)
     _checks.floating(xp, embeddings, "embeddings")
@@ -556,7 +559,7 @@ def cosine_embedding_loss(need: tuple[str, ...], x1: Array, x2: Array, target: A
 
     Aliases: PyTorch ``CosineEmbeddingLoss`` / ``F.cosine_embedding_loss``.
 
-    References: PyTorch docs of ``torch.nn.CosineEmbeddingLoss``; seed 001.
+    References: PyTorch docs of ``torch.nn.CosineEmbeddingLoss``.
     """
     xp, x1, x2, target = A.common(x1=x1, x2=x2, target=target)
     _pair_inputs(xp, x1, x2, "x1", "x2")

@@ -1,17 +1,22 @@
-"""The seeds' worked examples, reproduced through the public API (they are our test vectors)."""
+"""Worked examples from the literature, reproduced through the public API (our test vectors).
+
+The three-animal example of two models comes from "Cross Entropy损失函数" (article: 0-1 error
+and MSE vs cross-entropy); the TensorFlow verification table from "图像分类任务中的损失函数"
+(article: sigmoid / softmax cross-entropy, checked against TensorFlow's output).
+"""
 
 import numpy as np
 import pytest
 
 import crossent
 
-# seed 004: three animals (cat, dog, pig); model 2 is better than model 1, but only the
-# cross-entropy (and MSE) can tell.
+# the three-animal example of two models (cat, dog, pig); model 2 is better than model 1, but
+# only the cross-entropy (and MSE) can tell.
 LABELS = np.array([2, 1, 0])
 MODEL1 = np.array([[0.3, 0.3, 0.4], [0.3, 0.4, 0.3], [0.1, 0.2, 0.7]])
 MODEL2 = np.array([[0.1, 0.2, 0.7], [0.1, 0.7, 0.2], [0.3, 0.4, 0.3]])
 
-# seed 003: TensorFlow verification, logits and labels [1, 2, 0], smoothing 0.1 for sigmoid
+# the TensorFlow verification table: logits and labels [1, 2, 0], smoothing 0.1 for sigmoid
 TF_LOGITS = np.array([[0.7, 1.2, 0.3], [0.4, 0.2, 0.9], [0.6, 0.3, 0.4]])
 TF_LABELS = np.array([1, 2, 0])
 TF_SMOOTH = np.array(
@@ -27,14 +32,14 @@ TF_SIGMOID = np.array(
 TF_SOFTMAX = np.array([0.69967604, 0.74342006, 0.93983102])
 
 
-def test_seed004_classification_error_cannot_tell_the_models_apart():
+def test_three_animals_classification_error_cannot_tell_the_models_apart():
     assert crossent.classification_error(MODEL1, LABELS) == pytest.approx(1 / 3)
     assert crossent.classification_error(MODEL2, LABELS) == pytest.approx(1 / 3)
     onehot = crossent.one_hot(LABELS, 3)
     assert crossent.classification_error(MODEL1, onehot) == pytest.approx(1 / 3)
 
 
-def test_seed004_mean_squared_error_tables():
+def test_three_animals_mean_squared_error_tables():
     per1 = crossent.mean_squared_error(MODEL1, LABELS, reduction="none")
     per2 = crossent.mean_squared_error(MODEL2, LABELS, reduction="none")
     np.testing.assert_allclose(per1, [0.54, 0.54, 1.34], atol=1e-12)
@@ -44,7 +49,7 @@ def test_seed004_mean_squared_error_tables():
     assert float(crossent.mean_squared_error(MODEL2, LABELS)) == pytest.approx(0.34, abs=0.005)
 
 
-def test_seed004_cross_entropy_tables():
+def test_three_animals_cross_entropy_tables():
     # the article truncates to two decimals: 0.91, 0.91, 2.30 -> 1.37 and 0.35, 0.35, 1.20 -> 0.63
     log1, log2 = np.log(MODEL1), np.log(MODEL2)
     per1 = crossent.softmax_cross_entropy(log1, LABELS, reduction="none")
@@ -58,7 +63,7 @@ def test_seed004_cross_entropy_tables():
         log1, LABELS)
 
 
-def test_seed003_softmax_probabilities_and_loss():
+def test_tensorflow_table_softmax_probabilities_and_loss():
     p = crossent.softmax(TF_LOGITS)
     # the article's green tensor, row 0 (it prints 0.497 and, in the formula, 0.479: a typo)
     np.testing.assert_allclose(p[0], [0.301, 0.497, 0.202], atol=5e-4)
@@ -70,7 +75,7 @@ def test_seed003_softmax_probabilities_and_loss():
         atol=1e-6)
 
 
-def test_seed003_label_smoothing_and_sigmoid_table():
+def test_tensorflow_table_label_smoothing_and_sigmoid():
     smooth = crossent.smooth_labels(crossent.one_hot(TF_LABELS, 3), 0.1)
     np.testing.assert_allclose(smooth, TF_SMOOTH, atol=1e-6)
     loss = crossent.sigmoid_cross_entropy(TF_LOGITS, smooth, reduction="none")
@@ -79,29 +84,30 @@ def test_seed003_label_smoothing_and_sigmoid_table():
     assert loss[0, 0] == pytest.approx(1.07985271089, abs=1e-8)
 
 
-def test_seed003_sigmoid_in_float32_matches_tensorflow_output():
+def test_tensorflow_table_sigmoid_in_float32_matches_tensorflow_output():
     loss = crossent.sigmoid_cross_entropy(
         TF_LOGITS.astype(np.float32), TF_SMOOTH.astype(np.float32), reduction="none")
     assert loss.dtype == np.float32
     np.testing.assert_allclose(loss, TF_SIGMOID, atol=1e-6)
 
 
-def test_seed000_softmax_gradient_is_p_minus_onehot():
+def test_softmax_gradient_is_p_minus_onehot():
     g = crossent.grad(crossent.softmax_cross_entropy)(TF_LOGITS, TF_LABELS, reduction="sum")
     np.testing.assert_allclose(g, crossent.softmax(TF_LOGITS) - crossent.one_hot(TF_LABELS, 3),
                                atol=1e-15)
 
 
-def test_seed004_sigmoid_gradient_is_sigma_minus_y():
+def test_sigmoid_gradient_is_sigma_minus_y():
     s = np.array([-3.0, -0.5, 0.0, 2.0, 40.0])
     y = np.array([1.0, 0.0, 1.0, 1.0, 0.0])
     g = crossent.grad(crossent.sigmoid_cross_entropy)(s, y, reduction="sum")
     np.testing.assert_allclose(g, 1 / (1 + np.exp(-s)) - y, atol=1e-15)
 
 
-def test_seed001_buggy_indexing_is_not_ours():
-    # seed 001 indexes probs[np.arange(n_cls), targets], which picks the wrong rows (and fails
-    # when N != C); the right pick is probs[np.arange(N), targets]
+def test_indexing_by_class_count_bug_is_not_ours():
+    # the sample code of the "Loss functions" notes indexes probs[np.arange(n_cls), targets],
+    # which picks the wrong rows (and fails when N != C); the right pick is
+    # probs[np.arange(N), targets]
     logits = np.random.default_rng(0).normal(size=(5, 3))
     labels = np.array([0, 2, 1, 1, 0])
     p = crossent.softmax(logits)

@@ -1,7 +1,8 @@
-"""Reproduce the seed articles' worked examples through crossent's public API.
+"""Reproduce two worked examples from the literature through crossent's public API.
 
-Seed 004: two models on three animals; 0-1 error cannot tell them apart, MSE and
-cross-entropy can. Seed 003: TensorFlow's verification of sigmoid and softmax cross-entropy.
+The three-animal example of two models ("Cross Entropy损失函数"): 0-1 error cannot tell them
+apart, MSE and cross-entropy can. The TensorFlow verification table ("图像分类任务中的损失函数"):
+TensorFlow's output for sigmoid and softmax cross-entropy.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ MODELS = {
 }
 
 
-def seed004_rows() -> list[tuple[str, float, float, float]]:
+def three_animal_rows() -> list[tuple[str, float, float, float]]:
     rows = []
     for name, probs in MODELS.items():
         rows.append((
@@ -31,16 +32,16 @@ def seed004_rows() -> list[tuple[str, float, float, float]]:
 
 
 def main() -> None:
-    print("seed 004: which model is better?")
+    print("the three-animal example of two models: which model is better?")
     print(f"{'':10}{'0-1 error':>12}{'MSE':>10}{'cross-entropy':>16}")
-    for name, err, mse, ce in seed004_rows():
+    for name, err, mse, ce in three_animal_rows():
         print(f"{name:10}{err:12.4f}{mse:10.4f}{ce:16.4f}")
     print("(article: 1/3 and 1/3; 0.81 and 0.34; 1.37 and 0.63)\n")
 
     logits = np.array([[0.7, 1.2, 0.3], [0.4, 0.2, 0.9], [0.6, 0.3, 0.4]], dtype=np.float32)
     labels = np.array([1, 2, 0])
     smooth = crossent.smooth_labels(crossent.one_hot(labels, 3, dtype=np.float32), 0.1)
-    print("seed 003: TensorFlow verification (float32)")
+    print("the TensorFlow verification table (float32)")
     print("smooth labels:\n", smooth)
     print("sigmoid cross-entropy (stable form max(x,0) - x z + log(1 + exp(-|x|))):\n",
           crossent.sigmoid_cross_entropy(logits, smooth, reduction="none"))
