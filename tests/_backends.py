@@ -127,3 +127,53 @@ def check_jax_closed_form_derivatives(fn, args, nums, kw):
 
     f, ins = partial_in(fn, args, nums, dict(kw, reduction="none"), jnp.asarray)
     check_grads(jax.jit(f), ins, order=2, modes=("fwd", "rev"))
+
+
+def check_torch_second_order(fn, arrays, kw, diff, reduction, closed_form=True):
+    """gradcheck and gradgradcheck (float64) of ``fn`` w.r.t. the arguments ``diff`` jointly,
+    then gradgradcheck of each alone with the others constant; ``closed_form``: the backward
+    must be crossent's closed-form Function."""
+    import torch
+
+    tensors = [torch.from_numpy(a.copy()).requires_grad_(i in diff)
+               for i, a in enumerate(arrays)]
+    tkw = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in kw.items()}
+    out = fn(*tensors, reduction=reduction, **tkw)
+    if closed_form:
+        assert "ClosedForm" in type(out.grad_fn).__name__
+
+    def f(*d):
+        full = list(tensors)
+        for i, v in zip(diff, d, strict=True):
+            full[i] = v
+        return fn(*full, reduction=reduction, **tkw)
+
+    inputs = tuple(tensors[i] for i in diff)
+    assert torch.autograd.gradcheck(f, inputs)
+    assert torch.autograd.gradgradcheck(f, inputs)
+    for i in diff:  # one argument at a time, the others constant
+        rest = [v.detach() for v in inputs]
+
+        def g(v, i=i, rest=rest):
+            return f(*[v if j == i else r for j, r in zip(diff, rest, strict=True)])
+
+        assert torch.autograd.gradgradcheck(g, (tensors[i],))
+
+
+def check_jax_second_order(fn, arrays, kw, diff, reduction):
+    """``check_grads`` to order 2, forward and reverse, w.r.t. the arguments ``diff``, under
+    jit (one compiled program per transformation: a fraction of the eager time)."""
+    import jax
+    import jax.numpy as jnp
+    from jax.test_util import check_grads
+
+    jarrays = [jnp.asarray(a) for a in arrays]
+    jkw = {k: jnp.asarray(v) if isinstance(v, np.ndarray) else v for k, v in kw.items()}
+
+    def f(*d):
+        full = list(jarrays)
+        for i, v in zip(diff, d, strict=True):
+            full[i] = v
+        return fn(*full, reduction=reduction, **jkw)
+
+    check_grads(jax.jit(f), tuple(jarrays[i] for i in diff), order=2, modes=("fwd", "rev"))

@@ -15,7 +15,15 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import crossent
-from tests._backends import BACKENDS, finite_difference, half_inputs, to_backend, to_numpy
+from tests._backends import (
+    BACKENDS,
+    check_jax_second_order,
+    check_torch_second_order,
+    finite_difference,
+    half_inputs,
+    to_backend,
+    to_numpy,
+)
 
 RNG = np.random.default_rng(1234)
 T = torch.from_numpy
@@ -301,47 +309,15 @@ def _second_order_cases():
 @pytest.mark.parametrize("index", range(8))
 def test_torch_gradcheck_and_gradgradcheck(index, reduction):
     fn, arrays, kw, diff = _second_order_cases()[index]
-    tensors = [T(a.copy()).requires_grad_(i in diff) for i, a in enumerate(arrays)]
-    tkw = {k: T(v) if isinstance(v, np.ndarray) else v for k, v in kw.items()}
-    out = fn(*tensors, reduction=reduction, **tkw)
-    if fn is not crossent.softmax_cross_entropy:  # that one has a registered fused path
-        assert "ClosedForm" in type(out.grad_fn).__name__
-
-    def f(*d):
-        full = list(tensors)
-        for i, v in zip(diff, d, strict=True):
-            full[i] = v
-        return fn(*full, reduction=reduction, **tkw)
-
-    inputs = tuple(tensors[i] for i in diff)
-    assert torch.autograd.gradcheck(f, inputs)
-    assert torch.autograd.gradgradcheck(f, inputs)
-    for i in diff:  # one argument at a time, the others constant
-        rest = [v.detach() for v in inputs]
-
-        def g(v, i=i, rest=rest):
-            return f(*[v if j == i else r for j, r in zip(diff, rest, strict=True)])
-
-        assert torch.autograd.gradgradcheck(g, (tensors[i],))
+    # softmax CE has a registered fused path, not the generic Function
+    check_torch_second_order(fn, arrays, kw, diff, reduction,
+                             closed_form=fn is not crossent.softmax_cross_entropy)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("index", range(8))
 def test_jax_check_grads_to_second_order(index, reduction):
-    from jax.test_util import check_grads
-
-    fn, arrays, kw, diff = _second_order_cases()[index]
-    jarrays = [jnp.asarray(a) for a in arrays]
-    jkw = {k: jnp.asarray(v) if isinstance(v, np.ndarray) else v for k, v in kw.items()}
-
-    def f(*d):
-        full = list(jarrays)
-        for i, v in zip(diff, d, strict=True):
-            full[i] = v
-        return fn(*full, reduction=reduction, **jkw)
-
-    # under jit (one compiled program per transformation: a fraction of the eager time)
-    check_grads(jax.jit(f), tuple(jarrays[i] for i in diff), order=2, modes=("fwd", "rev"))
+    check_jax_second_order(*_second_order_cases()[index], reduction)
 
 
 # --- the same numbers on every backend -----------------------------------------------------

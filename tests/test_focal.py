@@ -26,6 +26,8 @@ import crossent  # noqa: E402
 from crossent.focal import sigmoid_focal_loss, softmax_focal_loss  # noqa: E402
 from tests._backends import (  # noqa: E402
     BACKENDS,
+    check_jax_second_order,
+    check_torch_second_order,
     finite_difference,
     half_inputs,
     to_backend,
@@ -432,44 +434,14 @@ def _second_order_cases():
 @pytest.mark.parametrize("index", range(8))
 def test_torch_gradcheck_and_gradgradcheck(index, reduction):
     fn, arrays, kw, diff = _second_order_cases()[index]
-    tensors = [T(a.copy()).requires_grad_(i in diff) for i, a in enumerate(arrays)]
-    out = fn(*tensors, reduction=reduction, **kw)
-    assert "ClosedForm" in type(out.grad_fn).__name__
-
-    def f(*d):
-        full = list(tensors)
-        for i, v in zip(diff, d, strict=True):
-            full[i] = v
-        return fn(*full, reduction=reduction, **kw)
-
-    inputs = tuple(tensors[i] for i in diff)
-    assert torch.autograd.gradcheck(f, inputs)
-    assert torch.autograd.gradgradcheck(f, inputs)
-    for i in diff:  # one argument at a time, the others constant
-        rest = [v.detach() for v in inputs]
-
-        def g(v, i=i, rest=rest):
-            return f(*[v if j == i else r for j, r in zip(diff, rest, strict=True)])
-
-        assert torch.autograd.gradgradcheck(g, (tensors[i],))
+    check_torch_second_order(fn, arrays, kw, diff, reduction,
+                             closed_form=True)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("index", range(8))
 def test_jax_check_grads_to_second_order(index, reduction):
-    from jax.test_util import check_grads
-
-    fn, arrays, kw, diff = _second_order_cases()[index]
-    jarrays = [jnp.asarray(a) for a in arrays]
-
-    def f(*d):
-        full = list(jarrays)
-        for i, v in zip(diff, d, strict=True):
-            full[i] = v
-        return fn(*full, reduction=reduction, **kw)
-
-    # under jit (one compiled program per transformation: a fraction of the eager time)
-    check_grads(jax.jit(f), tuple(jarrays[i] for i in diff), order=2, modes=("fwd", "rev"))
+    check_jax_second_order(*_second_order_cases()[index], reduction)
 
 
 # --- Lin et al.'s Fig. 1: loss vs p_t for several gamma (arXiv:1708.02002) ------------------
