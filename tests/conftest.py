@@ -1,11 +1,14 @@
-"""Test-wide settings: JAX in float64, Keras on the JAX backend, a bounded hypothesis profile."""
+"""Test-wide settings (JAX in float64, Keras on the JAX backend, a bounded hypothesis profile)
+and the fixtures several test files share."""
 
 import os
+import zlib
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
 
@@ -27,3 +30,22 @@ def kernel_backend(request, monkeypatch):
         # run torch ops everywhere (tests of impl= itself pass it explicitly)
         monkeypatch.setattr(torch_ext, "load", lambda: False)
     return request.param
+
+
+@pytest.fixture
+def rng(request):
+    """A NumPy generator of the test's own, seeded from its node id: a test's data does not
+    depend on which tests ran before it (order, -k, xdist), and each parametrized case gets
+    its own. CRC32 is stable across runs and machines, unlike the salted built-in ``hash``."""
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture(scope="module")
+def keras_float64():
+    """Keras computes in its floatx (float32 by default): compare in float64 for a module
+    (``pytestmark = pytest.mark.usefixtures("keras_float64")``)."""
+    keras = pytest.importorskip("keras")
+    old = keras.config.floatx()
+    keras.config.set_floatx("float64")
+    yield
+    keras.config.set_floatx(old)

@@ -25,7 +25,6 @@ from tests._backends import (
     to_numpy,
 )
 
-RNG = np.random.default_rng(1234)
 T = torch.from_numpy
 
 
@@ -50,14 +49,14 @@ OPTIONS = list(itertools.product(["mean", "sum", "none"], [0.0, 0.3], [False, Tr
 
 @pytest.mark.parametrize("reduction,eps,weighted,spatial", OPTIONS)
 @pytest.mark.parametrize("target_kind", ["index", "prob"])
-def test_softmax_ce_matches_torch(reduction, eps, weighted, spatial, target_kind):
+def test_softmax_ce_matches_torch(reduction, eps, weighted, spatial, target_kind, rng):
     logits, labels, probs, weight = _case(spatial=spatial, seed=len(spatial) + int(eps * 10))
     tgt = labels if target_kind == "index" else probs
     w = weight if weighted else None
     kw = dict(weight=None if w is None else T(w), reduction=reduction, label_smoothing=eps)
     x = T(logits).requires_grad_()
     ref = F.cross_entropy(x, T(tgt), **kw)
-    go = torch.from_numpy(RNG.normal(size=ref.shape)) if reduction == "none" else None
+    go = torch.from_numpy(rng.normal(size=ref.shape)) if reduction == "none" else None
     ref.backward(go if go is not None else torch.ones_like(ref))
     opts = dict(axis=1, weight=w, reduction=reduction, label_smoothing=eps)
     value, g = crossent.value_and_grad(crossent.softmax_cross_entropy)(logits, tgt, **opts)
@@ -67,8 +66,8 @@ def test_softmax_ce_matches_torch(reduction, eps, weighted, spatial, target_kind
     np.testing.assert_allclose(g, x.grad.numpy(), rtol=1e-10, atol=1e-12)
 
 
-def test_softmax_ce_all_ignored_is_zero_with_zero_gradient():
-    logits = RNG.normal(size=(4, 3))
+def test_softmax_ce_all_ignored_is_zero_with_zero_gradient(rng):
+    logits = rng.normal(size=(4, 3))
     labels = np.full(4, -100)
     loss, g = crossent.value_and_grad(crossent.softmax_cross_entropy)(logits, labels)
     assert loss == 0.0
@@ -85,8 +84,8 @@ def test_softmax_ce_custom_ignore_index_and_weighted_mean():
     assert float(ours) == pytest.approx(float(ref), rel=1e-12)
 
 
-def test_softmax_ce_unbatched_1d():
-    logits = RNG.normal(size=7)
+def test_softmax_ce_unbatched_1d(rng):
+    logits = rng.normal(size=7)
     ref = F.cross_entropy(T(logits), torch.tensor(3))
     assert float(crossent.softmax_cross_entropy(logits, np.array(3))) == pytest.approx(
         float(ref), rel=1e-12)
@@ -120,11 +119,11 @@ def test_softmax_ce_matches_optax_and_keras():
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("weighted,pos_weighted", [(False, False), (True, False), (False, True),
                                                    (True, True)])
-def test_sigmoid_ce_matches_torch(reduction, weighted, pos_weighted):
-    x = RNG.normal(scale=4, size=(5, 4))
-    t = RNG.uniform(size=(5, 4))
-    w = RNG.uniform(0.1, 2, size=(5, 1)) if weighted else None
-    pw = RNG.uniform(0.5, 3, size=4) if pos_weighted else None
+def test_sigmoid_ce_matches_torch(reduction, weighted, pos_weighted, rng):
+    x = rng.normal(scale=4, size=(5, 4))
+    t = rng.uniform(size=(5, 4))
+    w = rng.uniform(0.1, 2, size=(5, 1)) if weighted else None
+    pw = rng.uniform(0.5, 3, size=4) if pos_weighted else None
     xt = T(x).requires_grad_()
     ref = F.binary_cross_entropy_with_logits(
         xt, T(t), weight=None if w is None else T(w), pos_weight=None if pw is None else T(pw),
@@ -136,21 +135,21 @@ def test_sigmoid_ce_matches_torch(reduction, weighted, pos_weighted):
     np.testing.assert_allclose(g, xt.grad.numpy(), rtol=1e-10, atol=1e-14)
 
 
-def test_sigmoid_ce_matches_optax_and_accepts_integer_labels():
-    x = RNG.normal(scale=3, size=(6, 3))
-    y = RNG.integers(0, 2, size=(6, 3))
+def test_sigmoid_ce_matches_optax_and_accepts_integer_labels(rng):
+    x = rng.normal(scale=3, size=(6, 3))
+    y = rng.integers(0, 2, size=(6, 3))
     ref = optax.sigmoid_binary_cross_entropy(jnp.asarray(x), jnp.asarray(y, dtype=jnp.float64))
     np.testing.assert_allclose(crossent.sigmoid_cross_entropy(x, y, reduction="none"), ref,
                                rtol=1e-12)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_bce_matches_torch_including_saturated_probabilities(reduction):
-    p = RNG.uniform(size=(4, 5))
+def test_bce_matches_torch_including_saturated_probabilities(reduction, rng):
+    p = rng.uniform(size=(4, 5))
     p[0, :3] = [0.0, 1.0, 0.0]
-    t = RNG.uniform(size=(4, 5))
+    t = rng.uniform(size=(4, 5))
     t[0, :3] = [1.0, 0.0, 0.0]
-    w = RNG.uniform(size=(4, 5))
+    w = rng.uniform(size=(4, 5))
     pt = T(p).requires_grad_()
     ref = F.binary_cross_entropy(pt, T(t), weight=T(w), reduction=reduction)
     ref.sum().backward()
@@ -164,30 +163,30 @@ def test_bce_matches_torch_including_saturated_probabilities(reduction):
 
 # --- closed-form gradients vs jax.grad and finite differences ------------------------------
 
-GRAD_CASES = {
+GRAD_CASES = {  # name: (loss, rng -> (prediction, target), options)
     "softmax_index": (crossent.softmax_cross_entropy,
-                      lambda: (RNG.normal(size=(4, 5)), np.array([0, 4, -100, 2])),
+                      lambda rng: (rng.normal(size=(4, 5)), np.array([0, 4, -100, 2])),
                       dict(weight=np.array([1.0, 2, 0.5, 1, 3]), label_smoothing=0.1)),
     "softmax_prob": (crossent.softmax_cross_entropy,
-                     lambda: (RNG.normal(size=(3, 4)), RNG.dirichlet(np.ones(4), size=3)),
+                     lambda rng: (rng.normal(size=(3, 4)), rng.dirichlet(np.ones(4), size=3)),
                      dict(label_smoothing=0.2)),
     "softmax_axis1": (crossent.softmax_cross_entropy,
-                      lambda: (RNG.normal(size=(2, 3, 4)), RNG.integers(0, 3, size=(2, 4))),
+                      lambda rng: (rng.normal(size=(2, 3, 4)), rng.integers(0, 3, size=(2, 4))),
                       dict(axis=1, reduction="sum")),
     "sigmoid": (crossent.sigmoid_cross_entropy,
-                lambda: (RNG.normal(size=(3, 4)), RNG.uniform(size=(3, 4))),
+                lambda rng: (rng.normal(size=(3, 4)), rng.uniform(size=(3, 4))),
                 dict(pos_weight=np.array([1.0, 2.0, 0.5, 3.0]))),
     "bce": (crossent.binary_cross_entropy,
-            lambda: (RNG.uniform(0.05, 0.95, size=(3, 4)), RNG.uniform(size=(3, 4))), {}),
+            lambda rng: (rng.uniform(0.05, 0.95, size=(3, 4)), rng.uniform(size=(3, 4))), {}),
     "mse": (crossent.mean_squared_error,
-            lambda: (RNG.uniform(size=(3, 4)), RNG.integers(0, 4, size=3)), {}),
+            lambda rng: (rng.uniform(size=(3, 4)), rng.integers(0, 4, size=3)), {}),
 }
 
 
 @pytest.mark.parametrize("case", sorted(GRAD_CASES))
-def test_closed_form_gradient_vs_jax_grad_and_finite_differences(case):
+def test_closed_form_gradient_vs_jax_grad_and_finite_differences(case, rng):
     fn, make, kw = GRAD_CASES[case]
-    pred, tgt = make()
+    pred, tgt = make(rng)
     _, g = crossent.value_and_grad(fn)(pred, tgt, **kw)
     jkw = {k: jnp.asarray(v) if isinstance(v, np.ndarray) else v for k, v in kw.items()}
     jg = jax.grad(lambda p: fn(p, jnp.asarray(tgt), **jkw))(jnp.asarray(pred))
@@ -196,9 +195,9 @@ def test_closed_form_gradient_vs_jax_grad_and_finite_differences(case):
     np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-8)
 
 
-def test_torch_autograd_through_the_generic_definition():
+def test_torch_autograd_through_the_generic_definition(rng):
     # the array-API definition itself stays differentiable by autograd
-    x = T(RNG.normal(size=(3, 4))).requires_grad_()
+    x = T(rng.normal(size=(3, 4))).requires_grad_()
     y = torch.tensor([1, 0, 3])
     crossent.softmax_cross_entropy(x, y, label_smoothing=0.1).backward()
     _, g = crossent.value_and_grad(crossent.softmax_cross_entropy)(
@@ -322,25 +321,25 @@ def test_jax_check_grads_to_second_order(index, reduction):
 
 # --- the same numbers on every backend -----------------------------------------------------
 
-BACKEND_CASES = [
-    (crossent.softmax_cross_entropy, lambda: (RNG.normal(size=(4, 3)), np.array([0, 2, -100, 1])),
+BACKEND_CASES = [  # (loss, rng -> (prediction, target), options)
+    (crossent.softmax_cross_entropy, lambda r: (r.normal(size=(4, 3)), np.array([0, 2, -100, 1])),
      dict(weight=np.array([1.0, 0.5, 2.0]), label_smoothing=0.1)),
-    (crossent.softmax_cross_entropy, lambda: (RNG.normal(size=(2, 3, 2)),
-                                              RNG.dirichlet(np.ones(3), size=(2, 2))
-                                              .transpose(0, 2, 1)),
+    (crossent.softmax_cross_entropy, lambda r: (r.normal(size=(2, 3, 2)),
+                                                r.dirichlet(np.ones(3), size=(2, 2))
+                                                .transpose(0, 2, 1)),
      dict(axis=1)),
-    (crossent.sigmoid_cross_entropy, lambda: (RNG.normal(size=(4, 3)), RNG.uniform(size=(4, 3))),
+    (crossent.sigmoid_cross_entropy, lambda r: (r.normal(size=(4, 3)), r.uniform(size=(4, 3))),
      dict(pos_weight=np.array([1.0, 2.0, 3.0]))),
-    (crossent.binary_cross_entropy, lambda: (RNG.uniform(size=(5,)), RNG.uniform(size=(5,))), {}),
-    (crossent.mean_squared_error, lambda: (RNG.uniform(size=(3, 3)), np.array([0, 2, 1])), {}),
+    (crossent.binary_cross_entropy, lambda r: (r.uniform(size=(5,)), r.uniform(size=(5,))), {}),
+    (crossent.mean_squared_error, lambda r: (r.uniform(size=(3, 3)), np.array([0, 2, 1])), {}),
 ]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("index", range(len(BACKEND_CASES)))
-def test_same_value_and_gradient_on_every_backend(backend, index):
+def test_same_value_and_gradient_on_every_backend(backend, index, rng):
     fn, make, kw = BACKEND_CASES[index]
-    pred, tgt = make()
+    pred, tgt = make(rng)
     ref_v, ref_g = crossent.value_and_grad(fn)(pred, tgt, **kw)
     bkw = {k: to_backend(backend, v) if isinstance(v, np.ndarray) else v for k, v in kw.items()}
     for reduction in ("mean", "none"):
@@ -354,11 +353,11 @@ def test_same_value_and_gradient_on_every_backend(backend, index):
 
 @pytest.mark.parametrize("backend", ["numpy", "torch", "jax"])
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_half_precision_is_computed_in_float32(backend, dtype):
+def test_half_precision_is_computed_in_float32(backend, dtype, rng):
     if backend == "numpy" and dtype == "bfloat16":
         pytest.skip("NumPy has no bfloat16")
-    x32 = RNG.normal(scale=5, size=(8, 50)).astype(np.float32)
-    y = RNG.integers(0, 50, size=8)
+    x32 = rng.normal(scale=5, size=(8, 50)).astype(np.float32)
+    y = rng.integers(0, 50, size=8)
     xh, x_up = half_inputs(backend, dtype, x32)
     v, g = crossent.value_and_grad(crossent.softmax_cross_entropy)(
         xh, to_backend(backend, y), reduction="sum")
@@ -463,8 +462,8 @@ def test_bad_input_raises_a_clear_error(call, exc, match):
         call()
 
 
-def test_inputs_are_not_mutated():
-    logits = RNG.normal(size=(4, 3))
+def test_inputs_are_not_mutated(rng):
+    logits = rng.normal(size=(4, 3))
     labels = np.array([0, 1, -100, 2])
     w = np.array([1.0, 2.0, 3.0])
     copies = [a.copy() for a in (logits, labels, w)]
@@ -477,8 +476,8 @@ def test_inputs_are_not_mutated():
     np.testing.assert_array_equal(xt.numpy(), logits)
 
 
-def test_jit_compatible_under_jax():
-    logits = jnp.asarray(RNG.normal(size=(4, 3)))
+def test_jit_compatible_under_jax(rng):
+    logits = jnp.asarray(rng.normal(size=(4, 3)))
     labels = jnp.asarray([0, 1, 2, 1])
     f = jax.jit(lambda x, y: crossent.softmax_cross_entropy(x, y, label_smoothing=0.1))
     assert float(f(logits, labels)) == pytest.approx(
@@ -494,10 +493,10 @@ def test_sigmoid_ce_keeps_relative_precision_for_confident_correct_logits():
     assert loss[2] > 0
 
 
-def test_jit_with_labels_closed_over_as_constants():
+def test_jit_with_labels_closed_over_as_constants(rng):
     # the labels are concrete but every check on them is traced: validation must step aside
     y = jnp.asarray([0, 2, 1])
-    z = jnp.asarray(RNG.normal(size=(3, 3)))
+    z = jnp.asarray(rng.normal(size=(3, 3)))
     f = jax.jit(lambda s: crossent.softmax_cross_entropy(s, y))
     assert float(f(z)) == pytest.approx(float(crossent.softmax_cross_entropy(
         np.asarray(z), np.asarray(y))), rel=1e-12)
@@ -506,11 +505,11 @@ def test_jit_with_labels_closed_over_as_constants():
 
 
 @pytest.mark.parametrize("target_kind", ["index", "prob"])
-def test_torch_tensors_take_the_fused_path_with_the_same_numbers(target_kind):
-    logits = RNG.normal(size=(2, 3, 6))  # classes on the last axis: moved to dim 1 for torch
-    tgt = (RNG.integers(0, 6, size=(2, 3)) if target_kind == "index"
-           else RNG.dirichlet(np.ones(6), size=(2, 3)))
-    w = RNG.uniform(0.5, 2, size=6)
+def test_torch_tensors_take_the_fused_path_with_the_same_numbers(target_kind, rng):
+    logits = rng.normal(size=(2, 3, 6))  # classes on the last axis: moved to dim 1 for torch
+    tgt = (rng.integers(0, 6, size=(2, 3)) if target_kind == "index"
+           else rng.dirichlet(np.ones(6), size=(2, 3)))
+    w = rng.uniform(0.5, 2, size=6)
     x = T(logits).requires_grad_()
     loss = crossent.softmax_cross_entropy(x, T(tgt), weight=w, label_smoothing=0.1)
     assert "Fused" in type(loss.grad_fn).__name__

@@ -15,11 +15,13 @@ timeout (stragglers are terminated) and the subprocess timeout.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
 import multiprocessing as mp
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -112,7 +114,7 @@ def _targets(n, v, gen, mode):
 
 
 def _logits_case(rank, widths, *, dtype, reduction, eps, z_loss, ignored, seed, shape=(9,),
-                 explicit=False, inplace=False):
+                 explicit=False, inplace=False, impl="auto"):
     v = sum(widths)
     start = sum(widths[:rank])
     gen = torch.Generator().manual_seed(seed)
@@ -124,7 +126,7 @@ def _logits_case(rank, widths, *, dtype, reduction, eps, z_loss, ignored, seed, 
     kw = {"vocab_start_index": start, "vocab_size": v} if explicit else {}
     loss, zpart = vocab_parallel_cross_entropy(
         shard, y, reduction=reduction, label_smoothing=eps, z_loss=z_loss,
-        inplace_backward=inplace, return_z_loss=True, **kw)
+        inplace_backward=inplace, return_z_loss=True, impl=impl, **kw)
     (g,) = torch.autograd.grad(loss, leaf, go)
     ref, gref = _reference(full.reshape(-1, v), y.reshape(-1), reduction=reduction, eps=eps,
                            z_loss=z_loss,
@@ -146,7 +148,8 @@ def _logits_case(rank, widths, *, dtype, reduction, eps, z_loss, ignored, seed, 
     _close("z_loss part", zpart, zref, tol)
 
 
-def _linear_case(rank, widths, *, dtype, reduction, eps, z_loss, ignored, seed, bias, chunk):
+def _linear_case(rank, widths, *, dtype, reduction, eps, z_loss, ignored, seed, bias, chunk,
+                 impl="auto"):
     v, n, h = sum(widths), 10, 6
     start, width = sum(widths[:rank]), widths[rank]
     gen = torch.Generator().manual_seed(seed)
@@ -160,7 +163,7 @@ def _linear_case(rank, widths, *, dtype, reduction, eps, z_loss, ignored, seed, 
     bl = b[start:start + width].clone().requires_grad_(True) if bias else None
     loss = vocab_parallel_linear_cross_entropy(
         hl, wl, y, bl, chunk_size=chunk, reduction=reduction, label_smoothing=eps,
-        z_loss=z_loss)
+        z_loss=z_loss, impl=impl)
     inputs = (hl, wl) + ((bl,) if bias else ())
     grads = torch.autograd.grad(loss, inputs, go)
     # Single-process reference on the materialised logits, float64.
@@ -190,6 +193,20 @@ def _error_cases(rank, world):
         vocab_parallel_cross_entropy(x, y, vocab_start_index=0 if rank == 0 else None)
     with pytest.raises(ValueError, match="class indices"):  # 3 * world is out of range
         vocab_parallel_cross_entropy(x, torch.tensor([0, 3 * world]))
+    # the C++ kernel serves a group of one process only; "torch" and "parallel" are the
+    # parallel algorithm here, as "auto" is
+    with pytest.raises(ValueError, match="impl='kernel'"):
+        vocab_parallel_cross_entropy(x, y, impl="kernel")
+    with pytest.raises(ValueError, match="impl='kernel'"):
+        vocab_parallel_linear_cross_entropy(torch.zeros(2, 4), torch.zeros(3, 4), y,
+                                            impl="kernel")
+    gen = torch.Generator().manual_seed(11)
+    full = torch.randn(4, 3 * world, generator=gen)
+    yy = torch.randint(0, 3 * world, (4,), generator=gen)
+    want = F.cross_entropy(full.double(), yy)
+    for impl in ("auto", "torch", "parallel"):
+        got = vocab_parallel_cross_entropy(full[:, 3 * rank:3 * rank + 3], yy, impl=impl)
+        _close(f"impl={impl} loss", got, want, 2e-6)
 
 
 def _explicit_slice_cases(rank, world):
@@ -365,14 +382,10 @@ def test_issue9_item7_explicit_slices_must_tile(world, tmp_path):
 
 
 @pytest.fixture(params=["parallel", "delegated"])
-def single_path(request, monkeypatch):
-    from crossent.torch import _ext, distributed
-
-    if request.param == "parallel":
-        monkeypatch.setattr(distributed, "_DELEGATE_SINGLE", False)
-    else:  # the torch-ops row routine (impl="auto" with no kernel): no C++ build needed here
-        monkeypatch.setattr(_ext, "load", lambda: False)
-    return request.param
+def single_path(request):
+    """The ``impl`` of the single-process tests: the parallel code path run with a world of
+    one, or the hand-over on the torch-ops row routine (no C++ build needed here)."""
+    return {"parallel": "parallel", "delegated": "torch"}[request.param]
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -380,14 +393,14 @@ def single_path(request, monkeypatch):
 def test_single_process_logits(reduction, eps, z_loss, single_path):
     for ignored in ("none", "some", "all"):
         _logits_case(0, (13,), dtype=torch.float32, reduction=reduction, eps=eps,
-                     z_loss=z_loss, ignored=ignored, seed=7)
+                     z_loss=z_loss, ignored=ignored, seed=7, impl=single_path)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_single_process_linear(dtype, single_path):
     for reduction, chunk, bias in [("mean", 3, True), ("sum", None, False), ("none", 4, True)]:
         _linear_case(0, (9,), dtype=dtype, reduction=reduction, eps=0.1, z_loss=0.01,
-                     ignored="some", seed=3, bias=bias, chunk=chunk)
+                     ignored="some", seed=3, bias=bias, chunk=chunk, impl=single_path)
 
 
 def test_no_grad_path_matches(single_path):
@@ -395,11 +408,12 @@ def test_no_grad_path_matches(single_path):
     x = torch.randn(5, 3, 7, generator=gen)
     y = torch.randint(0, 7, (5, 3), generator=gen)
     with torch.no_grad():
-        got = vocab_parallel_cross_entropy(x, y, label_smoothing=0.1)
+        got = vocab_parallel_cross_entropy(x, y, label_smoothing=0.1, impl=single_path)
     want = F.cross_entropy(x.reshape(-1, 7), y.reshape(-1), label_smoothing=0.1)
     assert torch.allclose(got, want, atol=1e-6)
     h, w = torch.randn(6, 4, generator=gen), torch.randn(7, 4, generator=gen)
-    got = vocab_parallel_linear_cross_entropy(h, w, y.reshape(-1)[:6], reduction="none")
+    got = vocab_parallel_linear_cross_entropy(h, w, y.reshape(-1)[:6], reduction="none",
+                                              impl=single_path)
     want = F.cross_entropy(h @ w.T, y.reshape(-1)[:6], reduction="none")
     assert torch.allclose(got, want, atol=1e-6)
 
@@ -407,48 +421,89 @@ def test_no_grad_path_matches(single_path):
 def test_inputs_not_mutated_by_default(single_path):
     x = torch.randn(4, 6, requires_grad=True)
     before = x.detach().clone()
-    vocab_parallel_cross_entropy(x, torch.tensor([0, 1, 2, 3])).backward()
+    vocab_parallel_cross_entropy(x, torch.tensor([0, 1, 2, 3]), impl=single_path).backward()
     assert torch.equal(x.detach(), before)
 
 
 def test_errors(single_path):
+    vpce = functools.partial(vocab_parallel_cross_entropy, impl=single_path)
+    vplce = functools.partial(vocab_parallel_linear_cross_entropy, impl=single_path)
     x = torch.zeros(2, 3)
     y = torch.tensor([0, 1])
     with pytest.raises(ValueError, match="not initialised"):
-        vocab_parallel_cross_entropy(x, y, group=object())
+        vpce(x, y, group=object())
     with pytest.raises(ValueError, match="vocab_start_index must be 0"):
-        vocab_parallel_cross_entropy(x, y, vocab_start_index=3)
+        vpce(x, y, vocab_start_index=3)
     with pytest.raises(ValueError, match="vocab_start_index must be a non-negative int"):
-        vocab_parallel_cross_entropy(x, y, vocab_start_index=-1)
+        vpce(x, y, vocab_start_index=-1)
     with pytest.raises(ValueError, match="vocab_size must equal"):
-        vocab_parallel_cross_entropy(x, y, vocab_size=5)
+        vpce(x, y, vocab_size=5)
     with pytest.raises(ValueError, match="reduction"):
-        vocab_parallel_cross_entropy(x, y, reduction="avg")
+        vpce(x, y, reduction="avg")
     with pytest.raises(ValueError, match="label_smoothing"):
-        vocab_parallel_cross_entropy(x, y, label_smoothing=1.5)
+        vpce(x, y, label_smoothing=1.5)
     with pytest.raises(ValueError, match="z_loss"):
-        vocab_parallel_cross_entropy(x, y, z_loss=-1.0)
+        vpce(x, y, z_loss=-1.0)
     with pytest.raises(ValueError, match="target must have shape"):
-        vocab_parallel_cross_entropy(x, torch.tensor([0, 1, 2]))
+        vpce(x, torch.tensor([0, 1, 2]))
     with pytest.raises(ValueError, match="class indices"):
-        vocab_parallel_cross_entropy(x, torch.tensor([0, 3]))
+        vpce(x, torch.tensor([0, 3]))
     with pytest.raises(ValueError, match="at least one class"):
-        vocab_parallel_cross_entropy(torch.zeros(2, 0), y)
+        vpce(torch.zeros(2, 0), y)
     with pytest.raises(ValueError, match="inplace_backward"):
-        vocab_parallel_cross_entropy(x.requires_grad_(True), y, inplace_backward=True)
+        vpce(x.requires_grad_(True), y, inplace_backward=True)
     with pytest.raises(TypeError, match="floating-point"):
-        vocab_parallel_cross_entropy(torch.zeros(2, 3, dtype=torch.int64), y)
+        vpce(torch.zeros(2, 3, dtype=torch.int64), y)
     with pytest.raises(TypeError, match="integer class indices"):
-        vocab_parallel_cross_entropy(torch.zeros(2, 3), torch.zeros(2))
+        vpce(torch.zeros(2, 3), torch.zeros(2))
     h, w = torch.zeros(2, 4), torch.zeros(3, 4)
     with pytest.raises(ValueError, match="chunk_size"):
-        vocab_parallel_linear_cross_entropy(h, w, y, chunk_size=0)
+        vplce(h, w, y, chunk_size=0)
     with pytest.raises(ValueError, match="weight_shard must have shape"):
-        vocab_parallel_linear_cross_entropy(h, torch.zeros(3, 5), y)
+        vplce(h, torch.zeros(3, 5), y)
     with pytest.raises(ValueError, match="bias_shard must have shape"):
-        vocab_parallel_linear_cross_entropy(h, w, y, torch.zeros(4))
+        vplce(h, w, y, torch.zeros(4))
     with pytest.raises(TypeError, match="share a dtype"):
-        vocab_parallel_linear_cross_entropy(h, w.double(), y)
+        vplce(h, w.double(), y)
+
+
+def test_impl_argument(monkeypatch):
+    """impl= chooses the code path: bad values name impl and the value; "parallel" runs the
+    collectives' algorithm in a group of one (which refuses a differentiable backward, where
+    the hand-over to crossent.torch supports it); every choice gives the same numbers."""
+    from crossent.torch import _ext
+
+    gen = torch.Generator().manual_seed(12)
+    x = torch.randn(5, 7, generator=gen, dtype=torch.float64, requires_grad=True)
+    h = torch.randn(5, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(7, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 6, -100, 3, 2])
+    cases = [  # (loss for an impl, the input to differentiate, its logits)
+        (lambda impl: vocab_parallel_cross_entropy(x, y, label_smoothing=0.1, impl=impl), x,
+         x),
+        (lambda impl: vocab_parallel_linear_cross_entropy(h, w, y, label_smoothing=0.1,
+                                                          impl=impl), h, h @ w.T),
+    ]
+    impls = ["auto", "torch", "parallel"] + (["kernel"] if _ext.load() else [])
+    for call, wrt, logits in cases:
+        for bad in ("cuda", "distributed", "Parallel", None, 1):
+            with pytest.raises(ValueError, match=r"impl must be one of \('auto', 'kernel', "
+                               r"'torch', 'parallel'\), got " + re.escape(repr(bad))):
+                call(bad)
+        want = F.cross_entropy(logits, y, label_smoothing=0.1)
+        (gwant,) = torch.autograd.grad(want, wrt)
+        for impl in impls:
+            got = call(impl)
+            (g,) = torch.autograd.grad(got, wrt)
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(g, gwant, rtol=1e-12, atol=1e-12)
+        (g,) = torch.autograd.grad(call("auto"), wrt, create_graph=True)
+        assert g.requires_grad  # the hand-over: an exact double backward
+        with pytest.raises(RuntimeError, match="create_graph"):
+            torch.autograd.grad(call("parallel"), wrt, create_graph=True)
+    monkeypatch.setattr(_ext, "load", lambda: False)  # a machine without the kernel
+    with pytest.raises(ValueError, match="impl='kernel'"):
+        vocab_parallel_cross_entropy(x, y, impl="kernel")
 
 
 def test_second_backward_recomputes(single_path):
@@ -456,13 +511,14 @@ def test_second_backward_recomputes(single_path):
     gen = torch.Generator().manual_seed(4)
     x = torch.randn(5, 7, generator=gen, requires_grad=True)
     y = torch.tensor([0, 6, -100, 3, 2])
-    loss = vocab_parallel_cross_entropy(x, y, label_smoothing=0.1, z_loss=0.01)
+    loss = vocab_parallel_cross_entropy(x, y, label_smoothing=0.1, z_loss=0.01, impl=single_path)
     (g1,) = torch.autograd.grad(loss, x, retain_graph=True)
     (g2,) = torch.autograd.grad(loss, x, torch.tensor(2.0))
     torch.testing.assert_close(g2, 2 * g1)
     h = torch.randn(5, 3, generator=gen, requires_grad=True)
     w = torch.randn(7, 3, generator=gen, requires_grad=True)
-    loss = vocab_parallel_linear_cross_entropy(h, w, y, chunk_size=2, z_loss=0.01)
+    loss = vocab_parallel_linear_cross_entropy(h, w, y, chunk_size=2, z_loss=0.01,
+                                               impl=single_path)
     g1 = torch.autograd.grad(loss, (h, w), retain_graph=True)
     g2 = torch.autograd.grad(loss, (h, w), torch.tensor(3.0))
     for a, b in zip(g1, g2, strict=True):
@@ -470,33 +526,24 @@ def test_second_backward_recomputes(single_path):
 
 
 def test_inplace_backward_second_backward_refused():
-    from crossent.torch import distributed
-
     leaf = torch.randn(3, 4, requires_grad=True)
     x = leaf * 1.0
-    old = distributed._DELEGATE_SINGLE
-    distributed._DELEGATE_SINGLE = False
-    try:
-        loss = vocab_parallel_cross_entropy(x, torch.tensor([0, 1, 2]), inplace_backward=True)
-    finally:
-        distributed._DELEGATE_SINGLE = old
+    loss = vocab_parallel_cross_entropy(x, torch.tensor([0, 1, 2]), inplace_backward=True,
+                                        impl="parallel")
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="backward ran twice"):
         loss.backward()
 
 
 @pytest.mark.parametrize("reduction", ["mean", "none"])
-def test_gradcheck_parallel_path(reduction, monkeypatch):
-    from crossent.torch import distributed
-
-    monkeypatch.setattr(distributed, "_DELEGATE_SINGLE", False)
+def test_gradcheck_parallel_path(reduction):
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(4, 5, generator=gen, dtype=torch.float64, requires_grad=True)
     h = torch.randn(4, 3, generator=gen, dtype=torch.float64, requires_grad=True)
     w = torch.randn(5, 3, generator=gen, dtype=torch.float64, requires_grad=True)
     b = torch.randn(5, generator=gen, dtype=torch.float64, requires_grad=True)
     y = torch.tensor([1, -100, 4, 0])
-    kw = dict(label_smoothing=0.2, z_loss=0.05, reduction=reduction)
+    kw = dict(label_smoothing=0.2, z_loss=0.05, reduction=reduction, impl="parallel")
     # The first backward uses the exponentials kept by the forward, a repeated one recomputes
     # them from the saved lse: equal up to rounding, hence a non-zero nondet_tol.
     assert torch.autograd.gradcheck(lambda t: vocab_parallel_cross_entropy(t, y, **kw), (x,),

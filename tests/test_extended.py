@@ -17,24 +17,11 @@ from hypothesis import strategies as st
 
 import crossent
 from crossent import extended as E
-from tests._backends import BACKENDS, finite_difference, to_backend, to_numpy
+from tests._backends import BACKENDS, finite_difference, jit_on, to_backend, to_numpy
 
 T = torch.from_numpy
 REDUCTIONS = ("mean", "sum", "none")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def keras_float64():
-    """Keras computes in its floatx (float32 by default); compare in float64."""
-    old = keras.config.floatx()
-    keras.config.set_floatx("float64")
-    yield
-    keras.config.set_floatx(old)
-
-
-def _on(backend, f):
-    """Jitted on JAX: eager JAX compiles op by op, which is slow; jit also checks tracing."""
-    return jax.jit(f) if backend == "jax" else f
+pytestmark = pytest.mark.usefixtures("keras_float64")  # Keras compares in float64 here
 
 
 def _data(seed=0, n=6, c=5):
@@ -337,7 +324,7 @@ def _cases():
 def test_backends(backend):
     for fn, args, kw in _cases():
         ref_v, ref_g = crossent.value_and_grad(fn)(*args, **kw)
-        vag = _on(backend, lambda *a, fn=fn, kw=kw: crossent.value_and_grad(fn)(*a, **kw))
+        vag = jit_on(backend, lambda *a, fn=fn, kw=kw: crossent.value_and_grad(fn)(*a, **kw))
         v, g = vag(*[to_backend(backend, a) for a in args])
         np.testing.assert_allclose(to_numpy(v), ref_v, rtol=1e-12, err_msg=fn.__name__)
         np.testing.assert_allclose(to_numpy(g), ref_g, rtol=1e-10, atol=1e-14,

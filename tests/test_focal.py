@@ -3,28 +3,21 @@ in torch), Keras; closed-form gradients against torch autograd, jax.grad and fin
 differences; backends; the paper's numbers (Lin et al.'s Fig. 1); properties; extremes."""
 
 import itertools
-import os
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from scipy.special import expit, log_expit
 
-import jax  # noqa: E402
-
-jax.config.update("jax_enable_x64", True)
-
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from hypothesis.extra import numpy as hnp  # noqa: E402
-from scipy.special import expit, log_expit  # noqa: E402
-
-import crossent  # noqa: E402
-from crossent.focal import sigmoid_focal_loss, softmax_focal_loss  # noqa: E402
-from tests._backends import (  # noqa: E402
+import crossent
+from crossent.focal import sigmoid_focal_loss, softmax_focal_loss
+from tests._backends import (
     BACKENDS,
     check_jax_second_order,
     check_torch_second_order,
@@ -32,9 +25,9 @@ from tests._backends import (  # noqa: E402
     half_inputs,
     to_backend,
     to_numpy,
+    torchvision_sigmoid_focal_loss,
 )
 
-RNG = np.random.default_rng(2017)
 T = torch.from_numpy
 GAMMAS = [0.0, 0.5, 1.0, 2.0, 5.0]
 SIG_VAG = crossent.value_and_grad(sigmoid_focal_loss)
@@ -44,22 +37,6 @@ SOFT_GRAD = crossent.grad(softmax_focal_loss)
 
 
 # --- independent references ------------------------------------------------------------------
-
-
-def torchvision_sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2.0, reduction="none"):
-    """torchvision.ops.sigmoid_focal_loss, restated (torchvision is not installable here)."""
-    p = torch.sigmoid(inputs)
-    ce_loss = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
-    p_t = p * targets + (1 - p) * (1 - targets)
-    loss = ce_loss * ((1 - p_t) ** gamma)
-    if alpha is not None and alpha >= 0:
-        alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
-        loss = alpha_t * loss
-    if reduction == "mean":
-        loss = loss.mean()
-    elif reduction == "sum":
-        loss = loss.sum()
-    return loss
 
 
 def torch_softmax_focal(z, t, alpha, gamma):
@@ -119,24 +96,24 @@ def test_sigmoid_matches_optax_values_and_jax_grad(gamma, alpha, soft):
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("gamma,alpha", [(2.0, 0.25), (0.5, None), (1.5, 0.9), (0.0, 0.25)])
 @pytest.mark.parametrize("soft", [False, True])
-def test_sigmoid_matches_torchvision_formula_and_autograd(reduction, gamma, alpha, soft):
+def test_sigmoid_matches_torchvision_formula_and_autograd(reduction, gamma, alpha, soft, rng):
     x, t = _sig_case(shape=(4, 3, 5), soft=soft, seed=7)
     if not soft:  # keep the hard-target autograd reference away from 0 ** (gamma - 1)
         x = np.clip(x, -15, 15)
     xt = T(x).requires_grad_()
     ref = torchvision_sigmoid_focal_loss(xt, T(t), alpha=alpha, gamma=gamma, reduction=reduction)
-    up = T(RNG.normal(size=ref.shape)) if reduction == "none" else torch.ones_like(ref)
+    up = T(rng.normal(size=ref.shape)) if reduction == "none" else torch.ones_like(ref)
     ref.backward(up)
     v, g = SIG_VAG(x, t, alpha=alpha, gamma=gamma, reduction=reduction)
     np.testing.assert_allclose(v, ref.detach().numpy(), rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(g * up.numpy(), xt.grad.numpy(), rtol=1e-9, atol=1e-13)
 
 
-def test_sigmoid_mmdet_formula():
+def test_sigmoid_mmdet_formula(rng):
     # mmdetection's py_sigmoid_focal_loss returns the mean of the element-wise loss; its BCE form:
     # -alpha y (1-p)^g log p - (1-alpha)(1-y) p^g log(1-p), with one-hot (N, C) targets
-    x = RNG.normal(scale=2, size=(6, 4))
-    y = np.eye(4)[RNG.integers(0, 4, size=6)]
+    x = rng.normal(scale=2, size=(6, 4))
+    y = np.eye(4)[rng.integers(0, 4, size=6)]
     p = expit(x)
     ref = (-0.25 * y * (1 - p) ** 2 * np.log(p)
            - 0.75 * (1 - y) * p ** 2 * np.log(1 - p)).mean()
@@ -229,10 +206,10 @@ SOFT_OPTIONS = list(itertools.product(["mean", "sum", "none"], [0.0, 0.5, 2.0],
 
 
 @pytest.mark.parametrize("reduction,gamma,alpha,spatial", SOFT_OPTIONS)
-def test_softmax_integer_labels_vs_loop_and_torch_autograd(reduction, gamma, alpha, spatial):
+def test_softmax_integer_labels_vs_loop_and_torch_autograd(reduction, gamma, alpha, spatial, rng):
     z, y, _ = _soft_case(spatial=spatial, seed=len(spatial) + int(gamma * 4))
     y.reshape(-1)[::4] = -100
-    a = RNG.uniform(0.1, 2.0, size=5) if alpha == "per-class" else alpha
+    a = rng.uniform(0.1, 2.0, size=5) if alpha == "per-class" else alpha
     # loop reference on the class-last layout
     z_last = np.moveaxis(z, 1, -1)
     per = loop_softmax_focal(z_last, y, a, gamma)
@@ -246,7 +223,7 @@ def test_softmax_integer_labels_vs_loop_and_torch_autograd(reduction, gamma, alp
     oh = T(np.eye(5)[np.where(valid, y, 0)] * valid[..., None])
     per_t = torch_softmax_focal(zt, oh, a, gamma)
     red = {"none": per_t, "sum": per_t.sum(), "mean": per_t.sum() / valid.sum()}[reduction]
-    up = T(RNG.normal(size=red.shape)) if reduction == "none" else torch.ones_like(red)
+    up = T(rng.normal(size=red.shape)) if reduction == "none" else torch.ones_like(red)
     red.backward(up)
     gt = np.moveaxis(zt.grad.numpy(), -1, 1)
     if reduction == "none":
@@ -302,8 +279,8 @@ def test_softmax_near_one_probability_is_exact():
         assert float(v) == pytest.approx(float(ref), rel=1e-12, abs=0)
 
 
-def test_softmax_all_ignored_is_zero_with_zero_gradient():
-    z = RNG.normal(size=(3, 4))
+def test_softmax_all_ignored_is_zero_with_zero_gradient(rng):
+    z = rng.normal(size=(3, 4))
     v, g = SOFT_VAG(z, np.full(3, -100))
     assert float(v) == 0.0 and np.all(g == 0)
     v, g = SOFT_VAG(z, np.array([1, -7, -7]), ignore_index=-7, reduction="sum")
@@ -381,13 +358,13 @@ def test_sigmoid_target_gradient_is_finite_at_extreme_logits(gamma):
 
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_softmax_target_gradient_vs_torch_autograd(gamma, reduction):
+def test_softmax_target_gradient_vs_torch_autograd(gamma, reduction, rng):
     z, _, probs = _soft_case(n=5, seed=31)
     a = [0.3, 1.0, 0.5, 0.8, 0.2]
     zt, tt = T(z).requires_grad_(), T(probs).requires_grad_()
     per = torch_softmax_focal(zt, tt, a, gamma)
     ref = {"none": per, "sum": per.sum(), "mean": per.mean()}[reduction]
-    cot = T(RNG.normal(size=ref.shape))
+    cot = T(rng.normal(size=ref.shape))
     ref.backward(cot)
     gz, gt = crossent.grad(softmax_focal_loss, argnums=(0, 1))(z, probs, alpha=a, gamma=gamma,
                                                                reduction=reduction)
@@ -532,11 +509,11 @@ def test_jit_under_jax():
 
 @pytest.mark.parametrize("backend", ["numpy", "torch", "jax"])
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_half_precision_is_computed_in_float32(backend, dtype):
+def test_half_precision_is_computed_in_float32(backend, dtype, rng):
     if backend == "numpy" and dtype == "bfloat16":
         pytest.skip("NumPy has no bfloat16")
-    x32 = RNG.normal(scale=4, size=(8, 6)).astype(np.float32)
-    y = RNG.integers(0, 6, size=8)
+    x32 = rng.normal(scale=4, size=(8, 6)).astype(np.float32)
+    y = rng.integers(0, 6, size=8)
     xh, x_up = half_inputs(backend, dtype, x32)
     tgt = np.eye(6)[y]
     for fn, t_b, t_np in [(softmax_focal_loss, to_backend(backend, y), y),

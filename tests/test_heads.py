@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from pytorch_metric_learning import losses as pml
 
 import crossent
-from crossent import margin as M
+from crossent import margin_softmax as M
 from crossent.torch.heads import ArcFaceHead, CosFaceHead, LargeMarginSoftmaxHead, SphereFaceHead
 
 HEADS = [

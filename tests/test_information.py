@@ -12,31 +12,28 @@ from __future__ import annotations
 import math
 
 import jax
+import jax.numpy as jnp
+import jax.scipy.special as jss
+import jax.test_util as jax_test_util
+import numpy as np
+import optax
+import pytest
+import scipy.special as sps
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.spatial.distance import jensenshannon
 
-jax.config.update("jax_enable_x64", True)
-
-import jax.numpy as jnp  # noqa: E402
-import jax.scipy.special as jss  # noqa: E402
-import jax.test_util as jax_test_util  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-import pytest  # noqa: E402
-import scipy.special as sps  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from scipy.spatial.distance import jensenshannon  # noqa: E402
-
-import crossent  # noqa: E402
-from crossent import gradients  # noqa: E402
-from crossent.information import (  # noqa: E402
+import crossent
+from crossent import gradients
+from crossent.information import (
     cross_entropy,
     entropy,
     js_divergence,
     kl_divergence,
 )
-from tests._backends import (  # noqa: E402
+from tests._backends import (
     BACKENDS,
     finite_difference,
     to_backend,

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from pytorch_metric_learning import losses as pml
 
 import crossent
-from crossent import margin as M
+from crossent import hinge as H
+from crossent import margin_softmax as M
 from tests._backends import (
     BACKENDS,
     check_jax_closed_form_derivatives,
@@ -54,7 +55,7 @@ def test_hinge_matches_optax_and_keras(squared, zero_one):
     s = rng.normal(scale=2.0, size=(5, 4))
     t = rng.choice([-1, 1], size=(5, 4))
     tin = (t + 1) // 2 if zero_one else t  # {0, 1} labels are read as {-1, 1}
-    ours = M.hinge_loss(s, tin, squared=squared, reduction="none")
+    ours = H.hinge_loss(s, tin, squared=squared, reduction="none")
     ref = np.asarray(optax.losses.hinge_loss(jnp.asarray(s), jnp.asarray(t, dtype=float)))
     np.testing.assert_allclose(ours, ref**2 if squared else ref, rtol=1e-13)
     # Keras averages over the last axis (its mean on JAX keeps ~float32 accuracy)
@@ -69,7 +70,7 @@ def test_hinge_gradient(squared, reduction):
     rng = np.random.default_rng(1)
     s = rng.normal(scale=2.0, size=(4, 3))
     t = rng.choice([0, 1], size=(4, 3))
-    value, g = crossent.value_and_grad(M.hinge_loss)(s, t, squared=squared, reduction=reduction)
+    value, g = crossent.value_and_grad(H.hinge_loss)(s, t, squared=squared, reduction=reduction)
     jt = jnp.asarray(2.0 * t - 1.0)
 
     def ref(x):
@@ -78,7 +79,7 @@ def test_hinge_gradient(squared, reduction):
 
     np.testing.assert_allclose(g, np.asarray(jax.jit(jax.grad(ref))(jnp.asarray(s))),
                                rtol=1e-12)
-    fd = finite_difference(lambda x: M.hinge_loss(x, t, squared=squared,
+    fd = finite_difference(lambda x: H.hinge_loss(x, t, squared=squared,
                                                   reduction=reduction), s)
     np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-8)
     assert np.shape(value) == (() if reduction != "none" else s.shape)
@@ -86,9 +87,9 @@ def test_hinge_gradient(squared, reduction):
 
 def test_hinge_rejects_other_labels():
     with pytest.raises(ValueError, match=r"targets must hold binary labels in \{-1, 1\}"):
-        M.hinge_loss(np.zeros(3), np.array([0, 1, 2]))
+        H.hinge_loss(np.zeros(3), np.array([0, 1, 2]))
     with pytest.raises(TypeError, match="scores must be a floating-point array"):
-        M.hinge_loss(np.zeros(3, dtype=int), np.array([0, 1, 1]))
+        H.hinge_loss(np.zeros(3, dtype=int), np.array([0, 1, 1]))
 
 
 # --- multi_margin_loss vs PyTorch -----------------------------------------------------------
@@ -106,7 +107,7 @@ def test_multi_margin_matches_torch(p, weighted, reduction):
     ref = F.multi_margin_loss(xt, T(y), p=p, margin=0.7, weight=None if w is None else T(w),
                               reduction=reduction)
     ref.sum().backward()
-    value, g = crossent.value_and_grad(M.multi_margin_loss)(x, y, p=p, margin=0.7, weight=w,
+    value, g = crossent.value_and_grad(H.multi_margin_loss)(x, y, p=p, margin=0.7, weight=w,
                                                             reduction=reduction)
     np.testing.assert_allclose(value, ref.detach().numpy(), rtol=1e-13)
     np.testing.assert_allclose(g, xt.grad.numpy(), rtol=1e-12, atol=1e-15)
@@ -115,13 +116,13 @@ def test_multi_margin_matches_torch(p, weighted, reduction):
 def test_multi_margin_unbatched_and_errors():
     x = np.array([0.1, 0.2, 0.4, 0.8])
     ref = F.multi_margin_loss(T(x)[None], torch.tensor([3]))
-    assert float(M.multi_margin_loss(x, np.array(3))) == pytest.approx(float(ref), rel=1e-14)
+    assert float(H.multi_margin_loss(x, np.array(3))) == pytest.approx(float(ref), rel=1e-14)
     with pytest.raises(ValueError, match="p must be 1 or 2"):
-        M.multi_margin_loss(x[None], np.array([3]), p=3)
+        H.multi_margin_loss(x[None], np.array([3]), p=3)
     with pytest.raises(ValueError, match=r"labels must hold class indices in \[0, 4\)"):
-        M.multi_margin_loss(x[None], np.array([4]))
+        H.multi_margin_loss(x[None], np.array([4]))
     with pytest.raises(ValueError, match="labels must have the shape"):
-        M.multi_margin_loss(x[None], np.array([1, 2]))
+        H.multi_margin_loss(x[None], np.array([1, 2]))
 
 
 # --- Crammer-Singer and Keras categorical hinge ---------------------------------------------
@@ -134,7 +135,7 @@ def test_multiclass_hinge_matches_optax(reduction):
     s[0] = 0.0  # a tie among the non-target classes: the subgradient is shared
     y = rng.integers(0, 4, size=6)
     ref = optax.losses.multiclass_hinge_loss(jnp.asarray(s), jnp.asarray(y))
-    value, g = crossent.value_and_grad(M.multiclass_hinge_loss)(s, y, reduction=reduction)
+    value, g = crossent.value_and_grad(H.multiclass_hinge_loss)(s, y, reduction=reduction)
     np.testing.assert_allclose(value, _reduce(np.asarray(ref), reduction), rtol=1e-13)
 
     def total(x):
@@ -155,7 +156,7 @@ def test_categorical_hinge_matches_keras(integer_targets, reduction):
     onehot = np.eye(4)[y]
     tgt = y if integer_targets else onehot
     ref = keras.losses.categorical_hinge(jnp.asarray(onehot), jnp.asarray(s))
-    value, g = crossent.value_and_grad(M.categorical_hinge_loss)(s, tgt, reduction=reduction)
+    value, g = crossent.value_and_grad(H.categorical_hinge_loss)(s, tgt, reduction=reduction)
     np.testing.assert_allclose(value, _reduce(np.asarray(ref), reduction), rtol=1e-13)
 
     def total(x):
@@ -165,7 +166,7 @@ def test_categorical_hinge_matches_keras(integer_targets, reduction):
     np.testing.assert_allclose(g, np.asarray(jax.jit(jax.grad(total))(jnp.asarray(s))),
                                rtol=1e-13)
     if not integer_targets:  # floating targets have a closed form too (argnums=1)
-        gt = crossent.grad(M.categorical_hinge_loss, argnums=1)(s, tgt, reduction=reduction)
+        gt = crossent.grad(H.categorical_hinge_loss, argnums=1)(s, tgt, reduction=reduction)
 
         def total_t(t):
             r = keras.losses.categorical_hinge(t, jnp.asarray(s))
@@ -407,8 +408,8 @@ def test_hinge_family_backends(backend):
     y = rng.integers(0, 3, size=4)
     t = rng.choice([-1, 1], size=(4, 3))
     b = lambda a: to_backend(backend, a)  # noqa: E731
-    for fn, tgt in ((M.hinge_loss, t), (M.multi_margin_loss, y), (M.multiclass_hinge_loss, y),
-                    (M.categorical_hinge_loss, y)):
+    for fn, tgt in ((H.hinge_loss, t), (H.multi_margin_loss, y), (H.multiclass_hinge_loss, y),
+                    (H.categorical_hinge_loss, y)):
         ref_v, ref_g = crossent.value_and_grad(fn)(s, tgt)
         v, g = _on(backend, crossent.value_and_grad(fn))(b(s), b(tgt))
         np.testing.assert_allclose(to_numpy(v), ref_v, rtol=1e-13)
@@ -465,13 +466,13 @@ def _closed_form_cases():
     lab = rng.integers(0, 4, size=3)
     soft = 0.9 * np.eye(4)[lab] + 0.025
     return [
-        ("hinge", M.hinge_loss, (s, t), (0,), {}),
-        ("squared_hinge", M.hinge_loss, (s, t), (0,), {"squared": True}),
-        ("multi_margin_p2_weighted", M.multi_margin_loss, (s, lab), (0,),
+        ("hinge", H.hinge_loss, (s, t), (0,), {}),
+        ("squared_hinge", H.hinge_loss, (s, t), (0,), {"squared": True}),
+        ("multi_margin_p2_weighted", H.multi_margin_loss, (s, lab), (0,),
          {"p": 2, "weight": np.array([1.0, 2.0, 0.5, 1.0])}),
-        ("multi_margin", M.multi_margin_loss, (s, lab), (0,), {}),
-        ("multiclass_hinge", M.multiclass_hinge_loss, (s, lab), (0,), {}),
-        ("categorical_hinge", M.categorical_hinge_loss, (s, soft), (0, 1), {}),
+        ("multi_margin", H.multi_margin_loss, (s, lab), (0,), {}),
+        ("multiclass_hinge", H.multiclass_hinge_loss, (s, lab), (0,), {}),
+        ("categorical_hinge", H.categorical_hinge_loss, (s, soft), (0, 1), {}),
         ("lsoftmax", M.large_margin_softmax_loss, (x, w, y), (0, 1),
          {"margin": 3, "scale": 0.7}),
         ("sphereface", M.sphereface_loss, (x, w, y), (0, 1), {"margin": 2, "scale": 1.5}),

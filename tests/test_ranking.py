@@ -21,6 +21,7 @@ from tests._backends import (
     check_jax_closed_form_derivatives,
     check_torch_backward_is_the_closed_form,
     finite_difference,
+    jit_on,
     to_backend,
     to_numpy,
 )
@@ -43,11 +44,6 @@ def _torch_grads(fn, args, nums, **kw):
         ts[i].requires_grad_()
     fn(*ts, **kw).sum().backward()
     return tuple(ts[i].grad.numpy() for i in nums)
-
-
-def _on(backend, f):
-    """Jitted on JAX: eager JAX compiles op by op, which is slow; jit also checks tracing."""
-    return jax.jit(f) if backend == "jax" else f
 
 
 # --- margin ranking -------------------------------------------------------------------------
@@ -301,7 +297,7 @@ def _ranking_cases():
 def test_backends(backend):
     for fn, args, kw in _ranking_cases():
         ref_v, ref_g = crossent.value_and_grad(fn)(*args, **kw)
-        vag = _on(backend, lambda *a, fn=fn, kw=kw: crossent.value_and_grad(fn)(*a, **kw))
+        vag = jit_on(backend, lambda *a, fn=fn, kw=kw: crossent.value_and_grad(fn)(*a, **kw))
         v, g = vag(*[to_backend(backend, a) for a in args])
         np.testing.assert_allclose(to_numpy(v), ref_v, rtol=1e-12, err_msg=fn.__name__)
         np.testing.assert_allclose(to_numpy(g), ref_g, rtol=1e-10, atol=1e-14,

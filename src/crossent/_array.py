@@ -335,7 +335,24 @@ def zero_ignored_rows(xp: Any, z: Array, labels: Array, ignore_index: int | None
     ``(-inf) - (-inf)``, and NaN times a zero mask is still NaN)."""
     if ignore_index is None:
         return z
-    return xp.where((labels != ignore_index)[..., None], z, xp.zeros_like(z))
+    keep = labels != ignore_index
+    if concrete(keep) and bool(xp.all(keep)):
+        return z  # nothing ignored: skip a pass over N x C
+    return xp.where(keep[..., None], z, xp.zeros_like(z))
+
+
+def add_at_class(xp: Any, x: Array, labels: Array, values: Array) -> Array:
+    """``x`` (classes last) plus ``values`` at each position's class ``labels``: in place on
+    NumPy (``x`` must be a fresh array the caller owns: N writes instead of a one-hot pass
+    over N x C), a differentiable one-hot sum elsewhere (traced and autograd code)."""
+    if array_api_compat.is_numpy_namespace(xp):
+        import numpy as np
+
+        # one class per position, so the fancy index has no repeats and += is exact
+        at = (*np.indices(labels.shape, sparse=True), labels)
+        x[at] += values
+        return x
+    return x + values[..., None] * one_hot_mask(xp, labels, x.shape[-1], x.dtype)
 
 
 def one_hot_mask(xp: Any, labels: Array, num_classes: int, dtype: Any) -> Array:

@@ -65,9 +65,9 @@ def number(value: Any, name: str, *, low: float | None = None, high: float | Non
     if v is not None and not isinstance(v, float):
         return v
     ok = v is not None and v == v and (not finite or abs(v) != float("inf"))
-    if ok and low is not None:
+    if ok and v is not None and low is not None:
         ok = v > low if low_open else v >= low
-    if ok and high is not None:
+    if ok and v is not None and high is not None:
         ok = v < high if high_open else v <= high
     if not ok:
         if what is None:
@@ -133,6 +133,25 @@ def positive_int(value: Any, name: str, *, allow_none: bool = False) -> int | No
         raise ValueError(f"{name} must be a positive int{' or None' if allow_none else ''}, "
                          f"got {value!r}")
     return v
+
+
+def non_negative_int(value: Any, name: str, *, allow_none: bool = False) -> int | None:
+    """An integer >= 0 such as a slice bound (None allowed when asked); NumPy integers and
+    0-d integer arrays are accepted, as by :func:`index`."""
+    v = None if value is None and allow_none else _index_or(value, name, -1)
+    if v is not None and v < 0:
+        raise ValueError(f"{name} must be a non-negative int{' or None' if allow_none else ''}, "
+                         f"got {value!r}")
+    return v
+
+
+def _index_or(value: Any, name: str, default: int) -> int:
+    """``index(value)``, or ``default`` where it is not an integer within int64."""
+    try:
+        v = index(value, name)
+    except ValueError:
+        return default
+    return default if v is None else v
 
 
 def axis(value: Any, ndim: int, name: str = "axis") -> int:

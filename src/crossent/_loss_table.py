@@ -697,7 +697,7 @@ _loss(
 # --- margin ---------------------------------------------------------------------------------
 
 _loss(
-    "hinge_loss", "margin", "margin",
+    "hinge_loss", "hinge", "margin",
     "real-valued scores + labels in {-1, 1} or {0, 1}; squared=True for the squared hinge",
     "l = max(0, 1 - t s), t ∈ {-1, 1} (a 0 label is read as -1); squared: max(0, 1 - t s)²",
     "∂l/∂s = -t [1 - t s > 0] (times 2 max(0, 1 - t s) when squared)",
@@ -738,7 +738,7 @@ _loss(
 )
 
 _loss(
-    "multi_margin_loss", "margin", "margin",
+    "multi_margin_loss", "hinge", "margin",
     "scores (..., C) + integer labels",
     "l = (w_y / C) Σ_{j≠y} max(0, margin - s_y + s_j)^p, p ∈ {1, 2}",
     "∂l/∂s_j = (w_y / C) p max(0, h_j)^{p-1} [h_j > 0] for j ≠ y, h_j = margin - s_y + s_j; "
@@ -765,7 +765,7 @@ _loss(
 )
 
 _loss(
-    "multiclass_hinge_loss", "margin", "margin",
+    "multiclass_hinge_loss", "hinge", "margin",
     "scores (..., C) + integer labels",
     "Crammer-Singer: l = max_j (s_j + 1 - [j = y]) - s_y = max(0, 1 + max_{j≠y} s_j - s_y)",
     "∂l/∂s = onehot(argmax_j (s_j + 1 - [j = y])) - onehot(y) (ties share the first term)",
@@ -791,7 +791,7 @@ _loss(
 )
 
 _loss(
-    "categorical_hinge_loss", "margin", "margin",
+    "categorical_hinge_loss", "hinge", "margin",
     "scores (..., C) + one-hot / probability targets or integer labels",
     "pos = Σ_j t_j s_j, neg = max_j (1 - t_j) s_j, l = max(0, neg - pos + 1) (Keras)",
     "∂l/∂s = [l > 0] ((1 - t_{j*}) onehot(j*) - t), j* = argmax_j (1 - t_j) s_j",
@@ -814,7 +814,7 @@ _MARGIN_NOTE_W = ("crossent takes weight of shape (num_classes, embedding_dim); 
                   "does not have.")
 
 _loss(
-    "large_margin_softmax_loss", "margin", "margin",
+    "large_margin_softmax_loss", "margin_softmax", "margin",
     "embeddings (N, D) + class weight W (C, D) + integer labels",
     "L-Softmax: z_j = s ‖W_j‖ ‖x‖ cos θ_j (j ≠ y), z_y = s ‖W_y‖ ‖x‖ ψ(θ_y), ψ(θ) = "
     "(-1)^k cos(mθ) - 2k for θ ∈ [kπ/m, (k+1)π/m]; l = -log softmax(z)_y",
@@ -842,7 +842,7 @@ _loss(
 )
 
 _loss(
-    "sphereface_loss", "margin", "margin",
+    "sphereface_loss", "margin_softmax", "margin",
     "embeddings (N, D) + class weight W (C, D) + integer labels",
     "A-Softmax: z_j = s ‖x‖ cos θ_j (j ≠ y), z_y = s ‖x‖ ψ(θ_y), ψ as in L-Softmax, unit-norm "
     "class weights; l = -log softmax(z)_y",
@@ -868,7 +868,7 @@ _loss(
 )
 
 _loss(
-    "cosface_loss", "margin", "margin",
+    "cosface_loss", "margin_softmax", "margin",
     "embeddings (N, D) + class weight W (C, D) + integer labels",
     "CosFace / AM-Softmax: z_j = s cos θ_j (j ≠ y), z_y = s (cos θ_y - m), features and "
     "weights normalised; l = -log softmax(z)_y",
@@ -896,7 +896,7 @@ _loss(
 )
 
 _loss(
-    "arcface_loss", "margin", "margin",
+    "arcface_loss", "margin_softmax", "margin",
     "embeddings (N, D) + class weight W (C, D) + integer labels; margin in radians",
     "ArcFace: z_j = s cos θ_j (j ≠ y), z_y = s cos(θ_y + m) where θ_y + m < π, else "
     "s (cos θ_y - m sin m); l = -log softmax(z)_y",

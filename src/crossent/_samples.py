@@ -14,67 +14,68 @@ from typing import Any
 
 import numpy as np
 
-Maker = Callable[[np.random.Generator], tuple[tuple[Any, ...], dict[str, Any]]]
+Sample = tuple[tuple[Any, ...], dict[str, Any]]  # positional and keyword arguments of a call
+Maker = Callable[[np.random.Generator], Sample]
 
 
-def _logits_labels(rng: np.random.Generator):
+def _logits_labels(rng: np.random.Generator) -> Sample:
     return (rng.normal(scale=2.0, size=(4, 5)), rng.integers(0, 5, size=4)), {}
 
 
-def _logits_binary(rng: np.random.Generator):
+def _logits_binary(rng: np.random.Generator) -> Sample:
     return (rng.normal(scale=2.0, size=(4, 3)), rng.integers(0, 2, size=(4, 3)).astype(float)), {}
 
 
-def _logits_soft(rng: np.random.Generator):
+def _logits_soft(rng: np.random.Generator) -> Sample:
     return (rng.normal(scale=2.0, size=(4, 3)), rng.uniform(size=(4, 3))), {}
 
 
-def _probs_binary(rng: np.random.Generator):
+def _probs_binary(rng: np.random.Generator) -> Sample:
     return (rng.uniform(0.05, 0.95, size=(6,)), rng.uniform(size=(6,))), {}
 
 
-def _two_dists(rng: np.random.Generator):
+def _two_dists(rng: np.random.Generator) -> Sample:
     return (rng.dirichlet(np.ones(4), size=3), rng.dirichlet(np.ones(4), size=3)), {}
 
 
-def _one_dist(rng: np.random.Generator):
+def _one_dist(rng: np.random.Generator) -> Sample:
     return (rng.dirichlet(np.ones(4), size=3),), {}
 
 
-def _two_logits(rng: np.random.Generator):
+def _two_logits(rng: np.random.Generator) -> Sample:
     return (rng.normal(size=(3, 5)), rng.normal(size=(3, 5))), {"temperature": 2.0}
 
 
-def _probs_labels(rng: np.random.Generator):
+def _probs_labels(rng: np.random.Generator) -> Sample:
     return (rng.dirichlet(np.ones(4), size=3), rng.integers(0, 4, size=3)), {}
 
 
-def _scores_pm1(rng: np.random.Generator):
+def _scores_pm1(rng: np.random.Generator) -> Sample:
     return (rng.normal(size=(6,)), rng.choice([-1.0, 1.0], size=6)), {}
 
 
-def _embeddings_weight_labels(rng: np.random.Generator):
+def _embeddings_weight_labels(rng: np.random.Generator) -> Sample:
     return (rng.normal(size=(4, 6)), rng.normal(size=(5, 6)), rng.integers(0, 5, size=4)), {}
 
 
-def _pair_ranking(rng: np.random.Generator):
+def _pair_ranking(rng: np.random.Generator) -> Sample:
     return (rng.normal(size=(6,)), rng.normal(size=(6,)), rng.choice([-1.0, 1.0], size=6)), {}
 
 
-def _pairs_embeddings(rng: np.random.Generator):
+def _pairs_embeddings(rng: np.random.Generator) -> Sample:
     return (rng.normal(size=(5, 4)), rng.normal(size=(5, 4)),
             rng.integers(0, 2, size=5).astype(float)), {}
 
 
-def _triplets(rng: np.random.Generator):
+def _triplets(rng: np.random.Generator) -> Sample:
     return (rng.normal(size=(5, 4)), rng.normal(size=(5, 4)), rng.normal(size=(5, 4))), {}
 
 
-def _embeddings_labels(rng: np.random.Generator):
+def _embeddings_labels(rng: np.random.Generator) -> Sample:
     return (rng.normal(size=(6, 4)), np.array([0, 0, 1, 1, 2, 2])), {}
 
 
-def _cos_pairs(rng: np.random.Generator):
+def _cos_pairs(rng: np.random.Generator) -> Sample:
     return (rng.normal(size=(5, 4)), rng.normal(size=(5, 4)), rng.choice([-1.0, 1.0], size=5)), {}
 
 
@@ -98,7 +99,7 @@ def kind_of(name: str) -> str:
         raise KeyError(f"no example inputs for {name!r}") from None
 
 
-def sample(name: str, seed: int = 0) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def sample(name: str, seed: int = 0) -> Sample:
     """Positional and keyword arguments for one call of loss ``name`` (or of a sample kind)."""
     return MAKERS[kind_of(name)](np.random.default_rng(seed))
 

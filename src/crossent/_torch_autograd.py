@@ -26,9 +26,6 @@ def _transformed(tensors: list[torch.Tensor]) -> bool:
 
 
 def apply(spec: Any, arrays: list[Any], options: dict[str, Any]) -> Any:
-    fast = spec.torch_impl()
-    if fast is not None:
-        return fast(*arrays, **options)
     tensors = [a for a in arrays if isinstance(a, torch.Tensor)]
     need = tuple(n for n, a in zip(spec.arrays, arrays, strict=True)
                  if isinstance(a, torch.Tensor) and a.requires_grad)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from . import _array as A
 from . import _checks
 
@@ -77,11 +79,26 @@ def log_sigmoid(x: Array) -> Array:
     return A.cast_like(xp, -A.softplus(xp, -z), x)
 
 
-def _lse(xp: Any, z: Array, axis: int, keepdims: bool) -> Array:
+def _lse_parts(xp: Any, z: Array, axis: int) -> tuple[Array, Array, Array]:
+    """``(lse, e, s)`` along ``axis`` (kept): ``e = exp(z - m)``, ``s = sum(e)``, ``lse = m +
+    log(s)``, so ``softmax(z) = e / s`` costs no second exp."""
     m = xp.max(z, axis=axis, keepdims=True)
     # an all -inf row would give (-inf) - (-inf) = NaN: shift by 0 there instead
     m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
-    out = xp.log(xp.sum(xp.exp(z - m), axis=axis, keepdims=True)) + m
+    if isinstance(z, np.ndarray):
+        # logits 3e38 apart: z - m overflows to -inf, whose exp is the exact 0, so NumPy's
+        # overflow warning says nothing; the exp in place (one N x C buffer less)
+        with np.errstate(over="ignore"):
+            e = z - m
+        e = np.exp(e, out=e)
+    else:
+        e = xp.exp(z - m)
+    s = xp.sum(e, axis=axis, keepdims=True)
+    return xp.log(s) + m, e, s
+
+
+def _lse(xp: Any, z: Array, axis: int, keepdims: bool) -> Array:
+    out = _lse_parts(xp, z, axis)[0]
     return out if keepdims else xp.squeeze(out, axis=axis)
 
 

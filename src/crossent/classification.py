@@ -15,7 +15,7 @@ from typing import Any
 from . import _array as A
 from . import _checks
 from ._reduce import grad_scale, reduce
-from .activations import _lse
+from .activations import _lse, _lse_parts
 from .gradients import Pullback, loss, scaled_pullback
 
 Array = Any
@@ -33,7 +33,8 @@ __all__ = [
 
 
 @loss(wrt=("logits", "targets"),
-      torch="crossent.torch.cross_entropy:softmax_cross_entropy_rows")
+      torch="crossent.torch.cross_entropy:softmax_cross_entropy_rows",
+      numpy="crossent._numpy_fast:softmax_cross_entropy")
 def softmax_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, *,
                           axis: int = -1, weight: Array | None = None,
                           ignore_index: int = -100, label_smoothing: float = 0.0,
@@ -104,7 +105,7 @@ def softmax_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
     _checks.reduction(reduction)
     eps = _checks.unit_interval(label_smoothing, "label_smoothing")
     smoothing = _checks.is_traced(eps) or eps > 0
-    ignore_index = _checks.index(ignore_index, "ignore_index", allow_none=True)
+    ignored = _checks.index(ignore_index, "ignore_index", allow_none=True)
     ax = _checks.class_axis(logits, axis)
     z = A.upcast(xp, A.move_axis_last(xp, logits, ax))
     dt = z.dtype
@@ -114,10 +115,10 @@ def softmax_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
     grads = {}
 
     if A.is_integer(xp, targets):
-        _checks.class_labels(xp, targets, logits, ax, ignore_index)
-        validf, safe = A.label_mask(xp, targets, ignore_index, dt, num_classes)
-        z = A.zero_ignored_rows(xp, z, targets, ignore_index)
-        lse = _lse(xp, z, -1, True)
+        _checks.class_labels(xp, targets, logits, ax, ignored)
+        validf, safe = A.label_mask(xp, targets, ignored, dt, num_classes)
+        z = A.zero_ignored_rows(xp, z, targets, ignored)
+        lse, e, s = _lse_parts(xp, z, -1)
         wy = xp.reshape(xp.take(w, xp.reshape(safe, (-1,)), axis=0), safe.shape) * validf \
             if w is not None else validf
         c1 = (1.0 - eps) * wy
@@ -131,14 +132,16 @@ def softmax_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
             denom = _checks.mean_denominator(xp, denom, xp.sum(validf))
         out = A.cast_like(xp, reduce(xp, loss_, reduction, denom), logits)
         if "logits" in need:
-            p = xp.exp(z - lse)
+            # softmax = e / s from the forward's exps; every row factor (the weights, the
+            # smoothing mass, the mean's 1 / denominator) folded into one multiply
+            scale = grad_scale(xp, loss_.shape, reduction, denom)
             w_sum = xp.sum(w) if w is not None else float(num_classes)
-            coef = c1 + (eps / num_classes) * w_sum * validf
-            g = p * coef[..., None] - c1[..., None] * A.one_hot_mask(xp, safe, num_classes, dt)
+            coef = (c1 + (eps / num_classes) * w_sum * validf) * scale
+            g = A.add_at_class(xp, e * (coef[..., None] / s), safe, -(c1 * scale))
             if smoothing:
                 wc = w if w is not None else xp.ones((num_classes,), dtype=dt, device=dev)
-                g = g - (eps / num_classes) * validf[..., None] * wc
-            grads["logits"] = g * grad_scale(xp, loss_.shape, reduction, denom)
+                g = g - ((eps / num_classes) * scale * validf)[..., None] * wc
+            grads["logits"] = g
     else:
         _checks.floating(xp, targets, "targets")
         _checks.same_shape(logits, targets, "logits", "targets")
@@ -169,7 +172,7 @@ def softmax_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
 # --- sigmoid (binary) cross-entropy ---------------------------------------------------------
 
 
-def _binary_targets(xp, targets, like, name="targets"):
+def _binary_targets(xp: Any, targets: Array, like: Array, name: str = "targets") -> Array:
     if not A.is_floating(xp, targets):
         targets = xp.astype(targets, like.dtype)  # {0, 1} integer or bool labels
     _checks.same_shape(like, targets, "logits", name)
@@ -177,7 +180,7 @@ def _binary_targets(xp, targets, like, name="targets"):
     return A.as_float(xp, A.upcast(xp, targets), A.compute_dtype(xp, like))
 
 
-def _broadcast_weight(xp, weight, like, name):
+def _broadcast_weight(xp: Any, weight: Array | None, like: Array, name: str) -> Array | None:
     if weight is None:
         return None
     w = A.as_array(xp, weight, like.dtype, A.device_of(like))
@@ -189,7 +192,8 @@ def _broadcast_weight(xp, weight, like, name):
         ) from e
 
 
-@loss(wrt=("logits", "targets"))
+@loss(wrt=("logits", "targets"),
+      torch="crossent.torch.fast_paths:sigmoid_cross_entropy")
 def sigmoid_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, *,
                           weight: Array | None = None, pos_weight: Array | None = None,
                           reduction: str = "mean") -> tuple[Array, Pullback | None]:
@@ -360,7 +364,7 @@ def binary_cross_entropy(need: tuple[str, ...], probs: Array, targets: Array, *,
 # --- counter-examples: losses that cannot tell a good classifier from a bad one -------------
 
 
-def _class_targets(xp, targets, like, ax):
+def _class_targets(xp: Any, targets: Array, like: Array, ax: int) -> Array:
     """Integer labels -> one-hot along the class axis; probability targets pass through."""
     if A.is_integer(xp, targets):
         num_classes = like.shape[ax]

@@ -13,11 +13,14 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
 from ._errors import UsageError  # re-exported: callers catch cli.UsageError
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 EXIT_USAGE = 2
 
@@ -467,7 +470,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench.main(args)
 
 
-def _progress_factory(enabled: bool):
+_Progress = Callable[[int], Callable[[str], Callable[[], None]]]
+
+
+def _progress_factory(enabled: bool) -> tuple[Progress | None, _Progress | None]:
+    """A rich progress bar (or None) and the ``progress`` callback ``lab.run`` takes."""
     if not enabled:
         return None, None
     try:
@@ -477,13 +484,13 @@ def _progress_factory(enabled: bool):
     prog = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(
         "{task.completed}/{task.total} epochs"), TimeElapsedColumn(), transient=False)
 
-    def start(total: int):
+    def start(total: int) -> Callable[[str], Callable[[], None]]:
         # shown from the first epoch on, so that an error in the data or a loss found before
         # training is not preceded by an empty bar
         prog.start()
         overall = prog.add_task("all runs", total=total)
 
-        def task(key: str):
+        def task(key: str) -> Callable[[], None]:
             prog.update(overall, description=f"training {key}")
             return lambda: prog.advance(overall)
 
@@ -562,7 +569,7 @@ def _positive_float(text: str) -> float:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2 (argparse's own code)
+    def error(self, message: str) -> NoReturn:  # one line, exit 2 (argparse's own code)
         self.exit(EXIT_USAGE, f"crossent: error: {message}\n")
 
 

@@ -21,7 +21,8 @@ Array = Any
 __all__ = ["distillation_loss"]
 
 
-@loss(wrt=("student_logits", "teacher_logits"))
+@loss(wrt=("student_logits", "teacher_logits"),
+      torch="crossent.torch.fast_paths:distillation_loss")
 def distillation_loss(need: tuple[str, ...], student_logits: Array, teacher_logits: Array, *,
                       temperature: float = 1.0, axis: int = -1,
                       reduction: str = "mean") -> tuple[Array, Pullback | None]:

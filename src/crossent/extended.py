@@ -108,6 +108,7 @@ def poly1_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, *,
     out = A.cast_like(xp, reduce(xp, loss_, reduction, denom), logits)
     if not need:
         return out, None
+    assert ce_pullback is not None  # asked with need, the definition returns one
     g_ce = ce_pullback(None)  # per-position gradients of the CE part (reduction "none")
     scale = grad_scale(xp, loss_.shape, reduction, denom)
     grads = {}

@@ -49,7 +49,8 @@ def _plogp_ratio(xp: Any, d: Array) -> Array:
     return xp.where(d >= 0, k_pos, k_neg)
 
 
-@loss(wrt=("logits", "targets"))
+@loss(wrt=("logits", "targets"),
+      torch="crossent.torch.fast_paths:sigmoid_focal_loss")
 def sigmoid_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
                        alpha: float | None = 0.25, gamma: float = 2.0,
                        reduction: str = "mean") -> tuple[Array, Pullback | None]:
@@ -189,7 +190,7 @@ def sigmoid_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
             inner = inner + g * ratio
         # M = 0 silences an infinite inner term (x = +-inf with the matching target)
         grad = A.mul0(xp, mod, inner)
-        if alpha_t is not None:
+        if alpha_t is not None and a is not None:
             grad = alpha_t * grad + (2.0 * a - 1.0) * focal
         grads["targets"] = A.cast_like(xp, grad * scale, targets)
     return out, scaled_pullback(xp, grads, lambda c: c)
@@ -198,7 +199,7 @@ def sigmoid_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
 # --- softmax focal loss ---------------------------------------------------------------------
 
 
-def _class_alpha(xp, alpha, num_classes, dt, dev):
+def _class_alpha(xp: Any, alpha: Any, num_classes: int, dt: Any, dev: Any) -> Any:
     """None, a non-negative scalar, or one non-negative weight per class."""
     if alpha is None:
         return None

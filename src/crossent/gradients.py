@@ -32,23 +32,45 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol, cast
 
 import array_api_compat
 
 Array = Any
 Pullback = Callable[[Array], dict[str, Array]]
 
+
+class Loss(Protocol):
+    """A public crossent loss: ``loss(*arrays, **options) -> value``, and its definition as
+    ``loss.with_pullback(need, *arrays, **options) -> (value, pullback)``."""
+
+    __name__: str
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def with_pullback(self, need: tuple[str, ...], *args: Any, **kwargs: Any
+                      ) -> tuple[Array, Pullback | None]: ...
+
 __all__ = ["loss", "value_and_grad", "grad", "has_closed_form", "closed_form_args",
            "scaled_pullback"]
+
+
+def _resolve(target: str) -> Callable[..., Any]:
+    """The function a ``"module:function"`` registration names."""
+    import importlib
+
+    mod, _, name = target.partition(":")
+    return getattr(importlib.import_module(mod), name)
 
 
 class _Spec:
     """A registered definition: its function, array arguments, options and closed forms."""
 
     def __init__(self, defn: Callable[..., tuple[Array, Pullback | None]],
-                 wrt: Sequence[str], torch: str | None = None) -> None:
+                 wrt: Sequence[str], torch: str | None = None,
+                 numpy: str | None = None) -> None:
         sig = inspect.signature(defn)
         params = list(sig.parameters.values())[1:]  # drop ``need``
         self.defn = defn
@@ -62,18 +84,44 @@ class _Spec:
         # the public loss returns the value only
         self.signature = sig.replace(parameters=params, return_annotation="Array")
         self.torch = torch
+        self.numpy = numpy
+        self._torch_fn: Callable[..., Any] | None = None
+        self._numpy_fn: Callable[..., Any] | None = None
+        # what split needs without Signature.bind (a few microseconds a call): the options'
+        # defaults; any other call shape goes through bind, which words the TypeError
+        self.defaults = {p.name: p.default for p in params if p.kind == p.KEYWORD_ONLY}
+        self.simple = all(p.default is p.empty for p in params if p.name in self.arrays) \
+            and all(p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in params)
 
     def torch_impl(self) -> Callable[..., Any] | None:
-        """The registered torch implementation (``"module:function"``, imported on first
-        use, so the core never imports ``crossent.torch`` itself), or None."""
-        if self.torch is None:
-            return None
-        import importlib
+        """The registered torch implementation (imported on first use, so the core never
+        imports ``crossent.torch`` itself), or None."""
+        if self._torch_fn is None and self.torch is not None:
+            self._torch_fn = _resolve(self.torch)
+        return self._torch_fn
 
-        mod, _, name = self.torch.partition(":")
-        return getattr(importlib.import_module(mod), name)
+    def numpy_defn(self) -> Callable[..., Any] | None:
+        """The registered NumPy definition for the common case, or None."""
+        if self._numpy_fn is None and self.numpy is not None:
+            self._numpy_fn = _resolve(self.numpy)
+        return self._numpy_fn
+
+    def run(self, need: tuple[str, ...], arrays: list[Any], options: dict[str, Any]
+            ) -> tuple[Array, Pullback | None]:
+        """The definition on NumPy/array-API inputs: the registered NumPy path where it
+        serves the call, else the generic one."""
+        fast = self.numpy_defn()
+        if fast is not None:
+            out = fast(need, *arrays, **options)
+            if out is not NotImplemented:
+                return out
+        return self.defn(need, *arrays, **options)
 
     def split(self, args: tuple, kwargs: dict) -> tuple[list[Any], dict[str, Any]]:
+        if self.simple and len(args) == len(self.arrays) and kwargs.keys() <= self.defaults.keys():
+            options = self.defaults.copy()
+            options.update(kwargs)
+            return list(args), options
         bound = self.signature.bind(*args, **kwargs)
         bound.apply_defaults()
         arrays = [bound.arguments[n] for n in self.arrays]
@@ -81,32 +129,51 @@ class _Spec:
         return arrays, options
 
 
-_SPECS: dict[Callable[..., Any], _Spec] = {}
+_SPECS: dict[Any, _Spec] = {}
 
 
 def _is_float_array(x: Any) -> bool:
     dt = getattr(x, "dtype", None)
     if dt is None:
         return False
-    name = str(dt).rsplit(".", 1)[-1]
-    return "float" in name
+    kind = getattr(dt, "kind", None)  # NumPy and JAX dtypes; str() costs microseconds
+    if kind == "f":
+        return True
+    if kind in ("b", "i", "u", "c"):
+        return False
+    is_fp = getattr(dt, "is_floating_point", None)  # torch
+    if isinstance(is_fp, bool):
+        return is_fp
+    return "float" in str(dt).rsplit(".", 1)[-1]
 
 
-def loss(*, wrt: Sequence[str], torch: str | None = None
-         ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def loss(*, wrt: Sequence[str], torch: str | None = None, numpy: str | None = None
+         ) -> Callable[[Callable[..., Any]], Loss]:
     """Turn a definition ``defn(need, *arrays, **options) -> (value, pullback)`` into the
     public loss; ``wrt`` names the array arguments it has a closed-form gradient for, and
     ``torch`` optionally a ``"module:function"`` fast path with the public signature that
-    serves torch tensors (a registered delegation; it must agree with the definition).
+    serves torch tensors (a registered delegation; it must agree with the definition, and
+    returns ``NotImplemented`` for calls it leaves to the definition), and ``numpy`` a
+    ``"module:function"`` definition for the common NumPy case (same contract as the
+    definition, ``NotImplemented`` for the rest).
 
     The public function keeps the definition reachable as ``fn.with_pullback(need, *arrays,
     **options)`` for losses built on top of another one."""
 
-    def make(defn: Callable[..., Any]) -> Callable[..., Any]:
-        spec = _Spec(defn, wrt, torch)
+    def make(defn: Callable[..., Any]) -> Loss:
+        spec = _Spec(defn, wrt, torch, numpy)
 
         @functools.wraps(defn)
         def public(*args: Any, **kwargs: Any) -> Any:
+            if spec.torch is not None:
+                # a registered torch path serves torch tensors straight from the call (it
+                # answers NotImplemented for what it leaves to the definition)
+                torch_mod = sys.modules.get("torch")
+                first = args[0] if args else kwargs.get(spec.arrays[0])
+                if torch_mod is not None and isinstance(first, torch_mod.Tensor):
+                    out = spec.torch_impl()(*args, **kwargs)  # type: ignore[misc]
+                    if out is not NotImplemented:
+                        return out
             arrays, options = spec.split(args, kwargs)
             return _evaluate(spec, arrays, options)
 
@@ -114,7 +181,7 @@ def loss(*, wrt: Sequence[str], torch: str | None = None
         del public.__wrapped__  # help() and inspect show the public signature, without need
         public.with_pullback = defn  # type: ignore[attr-defined]
         _SPECS[public] = spec
-        return public
+        return cast(Loss, public)
 
     return make
 
@@ -123,6 +190,9 @@ def _spec_of(fn: Callable[..., Any]) -> _Spec:
     try:
         return _SPECS[fn]
     except (KeyError, TypeError):
+        import crossent
+
+        crossent.load_all()  # the list below names every loss, imported or not
         name = getattr(fn, "__name__", repr(fn))
         known = sorted(f.__name__ for f in _SPECS)
         raise ValueError(f"loss_fn {name!r} has no closed-form gradient in crossent; ones "
@@ -147,7 +217,7 @@ def _evaluate(spec: _Spec, arrays: list[Any], options: dict[str, Any]) -> Any:
         from . import _jax_autodiff
 
         return _jax_autodiff.apply(spec, arrays, options)
-    return spec.defn((), *arrays, **options)[0]
+    return spec.run((), arrays, options)[0]
 
 
 def value_and_grad(loss_fn: Callable[..., Any], argnums: int | Sequence[int] = 0
@@ -181,7 +251,7 @@ def value_and_grad(loss_fn: Callable[..., Any], argnums: int | Sequence[int] = 0
     """
     spec = _spec_of(loss_fn)
     many = not isinstance(argnums, int)
-    nums = tuple(argnums) if many else (argnums,)
+    nums: tuple[int, ...] = (argnums,) if isinstance(argnums, int) else tuple(argnums)
     for i in nums:
         if not isinstance(i, int) or not 0 <= i < len(spec.arrays):
             raise ValueError(f"argnums={argnums!r}: {loss_fn.__name__} takes the arrays "
@@ -197,7 +267,8 @@ def value_and_grad(loss_fn: Callable[..., Any], argnums: int | Sequence[int] = 0
             if n in names and not _is_float_array(a):
                 raise ValueError(f"{n} must be a floating-point array to be differentiated, "
                                  f"got {type(a).__name__}")
-        value, pullback = spec.defn(names, *arrays, **options)
+        value, pullback = spec.run(names, arrays, options)
+        assert pullback is not None  # a definition asked for gradients returns a pullback
         grads = pullback(None)
         out = tuple(grads[n] for n in names)
         return value, (out if many else out[0])

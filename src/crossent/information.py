@@ -61,33 +61,44 @@ def _safe_log(xp: Any, x: Array) -> Array:
     return xp.log(xp.where(x > 0, x, xp.ones_like(x)))
 
 
-def _prepare(p: Array, q: Array | None, axis: int, reduction: str):
-    """Validate and upcast; returns ``(xp, p, q, pc, qc, axis, out_dtype)``: ``p`` and ``q``
-    in one namespace (their dtypes are the gradients'), ``pc`` and ``qc`` the same in the
-    compute dtype."""
-    xp, p, q = A.common(p=p, q=q)
-    _checks.floating(xp, p, "p")
-    if q is not None:
-        _checks.floating(xp, q, "q")
-    _checks.reduction(reduction)
+def _class_axis(p: Array, axis: int) -> int:
     if p.ndim == 0:
         raise ValueError("p must have a class axis, got a 0-d array")
-    ax = _checks.axis(axis, p.ndim)
-    if q is not None:
-        _checks.same_shape(p, q, "p", "q")
+    return _checks.axis(axis, p.ndim)
+
+
+def _prepare_one(p: Array, axis: int, reduction: str) -> tuple[Any, Array, Array, int, Any]:
+    """Validate and upcast one distribution; returns ``(xp, p, pc, axis, out_dtype)``: ``pc``
+    is ``p`` in the compute dtype."""
+    xp, p = A.common(p=p)
+    _checks.floating(xp, p, "p")
+    _checks.reduction(reduction)
+    ax = _class_axis(p, axis)
     _checks.in_unit_interval(xp, p, "p")
-    if q is not None:
-        _checks.in_unit_interval(xp, q, "q")
-    pu = A.upcast(xp, p)
-    if q is None:
-        return xp, p, None, pu, None, ax, p.dtype
-    qu = A.upcast(xp, q)
+    return xp, p, A.upcast(xp, p), ax, p.dtype
+
+
+def _prepare(p: Array, q: Array, axis: int, reduction: str
+             ) -> tuple[Any, Array, Array, Array, Array, int, Any]:
+    """Validate and upcast two distributions; returns ``(xp, p, q, pc, qc, axis,
+    out_dtype)``: ``p`` and ``q`` in one namespace (their dtypes are the gradients'), ``pc``
+    and ``qc`` the same in the compute dtype."""
+    xp, p, q = A.common(p=p, q=q)
+    _checks.floating(xp, p, "p")
+    _checks.floating(xp, q, "q")
+    _checks.reduction(reduction)
+    ax = _class_axis(p, axis)
+    _checks.same_shape(p, q, "p", "q")
+    _checks.in_unit_interval(xp, p, "p")
+    _checks.in_unit_interval(xp, q, "q")
+    pu, qu = A.upcast(xp, p), A.upcast(xp, q)
     dt = xp.result_type(pu.dtype, qu.dtype)
     out_dtype = xp.result_type(p.dtype, q.dtype)
     return xp, p, q, A.as_float(xp, pu, dt), A.as_float(xp, qu, dt), ax, out_dtype
 
 
-def _finish(xp: Any, terms: Array, ax: int, reduction: str, out_dtype: Any):
+def _finish(xp: Any, terms: Array, ax: int, reduction: str, out_dtype: Any
+            ) -> tuple[Array, Array | float]:
     """Sum the per-class terms over the class axis and reduce; returns (loss, grad scale)."""
     per_dist = xp.sum(terms, axis=ax)
     out = reduce(xp, per_dist, reduction)
@@ -140,7 +151,7 @@ def entropy(need: tuple[str, ...], p: Array, *, axis: int = -1, reduction: str =
     References: Shannon 1948, "A Mathematical Theory of Communication"; Cover & Thomas,
     *Elements of Information Theory*, ch. 2.
     """
-    xp, p, _, pc, _, ax, out_dtype = _prepare(p, None, axis, reduction)
+    xp, p, pc, ax, out_dtype = _prepare_one(p, axis, reduction)
     terms = -A.xlogy(xp, pc, pc)  # 0 log 0 = 0
     out, scale = _finish(xp, terms, ax, reduction, out_dtype)
     if not need:
@@ -153,7 +164,7 @@ def entropy(need: tuple[str, ...], p: Array, *, axis: int = -1, reduction: str =
 # --- cross-entropy --------------------------------------------------------------------------
 
 
-def _neg_p_over_q(xp, pc, qc):
+def _neg_p_over_q(xp: Any, pc: Array, qc: Array) -> Array:
     """d/dq of ``-p log q``: ``-p / q``; 0 where p == 0, -inf where p > 0 and q == 0."""
     safe_q = xp.where(qc > 0, qc, xp.ones_like(qc))
     g = xp.where(qc > 0, -pc / safe_q, xp.full_like(qc, -_INF))

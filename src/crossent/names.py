@@ -63,10 +63,8 @@ __all__ = [
 ]
 
 #: Frameworks in display order. "common" holds paper / textbook / colloquial names.
+from . import LOSS_MODULES as _LOSS_MODULES
 from ._loss_table import ENTRIES, FAMILIES, FRAMEWORKS, PREFIXES
-
-_LOSS_MODULES = ("classification", "focal", "information", "distillation", "margin", "ranking",
-                 "extended")
 
 
 class UnknownLossName(KeyError):
@@ -422,9 +420,9 @@ def aliases_of(fn_or_name: Any) -> Mapping[str, tuple[str, ...]]:
             if spec.target == target:
                 return spec.aliases
         name = getattr(fn_or_name, "__name__", None)
-        spec = _SPECS.get(name) if isinstance(name, str) else None
-        if spec is not None and spec.available and spec.fn is fn_or_name:
-            return spec.aliases
+        by_name = _SPECS.get(name) if isinstance(name, str) else None
+        if by_name is not None and by_name.available and by_name.fn is fn_or_name:
+            return by_name.aliases
         raise UnknownLossName(f"{fn_or_name!r} is not a crossent loss in the names table")
     raise TypeError(f"expected a crossent loss function or a name, got "
                     f"{type(fn_or_name).__name__}")

@@ -24,9 +24,9 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 
 def default_results_dir() -> Path:
@@ -36,7 +36,7 @@ def default_results_dir() -> Path:
     return Path(base) / "crossent" / "bench"
 
 
-def parser(doc: str, sizes: dict[str, int], dtypes: list[str], contenders: list[str]
+def parser(doc: str, sizes: dict[str, int], dtypes: Sequence[str], contenders: Sequence[str]
            ) -> argparse.ArgumentParser:
     """The options every fwd+bwd benchmark script takes; ``sizes`` maps --n/--v/--h to defaults."""
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
@@ -94,11 +94,23 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+class Timing(TypedDict, total=False):
+    """One contender's row of :func:`time_steps`: its seconds, or the error that dropped it."""
+
+    median_s: float
+    min_s: float
+    max_s: float
+    error: str
+
+
 def time_steps(steps: dict[str, Step], *, repeats: int = 5, warmup: int = 1,
-               reset: Callable[[], None] | None = None) -> dict[str, dict[str, float]]:
+               reset: Callable[[], None] | None = None, number: int = 1
+               ) -> dict[str, Timing]:
     """Median, min and max seconds of each step, running them alternately ``repeats`` times.
 
     ``reset`` runs (untimed) before each step, e.g. to drop ``.grad`` from the previous one.
+    ``number`` > 1 times that many back-to-back calls per round and reports the time of one
+    (for steps of microseconds, where one call is below the clock's and the cache's noise).
     A step that raises is dropped and reported with its error.
     """
     alive = dict(steps)
@@ -119,9 +131,10 @@ def time_steps(steps: dict[str, Step], *, repeats: int = 5, warmup: int = 1,
                 reset()
             gc.collect()
             t0 = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - t0)
-    out: dict[str, dict[str, float]] = {
+            for _ in range(number):
+                step()
+            times[name].append((time.perf_counter() - t0) / number)
+    out: dict[str, Timing] = {
         name: {"median_s": statistics.median(ts), "min_s": min(ts), "max_s": max(ts)}
         for name, ts in times.items()
     }

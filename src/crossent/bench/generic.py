@@ -15,7 +15,9 @@ multiple of the native one (the target is <= 1.0x). Pairs:
 - ``jax.jit(jax.value_and_grad(softmax_cross_entropy))`` vs optax's (64x32768)
 - NumPy ``value_and_grad(softmax_cross_entropy)`` vs eight lines of NumPy (4096x1000)
 
-and every torch/NumPy pair again at 256x10. Writes ``generic*.json`` into the results folder.
+and every torch/NumPy pair again at 256x10. For the torch pairs it also measures the extra
+peak memory (RSS above the inputs) of one fwd+bwd of each side in a fresh process, at 8x the
+rows (``--no-memory`` skips it). Writes ``generic*.json`` into the results folder.
 """
 
 from __future__ import annotations
@@ -118,7 +120,11 @@ def _jax_pair(n: int, c: int, rng: np.random.Generator) -> tuple[Step, Step] | N
 
 def _row(name: str, backend: str, shape: tuple[int, int], ours: Step, theirs: Step,
          native: str, repeats: int) -> dict[str, Any]:
-    t = H.time_steps({"crossent": ours, "native": theirs}, repeats=repeats, warmup=2)
+    # calls per timed round: enough for ~20 ms, so microsecond steps are not clock noise
+    probe = H.time_steps({"native": theirs}, repeats=1, warmup=1)["native"].get("median_s")
+    number = max(1, min(2000, int(0.02 / probe))) if probe else 1
+    t = H.time_steps({"crossent": ours, "native": theirs}, repeats=repeats, warmup=2,
+                     number=number)
     a, b = t["crossent"].get("median_s"), t["native"].get("median_s")
     return {"loss": name, "backend": backend, "shape": f"{shape[0]}x{shape[1]}",
             "native": native, "crossent_s": a, "native_s": b,
@@ -136,7 +142,41 @@ _SHAPES = {"sigmoid_cross_entropy": (8192, 80), "sigmoid_focal_loss": (8192, 80)
            "softmax_cross_entropy": (4096, 1000)}
 COLUMNS = [("loss", "loss", ""), ("backend", "backend", ""), ("shape", "shape", ""),
            ("native", "against", ""), ("crossent_s", "crossent s", "{:.2e}"),
-           ("native_s", "native s", "{:.2e}"), ("ratio", "crossent / native", "{:.2f}x")]
+           ("native_s", "native s", "{:.2e}"), ("ratio", "crossent / native", "{:.2f}x"),
+           ("memory_shape", "memory at", ""),
+           ("crossent_extra_mib", "crossent extra MiB", "{:.1f}"),
+           ("native_extra_mib", "native extra MiB", "{:.1f}")]
+
+
+def _mib(b: int | None) -> float | None:
+    return None if b is None else b / 2**20
+
+
+# extra peak memory is measured at 8x the rows of the timing shape, where a buffer is large
+# next to the allocator's and the page cache's noise
+_MEMORY_ROWS = 8
+
+
+def _memory(name: str, shape: tuple[int, int]) -> dict[str, Any]:
+    """Extra peak RSS of one fwd+bwd of each side, each in a fresh process."""
+    n, c = shape[0] * _MEMORY_ROWS, shape[1]
+    out: dict[str, Any] = {}
+    for side in ("crossent", "native"):
+        r = H.measure_memory("crossent.bench.generic", f"{name}:{side}", {"n": n, "c": c})
+        out[side] = r.get("extra_bytes")
+        out.setdefault("error", r.get("error"))
+    out["shape"] = f"{n}x{c}"
+    return out
+
+
+def _child(spec: str, case: str) -> None:
+    import json
+
+    name, side = spec.split(":")
+    shape = json.loads(case)
+    pair = _torch_pairs(shape["n"], shape["c"], np.random.default_rng(0))[name]
+    step = pair[0] if side == "crossent" else pair[1]
+    print(json.dumps(H.child_measure(step, lambda: None, lambda: 0)))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -145,7 +185,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--quick", action="store_true", help="small shapes, 3 repeats")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--case", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.child:
+        _child(a.child, a.case)
+        return {}
     repeats = 3 if a.quick else a.repeats
     rng = np.random.default_rng(0)
     rows: list[dict[str, Any]] = []
@@ -158,7 +204,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 if shape_set == "small" or a.quick:
                     n, c = (256, 10)
                 ours, theirs = _torch_pairs(n, c, rng)[name]
-                rows.append(_row(name, "torch", (n, c), ours, theirs, _NATIVE[name], repeats))
+                row = _row(name, "torch", (n, c), ours, theirs, _NATIVE[name], repeats)
+                if shape_set == "target" and not (a.quick or a.no_memory):
+                    mem = _memory(name, (n, c))
+                    row["memory_shape"] = mem["shape"]
+                    row["crossent_extra_mib"] = _mib(mem["crossent"])
+                    row["native_extra_mib"] = _mib(mem["native"])
+                rows.append(row)
             if a.quick:
                 break
     except ImportError:

@@ -13,7 +13,8 @@ exist) over the step; the difference is the rank's inputs plus everything the st
 gradients included. It should fall as ~1/P while the loss stays the same (to 1e-6, relative).
 The inputs are generated in fixed blocks of 256 vocabulary entries, each from its own seed, so
 every P sees exactly the same numbers. P=1 runs the same parallel code with a group of one
-(users get the hand-over to ``crossent.torch.cross_entropy`` there instead).
+(``impl="parallel"``; by default users get the hand-over to ``crossent.torch.cross_entropy``
+there instead).
 
 The ranks are forked from one fresh interpreter (``--launch``) that imports torch once; large
 allocations are forced to ``mmap`` (``MALLOC_MMAP_THRESHOLD_``) so freed memory leaves the
@@ -69,15 +70,14 @@ def _worker(rank: int, world: int, port: int, cfg: dict, path: str) -> None:
     import torch
     import torch.distributed as dist
 
-    from crossent.torch import distributed as D
     from crossent.torch.distributed import (
         vocab_parallel_cross_entropy,
         vocab_parallel_linear_cross_entropy,
     )
 
-    # P=1 runs the parallel algorithm too (not the hand-over to the fused single-device
-    # functions), so every P measures the same code.
-    D._DELEGATE_SINGLE = False
+    # impl="parallel": P=1 runs the parallel algorithm too (not the hand-over to the fused
+    # single-device functions), so every P measures the same code.
+    impl = "parallel"
     torch.set_num_threads(max(1, cfg["threads"] // world))
     n, v, h, reps = cfg["n"], cfg["v"], cfg["h"], cfg["repeats"]
     width = _widths(v, world)[rank]
@@ -91,10 +91,10 @@ def _worker(rank: int, world: int, port: int, cfg: dict, path: str) -> None:
         hidden0 = torch.randn(n, h, generator=g)
         # Warm-up on a tiny problem: gloo buffers, thread pools, lazy imports.
         small = torch.randn(4, 3, requires_grad=True)
-        vocab_parallel_cross_entropy(small, torch.tensor([0, 1, 2, 0])).backward()
+        vocab_parallel_cross_entropy(small, torch.tensor([0, 1, 2, 0]), impl=impl).backward()
         vocab_parallel_linear_cross_entropy(torch.randn(4, 2, requires_grad=True),
                                             torch.randn(3, 2, requires_grad=True),
-                                            torch.tensor([0, 1, 2, 0])).backward()
+                                            torch.tensor([0, 1, 2, 0]), impl=impl).backward()
 
         def make(method):
             if method == "logits":
@@ -106,9 +106,9 @@ def _worker(rank: int, world: int, port: int, cfg: dict, path: str) -> None:
 
         def step(method, t):
             if method == "logits":
-                loss = vocab_parallel_cross_entropy(t["x"], y)
+                loss = vocab_parallel_cross_entropy(t["x"], y, impl=impl)
             else:
-                loss = vocab_parallel_linear_cross_entropy(t["h"], t["w"], y)
+                loss = vocab_parallel_linear_cross_entropy(t["h"], t["w"], y, impl=impl)
             loss.backward()
             return float(loss.detach())
 

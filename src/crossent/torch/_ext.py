@@ -1,6 +1,8 @@
-"""Build and load the C++ row kernel (``_kernel.cpp``) at first use.
+"""Build and load the C++ kernels at first use: ``_kernel.cpp`` (softmax cross-entropy rows),
+``_binary_kernel.cpp`` (the element-wise sigmoid losses) and ``_kl_margin_kernel.cpp``
+(distillation and multi-class margin rows), sharing ``_vec.h``.
 
-The kernel is compiled with the system C++ compiler straight into a shared library of torch
+The kernels are compiled with the system C++ compiler straight into one shared library of torch
 ops (``torch.ops.crossent_ext.*``): no ninja and no pybind, so it needs only g++ (or ``$CXX``)
 and the headers that ship inside the torch wheel. The library is cached in a per-user
 directory keyed by the source, torch, the compiler flags and the CPU capability, so a test
@@ -36,7 +38,9 @@ from typing import Any
 
 import torch
 
-_SOURCE = Path(__file__).with_name("_kernel.cpp")
+_HERE = Path(__file__).parent
+_SOURCES = (_HERE / "_kernel.cpp", _HERE / "_binary_kernel.cpp", _HERE / "_kl_margin_kernel.cpp")
+_HEADERS = (_HERE / "_vec.h",)
 _LOCK = threading.Lock()
 _STATE: dict[str, Any] = {"loaded": None, "error": None, "path": None, "seconds": None,
                           "rebuilt": None}
@@ -87,7 +91,7 @@ def _build(cxx: str, out: Path, flags: list[str]) -> None:
         f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
         *flags,
         *[f"-I{p}" for p in cpp_extension.include_paths()],
-        str(_SOURCE), "-o", str(out),
+        *[str(p) for p in _SOURCES], "-o", str(out),
         f"-L{torch_lib}", "-lc10", "-ltorch_cpu", f"-Wl,-rpath,{torch_lib}",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -169,7 +173,7 @@ def _load() -> bool:
         _STATE["error"] = "no C++ compiler found (set CXX)"
         return False
     try:
-        source = _SOURCE.read_bytes()
+        source = b"\0".join(p.read_bytes() for p in (*_SOURCES, *_HEADERS))
     except OSError as exc:
         _STATE["error"] = f"kernel source missing: {exc}"
         return False
@@ -184,7 +188,8 @@ def _load() -> bool:
     t0 = time.perf_counter()
     rebuilt_because = None
     try:
-        already = hasattr(torch.ops.crossent_ext, "rows")  # loaded in this process already
+        # loaded in this process already
+        already = hasattr(torch.ops.crossent_ext, "multi_margin_rows")
         problem = None if already else _check_library(lib)
         if problem is not None:
             cache.mkdir(parents=True, exist_ok=True)
@@ -244,6 +249,21 @@ def _register_fake() -> None:
             if acc_out:
                 dtype = torch.float64 if dtype == torch.float64 else torch.float32
             return logits.new_empty(shape, dtype=dtype), logits.new_empty(shape, dtype=dtype)
+
+        @torch.library.register_fake("crossent_ext::binary")
+        def _(logits, targets, weight, pos_weight, focal, alpha, gamma, reduction, want_grad):
+            loss = logits.new_empty(logits.shape if reduction == 0 else ())
+            return loss, logits.new_empty(logits.shape if want_grad else (0,))
+
+        @torch.library.register_fake("crossent_ext::distill_rows")
+        def _(student, teacher, temperature, reduction, want_grad):
+            loss = student.new_empty((student.shape[0],) if reduction == 0 else ())
+            return loss, student.new_empty(student.shape if want_grad else (0,))
+
+        @torch.library.register_fake("crossent_ext::multi_margin_rows")
+        def _(logits, labels, weight, p, margin, reduction, want_grad):
+            loss = logits.new_empty((logits.shape[0],) if reduction == 0 else ())
+            return loss, logits.new_empty(logits.shape if want_grad else (0,))
 
         @torch.library.register_fake("crossent_ext::advise_hugepage")
         def _(t):

@@ -53,12 +53,15 @@ _EXT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 IMPLS = ("auto", "kernel", "torch")
 
 
-def check_impl(impl: str) -> str:
+def check_impl(impl: str, allowed: tuple[str, ...] = IMPLS) -> str:
     """The implementation choice of the fused losses: ``"auto"`` (the C++ kernel where it can
     serve, else torch ops; ``CROSSENT_NO_EXT=1`` makes torch ops the default), ``"kernel"``
-    (the C++ kernel, an error where it cannot serve) or ``"torch"`` (torch ops)."""
-    if impl not in IMPLS:
-        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    (the C++ kernel, an error where it cannot serve) or ``"torch"`` (torch ops).
+
+    ``allowed``: the values a caller accepts, when it has more choices than these (the
+    vocabulary-parallel losses add ``"parallel"``). ValueError naming ``impl`` otherwise."""
+    if impl not in allowed:
+        raise ValueError(f"impl must be one of {allowed}, got {impl!r}")
     return impl
 
 
@@ -66,7 +69,7 @@ def use_extension(x: torch.Tensor, impl: str = "auto") -> bool:
     """Whether the C++ kernel serves this tensor under ``impl`` (see :func:`check_impl`)."""
     if impl == "torch":
         return False
-    ok = x.device.type == "cpu" and x.dtype in _EXT_DTYPES and _ext.load()
+    ok = x.is_cpu and x.dtype in _EXT_DTYPES and _ext.load()
     if impl == "kernel" and not ok:
         why = _ext.info().get("error") or f"{x.device.type} {x.dtype} tensors"
         raise ValueError(f"impl='kernel': the C++ kernel cannot serve this call ({why}); "

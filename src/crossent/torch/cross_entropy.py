@@ -2,169 +2,33 @@
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import weakref
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from .. import _checks
+from .. import _array, _checks
 from . import _ext
-from ._rows import acc_dtype, check_impl, rows_forward, use_extension
+from ._common import (
+    Opts,
+    autocast_enabled,
+    autocast_off,
+    bump_version,
+    check_labels,
+    check_options,
+    check_probabilities,
+    finish,
+    functorch_active,
+    loss_dtype,
+    reduce_rows,
+    refuse_inplace_on_leaf,
+    safe_inv,
+    scale_by_grad_output,
+)
+from ._rows import acc_dtype, rows_forward, use_extension
 
 # Fresh gradient buffers at least this large get a transparent-huge-page hint (fewer faults).
 _HUGEPAGE_BYTES = 1 << 25
-# Logits dtypes that autocast casts to float32 for cross-entropy (float64 is left alone).
-_AUTOCAST_FP32 = (torch.float16, torch.bfloat16, torch.float32)
-
-
-@dataclass(frozen=True)
-class _Opts:
-    ignore_index: int
-    label_smoothing: float
-    reduction: str
-    z_loss: float
-    softcap: float | None
-    impl: str = "auto"
-
-
-def _concrete_float(value: Any, name: str) -> float:
-    """A checked option as a Python float: the kernels and the per-row scalars need one."""
-    try:
-        return float(value)
-    except Exception:  # a traced scalar (torch fake tensor) has no value to read here
-        raise TypeError(f"{name} must be a concrete number on the torch path, got "
-                        f"{type(value).__name__}") from None
-
-
-# Options already validated, keyed by their values (plain Python numbers and strings only,
-# never tensors, whose values may change): a training loop passes the same few options on
-# every call, and this keeps their checks off the per-call cost of the fused path.
-_CHECKED: dict[tuple, _Opts] = {}
-_NUM = (float, int)
-
-
-def check_options(reduction: Any, label_smoothing: Any, z_loss: Any, softcap: Any,
-                  ignore_index: Any) -> _Opts:
-    """Validate the scalar options shared by the torch losses with the project's checks
-    (:mod:`crossent._checks`) and return them normalised (Python numbers, NumPy scalars and
-    0-d tensors accepted)."""
-    plain = (type(reduction) is str and type(label_smoothing) in _NUM
-             and type(z_loss) in _NUM and (softcap is None or type(softcap) in _NUM)
-             and type(ignore_index) is int)
-    if plain:  # ints and floats of equal value normalise alike; ignore_index is an int
-        key = (reduction, label_smoothing, z_loss, softcap, ignore_index)
-        hit = _CHECKED.get(key)
-        if hit is not None:
-            return hit
-    opts = _check_options(reduction, label_smoothing, z_loss, softcap, ignore_index)
-    if plain and len(_CHECKED) < 256:
-        _CHECKED[key] = opts
-    return opts
-
-
-def _check_options(reduction: Any, label_smoothing: Any, z_loss: Any, softcap: Any,
-                   ignore_index: Any) -> _Opts:
-    red = _checks.reduction(reduction)
-    eps = _concrete_float(_checks.unit_interval(label_smoothing, "label_smoothing"),
-                          "label_smoothing")
-    zc = _concrete_float(_checks.non_negative(z_loss, "z_loss"), "z_loss")
-    cap = None
-    if softcap is not None:
-        cap = _concrete_float(
-            _checks.number(softcap, "softcap", low=0.0, low_open=True,
-                           what="a positive finite number or None"), "softcap")
-    ii = _checks.index(ignore_index, "ignore_index")
-    return _Opts(ii, eps, red, zc, cap)
-
-
-def check_labels(target: torch.Tensor, num_classes: int, ignore_index: int,
-                 name: str = "target") -> None:
-    """Labels in [0, C) or equal to ignore_index. CPU only: on an accelerator the check would
-    cost a host sync, and an out-of-range label there raises in the gather instead."""
-    if target.device.type != "cpu" or target.numel() == 0 or functorch_active(target):
-        return
-    # torch itself serves as the namespace of the shared checks (they use any, min, max and
-    # where only), which keeps array_api_compat off this per-call path.
-    _checks.labels_in_range(torch, target, num_classes, ignore_index, name)
-
-
-def check_probabilities(target: torch.Tensor, name: str = "target") -> None:
-    """Probability targets in [0, 1]. CPU only (a host read), skipped under tracing."""
-    if target.device.type != "cpu" or target.numel() == 0 or functorch_active(target):
-        return
-    _checks.in_unit_interval(torch, target, name)
-
-
-_TRANSFORMS_ACTIVE = getattr(torch._C, "_are_functorch_transforms_active", None)
-_WRAPPED = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", None)
-
-
-def functorch_active(*tensors: torch.Tensor | None) -> bool:
-    """Whether a torch.func transform (grad, vmap, jacrev...) is running (or, on a torch
-    without the global query, wraps an input).
-
-    The fused autograd Functions read raw storage, which functorch's wrapper tensors do not
-    have; under a transform the losses run as compositions of differentiable torch ops.
-    """
-    if torch.compiler.is_compiling():
-        return False  # dynamo traces real tensors (and cannot trace the queries below)
-    if _TRANSFORMS_ACTIVE is not None:
-        return _TRANSFORMS_ACTIVE()
-    return _WRAPPED is not None and any(
-        isinstance(t, torch.Tensor) and _WRAPPED(t) for t in tensors)
-
-
-def autocast_enabled(device_type: str) -> bool:
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # older torch: one flag per device family
-        if device_type == "cpu":
-            return torch.is_autocast_cpu_enabled()
-        return device_type == "cuda" and torch.is_autocast_enabled()
-
-
-def autocast_dtype(device_type: str) -> torch.dtype:
-    try:
-        return torch.get_autocast_dtype(device_type)
-    except (AttributeError, TypeError):  # older torch
-        if device_type == "cpu":
-            return torch.get_autocast_cpu_dtype()
-        return torch.get_autocast_gpu_dtype()
-
-
-_NO_CONTEXT = contextlib.nullcontext()
-
-
-def autocast_off(device_type: str, enabled: bool | None = None) -> Any:
-    """A context that runs our own ops at the dtypes chosen here: autocast would otherwise
-    recast the matmuls of the torch-ops paths to half precision behind our back.
-    ``enabled``: whether autocast is on for ``device_type``, when the caller knows."""
-    if enabled is None:
-        enabled = autocast_enabled(device_type)
-    return torch.autocast(device_type=device_type, enabled=False) if enabled else _NO_CONTEXT
-
-
-def loss_dtype(x: torch.Tensor, amp: bool | None = None) -> torch.dtype:
-    """The loss dtype: the input's, or float32 under autocast (cross-entropy is on autocast's
-    float32 list, so F.cross_entropy returns float32 there). ``amp``: whether autocast is
-    on for ``x``'s device, when the caller knows."""
-    if amp is None:
-        amp = autocast_enabled(x.device.type)
-    return torch.float32 if amp and x.dtype in _AUTOCAST_FP32 else x.dtype
-
-
-def refuse_inplace_on_leaf(t: torch.Tensor, name: str) -> None:
-    """inplace_backward writes into ``t``'s memory: refuse a leaf that requires grad, and a
-    view of one (``leaf[:]``, ``leaf.view(...)``), whose values it would overwrite."""
-    base = t._base if t._base is not None else t
-    if t.requires_grad and base.is_leaf and base.requires_grad:
-        raise ValueError(
-            f"inplace_backward=True writes the gradient into the logits' memory, so {name} "
-            "must be an intermediate result, not a leaf tensor that requires grad or a view "
-            "of one")
 
 
 def _class_weight(weight: Any, num_classes: int, like: torch.Tensor) -> torch.Tensor | None:
@@ -200,7 +64,7 @@ def _mean_scales(target: torch.Tensor, weight: torch.Tensor | None, ignore_index
     """
     if target.is_floating_point():
         n = torch.tensor(float(target.shape[0]), dtype=acc, device=target.device)
-        return _safe_inv(n), _safe_inv(n)
+        return safe_inv(n), safe_inv(n)
     valid = target != ignore_index
     count = valid.sum().to(acc)
     if weight is None:
@@ -212,13 +76,13 @@ def _mean_scales(target: torch.Tensor, weight: torch.Tensor | None, ignore_index
             den = _checks.mean_denominator(torch, den, count)
         else:
             den = torch.where((den == 0) & (count > 0), torch.full_like(den, float("nan")), den)
-    return _safe_inv(den), _safe_inv(count)
+    return safe_inv(den), safe_inv(count)
 
 
 _REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}
 
 
-def _fused(x, target, weight, grad_out, opts: _Opts, acc_out: bool = False):
+def _fused(x, target, weight, grad_out, opts: Opts, acc_out: bool = False):
     """The C++ all-in-one op (CPU): (loss, z part) in x's dtype (the accumulation dtype with
     ``acc_out``); gradient into grad_out."""
     return torch.ops.crossent_ext.fused(
@@ -226,38 +90,15 @@ def _fused(x, target, weight, grad_out, opts: _Opts, acc_out: bool = False):
         opts.ignore_index, _REDUCTION_CODES[opts.reduction], acc_out)
 
 
-def _scales(target, weight, opts: _Opts, acc, device, check: bool = False):
+def _scales(target, weight, opts: Opts, acc, device, check: bool = False):
     if opts.reduction == "mean":
         return _mean_scales(target, weight, opts.ignore_index, acc, check)
     one = torch.ones((), dtype=acc, device=device)
     return one, one
 
 
-def _safe_inv(d: torch.Tensor) -> torch.Tensor:
-    nz = d != 0
-    return torch.where(nz, 1.0 / torch.where(nz, d, torch.ones_like(d)), torch.zeros_like(d))
-
-
-def _reduce(main: torch.Tensor, z: torch.Tensor, reduction: str, gs, zs):
-    if reduction == "none":
-        return main + z, z
-    zsum = z.sum()
-    if reduction == "sum":
-        return main.sum() + zsum, zsum
-    zpart = zsum * zs
-    return main.sum() * gs + zpart, zpart
-
-
-def _bump_version(t: torch.Tensor) -> None:
-    """Mark a tensor as modified in place so autograd catches any op that saved it."""
-    try:
-        torch.autograd.graph.increment_version(t)
-    except Exception:  # older torch: no public way; the in-place write stays unchecked
-        pass
-
-
 def composite_rows(x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
-                   opts: _Opts, out_dtype: torch.dtype,
+                   opts: Opts, out_dtype: torch.dtype,
                    check: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss of the fused path on (R, C) rows, written with differentiable torch ops.
 
@@ -298,7 +139,7 @@ def composite_rows(x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor |
         main = torch.where(valid, main, zero)
         zrow = torch.where(valid, opts.z_loss * lse * lse, zero)
     gs, zs = _scales(target, w, opts, acc, x.device, check)
-    loss, zpart = _reduce(main, zrow, opts.reduction, gs, zs)
+    loss, zpart = reduce_rows(main, zrow, opts.reduction, gs, zs)
     return loss.to(out_dtype), zpart.detach().to(out_dtype)
 
 
@@ -325,42 +166,45 @@ class _FusedCrossEntropy(torch.autograd.Function):
     memory of these layouts for every call, for the rare backward that needs them (a second
     one through a retained graph, or a differentiable one), which then uses the logits if the
     caller still holds them unmodified.
+
+    ``cfg`` is ``(opts, buffer_mode, out_dtype, ext)``, one argument (each argument of
+    ``apply`` has a per-call cost): ``ext`` says whether the C++ kernel serves ``x``
+    (:func:`._rows.use_extension`, decided once by the caller).
     """
 
     @staticmethod
-    def forward(ctx, x, target, weight, opts: _Opts, buffer_mode: str, src, out_dtype):
+    def forward(ctx, x, target, weight, src, cfg: tuple[Opts, str, torch.dtype, bool]):
+        opts, buffer_mode, out_dtype, ext = cfg
         acc = acc_dtype(x.dtype)
-        need_x = ctx.needs_input_grad[0]
-        target_grad = target.is_floating_point() and ctx.needs_input_grad[1]
+        need_x, need_t = ctx.needs_input_grad[:2]
+        target_grad = need_t and target.is_floating_point()
         buf = None
         if need_x:
             if buffer_mode == "inplace":
                 buf = x  # the caller's logits (or our private copy of them) become the gradient
             else:
                 buf = torch.empty_like(x, memory_format=torch.contiguous_format)
-                if (buf.device.type == "cpu" and buf.nbytes >= _HUGEPAGE_BYTES
-                        and use_extension(x, opts.impl)):
+                if ext and buf.nbytes >= _HUGEPAGE_BYTES:  # ext: a CPU tensor
                     torch.ops.crossent_ext.advise_hugepage(buf)
-        acc_out = out_dtype != x.dtype
         # CPU kernel: one call does the label check, the denominators, the rows, the reduction.
-        fast = use_extension(x, opts.impl) and not target_grad
+        fast = ext and not target_grad
         lse = None
         if fast:
             gs = zs = None
-            loss, zpart = _fused(x, target, weight, buf, opts, acc_out)
+            loss, zpart = _fused(x, target, weight, buf, opts, out_dtype != x.dtype)
         else:
-            gs, zs = _scales(target, weight, opts, acc, x.device, x.device.type == "cpu")
+            gs, zs = _scales(target, weight, opts, acc, x.device, x.is_cpu)
             stats = rows_forward(
                 x, target, weight=weight, ignore_index=opts.ignore_index,
                 label_smoothing=opts.label_smoothing, z_loss=opts.z_loss, softcap=opts.softcap,
                 grad_out=buf, grad_scale=gs, z_grad_scale=zs, impl=opts.impl)
-            loss, zpart = _reduce(stats.loss, stats.z, opts.reduction, gs, zs)
+            loss, zpart = reduce_rows(stats.loss, stats.z, opts.reduction, gs, zs)
             loss, zpart = loss.to(out_dtype), zpart.to(out_dtype)
             if target_grad:
                 lse = stats.lse
         overwritten = buf is x
         if overwritten:
-            _bump_version(x)
+            bump_version(x)
         ctx.buf = buf
         ctx.opts = opts
         ctx.acc = acc
@@ -432,13 +276,9 @@ class _FusedCrossEntropy(torch.autograd.Function):
             gt = gt * (gs * go).reshape(-1, 1) if opts.reduction == "none" else gt * (gs * go)
             grad_t = gt.to(ctx.dtype)
         if not need_x:
-            return None, grad_t, None, None, None, None, None
-        if opts.reduction == "none":
-            buf.mul_(grad_loss.to(buf.dtype).unsqueeze(1))
-        elif not (grad_loss.device.type == "cpu" and grad_loss.item() == 1.0):
-            # On CPU reading the scalar is free and loss.backward() passes 1: skip a pass.
-            buf.mul_(grad_loss.to(buf.dtype))
-        return buf, grad_t, None, None, None, None, None
+            return None, grad_t, None, None, None
+        (buf,) = scale_by_grad_output((buf,), grad_loss, opts.reduction == "none")
+        return buf, grad_t, None, None, None
 
     @staticmethod
     def _differentiable_backward(ctx, x, src, target, weight, grad_loss):
@@ -459,12 +299,14 @@ class _FusedCrossEntropy(torch.autograd.Function):
                                              allow_unused=True))
         grad_x = grads.pop(0) if need_x else None
         grad_t = grads.pop(0) if need_t else None
-        return grad_x, grad_t, None, None, None, None, None
+        return grad_x, grad_t, None, None, None
 
 
 def _contiguous_rows(x: torch.Tensor) -> torch.Tensor:
     """``x`` with contiguous rows (what the row kernels read), copied only when needed."""
     c = x.shape[1]
+    if c > 1 and x.is_contiguous():  # the common case, without reading the strides
+        return x
     if x.stride(-1) != 1 or (x.shape[0] > 1 and x.stride(0) < c):
         return x.contiguous()
     return x
@@ -474,31 +316,34 @@ def _rows_layout(logits: torch.Tensor, target: torch.Tensor, prob: bool, functio
     """Bring (C,), (N, C) and (N, C, d1, ...) to (R, C) rows; returns rows, targets, batch
     shape (for reduction="none") and whether the rows are a private copy. ``functional``
     (a torch.func transform) keeps to shape operations: wrapper tensors have no storage."""
-    if logits.dim() == 1:
-        want = logits.shape if prob else ()
-        if tuple(target.shape) != tuple(want):
+    shape = logits.shape
+    tshape = target.shape  # torch.Size: a tuple, compared as one
+    if len(shape) == 1:
+        want = shape if prob else ()
+        if tshape != want:
             raise ValueError(f"target must have shape {tuple(want)} for unbatched logits of "
-                             f"shape {tuple(logits.shape)}, got {tuple(target.shape)}")
+                             f"shape {tuple(shape)}, got {tuple(tshape)}")
         batch: tuple[int, ...] = ()
         t = target.reshape(1, -1) if prob else target.reshape(1)
+        c = shape[0]
     else:
-        c = logits.shape[1]
-        batch = (logits.shape[0], *logits.shape[2:])
-        want = tuple(logits.shape) if prob else batch
-        if tuple(target.shape) != want:
+        c = shape[1]
+        batch = (shape[0], *shape[2:])
+        want = shape if prob else batch
+        if tshape != want:
             kind = "probability" if prob else "class-index"
-            raise ValueError(f"target ({kind}) must have shape {want} for logits of shape "
-                             f"{tuple(logits.shape)}, got {tuple(target.shape)}")
-        if logits.dim() == 2:
+            raise ValueError(f"target ({kind}) must have shape {tuple(want)} for logits of "
+                             f"shape {tuple(shape)}, got {tuple(tshape)}")
+        if len(shape) == 2:
             t = target
         else:
             t = target.movedim(1, -1).reshape(-1, c) if prob else target.reshape(-1)
-    c = logits.shape[0] if logits.dim() == 1 else logits.shape[1]
     x = _as_rows(logits, c)
     if functional or x.shape[0] == 0:
         return x, t, batch, False
     x = _contiguous_rows(x)
-    copied = x.untyped_storage().data_ptr() != logits.untyped_storage().data_ptr()
+    copied = x is not logits and (
+        x.untyped_storage().data_ptr() != logits.untyped_storage().data_ptr())
     return x, t, batch, copied
 
 
@@ -632,17 +477,17 @@ def cross_entropy(
     if target.dtype == torch.bool or target.is_complex():
         raise TypeError(f"target must hold class indices (integer) or probabilities "
                         f"(floating), got dtype {target.dtype}")
-    opts = dataclasses.replace(
-        check_options(reduction, label_smoothing, z_loss, softcap, ignore_index),
-        impl=check_impl(impl))
-    if logits.dim() == 0:
+    opts = check_options(reduction, label_smoothing, z_loss, softcap, ignore_index, impl)
+    shape = logits.shape
+    if not shape:
         raise ValueError("logits must have at least one dimension (the classes)")
-    num_classes = logits.shape[0] if logits.dim() == 1 else logits.shape[1]
+    num_classes = shape[0] if len(shape) == 1 else shape[1]
     if num_classes == 0:
         raise ValueError(f"logits must have at least one class, got logits of shape "
-                         f"{tuple(logits.shape)}")
+                         f"{tuple(shape)}")
     prob = target.is_floating_point()
-    weight = _class_weight(weight, num_classes, logits)
+    if weight is not None:
+        weight = _class_weight(weight, num_classes, logits)
     functional = functorch_active(logits, target, weight)
     x, t, batch, copied = _rows_layout(logits, target, prob, functional)
     if prob:
@@ -651,13 +496,14 @@ def cross_entropy(
         if not functional and not t.is_contiguous():
             t = t.contiguous()
     else:
-        t = t.to(dtype=torch.int64)
-        if not functional:
+        if t.dtype != torch.int64:
+            t = t.to(dtype=torch.int64)
+        if not functional and not t.is_contiguous():
             t = t.contiguous()
-        # the C++ kernel checks them itself, before writing anything
-        if not use_extension(x, opts.impl):
+        ext = use_extension(x, opts.impl)
+        if not ext:  # the C++ kernel checks them itself, before writing anything
             check_labels(t, num_classes, opts.ignore_index)
-    device_type = x.device.type
+    device_type = "cpu" if x.is_cpu else x.device.type
     amp = autocast_enabled(device_type)
     out_dtype = loss_dtype(logits, amp)
     needs_grad = torch.is_grad_enabled() and (
@@ -671,25 +517,25 @@ def cross_entropy(
     with autocast_off(device_type, amp):
         if functional or x.shape[0] == 0:
             loss, zpart = composite_rows(x, t, weight, opts, out_dtype, check)
-        elif needs_grad:
-            mode = "inplace" if (inplace_backward or copied) else "new"
-            loss, zpart = _FusedCrossEntropy.apply(x, t, weight, opts, mode,
-                                                   logits if copied else None, out_dtype)
-        elif use_extension(x, opts.impl):
-            loss, zpart = _fused(x.detach(), t.detach(), weight, None, opts,
-                                 out_dtype != x.dtype)
         else:
-            stats = rows_forward(x.detach(), t.detach(), weight=weight,
-                                 ignore_index=opts.ignore_index,
-                                 label_smoothing=opts.label_smoothing, z_loss=opts.z_loss,
-                                 softcap=opts.softcap, impl=opts.impl)
-            gs, zs = _scales(t, weight, opts, acc_dtype(x.dtype), x.device, check)
-            loss, zpart = _reduce(stats.loss, stats.z, opts.reduction, gs, zs)
-            loss, zpart = loss.to(out_dtype), zpart.to(out_dtype)
-    if opts.reduction == "none":
-        loss = loss.reshape(batch)
-        zpart = zpart.reshape(batch)
-    return (loss, zpart) if return_z_loss else loss
+            if prob:
+                ext = use_extension(x, opts.impl)
+            if needs_grad:
+                mode = "inplace" if (inplace_backward or copied) else "new"
+                loss, zpart = _FusedCrossEntropy.apply(x, t, weight, logits if copied else None,
+                                                       (opts, mode, out_dtype, ext))
+            elif ext:
+                loss, zpart = _fused(x.detach(), t.detach(), weight, None, opts,
+                                     out_dtype != x.dtype)
+            else:
+                stats = rows_forward(x.detach(), t.detach(), weight=weight,
+                                     ignore_index=opts.ignore_index,
+                                     label_smoothing=opts.label_smoothing, z_loss=opts.z_loss,
+                                     softcap=opts.softcap, impl=opts.impl)
+                gs, zs = _scales(t, weight, opts, acc_dtype(x.dtype), x.device, check)
+                loss, zpart = reduce_rows(stats.loss, stats.z, opts.reduction, gs, zs)
+                loss, zpart = loss.to(out_dtype), zpart.to(out_dtype)
+    return finish(loss, zpart, opts.reduction, batch, return_z_loss)
 
 
 def softmax_cross_entropy_rows(logits: torch.Tensor, targets: Any, *, axis: int = -1,
@@ -698,10 +544,9 @@ def softmax_cross_entropy_rows(logits: torch.Tensor, targets: Any, *, axis: int 
                                ) -> torch.Tensor:
     """:func:`crossent.softmax_cross_entropy` on torch tensors, registered as its torch path:
     the classes moved to dim 1 and the fused Function run (same numbers, one pass)."""
-    from .. import _array as A
-    from .. import _checks
-
-    _, logits, targets = A.common(logits=logits, targets=targets)
+    if not (isinstance(logits, torch.Tensor) and isinstance(targets, torch.Tensor)):
+        # NumPy arrays or sequences among them: converted to torch (and a JAX array refused)
+        _, logits, targets = _array.common(logits=logits, targets=targets)
     ax = _checks.class_axis(logits, axis)
     if logits.ndim > 1 and ax != 1:  # PyTorch's layout puts the classes on dim 1
         logits = torch.movedim(logits, ax, 1)

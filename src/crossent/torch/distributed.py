@@ -9,11 +9,12 @@ ONE ``all_reduce(SUM)`` of a stacked float32 tensor the sum of exponentials, the
 the gradient in the forward, so the backward is a local multiply by ``grad_output``.
 
 Every rank must call these functions with the same replicated ``target``, the same options
-and the same ``chunk_size`` (the collectives must match one to one); only the logits / weight
-slices differ. Without an initialised process group (and ``group=None``) they run as a world
-of size 1, which is plain (fused) cross-entropy: handy for tests and single-device users. A
-group of one process hands over to ``crossent.torch.cross_entropy`` /
-``linear_cross_entropy``, which compute the same numbers with the fused row kernel.
+and the same ``chunk_size`` and ``impl`` (the collectives must match one to one); only the
+logits / weight slices differ. Without an initialised process group (and ``group=None``) they
+run as a world of size 1, which is plain (fused) cross-entropy: handy for tests and
+single-device users. A group of one process hands over to ``crossent.torch.cross_entropy`` /
+``linear_cross_entropy``, which compute the same numbers with the fused row kernel, unless
+``impl="parallel"`` asks for the parallel algorithm itself (tests and benchmarks of it).
 """
 
 from __future__ import annotations
@@ -25,25 +26,38 @@ import torch
 import torch.distributed as dist
 
 from .. import _checks
-from ._rows import acc_dtype
-from .cross_entropy import (
-    _bump_version,
-    _safe_inv,
+from ._common import (
+    ChunkGrads,
+    Opts,
+    bump_version,
     check_labels,
+    check_linear_shapes,
     check_options,
-    cross_entropy,
+    finish,
+    logit_chunks,
+    mean_scale,
+    needs_grad,
+    reduce_rows,
     refuse_inplace_on_leaf,
+    require_class_indices,
+    require_floating,
+    require_tensor,
+    scale_by_grad_output,
 )
-from .linear import choose_chunk_size, linear_cross_entropy, logit_chunks
+from ._rows import IMPLS as _ROW_IMPLS
+from ._rows import acc_dtype, check_impl
+from .cross_entropy import cross_entropy
+from .linear import choose_chunk_size, linear_cross_entropy
 
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
 
 # Row blocks of at most this many logits bound the float32 temporaries (half-precision input,
 # or no gradient wanted) to 16 MiB whatever N x V_p is.
 _BLOCK = 1 << 22
-# A group of one process hands over to the single-device fused functions (same semantics, one
-# pass over the logits on CPU); tests switch this off to run the parallel path on one process.
-_DELEGATE_SINGLE = True
+# The implementation choices: those of the single-device fused functions, which a group of one
+# process hands over to (same semantics, one pass over the logits on CPU), and "parallel", the
+# vocabulary-parallel algorithm with its collectives whatever the size of the group.
+IMPLS = (*_ROW_IMPLS, "parallel")
 
 
 class _Shard(NamedTuple):
@@ -53,13 +67,6 @@ class _Shard(NamedTuple):
     vocab_size: int
     group: Any
     world: int  # 1: no communication at all
-
-
-class _Opts(NamedTuple):
-    ignore_index: int
-    label_smoothing: float
-    reduction: str
-    z_loss: float
 
 
 def _all_reduce(t: torch.Tensor, op: Any, shard: _Shard) -> None:
@@ -73,17 +80,6 @@ def _max_op() -> Any:
 
 def _sum_op() -> Any:
     return dist.ReduceOp.SUM if dist.is_available() else None
-
-
-def _check_index(value: Any, name: str) -> int | None:
-    """A slice bound: None or a non-negative integer (NumPy and 0-d tensors accepted)."""
-    try:
-        v = _checks.index(value, name, allow_none=True)
-    except ValueError:
-        v = -1
-    if v is not None and v < 0:
-        raise ValueError(f"{name} must be a non-negative int or None, got {value!r}")
-    return v
 
 
 def _check_tiling(starts: list[int], widths: list[int], total: int) -> None:
@@ -107,8 +103,9 @@ def _resolve_shard(group: Any, width: int, vocab_start_index: Any, vocab_size: A
     rank alike (no rank is left waiting in a collective). ``shape`` is that of this rank's
     logits (or of the logits its weight shard makes), for the messages.
     """
-    vocab_start_index = _check_index(vocab_start_index, "vocab_start_index")
-    vocab_size = _check_index(vocab_size, "vocab_size")
+    vocab_start_index = _checks.non_negative_int(vocab_start_index, "vocab_start_index",
+                                                 allow_none=True)
+    vocab_size = _checks.non_negative_int(vocab_size, "vocab_size", allow_none=True)
     initialised = dist.is_available() and dist.is_initialized()
     if group is not None and not initialised:
         raise ValueError(f"group={group!r} was given but torch.distributed is not initialised; "
@@ -258,15 +255,6 @@ def _shard_rows(x: torch.Tensor, tl: torch.Tensor, own: torch.Tensor, valid: tor
     return loss, zrow, lse
 
 
-def _reduce(loss: torch.Tensor, z: torch.Tensor, reduction: str, gs: torch.Tensor):
-    if reduction == "none":
-        return loss + z, z
-    zsum = z.sum()
-    if reduction == "sum":
-        return loss.sum() + zsum, zsum
-    return (loss.sum() + zsum) * gs, zsum * gs
-
-
 def _refuse_double_backward() -> None:
     """A backward with create_graph=True would need collectives inside the graph of the
     gradient; refuse it rather than return a gradient that silently has no derivative."""
@@ -275,13 +263,6 @@ def _refuse_double_backward() -> None:
             "crossent.torch.distributed: a differentiable backward (create_graph=True, double "
             "backward) of the vocabulary-parallel losses is not supported; in a group of one "
             "process crossent.torch.cross_entropy / linear_cross_entropy support it")
-
-
-def _mean_scale(valid: torch.Tensor, reduction: str, acc: torch.dtype) -> torch.Tensor:
-    """1 / (number of non-ignored rows) for "mean" (0 when there is none), else 1."""
-    if reduction == "mean":
-        return _safe_inv(valid.sum().to(acc))
-    return torch.ones((), dtype=acc, device=valid.device)
 
 
 class _VocabParallelCE(torch.autograd.Function):
@@ -293,15 +274,15 @@ class _VocabParallelCE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, tl, own, valid, shard: _Shard, opts: _Opts, inplace: bool):
+    def forward(ctx, x, tl, own, valid, shard: _Shard, opts: Opts, inplace: bool):
         acc = acc_dtype(x.dtype)
-        gs = _mean_scale(valid, opts.reduction, acc)
+        gs = mean_scale(valid, opts.reduction, acc)
         buf = x if inplace else torch.empty_like(x, memory_format=torch.contiguous_format)
         loss, z, lse = _shard_rows(x, tl, own, valid, shard, opts.label_smoothing,
                                    opts.z_loss, grad_out=buf, scale=gs)
         if inplace:
-            _bump_version(x)
-        out, zpart = _reduce(loss, z, opts.reduction, gs)
+            bump_version(x)
+        out, zpart = reduce_rows(loss, z, opts.reduction, gs)
         ctx.buf, ctx.shard, ctx.opts, ctx.inplace = buf, shard, opts, inplace
         ctx.save_for_backward(None if inplace else x, tl, own, valid, lse, gs)
         ctx.mark_non_differentiable(zpart)
@@ -323,25 +304,33 @@ class _VocabParallelCE(torch.autograd.Function):
             buf = torch.empty_like(x, memory_format=torch.contiguous_format)
             _shard_rows(x, tl, own, valid, ctx.shard, ctx.opts.label_smoothing,
                         ctx.opts.z_loss, grad_out=buf, scale=gs, lse=lse)
-        if ctx.opts.reduction == "none":
-            buf.mul_(grad_loss.to(buf.dtype).unsqueeze(1))
-        elif not (grad_loss.device.type == "cpu" and bool(grad_loss == 1)):
-            buf.mul_(grad_loss.to(buf.dtype))
+        (buf,) = scale_by_grad_output((buf,), grad_loss, ctx.opts.reduction == "none")
         return buf, None, None, None, None, None, None
 
 
-def _check_common(reduction, label_smoothing, z_loss, ignore_index, target, name_x,
-                  x) -> _Opts:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name_x} must be a torch.Tensor, got {type(x).__name__}")
-    if not isinstance(target, torch.Tensor):
-        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name_x} must be a floating-point tensor, got dtype {x.dtype}")
-    if target.is_floating_point() or target.dtype == torch.bool or target.is_complex():
-        raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
-    o = check_options(reduction, label_smoothing, z_loss, None, ignore_index)
-    return _Opts(o.ignore_index, o.label_smoothing, o.reduction, o.z_loss)
+def _check_common(reduction, label_smoothing, z_loss, ignore_index, impl, target, name_x,
+                  x) -> tuple[Opts, str]:
+    """The argument checks both losses share; the options and ``impl``, checked."""
+    require_tensor(x, name_x)
+    require_tensor(target, "target")
+    require_floating(x, name_x)
+    require_class_indices(target)
+    impl = check_impl(impl, IMPLS)
+    # "parallel" is no row routine: the single-device functions never see it
+    opts = check_options(reduction, label_smoothing, z_loss, None, ignore_index,
+                         "auto" if impl == "parallel" else impl)
+    return opts, impl
+
+
+def _parallel(shard: _Shard, impl: str) -> bool:
+    """Whether the vocabulary-parallel algorithm runs (else a group of one process hands over
+    to the single-device function); refuses the C++ kernel for a group of several."""
+    if shard.world == 1:
+        return impl == "parallel"
+    if impl == "kernel":
+        raise ValueError(f"impl='kernel': the C++ kernel serves a group of one process only, "
+                         f"this group has {shard.world}; use impl='auto' or 'torch'")
+    return True
 
 
 def vocab_parallel_cross_entropy(
@@ -357,6 +346,7 @@ def vocab_parallel_cross_entropy(
     z_loss: float = 0.0,
     inplace_backward: bool = False,
     return_z_loss: bool = False,
+    impl: str = "auto",
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     r"""Softmax cross-entropy over a vocabulary split across the ranks of a process group.
 
@@ -382,7 +372,8 @@ def vocab_parallel_cross_entropy(
 
     If ``torch.distributed`` is not initialised and ``group`` is None, this is a group of one
     process: the shard is the whole vocabulary, and a group of one hands over to
-    :func:`crossent.torch.cross_entropy` (the same numbers, one pass over the logits on CPU).
+    :func:`crossent.torch.cross_entropy` (the same numbers, one pass over the logits on CPU)
+    unless ``impl="parallel"``.
 
     Args:
         logits_shard: (N, V_p) or (..., V_p) logits of this rank's vocabulary slice, class dim
@@ -404,6 +395,15 @@ def vocab_parallel_cross_entropy(
             this): no extra N x V_p buffer, but the logits are destroyed; only for an
             intermediate nobody reads afterwards. Refused for a leaf requiring grad.
         return_z_loss: also return the (detached) z-loss part, reduced the same way.
+        impl: which code runs. ``"auto"`` (default): the vocabulary-parallel algorithm in a
+            group of several processes; in a group of one, the hand-over to
+            :func:`crossent.torch.cross_entropy` with ``impl="auto"`` (the C++ kernel on CPU
+            where available). ``"kernel"`` / ``"torch"``: in a group of one, that hand-over
+            with the C++ kernel (a ValueError where it cannot serve) or with torch ops; in a
+            group of several, ``"torch"`` is the parallel algorithm (torch ops) and
+            ``"kernel"`` a ValueError. ``"parallel"``: the parallel algorithm, with its
+            collectives, whatever the size of the group (a group of one runs it too: for
+            tests and benchmarks of that code path). The same on every rank.
 
     Returns:
         The loss, the same on every rank: a scalar, or ``target``'s shape for ``"none"``; in
@@ -417,7 +417,10 @@ def vocab_parallel_cross_entropy(
             all_gather, on CPU tensors only; on an accelerator, where it would cost a host
             sync, explicit slices are trusted), no class at all, a ``group`` without an
             initialised ``torch.distributed``, (CPU) a target out of range,
-            ``inplace_backward`` on a leaf requiring grad or a view of one.
+            ``inplace_backward`` on a leaf requiring grad or a view of one; ``impl`` not one
+            of ``"auto"``, ``"kernel"``, ``"torch"``, ``"parallel"`` (the message names the
+            value), or ``"kernel"`` where the C++ kernel cannot serve (a group of several
+            processes, a device or build without it).
         TypeError: non-floating logits or non-integer targets.
         RuntimeError: a differentiable backward (``create_graph=True``) in a group of more
             than one process.
@@ -445,8 +448,8 @@ def vocab_parallel_cross_entropy(
         Using Model Parallelism" (sec. 3, parallel cross-entropy); PaLM z-loss (Chowdhery
         et al., 2022).
     """
-    opts = _check_common(reduction, label_smoothing, z_loss, ignore_index, target,
-                         "logits_shard", logits_shard)
+    opts, impl = _check_common(reduction, label_smoothing, z_loss, ignore_index, impl, target,
+                               "logits_shard", logits_shard)
     reduction = opts.reduction
     if logits_shard.dim() < 1:
         raise ValueError("logits_shard must have at least one dimension (its classes, last)")
@@ -464,21 +467,18 @@ def vocab_parallel_cross_entropy(
         x = x.contiguous()
     y = target.reshape(n).to(device=x.device, dtype=torch.int64)
     check_labels(y, shard.vocab_size, opts.ignore_index)
-    needs_grad = torch.is_grad_enabled() and logits_shard.requires_grad
-    if inplace_backward and needs_grad:
+    grad = needs_grad(logits_shard)
+    if inplace_backward and grad:
         refuse_inplace_on_leaf(logits_shard, "logits_shard")
-    if shard.world == 1 and _DELEGATE_SINGLE:
-        out = cross_entropy(logits_shard if logits_shard.dim() == 2 else x, y,
-                            ignore_index=opts.ignore_index,
-                            label_smoothing=opts.label_smoothing, reduction=reduction,
-                            z_loss=opts.z_loss, inplace_backward=inplace_backward,
-                            return_z_loss=True)
-        loss, zpart = out
-        if reduction == "none":
-            loss, zpart = loss.reshape(batch), zpart.reshape(batch)
-        return (loss, zpart) if return_z_loss else loss
+    if not _parallel(shard, impl):
+        loss, zpart = cross_entropy(logits_shard if logits_shard.dim() == 2 else x, y,
+                                    ignore_index=opts.ignore_index,
+                                    label_smoothing=opts.label_smoothing, reduction=reduction,
+                                    z_loss=opts.z_loss, inplace_backward=inplace_backward,
+                                    return_z_loss=True, impl=opts.impl)
+        return finish(loss, zpart, reduction, batch, return_z_loss)
     tl, own, valid = _local_targets(y, shard, width, opts.ignore_index)
-    if needs_grad:
+    if grad:
         copied = x.untyped_storage().data_ptr() != logits_shard.untyped_storage().data_ptr()
         loss, zpart = _VocabParallelCE.apply(x, tl, own, valid, shard, opts,
                                              bool(inplace_backward or copied))
@@ -487,14 +487,12 @@ def vocab_parallel_cross_entropy(
         with torch.no_grad():
             rows, z, _ = _shard_rows(x, tl, own, valid, shard, opts.label_smoothing,
                                      opts.z_loss)
-            loss, zpart = _reduce(rows, z, reduction, _mean_scale(valid, reduction, acc))
+            loss, zpart = reduce_rows(rows, z, reduction, mean_scale(valid, reduction, acc))
         loss, zpart = loss.to(x.dtype), zpart.to(x.dtype)
-    if reduction == "none":
-        loss, zpart = loss.reshape(batch), zpart.reshape(batch)
-    return (loss, zpart) if return_z_loss else loss
+    return finish(loss, zpart, reduction, batch, return_z_loss)
 
 
-def _linear_chunks(hidden, weight, bias, tl, own, valid, shard: _Shard, opts: _Opts, chunk,
+def _linear_chunks(hidden, weight, bias, tl, own, valid, shard: _Shard, opts: Opts, chunk,
                    scale, need, loss_rows=None, z_rows=None, lse_rows=None, lse=None):
     """The chunk loop of the vocabulary-parallel linear cross-entropy.
 
@@ -503,18 +501,9 @@ def _linear_chunks(hidden, weight, bias, tl, own, valid, shard: _Shard, opts: _O
     ``need`` (None elsewhere), each times ``scale`` (0-d or per row); ``grad_h`` is summed over
     the group (hidden is replicated, each rank's slice contributes a part of it).
     """
-    vp = weight.shape[0]
-    dtype = hidden.dtype
-    acc = acc_dtype(dtype)
-    need_h, need_w, need_b = need
-    grad = need_h or need_w or need_b
-    half = dtype in (torch.float16, torch.bfloat16)
-    # Reduced precision: partial grad_h and grad_W are accumulated (and all-reduced) in fp32.
-    gh = torch.empty(hidden.shape, dtype=acc if half else dtype, device=hidden.device) \
-        if need_h else None
-    gw = torch.zeros(weight.shape, dtype=acc if half else dtype, device=weight.device) \
-        if need_w else None
-    gb = torch.zeros(vp, dtype=acc, device=weight.device) if need_b else None
+    grad = any(need)
+    # reduced precision: the partial grad_h is accumulated, and all-reduced, in float32
+    grads = ChunkGrads(hidden, weight, need, acc_h=True)
     per_row = scale is not None and scale.dim() == 1
     for i0, i1, hc, lc in logit_chunks(hidden, weight, bias, chunk):
         loss, z, lse_c = _shard_rows(
@@ -526,27 +515,12 @@ def _linear_chunks(hidden, weight, bias, tl, own, valid, shard: _Shard, opts: _O
             loss_rows[i0:i1] = loss
             z_rows[i0:i1] = z
             lse_rows[i0:i1] = lse_c
-        if not grad:
-            continue
-        if need_h:
-            if half:
-                gh[i0:i1] = torch.mm(lc, weight)
-            else:
-                torch.mm(lc, weight, out=gh[i0:i1])
-        if need_w:
-            if half:
-                gw.add_(torch.mm(lc.t(), hc))
-            else:
-                gw.addmm_(lc.t(), hc)
-        if need_b:
-            gb.add_(lc.sum(dim=0, dtype=acc))
+        if grad:
+            grads.add(i0, i1, lc, hc)
+    gh, gw, gb = grads.result(bias)
     if gh is not None:
         _all_reduce(gh, _sum_op(), shard)
-        gh = gh.to(dtype)
-    if gw is not None:
-        gw = gw.to(weight.dtype)
-    if gb is not None:
-        gb = gb.to(bias.dtype)
+        gh = gh.to(hidden.dtype)
     return gh, gw, gb
 
 
@@ -561,11 +535,11 @@ class _VocabParallelLinearCE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, tl, own, valid, shard: _Shard, opts: _Opts,
+    def forward(ctx, hidden, weight, bias, tl, own, valid, shard: _Shard, opts: Opts,
                 chunk: int):
         acc = acc_dtype(hidden.dtype)
         n = hidden.shape[0]
-        gs = _mean_scale(valid, opts.reduction, acc)
+        gs = mean_scale(valid, opts.reduction, acc)
         need = tuple(ctx.needs_input_grad[:3])
         precompute = opts.reduction != "none"
         loss_rows = torch.empty(n, dtype=acc, device=hidden.device)
@@ -574,7 +548,7 @@ class _VocabParallelLinearCE(torch.autograd.Function):
         grads = _linear_chunks(hidden, weight, bias, tl, own, valid, shard, opts, chunk, gs,
                                need if precompute else (False, False, False),
                                loss_rows, z_rows, lse_rows)
-        loss, zpart = _reduce(loss_rows, z_rows, opts.reduction, gs)
+        loss, zpart = reduce_rows(loss_rows, z_rows, opts.reduction, gs)
         ctx.shard, ctx.opts, ctx.chunk = shard, opts, chunk
         ctx.grads = grads if precompute else None
         ctx.save_for_backward(hidden, weight, bias, tl, own, valid, lse_rows, gs)
@@ -593,9 +567,8 @@ class _VocabParallelLinearCE(torch.autograd.Function):
             gh, gw, gb = _linear_chunks(hidden, weight, bias, tl, own, valid, ctx.shard,
                                         ctx.opts, ctx.chunk, scale, need, lse=lse)
             return gh, gw, gb, None, None, None, None, None, None
-        one = grad_loss.device.type == "cpu" and bool(grad_loss == 1)
-        out = [g if g is None or one else g.mul_(grad_loss.to(g.dtype)) for g in grads]
-        return out[0], out[1], out[2], None, None, None, None, None, None
+        gh, gw, gb = scale_by_grad_output(grads, grad_loss)
+        return gh, gw, gb, None, None, None, None, None, None
 
 
 def vocab_parallel_linear_cross_entropy(
@@ -613,6 +586,7 @@ def vocab_parallel_linear_cross_entropy(
     reduction: str = "mean",
     z_loss: float = 0.0,
     return_z_loss: bool = False,
+    impl: str = "auto",
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     r"""Cross-entropy of ``hidden @ W.T + b`` with W's rows (the vocabulary) split across ranks.
 
@@ -642,6 +616,9 @@ def vocab_parallel_linear_cross_entropy(
             (:func:`crossent.torch.choose_chunk_size`), identical on every rank.
         ignore_index, label_smoothing, reduction, z_loss, return_z_loss: as in
             :func:`vocab_parallel_cross_entropy`.
+        impl: as in :func:`vocab_parallel_cross_entropy`; a group of one hands over to
+            :func:`crossent.torch.linear_cross_entropy` (with that ``impl``) unless
+            ``impl="parallel"``.
 
     Returns:
         The loss (scalar, or ``target``'s shape for ``"none"``) in ``hidden``'s dtype, the
@@ -649,7 +626,8 @@ def vocab_parallel_linear_cross_entropy(
 
     Raises:
         ValueError: bad options, shapes, slices (as for
-            :func:`vocab_parallel_cross_entropy`) or ``chunk_size``; (CPU) a target out of
+            :func:`vocab_parallel_cross_entropy`), ``chunk_size`` or ``impl`` (an unknown
+            value, or ``"kernel"`` where the kernel cannot serve); (CPU) a target out of
             range.
         TypeError: non-floating or mismatched dtypes, non-integer targets.
         RuntimeError: a differentiable backward (``create_graph=True``) in a group of more
@@ -676,29 +654,14 @@ def vocab_parallel_linear_cross_entropy(
         Shoeybi et al., 2019 (Megatron-LM); Wijmans et al., 2024, "Cut Your Losses in
         Large-Vocabulary Language Models".
     """
-    opts = _check_common(reduction, label_smoothing, z_loss, ignore_index, target, "hidden",
-                         hidden)
+    opts, impl = _check_common(reduction, label_smoothing, z_loss, ignore_index, impl, target,
+                               "hidden", hidden)
     reduction = opts.reduction
-    if not isinstance(weight_shard, torch.Tensor):
-        raise TypeError(f"weight_shard must be a torch.Tensor, got {type(weight_shard).__name__}")
-    if bias_shard is not None and not isinstance(bias_shard, torch.Tensor):
-        raise TypeError(f"bias_shard must be a torch.Tensor or None, got "
-                        f"{type(bias_shard).__name__}")
-    if weight_shard.dtype != hidden.dtype or (bias_shard is not None
-                                              and bias_shard.dtype != hidden.dtype):
-        raise TypeError(f"hidden, weight_shard and bias_shard must share a dtype, got "
-                        f"{hidden.dtype}, {weight_shard.dtype}"
-                        + ("" if bias_shard is None else f", {bias_shard.dtype}"))
-    if hidden.dim() < 1 or weight_shard.dim() != 2 or weight_shard.shape[1] != hidden.shape[-1]:
-        raise ValueError(f"weight_shard must have shape (V_p, H) with H = hidden.shape[-1], got "
-                         f"hidden {tuple(hidden.shape)} and weight_shard "
-                         f"{tuple(weight_shard.shape)}")
-    width = weight_shard.shape[0]
-    if bias_shard is not None and tuple(bias_shard.shape) != (width,):
-        raise ValueError(f"bias_shard must have shape ({width},), got {tuple(bias_shard.shape)}")
-    if tuple(target.shape) != tuple(hidden.shape[:-1]):
-        raise ValueError(f"target must have shape {tuple(hidden.shape[:-1])} (hidden without "
-                         f"its last dimension), got {tuple(target.shape)}")
+    require_tensor(weight_shard, "weight_shard")
+    require_tensor(bias_shard, "bias_shard", optional=True)
+    width = check_linear_shapes(hidden, weight_shard, bias_shard, target,
+                                weight_name="weight_shard", bias_name="bias_shard", rows="V_p",
+                                nonempty=False)  # a rank's slice may be empty
     chunk_size = _checks.positive_int(chunk_size, "chunk_size", allow_none=True)
     shard = _resolve_shard(group, width, vocab_start_index, vocab_size, hidden.device,
                            (*hidden.shape[:-1], width))
@@ -715,14 +678,14 @@ def vocab_parallel_linear_cross_entropy(
         per_rank = -(-shard.vocab_size // shard.world)
         chunk_size = choose_chunk_size(n, per_rank, h2.shape[1], itemsize=h2.element_size())
     chunk = max(1, min(chunk_size, n))
-    if shard.world == 1 and _DELEGATE_SINGLE:
+    if not _parallel(shard, impl):
         return linear_cross_entropy(hidden, weight_shard, target, bias_shard,
                                     chunk_size=chunk, ignore_index=opts.ignore_index,
                                     label_smoothing=opts.label_smoothing, reduction=reduction,
-                                    z_loss=opts.z_loss, return_z_loss=return_z_loss)
+                                    z_loss=opts.z_loss, return_z_loss=return_z_loss,
+                                    impl=opts.impl)
     tl, own, valid = _local_targets(y, shard, width, opts.ignore_index)
-    tensors = [t for t in (h2, weight_shard, bias_shard) if t is not None]
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+    if needs_grad(h2, weight_shard, bias_shard):
         loss, zpart = _VocabParallelLinearCE.apply(h2, weight_shard, bias_shard, tl, own, valid,
                                                    shard, opts, chunk)
     else:
@@ -732,8 +695,6 @@ def vocab_parallel_linear_cross_entropy(
         with torch.no_grad():
             _linear_chunks(h2, weight_shard, bias_shard, tl, own, valid, shard, opts, chunk,
                            None, (False, False, False), rows, z, lse)
-            loss, zpart = _reduce(rows, z, reduction, _mean_scale(valid, reduction, acc))
+            loss, zpart = reduce_rows(rows, z, reduction, mean_scale(valid, reduction, acc))
         loss, zpart = loss.to(h2.dtype), zpart.to(h2.dtype)
-    if reduction == "none":
-        loss, zpart = loss.reshape(batch), zpart.reshape(batch)
-    return (loss, zpart) if return_z_loss else loss
+    return finish(loss, zpart, reduction, batch, return_z_loss)

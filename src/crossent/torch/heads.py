@@ -2,7 +2,7 @@
 
 Each head holds ``weight`` of shape ``(num_classes, embedding_dim)`` (the layout of
 ``torch.nn.Linear``) and computes its loss with the generic definition in
-:mod:`crossent.margin`, so module and function agree exactly and autograd reaches both the
+:mod:`crossent.margin_softmax`, so module and function agree exactly and autograd reaches both the
 embeddings and the weight.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from .. import _checks
-from .. import margin as _m
+from .. import margin_softmax as _m
 
 __all__ = ["ArcFaceHead", "CosFaceHead", "SphereFaceHead", "LargeMarginSoftmaxHead"]
 
@@ -23,6 +23,7 @@ class _MarginHead(torch.nn.Module):
 
     _kind = ""
     _loss: Any = None
+    _variant: Any = None  # its target-logit definition in crossent.margin_softmax
 
     def __init__(self, embedding_dim: int, num_classes: int, *, margin: Any, scale: float,
                  easy_margin: bool = False, reduction: str = "mean", device: Any = None,
@@ -69,8 +70,9 @@ class _MarginHead(torch.nn.Module):
         (training), plain ``s R cos(theta)`` without (inference, for ``argmax``)."""
         if labels is not None:
             _m._margin_inputs(embeddings, self.weight, labels)
-        z, _ = _m._margin_logits(embeddings, self.weight, labels, self._kind,
-                                 self._margin_value(), float(self.scale), self.easy_margin)
+        extra = {"easy_margin": self.easy_margin} if self._kind == "arcface" else {}
+        z, _ = _m._margin_logits(embeddings, self.weight, labels,
+                                 self._variant(self._margin_value(), **extra), float(self.scale))
         return z.to(embeddings.dtype)
 
     def _margin_value(self) -> float:
@@ -113,6 +115,7 @@ class ArcFaceHead(_MarginHead):
 
     _kind = "arcface"
     _loss = staticmethod(_m.arcface_loss)
+    _variant = _m._ArcFace
 
     def __init__(self, embedding_dim: int, num_classes: int, *, margin: float = 0.5,
                  scale: float = 64.0, easy_margin: bool = False, reduction: str = "mean",
@@ -148,6 +151,7 @@ class CosFaceHead(_MarginHead):
 
     _kind = "cosface"
     _loss = staticmethod(_m.cosface_loss)
+    _variant = _m._CosFace
 
     def __init__(self, embedding_dim: int, num_classes: int, *, margin: float = 0.35,
                  scale: float = 64.0, reduction: str = "mean", device: Any = None,
@@ -184,6 +188,7 @@ class SphereFaceHead(_MarginHead):
 
     _kind = "sphereface"
     _loss = staticmethod(_m.sphereface_loss)
+    _variant = _m._SphereFace
 
     def __init__(self, embedding_dim: int, num_classes: int, *, margin: int = 4,
                  scale: float = 1.0, reduction: str = "mean", device: Any = None,
@@ -223,3 +228,4 @@ class LargeMarginSoftmaxHead(SphereFaceHead):
 
     _kind = "lsoftmax"
     _loss = staticmethod(_m.large_margin_softmax_loss)
+    _variant = _m._LSoftmax

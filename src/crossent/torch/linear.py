@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import torch.nn.functional as F
 
 from .. import _checks
-from ._rows import acc_dtype, check_impl, rows_forward
-from .cross_entropy import (
-    _Opts,
-    _reduce,
-    _safe_inv,
+from ._common import (
+    ChunkGrads,
+    Opts,
     autocast_dtype,
     autocast_enabled,
     autocast_off,
     check_labels,
+    check_linear_shapes,
     check_options,
-    composite_rows,
+    finish,
     functorch_active,
+    logit_chunks,
     loss_dtype,
+    mean_scale,
+    needs_grad,
+    reduce_rows,
+    require_class_indices,
+    require_floating,
+    require_tensor,
+    scale_by_grad_output,
 )
+from ._rows import acc_dtype, rows_forward
+from .cross_entropy import composite_rows
 
 _MIB = 1 << 20
 # Below this many rows a chunk's three GEMMs stop amortising the reads of `weight` and the
@@ -76,22 +83,19 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, target, opts: _Opts, chunk: int,
+    def forward(ctx, hidden, weight, bias, target, opts: Opts, chunk: int,
                 out_dtype: torch.dtype):
         acc = acc_dtype(hidden.dtype)
         n = hidden.shape[0]
-        valid = target != opts.ignore_index
-        if opts.reduction == "mean":
-            gs = _safe_inv(valid.sum().to(acc))  # known before any chunk: scale in the kernel
-        else:
-            gs = torch.ones((), dtype=acc, device=hidden.device)
+        # known before any chunk: the kernel scales each chunk's gradient by it
+        gs = mean_scale(target != opts.ignore_index, opts.reduction, acc)
         need = tuple(ctx.needs_input_grad[:3])
         precompute = opts.reduction != "none" and any(need)
         loss_rows = torch.empty(n, dtype=acc, device=hidden.device)
         z_rows = torch.empty(n, dtype=acc, device=hidden.device)
         grads = _chunks(hidden, weight, bias, target, opts, chunk, gs, need if precompute else
                         (False, False, False), loss_rows, z_rows)
-        loss, zpart = _reduce(loss_rows, z_rows, opts.reduction, gs, gs)
+        loss, zpart = reduce_rows(loss_rows, z_rows, opts.reduction, gs)
         ctx.opts, ctx.chunk, ctx.out_dtype = opts, chunk, out_dtype
         ctx.grads = grads if precompute else None
         # References only (no copies): a backward without precomputed gradients (reduction
@@ -124,47 +128,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 gh, gw, gb = _chunks(hidden, weight, bias, target, ctx.opts, ctx.chunk, scale,
                                      tuple(ctx.needs_input_grad[:3]), tmp, torch.empty_like(tmp))
             return gh, gw, gb, None, None, None, None
-        one = grad_loss.device.type == "cpu" and grad_loss.item() == 1.0
-        out = []
-        for g in grads:
-            if g is not None and not one:
-                g = g.mul_(grad_loss.to(g.dtype))
-            out.append(g)
-        return out[0], out[1], out[2], None, None, None, None
+        gh, gw, gb = scale_by_grad_output(grads, grad_loss)
+        return gh, gw, gb, None, None, None, None
 
 
-def logit_chunks(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                 chunk: int):
-    """Yield ``(i0, i1, hidden[i0:i1], logits of those rows)``, the logits written into one
-    reused ``(chunk, V)`` buffer: the only logits memory the chunked losses ever hold."""
-    n = hidden.shape[0]
-    buf = torch.empty((min(chunk, n), weight.shape[0]), dtype=hidden.dtype,
-                      device=hidden.device)
-    wt = weight.t()
-    for i0 in range(0, n, chunk):
-        i1 = min(n, i0 + chunk)
-        hc, lc = hidden[i0:i1], buf[: i1 - i0]
-        if bias is None:
-            torch.mm(hc, wt, out=lc)
-        else:
-            torch.addmm(bias, hc, wt, out=lc)
-        yield i0, i1, hc, lc
-
-
-def _chunks(hidden, weight, bias, target, opts: _Opts, chunk: int, scale, need,
+def _chunks(hidden, weight, bias, target, opts: Opts, chunk: int, scale, need,
             loss_rows, z_rows):
     """Run the chunk loop; fill loss_rows / z_rows and return (grad_h, grad_w, grad_b) for the
     inputs in ``need`` (None elsewhere), each already multiplied by ``scale`` (0-d or (N,))."""
-    v = weight.shape[0]
-    dtype = hidden.dtype
-    acc = acc_dtype(dtype)
-    need_h, need_w, need_b = need
-    grad = need_h or need_w or need_b
-    # Reduced-precision weights: accumulate their gradient over chunks in float32.
-    gw_dtype = acc if dtype in (torch.float16, torch.bfloat16) else dtype
-    gh = torch.empty_like(hidden) if need_h else None
-    # The first chunk writes grad_W and grad_b (no zero fill, no read); the others accumulate.
-    gw = gb = None
+    need_w = need[1]
+    grad = any(need)
+    grads = ChunkGrads(hidden, weight, need)
     per_row = isinstance(scale, torch.Tensor) and scale.dim() == 1
     for i0, i1, hc, lc in logit_chunks(hidden, weight, bias, chunk):
         if need_w:
@@ -179,29 +153,9 @@ def _chunks(hidden, weight, bias, target, opts: _Opts, chunk: int, scale, need,
             grad_scale=scale[i0:i1] if per_row else scale, impl=opts.impl)
         loss_rows[i0:i1] = st.loss
         z_rows[i0:i1] = st.z
-        if not grad:
-            continue
-        if need_h:
-            torch.mm(lc, weight, out=gh[i0:i1])
-        if need_w:
-            if gw is None:
-                gw = torch.mm(lc.t(), hc).to(gw_dtype)
-            elif gw.dtype == dtype:
-                gw.addmm_(lc.t(), hc)
-            else:
-                gw.add_(torch.mm(lc.t(), hc))
-        if need_b:
-            part = lc.sum(dim=0, dtype=acc)
-            gb = part if gb is None else gb.add_(part)
-    if need_w and gw is None:  # no rows at all
-        gw = torch.zeros(weight.shape, dtype=gw_dtype, device=weight.device)
-    if need_b and gb is None:
-        gb = torch.zeros(v, dtype=acc, device=weight.device)
-    if gw is not None:
-        gw = gw.to(weight.dtype)
-    if gb is not None:
-        gb = gb.to(bias.dtype)
-    return gh, gw, gb
+        if grad:
+            grads.add(i0, i1, lc, hc)
+    return grads.result(bias)
 
 
 def linear_cross_entropy(
@@ -293,17 +247,11 @@ def linear_cross_entropy(
         softcapping.
     """
     for name, t in (("hidden", hidden), ("weight", weight), ("target", target)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if bias is not None and not isinstance(bias, torch.Tensor):
-        raise TypeError(f"bias must be a torch.Tensor or None, got {type(bias).__name__}")
-    if not hidden.is_floating_point():
-        raise TypeError(f"hidden must be a floating-point tensor, got dtype {hidden.dtype}")
-    if target.is_floating_point() or target.dtype == torch.bool or target.is_complex():
-        raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
-    opts = dataclasses.replace(
-        check_options(reduction, label_smoothing, z_loss, softcap, ignore_index),
-        impl=check_impl(impl))
+        require_tensor(t, name)
+    require_tensor(bias, "bias", optional=True)
+    require_floating(hidden, "hidden")
+    require_class_indices(target)
+    opts = check_options(reduction, label_smoothing, z_loss, softcap, ignore_index, impl)
     chunk_size = _checks.positive_int(chunk_size, "chunk_size", allow_none=True)
     device_type = hidden.device.type
     out_dtype = loss_dtype(hidden)
@@ -314,21 +262,7 @@ def linear_cross_entropy(
         hidden, weight, bias = (
             t if t is None or t.dtype == torch.float64 or not t.is_floating_point()
             else t.to(cast) for t in (hidden, weight, bias))
-    if weight.dtype != hidden.dtype or (bias is not None and bias.dtype != hidden.dtype):
-        raise TypeError(f"hidden, weight and bias must share a dtype, got {hidden.dtype}, "
-                        f"{weight.dtype}" + ("" if bias is None else f", {bias.dtype}"))
-    if hidden.dim() < 1 or weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
-        raise ValueError(f"weight must have shape (V, H) with H = hidden.shape[-1], got hidden "
-                         f"{tuple(hidden.shape)} and weight {tuple(weight.shape)}")
-    v = weight.shape[0]
-    if v == 0:
-        raise ValueError(f"weight must have at least one row (class): the logits would have "
-                         f"shape {(*hidden.shape[:-1], 0)}")
-    if bias is not None and tuple(bias.shape) != (v,):
-        raise ValueError(f"bias must have shape ({v},), got {tuple(bias.shape)}")
-    if tuple(target.shape) != tuple(hidden.shape[:-1]):
-        raise ValueError(f"target must have shape {tuple(hidden.shape[:-1])} (hidden without "
-                         f"its last dimension), got {tuple(target.shape)}")
+    v = check_linear_shapes(hidden, weight, bias, target)
     batch = tuple(target.shape)
     h2 = hidden.reshape(-1, hidden.shape[-1])
     y = target.reshape(-1).to(torch.int64)
@@ -341,12 +275,10 @@ def linear_cross_entropy(
             loss, zpart = composite_rows(F.linear(h2, weight, bias), y, None, opts, out_dtype)
         else:
             loss, zpart = _chunked(h2, weight, bias, y, opts, chunk_size, out_dtype, tensors)
-    if opts.reduction == "none":
-        loss, zpart = loss.reshape(batch), zpart.reshape(batch)
-    return (loss, zpart) if return_z_loss else loss
+    return finish(loss, zpart, opts.reduction, batch, return_z_loss)
 
 
-def _chunked(h2, weight, bias, y, opts: _Opts, chunk_size: int | None, out_dtype,
+def _chunked(h2, weight, bias, y, opts: Opts, chunk_size: int | None, out_dtype,
              tensors) -> tuple[torch.Tensor, torch.Tensor]:
     if not h2.is_contiguous():
         h2 = h2.contiguous()
@@ -355,7 +287,7 @@ def _chunked(h2, weight, bias, y, opts: _Opts, chunk_size: int | None, out_dtype
     if chunk_size is None:
         chunk_size = choose_chunk_size(n, v, h2.shape[1], itemsize=h2.element_size())
     chunk = max(1, min(chunk_size, n))
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+    if needs_grad(*tensors):
         return _LinearCrossEntropy.apply(h2, weight, bias, y, opts, chunk, out_dtype)
     acc = acc_dtype(h2.dtype)
     loss_rows = torch.empty(n, dtype=acc, device=h2.device)
@@ -363,6 +295,6 @@ def _chunked(h2, weight, bias, y, opts: _Opts, chunk_size: int | None, out_dtype
     with torch.no_grad():
         _chunks(h2, weight, bias, y, opts, chunk, None, (False, False, False), loss_rows,
                 z_rows)
-    gs = _safe_inv((y != opts.ignore_index).sum().to(acc)) if opts.reduction == "mean" else None
-    loss, zpart = _reduce(loss_rows, z_rows, opts.reduction, gs, gs)
+    gs = mean_scale(y != opts.ignore_index, opts.reduction, acc)
+    loss, zpart = reduce_rows(loss_rows, z_rows, opts.reduction, gs)
     return loss.to(out_dtype), zpart.to(out_dtype)

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from .. import _checks
-from .cross_entropy import check_options, cross_entropy
+from ._common import check_options
+from .cross_entropy import cross_entropy
 from .heads import ArcFaceHead, CosFaceHead, LargeMarginSoftmaxHead, SphereFaceHead
 from .linear import linear_cross_entropy
 

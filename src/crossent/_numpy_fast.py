@@ -1,0 +1,63 @@
+"""NumPy fast paths, registered for their losses (``@loss(numpy=...)``).
+
+A fast path is a definition with the loss's contract (``need, *arrays, **options -> (value,
+pullback)``) for the common case only, answering ``NotImplemented`` for everything else so the
+generic definition serves it (and words any error). It exists where the generic code's
+per-call overhead (array-API dispatch, the general option handling) dominates small inputs;
+it computes the same formulas, and the tests hold the two to each other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_compat.numpy as xnp
+import numpy as np
+
+from .gradients import Pullback, scaled_pullback
+
+__all__ = ["softmax_cross_entropy"]
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def softmax_cross_entropy(need: tuple[str, ...], logits: Any, targets: Any, *,
+                          axis: Any = -1, weight: Any = None, ignore_index: Any = -100,
+                          label_smoothing: Any = 0.0, reduction: Any = "mean"
+                          ) -> tuple[Any, Pullback | None] | Any:
+    """Softmax cross-entropy of ``(N, C)`` float32/float64 logits and in-range integer labels,
+    no class weights or smoothing: ``lse(s) - s_y``, gradient ``softmax(s) - onehot(y)``
+    (over N for "mean"), from one exp per logit; else ``NotImplemented``."""
+    if not (type(logits) is np.ndarray and type(targets) is np.ndarray and logits.ndim == 2
+            and logits.dtype in _FLOATS and targets.ndim == 1 and targets.dtype.kind in "iu"
+            and targets.shape[0] == logits.shape[0] > 0 and logits.shape[1] > 0
+            and type(axis) is int and axis in (-1, 1) and weight is None
+            and type(label_smoothing) in (int, float) and label_smoothing == 0
+            and type(ignore_index) is int and -2**63 <= ignore_index < 2**63
+            and reduction in _REDUCTIONS
+            and set(need) <= {"logits"}):
+        return NotImplemented
+    n, c = logits.shape
+    # ignored or out-of-range labels, and non-finite row maxima: the definition's cases
+    if targets.min() < 0 or targets.max() >= c:
+        return NotImplemented
+    m = logits.max(axis=1, keepdims=True)
+    if not np.isfinite(m).all():
+        return NotImplemented
+    e = logits - m
+    np.exp(e, out=e)
+    s = e.sum(axis=1, keepdims=True)
+    rows = np.arange(n)
+    per = (np.log(s) + m)[:, 0] - logits[rows, targets]
+    if reduction == "none":
+        value = per
+    else:
+        value = np.asarray(per.sum() / n if reduction == "mean" else per.sum(), logits.dtype)
+    if not need:
+        return value, None
+    scale = 1.0 / n if reduction == "mean" else 1.0
+    e *= scale / s  # softmax(s) times the reduction's scale, in place on our own buffer
+    e[rows, targets] -= scale
+    expand = (lambda cot: cot[:, None]) if reduction == "none" else (lambda cot: cot)
+    return value, scaled_pullback(xnp, {"logits": e}, expand)

@@ -1,0 +1,54 @@
+"""The package surface: lazy loading that really loads nothing, and exports that match the
+modules' own ``__all__``."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+
+import crossent
+
+
+def _modules_after(code: str) -> list[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys, json\n"
+         "print(json.dumps(sorted(m for m in sys.modules if m.startswith('crossent'))))"],
+        capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_import_names_loads_no_loss_module():
+    loaded = _modules_after("import crossent.names; crossent.names.get('SoftmaxWithLoss')")
+    assert not set(loaded) & {f"crossent.{m}" for m in crossent.LOSS_MODULES}, loaded
+    assert "crossent.names" in loaded
+
+
+def test_reading_a_loss_loads_its_module_only():
+    loaded = _modules_after("import crossent; crossent.distillation_loss")
+    assert "crossent.distillation" in loaded
+    assert "crossent.margin_softmax" not in loaded and "crossent.ranking" not in loaded
+
+
+def test_exports_are_the_modules_all():
+    for module, names in crossent._EXPORTS.items():
+        mod = importlib.import_module(f"crossent.{module}")
+        if module in ("gradients", "names"):
+            assert set(names) <= set(mod.__all__), module
+        else:
+            assert tuple(mod.__all__) == names, module
+        for name in names:
+            assert getattr(crossent, name) is getattr(mod, name)
+
+
+def test_star_import_and_unknown_attribute():
+    ns: dict = {}
+    exec("from crossent import *", ns)
+    assert set(crossent.__all__) <= set(ns)
+    try:
+        crossent.no_such_loss  # noqa: B018
+    except AttributeError as e:
+        assert "no_such_loss" in str(e)
+    else:
+        raise AssertionError("expected AttributeError")
