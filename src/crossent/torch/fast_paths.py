@@ -21,13 +21,12 @@ from typing import Any
 
 import torch
 
-from . import _ext
 from ._common import functorch_active
+from ._rows import use_extension
 
 __all__ = ["sigmoid_cross_entropy", "sigmoid_focal_loss", "distillation_loss",
            "multi_margin_loss"]
 
-_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
 
 Definition = Callable[..., Any]  # the loss's definition with its options bound
@@ -36,10 +35,9 @@ Definition = Callable[..., Any]  # the loss's definition with its options bound
 def _served(x: Any, other: Any, reduction: Any) -> bool:
     """Whether the kernels can take this call at all (the rest is per loss)."""
     return (isinstance(x, torch.Tensor) and isinstance(other, torch.Tensor)
-            and x.device.type == "cpu" and other.device.type == "cpu"
-            and x.dtype in _DTYPES and reduction in _REDUCTIONS and x.numel() > 0
+            and other.is_cpu and reduction in _REDUCTIONS and x.numel() > 0
             and not other.requires_grad and not torch.compiler.is_compiling()
-            and not functorch_active(x, other) and _ext.load())
+            and not functorch_active(x, other) and use_extension(x))
 
 
 def _number(v: Any) -> bool:
