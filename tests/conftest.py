@@ -2,6 +2,7 @@
 and the fixtures several test files share."""
 
 import os
+import sys
 import zlib
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -38,6 +39,15 @@ def rng(request):
     depend on which tests ran before it (order, -k, xdist), and each parametrized case gets
     its own. CRC32 is stable across runs and machines, unlike the salted built-in ``hash``."""
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture(autouse=True)
+def _seed_torch(request):
+    """Seed torch's global generator from the test's node id (as ``rng`` does for NumPy), so a
+    ``torch.randn`` without a generator gives the same data whatever ran before."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,6 @@ def _data(n=8, d=6, seed=0):
 
 @pytest.mark.parametrize("head_cls,fn,pml_cls,opts", HEADS, ids=IDS)
 def test_head_equals_function_and_pml(head_cls, fn, pml_cls, opts):
-    torch.manual_seed(0)
     head = head_cls(6, 5, dtype=torch.float64, **opts)
     assert head.weight.shape == (5, 6) and head.weight.dtype == torch.float64
     x, y = _data()
@@ -93,7 +92,6 @@ def test_head_backward_is_the_closed_form(head_cls, fn, pml_cls, opts):
 
 
 def test_heads_train():
-    torch.manual_seed(0)
     x, y = _data(n=32, d=4)
     for head in (ArcFaceHead(4, 5, scale=8.0), CosFaceHead(4, 5, scale=8.0),
                  SphereFaceHead(4, 5, margin=2), LargeMarginSoftmaxHead(4, 5, margin=2)):

@@ -24,21 +24,14 @@ from tests._backends import (
     check_jax_closed_form_derivatives,
     check_torch_backward_is_the_closed_form,
     finite_difference,
+    jit_on,
     to_backend,
     to_numpy,
 )
 
 T = torch.from_numpy
 REDUCTIONS = ("mean", "sum", "none")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def keras_float64():
-    """Keras computes in its floatx (float32 by default); compare in float64."""
-    old = keras.config.floatx()
-    keras.config.set_floatx("float64")
-    yield
-    keras.config.set_floatx(old)
+pytestmark = pytest.mark.usefixtures("keras_float64")
 
 
 def _reduce(values, reduction):
@@ -377,12 +370,6 @@ def test_margin_softmax_half_precision(dtype):
     assert float(out) == pytest.approx(ref, rel=5e-2)
 
 
-def _on(backend, f):
-    """``f`` for a backend: jitted on JAX (op-by-op eager JAX compiles every primitive, which
-    is slow, and jit also checks that the definitions trace)."""
-    return jax.jit(f) if backend == "jax" else f
-
-
 # JAX compiles take seconds: its cases cover one additive and one multiplicative margin
 @pytest.mark.parametrize("backend,kind", [(b, k) for b in BACKENDS for k in sorted(PML)
                                           if b != "jax" or k in ("arcface", "lsoftmax")])
@@ -392,7 +379,7 @@ def test_margin_softmax_backends(backend, kind):
     fn = PML[kind][0]
     ref_v, ref_g = crossent.value_and_grad(fn)(x, w, y, margin=margin, scale=2.0)
     b = lambda a: to_backend(backend, a)  # noqa: E731
-    vag = _on(backend, lambda *a: crossent.value_and_grad(fn)(*a, margin=margin, scale=2.0))
+    vag = jit_on(backend, lambda *a: crossent.value_and_grad(fn)(*a, margin=margin, scale=2.0))
     v, g = vag(b(x), b(w), b(y))
     np.testing.assert_allclose(to_numpy(v), ref_v, rtol=1e-12)
     np.testing.assert_allclose(to_numpy(g), ref_g, rtol=1e-10, atol=1e-14)
@@ -411,7 +398,7 @@ def test_hinge_family_backends(backend):
     for fn, tgt in ((H.hinge_loss, t), (H.multi_margin_loss, y), (H.multiclass_hinge_loss, y),
                     (H.categorical_hinge_loss, y)):
         ref_v, ref_g = crossent.value_and_grad(fn)(s, tgt)
-        v, g = _on(backend, crossent.value_and_grad(fn))(b(s), b(tgt))
+        v, g = jit_on(backend, crossent.value_and_grad(fn))(b(s), b(tgt))
         np.testing.assert_allclose(to_numpy(v), ref_v, rtol=1e-13)
         np.testing.assert_allclose(to_numpy(g), ref_g, rtol=1e-13)
 

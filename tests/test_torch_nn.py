@@ -44,7 +44,6 @@ def test_cross_entropy_loss_weight_is_a_buffer_and_extras():
 
 
 def test_linear_cross_entropy_loss_owns_its_head():
-    torch.manual_seed(0)
     head = cnn.LinearCrossEntropyLoss(8, 50, label_smoothing=0.1, chunk_size=3)
     ref = torch.nn.Linear(8, 50)
     ref.load_state_dict(head.state_dict())  # same names and shapes as nn.Linear

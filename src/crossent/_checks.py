@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal, overload
 
 from . import _array as A
 
@@ -101,6 +101,10 @@ def is_traced(value: Any) -> bool:
     return not isinstance(value, (int, float))
 
 
+@overload
+def index(value: Any, name: str, *, allow_none: Literal[False] = ...) -> int: ...
+@overload
+def index(value: Any, name: str, *, allow_none: bool) -> int | None: ...
 def index(value: Any, name: str, *, allow_none: bool = False) -> int | None:
     """An integer option such as ``ignore_index``: a Python/NumPy integer or a 0-d integer
     array, within int64 (the labels' dtype) so it can be compared with labels anywhere."""
@@ -121,6 +125,10 @@ def index(value: Any, name: str, *, allow_none: bool = False) -> int | None:
     return v
 
 
+@overload
+def positive_int(value: Any, name: str, *, allow_none: Literal[False] = ...) -> int: ...
+@overload
+def positive_int(value: Any, name: str, *, allow_none: bool) -> int | None: ...
 def positive_int(value: Any, name: str, *, allow_none: bool = False) -> int | None:
     """A count such as ``chunk_size``: an integer >= 1 (None allowed when asked)."""
     if value is None and allow_none:

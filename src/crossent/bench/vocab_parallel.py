@@ -38,6 +38,7 @@ import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from . import _harness as H
 
@@ -131,11 +132,13 @@ def _worker(rank: int, world: int, port: int, cfg: dict, path: str) -> None:
                 t0 = time.perf_counter()
                 step(method, t)
                 times.append(time.perf_counter() - t0)
-            ok = base is not None and peak is not None and can_reset
+            peak_bytes = None
+            if can_reset and base is not None and peak is not None:
+                peak_bytes = (peak - base) * 1024
             report[method] = {
                 "loss": loss,
                 "input_bytes": input_bytes,
-                "peak_bytes": (peak - base) * 1024 if ok else None,
+                "peak_bytes": peak_bytes,
                 "median_s": statistics.median(times),
             }
             del t
@@ -154,7 +157,7 @@ def _launch(cfg: dict, out_path: str) -> int:
     """Run every P in turn, its ranks forked from this interpreter; write all reports."""
     import torch  # noqa: F401  (imported once here, inherited by the forked ranks)
 
-    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    ctx: Any = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
     results: dict = {}
     rc = 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -230,9 +233,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=None, help="timed steps per P")
     a = p.parse_args(argv)
     n, v, h, reps = (512, 8192, 256, 2) if a.quick else (4096, 32768, 1024, 3)
-    cfg = {"n": a.n or n, "v": a.v or v, "h": a.h or h, "repeats": a.repeats or reps,
-           "procs": list(PROCS), "methods": list(METHODS), "threads": os.cpu_count() or 1,
-           "timeout": 120 if a.quick else 900, "dtype": "float32"}
+    cfg: dict[str, Any] = {
+        "n": a.n or n, "v": a.v or v, "h": a.h or h, "repeats": a.repeats or reps,
+        "procs": list(PROCS), "methods": list(METHODS), "threads": os.cpu_count() or 1,
+        "timeout": 120 if a.quick else 900, "dtype": "float32"}
     out_dir = Path(a.out) if a.out else H.results_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = NAME + ("_quick" if a.quick else "")
@@ -295,7 +299,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{r['method']} P={r['procs']}: {r['error']}")
     for k, val in checks.items():
         print(f"{k}: {val if not isinstance(val, float) else round(val, 3)}")
-    result = {"name": NAME, "config": cfg, "machine": H.machine(), "rows": rows,
+    result: dict[str, Any] = {"name": NAME, "config": cfg, "machine": H.machine(), "rows": rows,
               "checks": checks, "logits_mb": logits_mb}
     json_path = out_dir / f"{stem}.json"
     json_path.write_text(json.dumps(result, indent=2))

@@ -180,7 +180,7 @@ void binary_impl(const at::Tensor& logits, const at::Tensor& targets, const Bina
   constexpr bool kDirect = std::is_same_v<T, A>;
   std::vector<double> part(nchunks, 0.0);
   std::vector<char> flag(nchunks, 0);
-  at::parallel_for(0, nchunks, 1, [&](int64_t c0, int64_t c1) {
+  at::parallel_for(0, nchunks, row_grain(kChunk), [&](int64_t c0, int64_t c1) {
     std::vector<A> xb(kDirect ? 0 : kChunk), lb(kDirect || !L ? 0 : kChunk),
         gb(kDirect || !G ? 0 : kChunk);
     std::vector<A> wb(o.w && o.w_n != n ? kChunk : 0), pwb(o.pw && o.pw_n != n ? kChunk : 0);

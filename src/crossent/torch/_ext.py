@@ -155,8 +155,9 @@ def load() -> bool:
     with _LOCK:
         if _STATE["loaded"] is not None:
             return _STATE["loaded"]
-        _STATE["loaded"] = _load()
-        return _STATE["loaded"]
+        ok = _load()
+        _STATE["loaded"] = ok
+        return ok
 
 
 def _load() -> bool:

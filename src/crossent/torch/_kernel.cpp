@@ -110,7 +110,7 @@ void run_rows(const at::Tensor& logits, const at::Tensor& target, T* G, int64_t 
   const A ninf = -std::numeric_limits<A>::infinity();
   constexpr bool kDirect = std::is_same_v<T, A> && !CAP;  // read logits in place
 
-  at::parallel_for(0, R, 1, [&](int64_t r0, int64_t r1) {
+  at::parallel_for(0, R, row_grain(Vn), [&](int64_t r0, int64_t r1) {
     std::vector<A> buf(kDirect ? 0 : kBlock);
     std::vector<A> e(GRAD ? Vn : 0);
     std::vector<A> t(GRAD && CAP ? Vn : 0);

@@ -67,7 +67,7 @@ void distill_impl(const at::Tensor& student, const at::Tensor& teacher, double t
   const T* S = student.const_data_ptr<T>();
   const T* Tt = teacher.const_data_ptr<T>();
   const A inv_t = A(1.0 / temperature), tt = A(temperature);
-  at::parallel_for(0, R, 1, [&](int64_t r0, int64_t r1) {
+  at::parallel_for(0, R, row_grain(C), [&](int64_t r0, int64_t r1) {
     std::vector<A> zs(C), zt(C), es(C), et(C);
     for (int64_t r = r0; r < r1; ++r) {
       load_acc<T, A>(S + r * C, zs.data(), C);
@@ -139,7 +139,7 @@ void margin_impl(const at::Tensor& logits, const int64_t* Y, const A* w, int64_t
   const int64_t R = logits.size(0), C = logits.size(1);
   const T* X = logits.const_data_ptr<T>();
   const A inv_c = A(1) / A(C);
-  at::parallel_for(0, R, 1, [&](int64_t r0, int64_t r1) {
+  at::parallel_for(0, R, row_grain(C), [&](int64_t r0, int64_t r1) {
     std::vector<A> z(C), g(G ? C : 0);
     for (int64_t r = r0; r < r1; ++r) {
       load_acc<T, A>(X + r * C, z.data(), C);

@@ -108,10 +108,10 @@ def rows_forward(
     if z_grad_scale is None:
         z_grad_scale = grad_scale
     if use_extension(x, impl):
+        gs: torch.Tensor | None = None
+        zs: torch.Tensor | None = None
         if grad_out is not None:
             gs, zs = _as_scale(grad_scale, x), _as_scale(z_grad_scale, x)
-        else:
-            gs = zs = None
         loss, z, lse = torch.ops.crossent_ext.rows(
             x, target, weight, grad_out, gs, zs, float(label_smoothing), float(z_loss),
             float(softcap or 0.0), int(ignore_index))
@@ -156,7 +156,9 @@ def _rows_torch(x, target, weight, ignore_index, eps, zc, cap, grad_out, gs, zs)
     m = z.amax(dim=1, keepdim=True)
     # A row of -inf only: shift by 0 so exp gives 0 rather than NaN, as the kernel does.
     m = torch.where(torch.isneginf(m), torch.zeros_like(m), m)
-    valid = ysafe = q = None
+    valid: torch.Tensor | None = None
+    ysafe: torch.Tensor | None = None
+    q: torch.Tensor | None = None
     if prob:
         q = target.to(acc)
         if eps:
@@ -188,6 +190,7 @@ def _rows_torch(x, target, weight, ignore_index, eps, zc, cap, grad_out, gs, zs)
     else:
         # each product before the difference: near the float limit lse - z_y or wsum * lse
         # overflow where the loss itself is representable
+        assert valid is not None and ysafe is not None  # set with the class labels above
         a = (1.0 - eps) * wy
         main = a * lse - a * zy
         if eps:
@@ -206,9 +209,10 @@ def _rows_torch(x, target, weight, ignore_index, eps, zc, cap, grad_out, gs, zs)
             coef_p = gs * ((1.0 - eps) * wy + (eps / v) * wsum)
         coef_p = coef_p + zs * 2.0 * zc * lse
         g = e.mul_((coef_p / s).unsqueeze(1))  # the exponentials become the gradient in place
-        if prob:
+        if q is not None:
             g.sub_(gs_r * q)
         else:
+            assert ysafe is not None
             if eps:
                 g.sub_(gs_r * (eps / v) * (1.0 if w is None else w))
             g.scatter_add_(1, ysafe, -(gs * (1.0 - eps) * wy).expand(r).unsqueeze(1))

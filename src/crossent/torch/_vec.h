@@ -1,5 +1,5 @@
-// Vector helpers shared by crossent's CPU kernels (_kernel.cpp: softmax rows; _binary_kernel.cpp:
-// element-wise sigmoid losses): conversion of half-precision blocks to the accumulation type and
+// Vector helpers shared by crossent's CPU kernels (softmax rows, element-wise sigmoid losses, KL and
+// multi-margin rows): conversion of half-precision blocks to the accumulation type and
 // back, block reductions, and the vectorised exp / tanh. Everything is inline and lives in an
 // anonymous namespace, so each kernel file gets its own copy.
 #pragma once
@@ -17,6 +17,14 @@
 namespace {
 
 using at::vec::Vectorized;
+
+// Rows handed to one thread at a time: at least ~32k elements of work, so small batches run on the
+// calling thread instead of paying the pool's wake-up (tens of microseconds) for microseconds of work.
+constexpr int64_t kParallelWork = 32768;
+
+inline int64_t row_grain(int64_t width) {
+  return std::max<int64_t>(1, kParallelWork / std::max<int64_t>(width, 1));
+}
 
 template <typename T>
 constexpr bool is_reduced_v =

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 
@@ -319,7 +319,7 @@ def _rows_layout(logits: torch.Tensor, target: torch.Tensor, prob: bool, functio
     shape = logits.shape
     tshape = target.shape  # torch.Size: a tuple, compared as one
     if len(shape) == 1:
-        want = shape if prob else ()
+        want: tuple[int, ...] = shape if prob else ()
         if tshape != want:
             raise ValueError(f"target must have shape {tuple(want)} for unbatched logits of "
                              f"shape {tuple(shape)}, got {tuple(tshape)}")
@@ -345,6 +345,33 @@ def _rows_layout(logits: torch.Tensor, target: torch.Tensor, prob: bool, functio
     copied = x is not logits and (
         x.untyped_storage().data_ptr() != logits.untyped_storage().data_ptr())
     return x, t, batch, copied
+
+
+@overload
+def cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, *, weight: Any = ..., ignore_index: int = ...,
+    label_smoothing: float = ..., reduction: str = ..., z_loss: float = ...,
+    softcap: float | None = ..., inplace_backward: bool = ...,
+    return_z_loss: Literal[False] = ..., impl: str = ...,
+) -> torch.Tensor: ...
+
+
+@overload
+def cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, *, weight: Any = ..., ignore_index: int = ...,
+    label_smoothing: float = ..., reduction: str = ..., z_loss: float = ...,
+    softcap: float | None = ..., inplace_backward: bool = ..., return_z_loss: Literal[True],
+    impl: str = ...,
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@overload
+def cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, *, weight: Any = ..., ignore_index: int = ...,
+    label_smoothing: float = ..., reduction: str = ..., z_loss: float = ...,
+    softcap: float | None = ..., inplace_backward: bool = ..., return_z_loss: bool,
+    impl: str = ...,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def cross_entropy(

@@ -20,7 +20,7 @@ single-device users. A group of one process hands over to ``crossent.torch.cross
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, overload
 
 import torch
 import torch.distributed as dist
@@ -212,6 +212,7 @@ def _shard_rows(x: torch.Tensor, tl: torch.Tensor, own: torch.Tensor, valid: tor
                 if eps:
                     stats[2, i0:i1] = zb.sum(dim=1)
             if keep_e:
+                assert grad_out is not None
                 eb = torch.sub(zb, m[i0:i1, None], out=grad_out[i0:i1])
             else:
                 eb = zb - m[i0:i1, None]
@@ -227,12 +228,14 @@ def _shard_rows(x: torch.Tensor, tl: torch.Tensor, own: torch.Tensor, valid: tor
         lv = torch.where(valid, lse, zero)
         zrow = zc * lv * lv
     if grad_out is not None:
+        assert scale is not None  # the caller passes the scale with the buffer
         sc = torch.where(valid, scale.to(acc), torch.zeros((), dtype=acc, device=x.device))
         if sc.dim() == 0:
             sc = sc.expand(r)
         # d loss / d z_c = p_c (1 + 2 z_loss lse) - (1 - eps) [c == y] - eps / V
         cp = sc * (1.0 + 2.0 * zc * lse)
         if keep_e:
+            assert s is not None  # the sum of exponentials from the pass above
             cp = cp / s
         hot = torch.where(own, -(1.0 - eps) * sc, torch.zeros_like(sc)).unsqueeze(1)
         flat = (sc * (-eps / v)).unsqueeze(1) if eps else None
@@ -244,7 +247,7 @@ def _shard_rows(x: torch.Tensor, tl: torch.Tensor, own: torch.Tensor, valid: tor
                 e = torch.sub(x[i0:i1].to(acc), lse[i0:i1, None], out=out).exp_()
             else:
                 e = (x[i0:i1].to(acc) - lse[i0:i1, None]).exp_()
-            if eps:  # e * cp - eps / V * sc in one pass
+            if flat is not None:  # e * cp - eps / V * sc in one pass
                 g = torch.addcmul(flat[i0:i1], e, cp[i0:i1, None], out=e)
             else:
                 g = e.mul_(cp[i0:i1, None])
@@ -331,6 +334,33 @@ def _parallel(shard: _Shard, impl: str) -> bool:
         raise ValueError(f"impl='kernel': the C++ kernel serves a group of one process only, "
                          f"this group has {shard.world}; use impl='auto' or 'torch'")
     return True
+
+
+@overload
+def vocab_parallel_cross_entropy(
+    logits_shard: torch.Tensor, target: torch.Tensor, *, group: Any = ...,
+    vocab_start_index: int | None = ..., vocab_size: int | None = ..., ignore_index: int = ...,
+    label_smoothing: float = ..., reduction: str = ..., z_loss: float = ...,
+    inplace_backward: bool = ..., return_z_loss: Literal[False] = ..., impl: str = ...,
+) -> torch.Tensor: ...
+
+
+@overload
+def vocab_parallel_cross_entropy(
+    logits_shard: torch.Tensor, target: torch.Tensor, *, group: Any = ...,
+    vocab_start_index: int | None = ..., vocab_size: int | None = ..., ignore_index: int = ...,
+    label_smoothing: float = ..., reduction: str = ..., z_loss: float = ...,
+    inplace_backward: bool = ..., return_z_loss: Literal[True], impl: str = ...,
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@overload
+def vocab_parallel_cross_entropy(
+    logits_shard: torch.Tensor, target: torch.Tensor, *, group: Any = ...,
+    vocab_start_index: int | None = ..., vocab_size: int | None = ..., ignore_index: int = ...,
+    label_smoothing: float = ..., reduction: str = ..., z_loss: float = ...,
+    inplace_backward: bool = ..., return_z_loss: bool, impl: str = ...,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def vocab_parallel_cross_entropy(
@@ -569,6 +599,37 @@ class _VocabParallelLinearCE(torch.autograd.Function):
             return gh, gw, gb, None, None, None, None, None, None
         gh, gw, gb = scale_by_grad_output(grads, grad_loss)
         return gh, gw, gb, None, None, None, None, None, None
+
+
+@overload
+def vocab_parallel_linear_cross_entropy(
+    hidden: torch.Tensor, weight_shard: torch.Tensor, target: torch.Tensor,
+    bias_shard: torch.Tensor | None = ..., *, group: Any = ...,
+    vocab_start_index: int | None = ..., vocab_size: int | None = ...,
+    chunk_size: int | None = ..., ignore_index: int = ..., label_smoothing: float = ...,
+    reduction: str = ..., z_loss: float = ..., return_z_loss: Literal[False] = ...,
+    impl: str = ...,
+) -> torch.Tensor: ...
+
+
+@overload
+def vocab_parallel_linear_cross_entropy(
+    hidden: torch.Tensor, weight_shard: torch.Tensor, target: torch.Tensor,
+    bias_shard: torch.Tensor | None = ..., *, group: Any = ...,
+    vocab_start_index: int | None = ..., vocab_size: int | None = ...,
+    chunk_size: int | None = ..., ignore_index: int = ..., label_smoothing: float = ...,
+    reduction: str = ..., z_loss: float = ..., return_z_loss: Literal[True], impl: str = ...,
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@overload
+def vocab_parallel_linear_cross_entropy(
+    hidden: torch.Tensor, weight_shard: torch.Tensor, target: torch.Tensor,
+    bias_shard: torch.Tensor | None = ..., *, group: Any = ...,
+    vocab_start_index: int | None = ..., vocab_size: int | None = ...,
+    chunk_size: int | None = ..., ignore_index: int = ..., label_smoothing: float = ...,
+    reduction: str = ..., z_loss: float = ..., return_z_loss: bool, impl: str = ...,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def vocab_parallel_linear_cross_entropy(

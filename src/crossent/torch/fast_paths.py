@@ -133,7 +133,7 @@ def sigmoid_cross_entropy(logits: Any, targets: Any, *, weight: Any = None,
     from ..classification import sigmoid_cross_entropy as loss
 
     def generic(need: tuple[str, ...], x: torch.Tensor, t: torch.Tensor) -> Any:
-        return loss.with_pullback(need, x, t, weight=weight, pos_weight=pos_weight,  # type: ignore[attr-defined]
+        return loss.with_pullback(need, x, t, weight=weight, pos_weight=pos_weight,
                                   reduction=reduction)
 
     return _binary(logits, targets, w, pw, False, -1.0, 0.0, reduction, generic)
@@ -151,7 +151,7 @@ def sigmoid_focal_loss(logits: Any, targets: Any, *, alpha: Any = 0.25, gamma: A
     from ..focal import sigmoid_focal_loss as loss
 
     def generic(need: tuple[str, ...], x: torch.Tensor, t: torch.Tensor) -> Any:
-        return loss.with_pullback(need, x, t, alpha=alpha, gamma=gamma,  # type: ignore[attr-defined]
+        return loss.with_pullback(need, x, t, alpha=alpha, gamma=gamma,
                                   reduction=reduction)
 
     return _binary(logits, targets, None, None, True, -1.0 if alpha is None else float(alpha),
@@ -177,7 +177,7 @@ def distillation_loss(student_logits: Any, teacher_logits: Any, *, temperature: 
     from ..distillation import distillation_loss as loss
 
     def generic(need: tuple[str, ...], x: torch.Tensor, teacher: torch.Tensor) -> Any:
-        return loss.with_pullback(need, x, teacher, temperature=temperature, axis=axis,  # type: ignore[attr-defined]
+        return loss.with_pullback(need, x, teacher, temperature=temperature, axis=axis,
                                   reduction=reduction)
 
     xs, xt = s.contiguous(), t.contiguous()
@@ -204,7 +204,7 @@ def multi_margin_loss(logits: Any, labels: Any, *, p: Any = 1, margin: Any = 1.0
     from ..hinge import multi_margin_loss as loss
 
     def generic(need: tuple[str, ...], x: torch.Tensor, y: torch.Tensor) -> Any:
-        return loss.with_pullback(need, x, y, p=p, margin=margin, weight=weight,  # type: ignore[attr-defined]
+        return loss.with_pullback(need, x, y, p=p, margin=margin, weight=weight,
                                   reduction=reduction)
 
     x, y = logits.contiguous(), labels.to(torch.int64).contiguous()

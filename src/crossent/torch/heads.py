@@ -188,7 +188,7 @@ class SphereFaceHead(_MarginHead):
 
     _kind = "sphereface"
     _loss = staticmethod(_m.sphereface_loss)
-    _variant = _m._SphereFace
+    _variant: Any = _m._SphereFace
 
     def __init__(self, embedding_dim: int, num_classes: int, *, margin: int = 4,
                  scale: float = 1.0, reduction: str = "mean", device: Any = None,

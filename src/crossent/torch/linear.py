@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal, overload
+
 import torch
 import torch.nn.functional as F
 
@@ -60,7 +62,7 @@ def choose_chunk_size(n: int, v: int, h: int, *, itemsize: int = 4,
         return 1
     row_bytes = max(1, v * itemsize)
     auto = budget_bytes is None
-    if auto:
+    if budget_bytes is None:
         budget_bytes = min(256 * _MIB, max(8 * _MIB, n * row_bytes // 16))
     rows = max(budget_bytes // row_bytes, 1)
     if auto:
@@ -156,6 +158,33 @@ def _chunks(hidden, weight, bias, target, opts: Opts, chunk: int, scale, need,
         if grad:
             grads.add(i0, i1, lc, hc)
     return grads.result(bias)
+
+
+@overload
+def linear_cross_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
+    bias: torch.Tensor | None = ..., *, chunk_size: int | None = ..., ignore_index: int = ...,
+    label_smoothing: float = ..., reduction: str = ..., z_loss: float = ...,
+    softcap: float | None = ..., return_z_loss: Literal[False] = ..., impl: str = ...,
+) -> torch.Tensor: ...
+
+
+@overload
+def linear_cross_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
+    bias: torch.Tensor | None = ..., *, chunk_size: int | None = ..., ignore_index: int = ...,
+    label_smoothing: float = ..., reduction: str = ..., z_loss: float = ...,
+    softcap: float | None = ..., return_z_loss: Literal[True], impl: str = ...,
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@overload
+def linear_cross_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
+    bias: torch.Tensor | None = ..., *, chunk_size: int | None = ..., ignore_index: int = ...,
+    label_smoothing: float = ..., reduction: str = ..., z_loss: float = ...,
+    softcap: float | None = ..., return_z_loss: bool, impl: str = ...,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def linear_cross_entropy(
@@ -259,9 +288,11 @@ def linear_cross_entropy(
         # As F.linear under autocast: the matmuls run in the autocast dtype, through casts
         # that autograd sees, so an fp32 weight receives its gradient in fp32.
         cast = autocast_dtype(device_type)
-        hidden, weight, bias = (
-            t if t is None or t.dtype == torch.float64 or not t.is_floating_point()
-            else t.to(cast) for t in (hidden, weight, bias))
+        def to_cast(t: torch.Tensor) -> torch.Tensor:
+            return t if t.dtype == torch.float64 or not t.is_floating_point() else t.to(cast)
+
+        hidden, weight = to_cast(hidden), to_cast(weight)
+        bias = None if bias is None else to_cast(bias)
     v = check_linear_shapes(hidden, weight, bias, target)
     batch = tuple(target.shape)
     h2 = hidden.reshape(-1, hidden.shape[-1])

@@ -10,6 +10,7 @@ class weight and live in :mod:`crossent.torch.heads`; they are re-exported here.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 
-def _legacy_reduction(size_average, reduce, reduction: str) -> str:
+def _legacy_reduction(size_average: bool | None, reduce: bool | None, reduction: str) -> str:
     if size_average is None and reduce is None:
         return reduction
     from torch.nn import _reduction
@@ -79,8 +80,8 @@ class CrossEntropyLoss(nn.Module):
     ``SoftmaxWithLoss``. References: see :func:`crossent.torch.cross_entropy`.
     """
 
-    def __init__(self, weight: torch.Tensor | None = None, size_average=None,
-                 ignore_index: int = -100, reduce=None, reduction: str = "mean",
+    def __init__(self, weight: torch.Tensor | None = None, size_average: bool | None = None,
+                 ignore_index: int = -100, reduce: bool | None = None, reduction: str = "mean",
                  label_smoothing: float = 0.0, *, z_loss: float = 0.0,
                  softcap: float | None = None, inplace_backward: bool = False) -> None:
         super().__init__()
@@ -154,15 +155,17 @@ class LinearCrossEntropyLoss(nn.Module):
                  ignore_index: int = -100, reduction: str = "mean",
                  label_smoothing: float = 0.0, z_loss: float = 0.0,
                  softcap: float | None = None, chunk_size: int | None = None,
-                 device=None, dtype=None) -> None:
+                 device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
         super().__init__()
         opts = check_options(reduction, label_smoothing, z_loss, softcap, ignore_index)
         chunk_size = _checks.positive_int(chunk_size, "chunk_size", allow_none=True)
-        factory = {"device": device, "dtype": dtype}
         self.in_features = in_features
         self.num_classes = num_classes
-        self.weight = nn.Parameter(torch.empty((num_classes, in_features), **factory))
-        self.bias = nn.Parameter(torch.empty(num_classes, **factory)) if bias else None
+        self.weight = nn.Parameter(
+            torch.empty((num_classes, in_features), device=device, dtype=dtype))
+        self.bias = (nn.Parameter(torch.empty(num_classes, device=device, dtype=dtype))
+                     if bias else None)
         self.ignore_index = opts.ignore_index
         self.reduction = opts.reduction
         self.label_smoothing = opts.label_smoothing
@@ -190,7 +193,7 @@ class LinearCrossEntropyLoss(nn.Module):
                 f"bias={self.bias is not None}, reduction={self.reduction!r}")
 
 
-def _core(name: str):
+def _core(name: str) -> Any:
     """The generic crossent function ``name``, imported on first use (the core package does
     not import torch, and this module must not import the core at import time)."""
     import crossent
