@@ -50,26 +50,38 @@ def _acc(dtype: torch.dtype) -> torch.dtype:
 
 
 class _FusedClosedForm(torch.autograd.Function):
-    """Value and gradient from a kernel; backward scales the saved gradient."""
+    """Value and gradient from a kernel; backward scales the kernel's gradient in place."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, run: Callable[[bool], tuple[torch.Tensor, Any]],
                 generic: Definition, name: str, per_row: bool, *saved: torch.Tensor
                 ) -> torch.Tensor:
         loss, grad = run(True)
-        ctx.save_for_backward(grad, x, *saved)
+        # The gradient is our own buffer, not an input: kept on ctx so that backward can hand
+        # it over (scaled in place) and autograd adopts it as .grad without a copy; peak memory
+        # is then the one gradient the native op also returns.
+        ctx.buf = grad
+        ctx.run = run
+        ctx.save_for_backward(x, *saved)
         ctx.generic, ctx.name, ctx.per_row = generic, name, per_row
         return loss
 
     @staticmethod
     def backward(ctx: Any, cot: torch.Tensor) -> tuple[Any, ...]:
-        grad, x, *saved = ctx.saved_tensors
+        x, *saved = ctx.saved_tensors
+        buf, ctx.buf = ctx.buf, None
         if torch.is_grad_enabled():
             # create_graph: the definition's pullback, in differentiable torch ops
             _, pullback = ctx.generic((ctx.name,), x, *saved)
             g = pullback(cot)[ctx.name]
         else:
-            g = grad * (cot.unsqueeze(-1) if ctx.per_row and cot.ndim else cot)
+            if buf is None:  # a second backward through a retained graph: compute it again
+                buf = ctx.run(True)[1]
+            g = buf
+            if cot.ndim:
+                g.mul_(cot.to(g.dtype).unsqueeze(-1) if ctx.per_row else cot.to(g.dtype))
+            elif not (cot.is_cpu and cot.item() == 1.0):  # loss.backward(): nothing to scale
+                g.mul_(cot.to(g.dtype))
         return (g, None, None, None, None, *(None,) * len(saved))
 
 
