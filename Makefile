@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
+	$(PY) -m crossent build
 	$(PY) examples/worked_examples.py
 	$(PY) -m crossent train
 

@@ -44,9 +44,9 @@ def test_cross_entropy_loss_weight_is_a_buffer_and_extras():
 
 
 def test_linear_cross_entropy_loss_owns_its_head():
-    head = cnn.LinearCrossEntropyLoss(8, 50, label_smoothing=0.1, chunk_size=3)
+    head = cnn.LinearCrossEntropyLoss(8, 50, bias=True, label_smoothing=0.1, chunk_size=3)
     ref = torch.nn.Linear(8, 50)
-    ref.load_state_dict(head.state_dict())  # same names and shapes as nn.Linear
+    ref.load_state_dict(head.linear.state_dict())  # the head is an nn.Linear, as in torch
     h = torch.randn(2, 5, 8)
     y = torch.randint(0, 50, (2, 5))
     loss = head(h, y)
@@ -54,7 +54,7 @@ def test_linear_cross_entropy_loss_owns_its_head():
     torch.testing.assert_close(loss, rloss)
     loss.backward()
     rloss.backward()
-    torch.testing.assert_close(head.weight.grad, ref.weight.grad, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(head.linear.weight.grad, ref.weight.grad, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(head.bias.grad, ref.bias.grad, rtol=1e-5, atol=1e-7)
     nobias = cnn.LinearCrossEntropyLoss(8, 50, bias=False)
     assert nobias.bias is None and "bias=False" in repr(nobias)

@@ -19,6 +19,36 @@ import torch
 Array = Any
 
 
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: one flag per device family
+        if device_type == "cpu":
+            return torch.is_autocast_cpu_enabled()
+        return device_type == "cuda" and torch.is_autocast_enabled()
+
+
+def under_autocast(fn: Any, first: torch.Tensor, args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> Any:
+    """Autocast's rule for losses, applied to a crossent loss on tensors: inside an enabled
+    ``torch.autocast`` region PyTorch runs its losses in float32 (they are on its float32
+    list), so ``fn`` gets its float16/bfloat16 tensors cast to float32 (casts autograd sees:
+    their gradients come back in the inputs' dtype) and runs with autocast off, which keeps
+    its internal matmuls in float32 too. NotImplemented when autocast is off."""
+    device_type = first.device.type
+    if not _autocast_on(device_type):
+        return NotImplemented
+
+    def up(v: Any) -> Any:
+        return v.float() if isinstance(v, torch.Tensor) and v.dtype in _HALF else v
+
+    with torch.autocast(device_type=device_type, enabled=False):
+        return fn(*(up(a) for a in args), **{k: up(v) for k, v in kwargs.items()})
+
+
 def _transformed(tensors: list[torch.Tensor]) -> bool:
     """Whether a torch.func transform (grad, vmap, jacrev...) wraps these tensors."""
     is_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -464,6 +465,28 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
 # --- bench / train ------------------------------------------------------------------------
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    """Build (or find in the cache) the C++ CPU kernels now, so that no later run (a training
+    step, a benchmark, the first of several DDP ranks) pays for the compile."""
+    try:
+        from .torch import _ext
+    except ImportError:
+        raise UsageError("crossent build needs PyTorch: pip install 'crossent[torch]'") from None
+    ok = _ext.load()
+    info = _ext.info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+    elif ok:
+        built = info["build_seconds"]
+        how = f"built in {built} s" if built is not None else "found in the cache"
+        print(f"C++ kernel ready ({how}): {info['library']}")
+    else:
+        print(f"C++ kernel unavailable: {info['error']}; the torch-ops path runs instead",
+              file=sys.stderr)
+    # switched off on purpose (CROSSENT_NO_EXT) is not a failure; a broken build is
+    return 0 if ok or os.environ.get("CROSSENT_NO_EXT", "") not in ("", "0") else 1
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
@@ -611,6 +634,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=_int_at_least(0), default=0)
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_gradcheck)
+
+    q = sub.add_parser("build", help="compile the PyTorch CPU kernels now (else at first use)")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_build)
 
     q = sub.add_parser("bench", help="run the benchmarks that ship with crossent")
     q.add_argument("which", nargs="*", help="benchmark names (default: all)")

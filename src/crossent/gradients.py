@@ -165,13 +165,20 @@ def loss(*, wrt: Sequence[str], torch: str | None = None, numpy: str | None = No
 
         @functools.wraps(defn)
         def public(*args: Any, **kwargs: Any) -> Any:
-            if spec.torch is not None:
-                # a registered torch path serves torch tensors straight from the call (it
-                # answers NotImplemented for what it leaves to the definition)
-                torch_mod = sys.modules.get("torch")
-                first = args[0] if args else kwargs.get(spec.arrays[0])
-                if torch_mod is not None and isinstance(first, torch_mod.Tensor):
-                    out = spec.torch_impl()(*args, **kwargs)  # type: ignore[misc]
+            torch_mod = sys.modules.get("torch")
+            first = args[0] if args else kwargs.get(spec.arrays[0])
+            if torch_mod is not None and isinstance(first, torch_mod.Tensor):
+                from . import _torch_autograd
+
+                impl = spec.torch_impl()
+                if not getattr(impl, "handles_autocast", False):
+                    out = _torch_autograd.under_autocast(public, first, args, kwargs)
+                    if out is not NotImplemented:
+                        return out
+                if impl is not None:
+                    # a registered torch path serves torch tensors straight from the call (it
+                    # answers NotImplemented for what it leaves to the definition)
+                    out = impl(*args, **kwargs)
                     if out is not NotImplemented:
                         return out
             arrays, options = spec.split(args, kwargs)

@@ -537,6 +537,10 @@ def run(losses: Sequence[str] = DEFAULT_LOSSES, *, models: Sequence[str] = ("lin
     counts = np.bincount(data.y_train, minlength=data.num_classes)
     rare = [int(c) for c in np.argsort(counts, kind="stable")[:max(1, data.num_classes // 3)]]
     trainer = _train_torch if be == "torch" else _train_numpy
+    if be == "torch":
+        from .torch import _ext
+
+        _ext.load()  # a first-use build of the kernels is not part of any run's time
     start_task = progress(len(choices) * len(models) * cfg.epochs) if progress else None
     rows, curves, diagrams = [], {}, {}
     for choice in choices:

@@ -53,6 +53,14 @@ _CHECKED: dict[tuple, Opts] = {}
 _NUM = (float, int)
 
 
+def legacy_reduction(size_average: bool | None, reduce: bool | None) -> str:
+    """PyTorch's deprecated ``size_average`` / ``reduce`` flags as a ``reduction`` string,
+    mapped (and warned about) the way PyTorch's own losses do."""
+    from torch.nn import _reduction
+
+    return _reduction.legacy_get_string(size_average, reduce)
+
+
 def check_options(reduction: Any, label_smoothing: Any, z_loss: Any, softcap: Any,
                   ignore_index: Any, impl: Any = "auto") -> Opts:
     """Validate the scalar options shared by the torch losses with the project's checks
@@ -134,8 +142,9 @@ def check_labels(target: torch.Tensor, num_classes: int, ignore_index: int,
                  name: str = "target") -> None:
     """Labels in [0, C) or equal to ignore_index. CPU only: on an accelerator the check would
     cost a host sync, and an out-of-range label there raises in the gather instead."""
-    if target.device.type != "cpu" or target.numel() == 0 or functorch_active(target):
-        return
+    if (target.device.type != "cpu" or target.numel() == 0 or torch.compiler.is_compiling()
+            or functorch_active(target)):
+        return  # compiled graphs: the gather (or the kernel) raises on a bad label
     # torch itself serves as the namespace of the shared checks (they use any, min, max and
     # where only), which keeps array_api_compat off this per-call path.
     _checks.labels_in_range(torch, target, num_classes, ignore_index, name)
@@ -143,7 +152,8 @@ def check_labels(target: torch.Tensor, num_classes: int, ignore_index: int,
 
 def check_probabilities(target: torch.Tensor, name: str = "target") -> None:
     """Probability targets in [0, 1]. CPU only (a host read), skipped under tracing."""
-    if target.device.type != "cpu" or target.numel() == 0 or functorch_active(target):
+    if (target.device.type != "cpu" or target.numel() == 0 or torch.compiler.is_compiling()
+            or functorch_active(target)):
         return
     _checks.in_unit_interval(torch, target, name)
 
@@ -364,7 +374,10 @@ def scale_by_grad_output(grads: tuple, grad_loss: torch.Tensor, per_row: bool = 
     if per_row:
         return tuple(None if g is None else g.mul_(grad_loss.to(g.dtype).unsqueeze(1))
                      for g in grads)
-    if grad_loss.is_cpu and grad_loss.item() == 1.0:
+    # Reading a CPU scalar is no device synchronisation; a compiled graph and accelerator
+    # tensors always take the multiply (a data-dependent branch would break the graph or
+    # wait on the device).
+    if not torch.compiler.is_compiling() and grad_loss.is_cpu and grad_loss.item() == 1.0:
         return grads
     return tuple(None if g is None else g.mul_(grad_loss.to(g.dtype)) for g in grads)
 

@@ -43,7 +43,7 @@ _SOURCES = (_HERE / "_kernel.cpp", _HERE / "_binary_kernel.cpp", _HERE / "_kl_ma
 _HEADERS = (_HERE / "_vec.h",)
 _LOCK = threading.Lock()
 _STATE: dict[str, Any] = {"loaded": None, "error": None, "path": None, "seconds": None,
-                          "rebuilt": None}
+                          "rebuilt": None, "build_seconds": None}
 
 
 def _capability() -> str:
@@ -82,21 +82,45 @@ def _cache_root() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "crossent"
 
 
+# What a build took on the project's 2-core machines (the three sources compiled in parallel);
+# printed as the expected wait before a build starts.
+_TYPICAL_BUILD_S = 60
+
+
+def _say(message: str) -> None:
+    """One line on stderr: a build or a wait on another process's build is the only thing
+    the kernel ever prints (minutes of silence look like a hang)."""
+    print(f"crossent: {message}", file=sys.stderr, flush=True)
+
+
 def _build(cxx: str, out: Path, flags: list[str]) -> None:
+    """Compile the sources in parallel (one compiler per file), then link them."""
     from torch.utils import cpp_extension
 
     torch_lib = str(Path(torch.__file__).parent / "lib")
-    cmd = [
-        cxx, "-O3", "-std=c++17", "-fPIC", "-shared", "-fopenmp", "-DNDEBUG",
+    compile_cmd = [
+        cxx, "-O3", "-std=c++17", "-fPIC", "-fopenmp", "-DNDEBUG",
         f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
         *flags,
         *[f"-I{p}" for p in cpp_extension.include_paths()],
-        *[str(p) for p in _SOURCES], "-o", str(out),
-        f"-L{torch_lib}", "-lc10", "-ltorch_cpu", f"-Wl,-rpath,{torch_lib}",
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)}\n{proc.stderr[-4000:]}")
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        objects = [Path(tmp) / f"{src.stem}.o" for src in _SOURCES]
+        jobs = [subprocess.Popen([*compile_cmd, "-c", str(src), "-o", str(obj)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for src, obj in zip(_SOURCES, objects, strict=True)]
+        failed = []
+        for src, job in zip(_SOURCES, jobs, strict=True):
+            _, err = job.communicate()
+            if job.returncode != 0:
+                failed.append(f"{src.name}:\n{err[-3000:]}")
+        if failed:
+            raise RuntimeError(f"{' '.join(compile_cmd)} -c ...\n" + "\n".join(failed))
+        link_cmd = [cxx, "-shared", "-fopenmp", *map(str, objects), "-o", str(out),
+                    f"-L{torch_lib}", "-lc10", "-ltorch_cpu", f"-Wl,-rpath,{torch_lib}"]
+        proc = subprocess.run(link_cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(link_cmd)}\n{proc.stderr[-4000:]}")
 
 
 def _record_path(lib: Path) -> Path:
@@ -147,6 +171,9 @@ def _check_library(lib: Path) -> str | None:
     return None
 
 
+# torch.compile calls this at trace time and keeps the answer as a constant (its lock, file
+# checks and build are host work that dynamo could not trace without a graph break).
+@torch.compiler.assume_constant_result
 def load() -> bool:
     """Build (once per cache key) and load the kernel; False if unavailable, with the reason
     kept for :func:`crossent.torch.backend_info`. Never raises."""
@@ -197,11 +224,19 @@ def _load() -> bool:
             import fcntl
 
             with open(cache / "build.lock", "w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:  # another process (a DDP rank, an xdist worker)
+                    _say(f"waiting for another process to finish building the C++ kernel "
+                         f"({cache / 'build.lock'})")
+                    fcntl.flock(lock, fcntl.LOCK_EX)
                 problem = _check_library(lib)  # it may have finished meanwhile
                 if problem is not None:
                     if lib.exists():
                         rebuilt_because = f"the cached {lib} failed validation: {problem}"
+                    _say(f"compiling the C++ CPU kernel, once for this torch and CPU "
+                         f"(about {_TYPICAL_BUILD_S} s; cached in {cache})")
+                    t_build = time.perf_counter()
                     fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
                     os.close(fd)
                     try:
@@ -211,6 +246,8 @@ def _load() -> bool:
                         if os.path.exists(tmp):
                             os.unlink(tmp)
                     _write_record(lib)
+                    _STATE["build_seconds"] = round(time.perf_counter() - t_build, 1)
+                    _say(f"kernel built in {_STATE['build_seconds']} s")
         if not already:
             torch.ops.load_library(str(lib))
         _register_fake()
@@ -276,4 +313,4 @@ def _register_fake() -> None:
 def info() -> dict[str, Any]:
     return {"available": bool(_STATE["loaded"]), "error": _STATE["error"],
             "library": _STATE["path"], "load_seconds": _STATE["seconds"],
-            "rebuilt": _STATE["rebuilt"]}
+            "rebuilt": _STATE["rebuilt"], "build_seconds": _STATE["build_seconds"]}

@@ -19,6 +19,7 @@ from ._common import (
     check_probabilities,
     finish,
     functorch_active,
+    legacy_reduction,
     loss_dtype,
     reduce_rows,
     refuse_inplace_on_leaf,
@@ -72,7 +73,7 @@ def _mean_scales(target: torch.Tensor, weight: torch.Tensor | None, ignore_index
     else:
         ysafe = torch.where(valid, target, torch.zeros_like(target))
         den = (weight.to(acc)[ysafe] * valid).sum()
-        if check:
+        if check and not torch.compiler.is_compiling():  # a graph cannot branch on data
             den = _checks.mean_denominator(torch, den, count)
         else:
             den = torch.where((den == 0) & (count > 0), torch.full_like(den, float("nan")), den)
@@ -349,8 +350,9 @@ def _rows_layout(logits: torch.Tensor, target: torch.Tensor, prob: bool, functio
 
 @overload
 def cross_entropy(
-    logits: torch.Tensor, target: torch.Tensor, *, weight: Any = ..., ignore_index: int = ...,
-    label_smoothing: float = ..., reduction: str = ..., z_loss: float = ...,
+    logits: torch.Tensor, target: torch.Tensor, weight: Any = ...,
+    size_average: bool | None = ..., ignore_index: int = ..., reduce: bool | None = ...,
+    reduction: str = ..., label_smoothing: float = ..., *, z_loss: float = ...,
     softcap: float | None = ..., inplace_backward: bool = ...,
     return_z_loss: Literal[False] = ..., impl: str = ...,
 ) -> torch.Tensor: ...
@@ -358,8 +360,9 @@ def cross_entropy(
 
 @overload
 def cross_entropy(
-    logits: torch.Tensor, target: torch.Tensor, *, weight: Any = ..., ignore_index: int = ...,
-    label_smoothing: float = ..., reduction: str = ..., z_loss: float = ...,
+    logits: torch.Tensor, target: torch.Tensor, weight: Any = ...,
+    size_average: bool | None = ..., ignore_index: int = ..., reduce: bool | None = ...,
+    reduction: str = ..., label_smoothing: float = ..., *, z_loss: float = ...,
     softcap: float | None = ..., inplace_backward: bool = ..., return_z_loss: Literal[True],
     impl: str = ...,
 ) -> tuple[torch.Tensor, torch.Tensor]: ...
@@ -367,8 +370,9 @@ def cross_entropy(
 
 @overload
 def cross_entropy(
-    logits: torch.Tensor, target: torch.Tensor, *, weight: Any = ..., ignore_index: int = ...,
-    label_smoothing: float = ..., reduction: str = ..., z_loss: float = ...,
+    logits: torch.Tensor, target: torch.Tensor, weight: Any = ...,
+    size_average: bool | None = ..., ignore_index: int = ..., reduce: bool | None = ...,
+    reduction: str = ..., label_smoothing: float = ..., *, z_loss: float = ...,
     softcap: float | None = ..., inplace_backward: bool = ..., return_z_loss: bool,
     impl: str = ...,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
@@ -377,11 +381,13 @@ def cross_entropy(
 def cross_entropy(
     logits: torch.Tensor,
     target: torch.Tensor,
-    *,
     weight: Any = None,
+    size_average: bool | None = None,
     ignore_index: int = -100,
-    label_smoothing: float = 0.0,
+    reduce: bool | None = None,
     reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    *,
     z_loss: float = 0.0,
     softcap: float | None = None,
     inplace_backward: bool = False,
@@ -436,10 +442,12 @@ def cross_entropy(
         weight: (C,) per-class rescaling weight, as in PyTorch: a tensor (floating or
             integer), a sequence or a NumPy array; used in the accumulation dtype on the
             logits' device. It receives no gradient.
+        size_average, reduce: PyTorch's deprecated reduction flags, mapped to ``reduction``
+            as PyTorch maps them (None: use ``reduction``).
         ignore_index: class index whose rows count neither in the loss nor in the mean.
-        label_smoothing: epsilon in [0, 1]; targets become ``(1 - eps) * onehot + eps / C``.
         reduction: ``"mean"`` (weighted mean over non-ignored rows), ``"sum"`` or ``"none"``
             (shape of ``target``'s batch dimensions).
+        label_smoothing: epsilon in [0, 1]; targets become ``(1 - eps) * onehot + eps / C``.
         z_loss: coefficient of the auxiliary ``lse**2`` term (PaLM uses 1e-4), >= 0.
         softcap: Gemma 2's logit soft-capping ``softcap * tanh(logits / softcap)`` applied
             before everything else (its derivative is folded into the gradient); None is off.
@@ -504,6 +512,8 @@ def cross_entropy(
     if target.dtype == torch.bool or target.is_complex():
         raise TypeError(f"target must hold class indices (integer) or probabilities "
                         f"(floating), got dtype {target.dtype}")
+    if size_average is not None or reduce is not None:
+        reduction = legacy_reduction(size_average, reduce)
     opts = check_options(reduction, label_smoothing, z_loss, softcap, ignore_index, impl)
     shape = logits.shape
     if not shape:
@@ -581,6 +591,10 @@ def softmax_cross_entropy_rows(logits: torch.Tensor, targets: Any, *, axis: int 
             targets = torch.movedim(targets, ax, 1)
     return cross_entropy(logits, targets, weight=weight, ignore_index=ignore_index,
                          label_smoothing=label_smoothing, reduction=reduction)
+
+
+# cross_entropy follows autocast's float32 rule itself, without a float32 copy of the logits
+softmax_cross_entropy_rows.handles_autocast = True  # type: ignore[attr-defined]
 
 
 def backend_info() -> dict:
