@@ -209,6 +209,75 @@ def _error_cases(rank, world):
         _close(f"impl={impl} loss", got, want, 2e-6)
 
 
+def _dtensor_cases(rank, world):
+    """DTensor inputs: logits sharded on the classes (Shard(-1), torch.chunk's uneven blocks)
+    through vocab_parallel_cross_entropy, and an FSDP2 fully_shard LM head (and a plain
+    distribute_tensor one, with a bias) through linear_cross_entropy outside its forward, each
+    rank with its own batch: the weight's gradient is FSDP2's, the mean over the ranks."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+
+    from crossent.torch import linear_cross_entropy
+
+    mesh = init_device_mesh("cpu", (world,))
+    v, h = 11, 5
+    for reduction, eps, z in (("mean", 0.1, 0.0), ("sum", 0.0, 0.01), ("none", 0.2, 0.0)):
+        gen = torch.Generator().manual_seed(31)  # the same full logits on every rank
+        full = torch.randn(7, v, generator=gen, dtype=torch.float64)
+        y = torch.randint(0, v, (7,), generator=gen)
+        y[2] = -100
+        dx = distribute_tensor(full, mesh, [Shard(-1)]).requires_grad_()
+        loss = vocab_parallel_cross_entropy(dx, y, reduction=reduction, label_smoothing=eps,
+                                            z_loss=z)
+        assert tuple(loss.placements) == (Replicate(),)
+        want, gwant = _reference(full, y, reduction=reduction, eps=eps, z_loss=z,
+                                 grad_output=torch.ones(7) if reduction == "none" else None)
+        _close(f"dtensor logits {reduction} loss", loss.to_local(), want, 1e-12)
+        (loss.to_local().sum() if reduction == "none" else loss.to_local()).backward()
+        assert tuple(dx.grad.placements) == (Shard(1),)
+        _close(f"dtensor logits {reduction} grad", dx.grad.full_tensor(), gwant, 1e-12)
+    with pytest.raises(ValueError, match="class"):
+        vocab_parallel_cross_entropy(distribute_tensor(full, mesh, [Shard(0)]), y)
+    with pytest.raises(ValueError, match="come from DTensor"):
+        vocab_parallel_cross_entropy(dx.detach(), y, vocab_size=v)
+
+    gen = torch.Generator().manual_seed(32)
+    w0 = torch.randn(v, h, generator=gen, dtype=torch.float64)
+    b0 = torch.randn(v, generator=gen, dtype=torch.float64)
+    batches = [(torch.randn(6, h, generator=gen, dtype=torch.float64),
+                torch.randint(0, v, (6,), generator=gen)) for _ in range(world)]
+    mine_h, mine_y = batches[rank]
+    # the reference: each rank's loss on the full weight, and the mean of the ranks' gradients
+    ref_losses, grads_w, grads_b = [], [], []
+    for hb, yb in batches:
+        w, b = w0.clone().requires_grad_(), b0.clone().requires_grad_()
+        ref = F.cross_entropy(hb @ w.T + b, yb, label_smoothing=0.1)
+        ref.backward()
+        ref_losses.append(ref.detach())
+        grads_w.append(w.grad)
+        grads_b.append(b.grad)
+    head = torch.nn.Linear(h, v, dtype=torch.float64)
+    with torch.no_grad():
+        head.weight.copy_(w0)
+        head.bias.copy_(b0)
+    fully_shard(head, mesh=mesh)
+    assert tuple(head.weight.placements) == (Shard(0),)
+    loss = linear_cross_entropy(mine_h, head.weight, mine_y, head.bias, label_smoothing=0.1,
+                                chunk_size=4)
+    _close("fsdp2 loss", loss, ref_losses[rank], 1e-12)
+    loss.backward()
+    _close("fsdp2 weight grad", head.weight.grad.full_tensor(), sum(grads_w) / world, 1e-12)
+    _close("fsdp2 bias grad", head.bias.grad.full_tensor(), sum(grads_b) / world, 1e-12)
+    wd = torch.nn.Parameter(distribute_tensor(w0, mesh, [Shard(0)]))
+    loss = linear_cross_entropy(mine_h, wd, mine_y, label_smoothing=0.1)
+    loss.backward()
+    ref_w = w0.clone().requires_grad_()
+    F.cross_entropy(mine_h @ ref_w.T, mine_y, label_smoothing=0.1).backward()
+    dist.all_reduce(ref_w.grad)
+    _close("dtensor weight grad", wd.grad.full_tensor(), ref_w.grad / world, 1e-12)
+
+
 def _explicit_slice_cases(rank, world):
     """Both bounds given (no all_gather needed for the slice itself): slices that overlap or
     leave a gap must raise the same ValueError on every rank, not give a wrong loss."""
@@ -247,6 +316,8 @@ def _cases(world, suite="all"):
     """(name, fn(rank)) pairs; the same list, in the same order, on every rank."""
     if suite == "issue9_item7":
         return [("explicit slices", lambda r: _explicit_slice_cases(r, world))]
+    if suite == "dtensor":
+        return [("dtensor", lambda r: _dtensor_cases(r, world))]
     cases = []
     seed = 0
     for widths in SPLITS[world]:
@@ -379,6 +450,11 @@ def test_issue9_item7_explicit_slices_must_tile(world, tmp_path):
 
 # Single process (torch.distributed not initialised: a group of one): the same references, on
 # the parallel code path run with a world of one and on the hand-over to crossent.torch.
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_dtensor_logits_and_fsdp2_weight(world, tmp_path):
+    _run_group(world, tmp_path, "dtensor")
 
 
 @pytest.fixture(params=["parallel", "delegated"])

@@ -44,6 +44,7 @@ from ._common import (
     require_tensor,
     scale_by_grad_output,
 )
+from ._dtensor import as_replicated, class_sharded, is_dtensor, replicated_activation
 from ._rows import IMPLS as _ROW_IMPLS
 from ._rows import acc_dtype, check_impl
 from .cross_entropy import cross_entropy
@@ -407,7 +408,11 @@ def vocab_parallel_cross_entropy(
 
     Args:
         logits_shard: (N, V_p) or (..., V_p) logits of this rank's vocabulary slice, class dim
-            last; float16, bfloat16, float32 or float64.
+            last; float16, bfloat16, float32 or float64. Or a DTensor of the full logits
+            sharded on the class dimension (``Shard(-1)``, as under torchtitan's
+            ``loss_parallel()``) over one mesh dimension: its group and slice are taken from
+            it (``group``/``vocab_start_index``/``vocab_size`` are then ignored) and the loss
+            comes back as a replicated DTensor.
         target: (N,) or (...) GLOBAL class indices in [0, V) (or ``ignore_index``), the same
             tensor on every rank.
         group: the tensor-parallel process group; None is the default group (or no group).
@@ -478,6 +483,20 @@ def vocab_parallel_cross_entropy(
         Using Model Parallelism" (sec. 3, parallel cross-entropy); PaLM z-loss (Chowdhery
         et al., 2022).
     """
+    if is_dtensor(logits_shard):
+        # DTensor logits sharded on the classes: their local block, group and offset
+        if not (group is None and vocab_start_index is None and vocab_size is None):
+            raise ValueError("group, vocab_start_index and vocab_size come from DTensor "
+                             "logits_shard itself; do not pass them with one")
+        local, group, start, total, mesh = class_sharded(logits_shard, "logits_shard")
+        out = vocab_parallel_cross_entropy(
+            local, replicated_activation(target, "target"), group=group,
+            vocab_start_index=start, vocab_size=total, ignore_index=ignore_index,
+            label_smoothing=label_smoothing, reduction=reduction, z_loss=z_loss,
+            inplace_backward=inplace_backward, return_z_loss=return_z_loss, impl=impl)
+        if isinstance(out, tuple):
+            return as_replicated(out[0], mesh), as_replicated(out[1], mesh)
+        return as_replicated(out, mesh)
     opts, impl = _check_common(reduction, label_smoothing, z_loss, ignore_index, impl, target,
                                "logits_shard", logits_shard)
     reduction = opts.reduction

@@ -29,6 +29,7 @@ from ._common import (
     require_tensor,
     scale_by_grad_output,
 )
+from ._dtensor import gathered, replicated_activation
 from ._rows import acc_dtype, rows_forward
 from .cross_entropy import composite_rows
 
@@ -228,7 +229,9 @@ def linear_cross_entropy(
     Args:
         hidden: (..., H) activations; float16, bfloat16, float32 or float64.
         weight: (V, H) classifier / LM-head weight, same dtype as ``hidden`` (outside
-            autocast).
+            autocast). A DTensor (an FSDP2 ``fully_shard`` parameter read outside its
+            module's forward) is gathered in full as FSDP2 gathers it, and its gradient comes
+            back reduce-scattered, averaged over the ranks (FSDP2's default); ``bias`` too.
         target: (...) class indices (integer); ``ignore_index`` marks rows to skip.
         bias: optional (V,) bias.
         chunk_size: rows per chunk; None picks one from N, V, H and a memory budget
@@ -282,6 +285,10 @@ def linear_cross_entropy(
     require_class_indices(target)
     opts = check_options(reduction, label_smoothing, z_loss, softcap, ignore_index, impl)
     chunk_size = _checks.positive_int(chunk_size, "chunk_size", allow_none=True)
+    # FSDP2 / DTensor parameters used outside their module's forward: gathered as FSDP2 would
+    weight, bias = gathered(weight, "weight"), gathered(bias, "bias")
+    hidden = replicated_activation(hidden, "hidden")
+    target = replicated_activation(target, "target")
     device_type = hidden.device.type
     out_dtype = loss_dtype(hidden)
     if autocast_enabled(device_type):
