@@ -52,3 +52,22 @@ def test_star_import_and_unknown_attribute():
         assert "no_such_loss" in str(e)
     else:
         raise AssertionError("expected AttributeError")
+
+
+def _import_without(missing: str, module: str) -> subprocess.CompletedProcess:
+    """Import ``module`` in a fresh interpreter where ``missing`` cannot be imported."""
+    code = (f"import sys; sys.modules[{missing!r}] = None\n"
+            f"import importlib; importlib.import_module({module!r})")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+
+def test_a_missing_optional_dependency_names_its_extra():
+    for missing, module, extra in [("torch", "crossent.torch", "crossent[torch]"),
+                                   ("transformers", "crossent.integrations.transformers",
+                                    "crossent[transformers]")]:
+        out = _import_without(missing, module)
+        assert out.returncode != 0
+        last = out.stderr.strip().splitlines()[-1]
+        assert last.startswith("ImportError") and f"pip install '{extra}'" in last, last
+    # the core itself needs neither
+    assert _import_without("torch", "crossent.classification").returncode == 0

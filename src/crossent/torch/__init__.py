@@ -6,6 +6,13 @@ logits (a C++ kernel on CPU, built at first use; torch ops elsewhere);
 ``hidden @ weight.T``. ``crossent.torch.nn`` has drop-in ``torch.nn.Module`` versions.
 """
 
+try:
+    import torch  # noqa: F401
+except ModuleNotFoundError as e:
+    if e.name != "torch":
+        raise
+    raise ImportError("crossent.torch needs PyTorch: pip install 'crossent[torch]'") from None
+
 from .cross_entropy import backend_info, cross_entropy
 from .linear import choose_chunk_size, linear_cross_entropy
 
