@@ -34,7 +34,7 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 Shape = tuple[int, int, int, int, int, int, int, int]
 CONFIGS: dict[str, Shape] = {
     "tiny": (32000, 64, 128, 2, 4, 2, 8, 256),
-    "wide": (128256, 1024, 2816, 1, 16, 4, 2, 512),
+    "wide": (128256, 1024, 2816, 1, 16, 4, 8, 512),
 }
 QUICK: dict[str, Shape] = {
     "tiny": (4096, 32, 64, 2, 4, 2, 4, 64),
