@@ -15,11 +15,9 @@ from crossent.torch import cross_entropy, linear_cross_entropy
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 
 CE_OPTIONS = [
-    {},
-    {"label_smoothing": 0.1, "z_loss": 1e-3},
+    {"label_smoothing": 0.1, "z_loss": 1e-3, "weight": "w"},
     {"softcap": 5.0, "reduction": "sum"},
     {"reduction": "none", "ignore_index": 2},
-    {"weight": "w"},
 ]
 
 
