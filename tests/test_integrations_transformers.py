@@ -221,7 +221,9 @@ def test_eval_under_no_grad_keeps_real_logits():
         out = model(input_ids=ids, attention_mask=mask, labels=labels)
         want = ref(input_ids=ids, attention_mask=mask, labels=labels)
     torch.testing.assert_close(out.logits, want.logits, rtol=0, atol=0)
-    torch.testing.assert_close(out.loss, want.loss, rtol=0, atol=0)
+    # the loss on those logits is crossent's causal_lm_loss: equal up to summation order (the
+    # C++ kernel and the torch-ops path round differently)
+    torch.testing.assert_close(out.loss, want.loss, rtol=1e-6, atol=0)
     # eval mode with gradients on (or train mode under no_grad) is not pure inference: fused
     fused = model(input_ids=ids, attention_mask=mask, labels=labels)
     assert fused.logits is None
