@@ -22,7 +22,8 @@ Array = Any
 _HALF = (torch.float16, torch.bfloat16)
 
 
-def _autocast_on(device_type: str) -> bool:
+def autocast_enabled(device_type: str) -> bool:
+    """Whether ``torch.autocast`` is on for ``device_type`` (any torch version)."""
     try:
         return torch.is_autocast_enabled(device_type)
     except TypeError:  # torch < 2.4: one flag per device family
@@ -39,7 +40,7 @@ def under_autocast(fn: Any, first: torch.Tensor, args: tuple[Any, ...],
     their gradients come back in the inputs' dtype) and runs with autocast off, which keeps
     its internal matmuls in float32 too. NotImplemented when autocast is off."""
     device_type = first.device.type
-    if not _autocast_on(device_type):
+    if not autocast_enabled(device_type):
         return NotImplemented
 
     def up(v: Any) -> Any:

@@ -16,6 +16,7 @@ import torch
 
 from .. import _checks
 from .._reduce import safe_divide
+from .._torch_autograd import autocast_enabled
 from ._rows import acc_dtype, check_impl
 
 # Logits dtypes that autocast casts to float32 for cross-entropy (float64 is left alone).
@@ -189,15 +190,6 @@ def functorch_active(*tensors: torch.Tensor | None) -> bool:
         return _TRANSFORMS_ACTIVE()
     return _WRAPPED is not None and any(
         isinstance(t, torch.Tensor) and _WRAPPED(t) for t in tensors)
-
-
-def autocast_enabled(device_type: str) -> bool:
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # older torch: one flag per device family
-        if device_type == "cpu":
-            return torch.is_autocast_cpu_enabled()
-        return device_type == "cuda" and torch.is_autocast_enabled()
 
 
 def autocast_dtype(device_type: str) -> torch.dtype:
