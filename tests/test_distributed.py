@@ -4,33 +4,21 @@ The multi-process tests start groups of 2 and 3 processes on the gloo backend (C
 127.0.0.1, a free port chosen here). Every process builds the same full logits / weights from
 the same seed, keeps its vocabulary slice, runs the vocabulary-parallel loss, and compares the
 loss and its gradient slice with F.cross_entropy on the full tensors, computed in float64 in
-the same process. Each rank writes its failures to a JSON file the test then asserts on.
-
-Process layout: the test runs this file as a script (``--launch``), a fresh interpreter that
-imports torch once and forks the ranks from there; forking the pytest process itself would be
-unsafe (it may already run JAX / OpenMP threads), and a fresh interpreter per rank would pay
-the torch import per rank. Everything is bounded: the gloo timeout, the launcher's join
-timeout (stragglers are terminated) and the subprocess timeout.
+the same process. The process groups are started by ``tests._gloo`` (each rank runs
+:func:`cases` and reports its failures).
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
-import json
 import math
-import multiprocessing as mp
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import traceback
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
+
+from tests._gloo import run_group
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -44,9 +32,6 @@ from crossent.torch.distributed import (  # noqa: E402
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
 
-GLOO_TIMEOUT_S = 30  # a collective left without a partner fails after this
-JOIN_TIMEOUT_S = 120  # the launcher terminates ranks still running after this
-RUN_TIMEOUT_S = 180  # the test kills the launcher after this
 
 # Vocabulary splits per world size: even, uneven, and one with an empty slice.
 SPLITS = {
@@ -312,7 +297,7 @@ def _explicit_slice_cases(rank, world):
     _close("explicit loss", got, F.cross_entropy(full.double(), yy), 2e-6)
 
 
-def _cases(world, suite="all"):
+def cases(world, suite="all"):
     """(name, fn(rank)) pairs; the same list, in the same order, on every rank."""
     if suite == "issue9_item7":
         return [("explicit slices", lambda r: _explicit_slice_cases(r, world))]
@@ -363,79 +348,11 @@ def _cases(world, suite="all"):
     return cases
 
 
-def _worker(rank: int, world: int, port: int, outdir: str, suite: str = "all") -> None:
-    torch.set_num_threads(1)  # several ranks share the machine's cores
-    report = {"rank": rank, "cases": 0, "failures": []}
-    try:
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                                world_size=world, timeout=timedelta(seconds=GLOO_TIMEOUT_S))
-        try:
-            for name, fn in _cases(world, suite):
-                report["cases"] += 1
-                try:
-                    fn(rank)
-                except AssertionError as e:  # a comparison after the collectives: go on
-                    report["failures"].append(f"{name}: {e}")
-                except Exception as e:  # the ranks' collectives may no longer pair up: stop
-                    report["failures"].append(f"{name}: {type(e).__name__}: {e}")
-                    break
-        finally:
-            dist.destroy_process_group()
-    except Exception:
-        report["failures"].append("worker: " + traceback.format_exc())
-    Path(outdir, f"rank{rank}.json").write_text(json.dumps(report))
-
-
-def _launch(world: int, port: int, outdir: str, suite: str = "all") -> int:
-    """Fork the ranks from this fresh interpreter, join them with a deadline."""
-    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    procs = [ctx.Process(target=_worker, args=(r, world, port, outdir, suite))
-             for r in range(world)]
-    for p in procs:
-        p.start()
-    deadline = time.monotonic() + JOIN_TIMEOUT_S
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-    stuck = [p for p in procs if p.is_alive()]
-    for p in stuck:
-        p.terminate()
-    for p in stuck:
-        p.join(5)
-        if p.is_alive():
-            p.kill()
-            p.join()
-    return 0 if not stuck and all(p.exitcode == 0 for p in procs) else 1
-
-
 # --------------------------------------------------------------------------- the tests
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _run_group(world: int, tmp_path: Path, suite: str = "all"):
-    """Run ``suite`` on a group of ``world`` processes; (launcher process, rank reports)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for _attempt in range(2):  # a second try only if another program took the free port
-        out = tmp_path / f"try{_attempt}"
-        out.mkdir()
-        proc = subprocess.run(
-            [sys.executable, __file__, "--launch", str(world), str(_free_port()), str(out),
-             suite], capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env)
-        if "address already in use" not in (proc.stdout + proc.stderr).lower():
-            break
-    reports = []
-    for r in range(world):
-        path = out / f"rank{r}.json"
-        assert path.exists(), f"rank {r} wrote no report:\n{proc.stdout}\n{proc.stderr}"
-        reports.append(json.loads(path.read_text()))
-    failures = [f"rank {rep['rank']}: {f}" for rep in reports for f in rep["failures"]]
-    assert not failures, "\n".join(failures[:20])
-    assert proc.returncode == 0, proc.stderr
-    assert all(rep["cases"] == len(_cases(world, suite)) for rep in reports)
+def _run_group(world: int, tmp_path: Path, suite: str = "all") -> None:
+    run_group("tests.test_distributed", world, tmp_path, suite)
 
 
 @pytest.mark.parametrize("world", [2, 3])
@@ -628,6 +545,3 @@ def test_gradcheck_parallel_path(reduction):
         lambda a, c, d: vocab_parallel_linear_cross_entropy(a, c, y, d, chunk_size=3, **kw),
         (h, w, b), nondet_tol=1e-12)
 
-
-if __name__ == "__main__" and len(sys.argv) in (5, 6) and sys.argv[1] == "--launch":
-    sys.exit(_launch(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], *sys.argv[5:]))

@@ -17,7 +17,14 @@ from hypothesis import strategies as st
 
 import crossent
 from crossent import extended as E
-from tests._backends import BACKENDS, finite_difference, jit_on, to_backend, to_numpy
+from tests._backends import (
+    BACKENDS,
+    check_grads_fwd_rev,
+    finite_difference,
+    jit_on,
+    to_backend,
+    to_numpy,
+)
 
 T = torch.from_numpy
 REDUCTIONS = ("mean", "sum", "none")
@@ -493,8 +500,7 @@ def test_backward_is_the_closed_form_and_double_backward_is_exact(case, reductio
         np.testing.assert_allclose(a.numpy(), want, rtol=1e-14, atol=1e-16, err_msg=name)
     if reduction == "none":  # on JAX one reduction (the most general cotangent) suffices:
         # each check compiles dozens of second-order programs, about 3 s a case
-        jax.test_util.check_grads(jax.jit(g_jax), tuple(jnp.asarray(args[i]) for i in diff),
-                                  order=2, modes=("fwd", "rev"))
+        check_grads_fwd_rev(jax.jit(g_jax), tuple(jnp.asarray(args[i]) for i in diff))
 
 
 def test_soft_asl_targets_are_differentiated_by_autodiff_of_the_definition():

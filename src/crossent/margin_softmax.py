@@ -142,6 +142,29 @@ class _ArcFace(_Variant):
                 xp.where(keep, dphi, xp.ones_like(c)))
 
 
+# margin_type -> (variant maker, default margin, default scale): the losses below and the chunked
+# linear form (crossent.torch.margin_linear_cross_entropy) build their variants here
+VARIANTS: dict[str, tuple[Any, Any, float]] = {
+    "arcface": (lambda m, easy: _ArcFace(_angular_margin(m), easy_margin=bool(easy)), 0.5, 64.0),
+    "cosface": (lambda m, easy: _CosFace(_checks.non_negative(m, "margin")), 0.35, 64.0),
+    "sphereface": (lambda m, easy: _SphereFace(_int_margin(m)), 4, 1.0),
+    "lsoftmax": (lambda m, easy: _LSoftmax(_int_margin(m)), 4, 1.0),
+}
+
+
+def variant_for(margin_type: Any, margin: Any = None, easy_margin: bool = False
+                ) -> tuple[_Variant, float]:
+    """The variant of ``margin_type`` with ``margin`` (None: the paper's), and its default
+    scale."""
+    if margin_type not in VARIANTS:
+        raise ValueError(f"margin_type must be one of {sorted(VARIANTS)}, got {margin_type!r}")
+    make, default_margin, default_scale = VARIANTS[margin_type]
+    if easy_margin and margin_type != "arcface":
+        raise ValueError(f"easy_margin applies to margin_type='arcface' only, got "
+                         f"margin_type={margin_type!r}")
+    return make(default_margin if margin is None else margin, easy_margin), default_scale
+
+
 # --- the shared machinery: inputs, logits, softmax cross-entropy, gradients -------------------
 
 
@@ -172,7 +195,7 @@ def _margin_inputs(embeddings: Array, weight: Array, labels: Array) -> Any:
 
 
 @dataclass(frozen=True)
-class _Rows:
+class Rows:
     """One factor of ``cos = u v^T``: the embeddings (N rows) or the class weights (C rows)."""
 
     a: Array            # (R, D) in the compute dtype
@@ -185,8 +208,8 @@ class _Rows:
 class _Parts:
     """What :func:`_margin_logits` computed on the way to ``z``, for the gradients."""
 
-    x: _Rows            # the embeddings
-    w: _Rows            # the class weights
+    x: Rows            # the embeddings
+    w: Rows            # the class weights
     cos: Array          # (N, C) u v^T
     f: Array            # (N, C) f_j(cos): the margin function at the target, cos elsewhere
     fprime: Array | None  # (N, C) f_j'(cos), None without labels
@@ -204,8 +227,8 @@ def _margin_logits(embeddings: Array, weight: Array, labels: Array | None, varia
     dt = x.dtype
     w = A.as_float(xp, A.upcast(xp, weight), dt)
     # scaled norms: the directions of x and of 1e20 x are the same, with no overflow
-    xs = _Rows(x, *A.norm_and_unit(xp, x, _NORM_EPS), variant.keeps_x_norm)  # (N, 1), (N, D)
-    ws = _Rows(w, *A.norm_and_unit(xp, w, _NORM_EPS), variant.keeps_w_norm)  # (C, 1), (C, D)
+    xs = Rows(x, *A.norm_and_unit(xp, x, _NORM_EPS), variant.keeps_x_norm)  # (N, 1), (N, D)
+    ws = Rows(w, *A.norm_and_unit(xp, w, _NORM_EPS), variant.keeps_w_norm)  # (C, 1), (C, D)
     cos = xp.matmul(xs.unit, xp.permute_dims(ws.unit, (1, 0)))  # (N, C)
     if labels is None:
         f, fprime = cos, None
@@ -223,8 +246,8 @@ def _margin_logits(embeddings: Array, weight: Array, labels: Array | None, varia
     return z, _Parts(xs, ws, cos, f, fprime)
 
 
-def _rows_grad(xp: Any, gz: Array, f: Array, fprime: Array, cos: Array, rows: _Rows,
-               other: _Rows) -> Array:
+def _rows_grad(xp: Any, gz: Array, f: Array, fprime: Array, cos: Array, rows: Rows,
+               other: Rows) -> Array:
     """Gradient w.r.t. the rows ``a_i`` of ``sum_ij G_ij R'_j R_i f_ij(c_ij)``, with
     ``c_ij = unit_i . other_j``, ``unit_i = a_i / e_i``, ``e_i = max(||a_i||, eps)``,
     ``R_i = ||a_i||`` when ``rows`` keeps its norm (else 1) and ``R'_j`` the same of
@@ -238,17 +261,27 @@ def _rows_grad(xp: Any, gz: Array, f: Array, fprime: Array, cos: Array, rows: _R
     value code there too.
     """
     k = gz * xp.permute_dims(other.norm, (1, 0)) if other.keeps_norm else gz
+    kf = k * fprime
+    return finish_rows(xp, rows, xp.matmul(kf, other.unit),
+                       xp.sum(kf * cos, axis=-1, keepdims=True),
+                       xp.sum(k * f, axis=-1, keepdims=True) if rows.keeps_norm else None)
+
+
+def finish_rows(xp: Any, rows: Rows, t: Array, a: Array, b: Array | None) -> Array:
+    """The gradient w.r.t. the rows ``a_i`` from the three sums of :func:`_rows_grad`:
+    ``t_i = sum_j K_ij f'_ij other_j`` (R, D), ``a_i = sum_j K_ij f'_ij c_ij`` (R, 1) and,
+    when ``rows`` keeps its norm, ``b_i = sum_j K_ij f_ij`` (R, 1). The sums may be
+    accumulated over chunks of ``other`` (or over processes): this step is per row."""
     norm, unit = rows.norm, rows.unit
     big = norm > _NORM_EPS
     e = xp.maximum(norm, xp.full_like(norm, _NORM_EPS))
     kappa = norm / e if rows.keeps_norm else 1.0 / e
-    kf = k * fprime
-    tangential = xp.matmul(kf, other.unit) * kappa
-    radial = -(A.as_float(xp, big, k.dtype) * kappa) * xp.sum(kf * cos, axis=-1,
-                                                              keepdims=True)
+    tangential = t * kappa
+    radial = -(A.as_float(xp, big, t.dtype) * kappa) * a
     if not rows.keeps_norm:
         return tangential + unit * radial  # radial is 0 wherever unit is not a / ||a||
-    radial = radial + xp.sum(k * f, axis=-1, keepdims=True)
+    assert b is not None
+    radial = radial + b
     # the true direction a/||a|| below the floor too (unit is a/eps there); 0 at a = 0
     pos = norm > 0
     direction = xp.where(big, unit, xp.where(pos, rows.a, xp.zeros_like(rows.a))

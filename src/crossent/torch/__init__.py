@@ -3,7 +3,9 @@
 ``crossent.torch.cross_entropy`` computes the loss and its gradient in one pass over the
 logits (a C++ kernel on CPU, built at first use; torch ops elsewhere);
 ``crossent.torch.linear_cross_entropy`` never materialises the N x V logits of
-``hidden @ weight.T``. ``crossent.torch.nn`` has drop-in ``torch.nn.Module`` versions.
+``hidden @ weight.T``; ``crossent.torch.margin_linear_cross_entropy`` is ArcFace / CosFace /
+SphereFace / L-Softmax chunked over the classes (and class-parallel in
+``crossent.torch.distributed``). ``crossent.torch.nn`` has drop-in ``torch.nn.Module`` versions.
 """
 
 try:
@@ -15,5 +17,7 @@ except ModuleNotFoundError as e:
 
 from .cross_entropy import backend_info, cross_entropy
 from .linear import choose_chunk_size, linear_cross_entropy
+from .margin_linear import choose_class_chunk, margin_linear_cross_entropy
 
-__all__ = ["backend_info", "choose_chunk_size", "cross_entropy", "linear_cross_entropy"]
+__all__ = ["backend_info", "choose_chunk_size", "choose_class_chunk", "cross_entropy",
+           "linear_cross_entropy", "margin_linear_cross_entropy"]

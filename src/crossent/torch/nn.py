@@ -17,7 +17,8 @@ log-probabilities); the others, and ``SigmoidCrossEntropyLoss``, ``SigmoidFocalL
 ``SoftmaxFocalLoss``, wrap the generic (array-API) definitions in ``crossent``, imported when
 first called. The margin heads (``ArcFaceHead``, ``CosFaceHead``, ``SphereFaceHead``,
 ``LargeMarginSoftmaxHead``) own their class weight and live in :mod:`crossent.torch.heads`;
-they are re-exported here.
+they are re-exported here, with ``MarginLinearCrossEntropyLoss`` (the chunked, class-parallel
+margin softmax, Partial FC's Module).
 """
 from __future__ import annotations
 
@@ -33,7 +34,13 @@ from .. import _checks
 from .._reduce import safe_divide
 from ._common import check_options, legacy_reduction
 from .cross_entropy import cross_entropy
-from .heads import ArcFaceHead, CosFaceHead, LargeMarginSoftmaxHead, SphereFaceHead
+from .heads import (
+    ArcFaceHead,
+    CosFaceHead,
+    LargeMarginSoftmaxHead,
+    MarginLinearCrossEntropyLoss,
+    SphereFaceHead,
+)
 from .linear import linear_cross_entropy
 
 __all__ = [
@@ -53,6 +60,7 @@ __all__ = [
     "ArcFaceHead",
     "CosFaceHead",
     "LargeMarginSoftmaxHead",
+    "MarginLinearCrossEntropyLoss",
     "SigmoidCrossEntropyLoss",
     "SigmoidFocalLoss",
     "SoftmaxFocalLoss",
