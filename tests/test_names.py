@@ -32,7 +32,7 @@ EXPECTED = {
     "hinge": ("hinge_loss", "multi_margin_loss", "multiclass_hinge_loss",
               "categorical_hinge_loss"),
     "margin_softmax": ("large_margin_softmax_loss", "sphereface_loss", "cosface_loss",
-                       "arcface_loss"),
+                       "arcface_loss", "soft_margin_softmax_loss"),
     "ranking": ("margin_ranking_loss", "contrastive_loss", "triplet_margin_loss", "ntxent_loss",
                 "cosine_embedding_loss"),
     "extended": ("poly1_cross_entropy", "asymmetric_loss", "sparsemax_loss",
@@ -79,6 +79,12 @@ ARTICLE_NAMES = {
     "Triplet Loss": "triplet_margin_loss",
     "Contrastive Loss": "contrastive_loss",
     "Hinge Loss": "hinge_loss",
+    "CE Loss": "softmax_cross_entropy",
+    "BCE Loss": "binary_cross_entropy",
+    "KD Loss": "distillation_loss",
+    "Margin Loss": "margin_ranking_loss",
+    "Ranking Loss": "margin_ranking_loss",
+    "ArcFace Loss": "arcface_loss",
     # 图像分类任务中的损失函数 (image-classification losses)
     "Entropy": "entropy",
     "Mean Square Error": None,  # not a name anywhere: must not resolve silently (see below)
@@ -90,6 +96,7 @@ ARTICLE_NAMES = {
     "L-Softmax": "large_margin_softmax_loss",
     "AM-Softmax": "cosface_loss",
     "A-Softmax": "sphereface_loss",
+    "SM-Softmax": "soft_margin_softmax_loss",
 }
 
 # Framework names, with the framework prefix people write.

@@ -324,8 +324,8 @@ def test_inputs_are_not_mutated():
 
 def test_errors():
     x = np.zeros((3, 2))
-    with pytest.raises(ValueError, match=r"target must hold 1 or -1"):
-        R.margin_ranking_loss(x[:, 0], x[:, 1], np.array([1, 0, 1]))
+    with pytest.raises(ValueError, match=r"target must have shape \(3,\)"):
+        R.margin_ranking_loss(x[:, 0], x[:, 1], np.array([1, 0]))
     with pytest.raises(ValueError, match=r"input2 must have the shape of input1"):
         R.margin_ranking_loss(x[:, 0], x[:2, 1], np.array([1, 1, 1]))
     with pytest.raises(ValueError, match=r"labels must hold probabilities in \[0, 1\]"):

@@ -5,6 +5,12 @@ and MSE vs cross-entropy); the TensorFlow verification table from "图像分类�
 (article: sigmoid / softmax cross-entropy, checked against TensorFlow's output).
 """
 
+import math
+import runpy
+from decimal import Decimal, getcontext
+from fractions import Fraction
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -113,3 +119,43 @@ def test_indexing_by_class_count_bug_is_not_ours():
     p = crossent.softmax(logits)
     expected = -np.mean(np.log(p[np.arange(5), labels]))
     assert float(crossent.softmax_cross_entropy(logits, labels)) == pytest.approx(expected)
+
+
+# --- maximum likelihood = cross-entropy: the coin (10 tosses, 6 heads) ----------------------
+
+EXAMPLES = runpy.run_path(str(Path(__file__).resolve().parents[1] / "examples"
+                              / "worked_examples.py"))
+
+
+def test_coin_probability_matches_50_digit_arithmetic():
+    getcontext().prec = 50
+    exact = Fraction(math.comb(10, 6)) * Fraction(3, 5) ** 6 * Fraction(2, 5) ** 4
+    want = Decimal(exact.numerator) / Decimal(exact.denominator)
+    assert str(want)[:8] == "0.250822"  # 0.2508 as the article prints it (its P(6;0.5) is a typo)
+    got = EXAMPLES["coin_probability"](0.6)
+    assert abs(Decimal(got) - want) < Decimal("1e-14")
+    # theta = 0.5 gives another number: the article's label, not its value
+    assert abs(EXAMPLES["coin_probability"](0.5) - 210 / 1024) < 1e-14
+
+
+def test_coin_mle_is_the_bce_minimiser():
+    theta = EXAMPLES["coin_mle"]()
+    assert theta == pytest.approx(0.6, abs=1e-9)
+    # the stationary point of the log-likelihood 6 log t + 4 log(1 - t), by its derivative
+    assert 6 / theta - 4 / (1 - theta) == pytest.approx(0.0, abs=1e-6)
+    # and the BCE there is below its value at any other theta on a grid
+    bce = [float(crossent.binary_cross_entropy(np.full(10, t), EXAMPLES["TOSSES"]))
+           for t in np.linspace(0.05, 0.95, 19)]
+    assert min(bce) == pytest.approx(float(crossent.binary_cross_entropy(
+        np.full(10, 0.6), EXAMPLES["TOSSES"])), abs=1e-15)
+
+
+def test_kl_is_cross_entropy_minus_entropy_on_the_worked_pair():
+    p, q = np.array([0.1, 0.2, 0.7]), np.array([0.3, 0.3, 0.4])
+    getcontext().prec = 50
+    want = sum(Decimal(a) * (Decimal(a) / Decimal(b)).ln() for a, b in
+               (("0.1", "0.3"), ("0.2", "0.3"), ("0.7", "0.4")))
+    kl = float(crossent.kl_divergence(p, q))
+    assert abs(Decimal(kl) - want) < Decimal("1e-15")
+    diff = float(crossent.cross_entropy(p, q)) - float(crossent.entropy(p))
+    assert diff == pytest.approx(kl, rel=1e-14)

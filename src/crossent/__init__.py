@@ -31,7 +31,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
               "categorical_hinge_loss"),
     "information": ("entropy", "cross_entropy", "kl_divergence", "js_divergence"),
     "margin_softmax": ("large_margin_softmax_loss", "sphereface_loss", "cosface_loss",
-                       "arcface_loss"),
+                       "arcface_loss", "soft_margin_softmax_loss"),
     "ranking": ("margin_ranking_loss", "contrastive_loss", "contrastive_loss_from_distances",
                 "triplet_margin_loss", "ntxent_loss", "cosine_embedding_loss"),
     "gradients": ("grad", "value_and_grad"),

@@ -91,7 +91,7 @@ _loss(
     {
         "common": ("Softmax Loss", "Softmax Cross-Entropy Loss", "Categorical Cross-Entropy",
                    "Categorical Cross-Entropy Loss", "CCE", "Softmax CE",
-                   "Cross-Entropy Loss", "Negative Log-Likelihood", "NLL",
+                   "Cross-Entropy Loss", "CE Loss", "Negative Log-Likelihood", "NLL",
                    "Multinomial Logistic Regression Loss", "Label Smoothing Loss"),
         "PyTorch": ("CrossEntropyLoss", "cross_entropy", "NLLLoss", "nll_loss"),
         "TensorFlow": ("softmax_cross_entropy_with_logits",
@@ -811,7 +811,13 @@ _loss(
 _MARGIN_NOTE_W = ("crossent takes weight of shape (num_classes, embedding_dim); "
                   "pytorch-metric-learning owns W of shape (embedding_size, num_classes): pass "
                   "its W.T. pml's loss also accepts miners and regularisers, which crossent "
-                  "does not have.")
+                  "does not have. With many classes (1e5 and more) use "
+                  "crossent.torch.margin_linear_cross_entropy(embeddings, weight, labels, "
+                  "margin_type=...): the same loss chunked over the classes, never holding the "
+                  "N x C logits, with sub_centers= (pml SubCenterArcFaceLoss); across processes "
+                  "crossent.torch.distributed.class_parallel_margin_cross_entropy or the Module "
+                  "crossent.torch.nn.MarginLinearCrossEntropyLoss (Partial FC: class centres "
+                  "sharded over ranks, optional negative sampling).")
 
 _loss(
     "large_margin_softmax_loss", "margin_softmax", "margin",
@@ -923,15 +929,37 @@ _loss(
     task=None, sample="embeddings_weight_labels",
 )
 
+_loss(
+    "soft_margin_softmax_loss", "margin_softmax", "margin",
+    "logits (N, C) + integer labels; margin m >= 0",
+    "SM-Softmax: z'_y = z_y - m, z'_j = z_j (j ≠ y); l = -log softmax(z')_y (no normalisation: "
+    "the margin is on the logit itself)",
+    "∂l/∂z = softmax(z') - onehot(y)",
+    {
+        "common": ("SM-Softmax", "Soft-Margin Softmax", "Soft Margin Softmax"),
+    },
+    (
+        "The additive margin of CosFace applied to the raw logits W_y x instead of cosines; "
+        "m = 0 is softmax cross-entropy.",
+    ),
+    (
+        "Liang, Wang, Li & Xie 2017, 'Soft-Margin Softmax for Deep Classification', ICONIP",
+        _ART_WHY,
+    ),
+    task="multiclass", sample="logits_labels",
+)
+
 # --- ranking and metric learning ------------------------------------------------------------
 
 _loss(
     "margin_ranking_loss", "ranking", "ranking",
-    "two score arrays x1, x2 + labels y ∈ {-1, 1} (x1 should rank higher when y = 1)",
+    "two score arrays x1, x2 + targets y, usually ∈ {-1, 1} (x1 should rank higher when y = "
+    "1; any real y is taken as PyTorch takes it)",
     "l = max(0, -y (x1 - x2) + margin)",
     "∂l/∂x1 = -y [l > 0] (and ∂l/∂x2 = y [l > 0])",
     {
-        "common": ("Margin Ranking Loss", "Pairwise Hinge Ranking Loss",
+        "common": ("Margin Ranking Loss", "Ranking Loss", "Margin Loss",
+                   "Pairwise Hinge Ranking Loss",
                    "Pairwise Ranking Loss", "RankSVM Loss"),
         "PyTorch": ("MarginRankingLoss", "margin_ranking_loss"),
         "PaddlePaddle": ("MarginRankingLoss", "margin_ranking_loss"),
@@ -939,7 +967,9 @@ _loss(
     (
         "PyTorch's and PaddlePaddle's margin default 0.",
         "gombru's 'Understanding Ranking Loss, Contrastive Loss, Margin Loss, Triplet Loss, "
-        "Hinge Loss' (2019) covers this family: the same loss goes by many names there too.",
+        "Hinge Loss' (2019) covers this family: the same loss goes by many names there too. "
+        "'Ranking Loss' and 'Margin Loss' resolve here; they also name the whole family, whose "
+        "pair and triplet forms are contrastive_loss and triplet_margin_loss.",
     ),
     (
         "https://pytorch.org/docs/stable/generated/torch.nn.MarginRankingLoss.html",

@@ -35,6 +35,7 @@ __all__ = [
     "sphereface_loss",
     "cosface_loss",
     "arcface_loss",
+    "soft_margin_softmax_loss",
 ]
 
 _NORM_EPS = 1e-12  # torch.nn.functional.normalize's floor on a norm (pml normalises with it)
@@ -566,3 +567,67 @@ def arcface_loss(need: tuple[str, ...], embeddings: Array, weight: Array, labels
     variant = _ArcFace(_angular_margin(margin), easy_margin=bool(easy_margin))
     return _margin_softmax(need, embeddings, weight, labels, variant, scale=scale,
                            reduction=reduction)
+
+
+@loss(wrt=("logits",))
+def soft_margin_softmax_loss(need: tuple[str, ...], logits: Array, labels: Array, *,
+                             margin: float = 0.0, axis: int = -1, ignore_index: int = -100,
+                             reduction: str = "mean") -> tuple[Array, Pullback | None]:
+    """SM-Softmax: softmax cross-entropy with a margin subtracted from the target logit.
+
+    Formula: ``z'_y = z_y - m`` and ``z'_j = z_j`` for ``j != y`` (the logits themselves, not
+    cosines: no normalisation); ``l = -log softmax(z')_y = logsumexp(z') - z_y + m``. ``m = 0``
+    is softmax cross-entropy. Gradient w.r.t. the logits: ``softmax(z') - onehot(y)`` (the
+    shift has unit Jacobian), times ``1 / (number of counted rows)`` for "mean".
+
+    Args:
+        logits: scores ``z``, classes along ``axis``, floating.
+        labels: integer class indices, the shape of ``logits`` without ``axis``;
+            ``ignore_index`` rows count for nothing.
+        margin: ``m >= 0``.
+        axis: the class axis.
+        ignore_index: the label of ignored rows.
+        reduction: ``"mean"`` over counted rows, ``"sum"`` or ``"none"``.
+
+    Returns:
+        Scalar or per-row losses, in the logits' dtype.
+
+    Raises:
+        TypeError: non-floating logits, non-integer labels.
+        ValueError: bad shapes, a label out of range, a negative ``margin``, an unknown
+            ``reduction``.
+
+    Example:
+        >>> import numpy as np, crossent
+        >>> z = np.array([[2.0, 1.0, 0.1]])
+        >>> round(float(soft_margin_softmax_loss(z, np.array([0]), margin=0.5)), 6)
+        0.616875
+        >>> crossent.grad(soft_margin_softmax_loss)(z, np.array([0]), margin=0.0).round(4)
+        array([[-0.341 ,  0.2424,  0.0986]])
+
+    Aliases: "Soft-Margin Softmax", SM-Softmax.
+
+    References: Liang, Wang, Li & Xie 2017, "Soft-Margin Softmax for Deep Classification",
+    ICONIP (LNCS 10635).
+    """
+    xp, logits, labels = A.common(logits=logits, labels=labels)
+    _checks.floating(xp, logits, "logits")
+    if not A.is_integer(xp, labels):
+        raise TypeError(f"labels must be an integer array of class indices, got dtype "
+                        f"{A.dtype_name(labels.dtype)}")
+    m = _checks.non_negative(margin, "margin")
+    z = A.move_axis_last(xp, logits, axis)
+    onehot = A.one_hot_mask(xp, labels, z.shape[-1], A.compute_dtype(xp, z))
+    shifted = A.move_axis_back(xp, A.upcast(xp, z) - m * onehot, axis)
+    out, pullback = softmax_cross_entropy.with_pullback(
+        need=("logits",) if need else (), logits=shifted, targets=labels, axis=axis,
+        ignore_index=ignore_index, reduction=reduction)
+    out = A.cast_like(xp, out, logits)
+    if pullback is None:
+        return out, None
+    inner = pullback
+
+    def shifted_pullback(cot: Array | None) -> dict[str, Array]:
+        return {"logits": A.cast_like(xp, inner(cot)["logits"], logits)}
+
+    return out, shifted_pullback

@@ -45,6 +45,14 @@ def _pm1(xp: Any, target: Array, shape: tuple, dtype: Any, name: str = "target")
     return t
 
 
+def _real_target(xp: Any, target: Array, shape: tuple, dtype: Any) -> Array:
+    """Any real targets as floats of ``shape`` (PyTorch's ranking target: 1 and -1 are the
+    usual values, others scale the difference)."""
+    if tuple(target.shape) != tuple(shape):
+        raise ValueError(f"target must have shape {tuple(shape)}, got {tuple(target.shape)}")
+    return A.as_float(xp, A.upcast(xp, target), dtype)
+
+
 def _pair_inputs(xp: Any, x1: Array, x2: Array, n1: str, n2: str) -> None:
     _checks.floating(xp, x1, n1)
     _checks.floating(xp, x2, n2)
@@ -70,14 +78,16 @@ def margin_ranking_loss(need: tuple[str, ...], input1: Array, input2: Array, tar
                         ) -> tuple[Array, Pullback | None]:
     """Margin ranking loss: ``input1`` should rank above ``input2`` by ``margin`` when y = 1.
 
-    Formula: ``l = max(0, -y (x1 - x2) + margin)``, ``y`` in {1, -1}. Gradient w.r.t.
-    ``x1``: ``-y [-y (x1 - x2) + margin >= 0]``; w.r.t. ``x2`` its negative
+    Formula: ``l = max(0, -y (x1 - x2) + margin)``, ``y`` usually in {1, -1}; any real ``y``
+    is taken as PyTorch does (it scales the difference; ``y = 0`` gives ``max(0, margin)``).
+    Gradient w.r.t. ``x1``: ``-y [-y (x1 - x2) + margin >= 0]``; w.r.t. ``x2`` its negative
     (``crossent.grad(margin_ranking_loss, argnums=1)``).
 
     Args:
         input1: scores ``x1``, any shape.
         input2: scores ``x2``, same shape.
-        target: ``y`` in {1, -1} (any dtype), same shape.
+        target: ``y``, 1 or -1 for a ranked pair (any real number is accepted, any dtype),
+            same shape.
         margin: the margin (default 0, as PyTorch).
         reduction: ``"mean"`` over elements, ``"sum"`` or ``"none"``.
 
@@ -86,7 +96,7 @@ def margin_ranking_loss(need: tuple[str, ...], input1: Array, input2: Array, tar
 
     Raises:
         TypeError: non-floating inputs.
-        ValueError: shape mismatch, a target not in {1, -1}, unknown reduction.
+        ValueError: shape mismatch, unknown reduction.
 
     Example:
         >>> import numpy as np, crossent
@@ -110,7 +120,7 @@ def margin_ranking_loss(need: tuple[str, ...], input1: Array, input2: Array, tar
     margin = _checks.real(margin, "margin")
     a = A.upcast(xp, input1)
     b = A.as_float(xp, A.upcast(xp, input2), a.dtype)
-    y = _pm1(xp, target, a.shape, a.dtype)
+    y = _real_target(xp, target, a.shape, a.dtype)
     h = margin - y * (a - b)
     per = A.relu(xp, h)
     out = A.cast_like(xp, reduce(xp, per, reduction), input1)

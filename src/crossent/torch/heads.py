@@ -290,10 +290,11 @@ class MarginLinearCrossEntropyLoss(torch.nn.Module):
         self.num_classes = _checks.positive_int(num_classes, "num_classes")
         self.sub_centers = _checks.positive_int(sub_centers, "sub_centers")
         resolve_variant(margin_type, margin, scale, easy_margin, self.sub_centers)  # checks
-        self.options: dict[str, Any] = {"margin_type": margin_type, "margin": margin, "scale": scale,
-                        "easy_margin": bool(easy_margin), "sub_centers": self.sub_centers,
-                        "chunk_size": chunk_size, "reduction": _checks.reduction(reduction),
-                        "ignore_index": _checks.index(ignore_index, "ignore_index")}
+        self.options: dict[str, Any] = {
+            "margin_type": margin_type, "margin": margin, "scale": scale,
+            "easy_margin": bool(easy_margin), "sub_centers": self.sub_centers,
+            "chunk_size": chunk_size, "reduction": _checks.reduction(reduction),
+            "ignore_index": _checks.index(ignore_index, "ignore_index")}
         self.sample_rate = _checks.number(sample_rate, "sample_rate", low=0.0, high=1.0,
                                           low_open=True, what="a fraction in (0, 1]")
         self.group = group

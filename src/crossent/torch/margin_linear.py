@@ -42,20 +42,22 @@ from ._rows import acc_dtype
 __all__ = ["margin_linear_cross_entropy", "choose_class_chunk"]
 
 _MIB = 1 << 20
-_TEMPS = 8  # chunk-sized (N x chunk) matrices alive at once in the backward, indices included
+# a norm below this may hold squares that underflowed (fp32: elements near 1e-20)
+_TINY_NORM = 1e-15
 
 
 def choose_class_chunk(n: int, c: int, d: int, *, sub_centers: int = 1, itemsize: int = 4,
                        budget_bytes: int | None = None) -> int:
     """Classes per chunk for :func:`margin_linear_cross_entropy`.
 
-    The chunk's temporaries (about eight N x chunk matrices) get 1/25 of what the full N x C
-    logits would take, clamped to [4 MiB, 512 MiB]: the extra memory stays near 0.04x the
-    logits while each chunk's matmul keeps at least a few hundred columns.
+    A chunk of ``m`` classes holds about four ``N x m k`` matrices (cosines, softmax, its
+    product with the cosines, the spread over sub-centres) and three ``m k x D`` ones (the
+    centres' directions, their gradient and its parts). By default they get 1/40 of what the
+    full N x C logits would take, clamped to [2 MiB, 512 MiB]: with the embeddings' own
+    buffers the extra memory stays under 0.05x the logits.
 
     Args:
-        n: rows (embeddings). c: classes. d: embedding size (unused by the default rule,
-            kept for budgets that count the chunk's centres).
+        n: rows (embeddings). c: classes. d: embedding size.
         sub_centers: centres per class. itemsize: bytes per element of the compute dtype.
         budget_bytes: memory for one chunk's temporaries; None chooses as above.
 
@@ -64,12 +66,11 @@ def choose_class_chunk(n: int, c: int, d: int, *, sub_centers: int = 1, itemsize
 
     Example:
         >>> choose_class_chunk(512, 1_000_000, 512)
-        5000
+        3571
     """
-    del d
     if budget_bytes is None:
-        budget_bytes = min(512 * _MIB, max(4 * _MIB, n * c * itemsize // 25))
-    per_class = max(1, n * sub_centers * itemsize * _TEMPS)
+        budget_bytes = min(512 * _MIB, max(2 * _MIB, n * c * itemsize // 40))
+    per_class = max(1, (4 * n + 3 * d) * sub_centers * itemsize)
     return int(max(1, min(budget_bytes // per_class, max(c, 1))))
 
 
@@ -174,11 +175,25 @@ class _Chunk:
     z_y: torch.Tensor       # (N,) target logit
 
 
+def centre_rows(wc: torch.Tensor, keeps_norm: bool) -> Rows:
+    """A chunk's centres with their norms and directions.
+
+    One fused norm pass where every norm is in the range where the squares neither overflow
+    nor underflow; otherwise (an extreme row somewhere in the chunk, read on the host) the
+    scaled norm of :func:`crossent._array.norm_and_unit`, which the materialised losses use."""
+    norm = torch.linalg.vector_norm(wc, dim=1, keepdim=True)
+    if norm.numel():
+        lo, hi = torch.aminmax(norm)
+        if bool(torch.isfinite(hi)) and bool(lo >= _TINY_NORM):
+            return Rows(wc, norm, wc / norm.clamp_min(_NORM_EPS), keeps_norm)
+    return Rows(wc, *A.norm_and_unit(A.namespace(wc), wc, _NORM_EPS), keeps_norm)
+
+
 def _chunk(prob: Problem, x: Rows, wc: torch.Tensor, a: int, b: int, col: torch.Tensor,
            own: torch.Tensor) -> _Chunk:
     xp = A.namespace(wc)
     n, c = x.unit.shape[0], b - a
-    w = Rows(wc, *A.norm_and_unit(xp, wc, _NORM_EPS), prob.variant.keeps_w_norm)
+    w = centre_rows(wc, prob.variant.keeps_w_norm)
     cos = x.unit @ w.unit.T
     idx = None
     if prob.k > 1:
@@ -226,9 +241,9 @@ def forward_rows(prob: Problem, x: Rows, weight: torch.Tensor, labels: torch.Ten
         b = min(a + prob.chunk, prob.width)
         ch = _chunk(prob, x, _centres(prob, weight, a, b, acc), a, b, col, own)
         m_new = torch.maximum(m, ch.z.amax(dim=1))
-        s = s * torch.exp(m - m_new) + torch.exp(ch.z - m_new[:, None]).sum(dim=1)
-        m = m_new
         z_y = torch.where(ch.inside, ch.z_y, z_y)
+        s = s * torch.exp(m - m_new) + ch.z.sub_(m_new[:, None]).exp_().sum(dim=1)
+        m = m_new
     if prob.world > 1:
         m_all = _all_reduce(m.clone(), torch.distributed.ReduceOp.MAX, prob)
         # an empty slice (m = -inf) adds nothing; exp(-inf - finite) = 0

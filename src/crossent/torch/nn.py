@@ -8,8 +8,8 @@ constructor arguments (names, positions, defaults, the deprecated ``size_average
 ``reduce`` included) and forward arguments, and give torch's values and gradients; crossent's
 extra options come after torch's, keyword-only. The exceptions, by design: every target
 ignored gives 0 for ``"mean"`` (torch: NaN), and inputs torch accepts but documents as
-invalid (a ranking or cosine target other than 1 / -1, probabilities outside [0, 1]) raise
-ValueError naming the argument.
+invalid (a cosine target other than 1 / -1, probabilities outside [0, 1]) raise ValueError
+naming the argument; a ranking target may be any real number, as in torch.
 
 ``CrossEntropyLoss`` and ``LinearCrossEntropyLoss`` run the fused PyTorch fast paths;
 ``NLLLoss`` and ``KLDivLoss`` are small torch-ops computations (crossent has no loss on
@@ -919,9 +919,10 @@ class MarginRankingLoss(nn.Module):
     r"""Margin ranking loss (``torch.nn.MarginRankingLoss``): ``crossent.margin_ranking_loss``.
 
     .. math::
-        \ell = \max(0,\ -y\,(x_1 - x_2) + \text{margin}),\qquad y \in \{1, -1\}
+        \ell = \max(0,\ -y\,(x_1 - x_2) + \text{margin})
 
-    A target other than 1 or -1 (torch computes ``margin`` at ``y = 0``) is refused.
+    ``y`` is 1 or -1 for a ranked pair; any other real target is taken as torch takes it
+    (``max(0, margin)`` at ``y = 0``).
 
     Args:
         margin: the margin (default 0).
@@ -935,8 +936,7 @@ class MarginRankingLoss(nn.Module):
         Scalar, or element-wise losses, in input1's dtype.
 
     Raises:
-        ValueError: an unknown ``reduction``; when called, shape mismatches or a target not
-            in {1, -1}.
+        ValueError: an unknown ``reduction``; when called, shape mismatches.
         TypeError: non-floating inputs.
 
     Example:
