@@ -553,3 +553,42 @@ def test_margin_softmax_gradients_below_the_norm_floor(kind, margin, scale):
     np.testing.assert_allclose(gx, ax.numpy(), rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(gw, aw.numpy(), rtol=1e-12, atol=1e-13)
     assert np.all(np.isfinite(gx)) and np.all(np.isfinite(gw))
+
+
+# --- SM-Softmax (soft-margin softmax) vs torch's cross-entropy on the shifted logits ------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_soft_margin_softmax_is_cross_entropy_of_the_shifted_logits(backend, reduction):
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(6, 5)) * 3.0
+    y = np.array([0, 4, 2, -100, 1, 4])
+    m = 0.7
+    zt = T(z).requires_grad_()
+    shifted = zt - m * F.one_hot(T(y).clamp(min=0), 5).double() * T(y != -100)[:, None]
+    ref = F.cross_entropy(shifted, T(y), reduction=reduction, ignore_index=-100)
+    cot = np.linspace(-1.0, 1.0, 6) if reduction == "none" else np.array(1.0)
+    (gref,) = torch.autograd.grad(ref, zt, T(cot))
+    fn = M.soft_margin_softmax_loss
+    value, pullback = fn.with_pullback(need=("logits",), logits=to_backend(backend, z),
+                                       labels=to_backend(backend, y), margin=m,
+                                       reduction=reduction)
+    np.testing.assert_allclose(to_numpy(value), ref.detach().numpy(), rtol=1e-12, atol=1e-14)
+    g = pullback(to_backend(backend, cot))["logits"]
+    np.testing.assert_allclose(to_numpy(g), gref.numpy(), rtol=1e-10, atol=1e-14)
+    # the public gradient is the same closed form; the class axis may come first
+    if backend == "numpy" and reduction == "mean":
+        np.testing.assert_allclose(crossent.grad(fn)(z, y, margin=m), gref.numpy(),
+                                   rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(fn(z.T, y, margin=m, axis=0), ref.item(), rtol=1e-12)
+
+
+def test_soft_margin_softmax_errors():
+    z, y = np.zeros((2, 3)), np.array([0, 1])
+    with pytest.raises(ValueError, match="margin"):
+        M.soft_margin_softmax_loss(z, y, margin=-0.1)
+    with pytest.raises(TypeError, match="labels"):
+        M.soft_margin_softmax_loss(z, y.astype(float))
+    with pytest.raises(ValueError, match="reduction"):
+        M.soft_margin_softmax_loss(z, y, reduction="avg")
