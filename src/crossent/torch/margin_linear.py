@@ -50,11 +50,11 @@ def choose_class_chunk(n: int, c: int, d: int, *, sub_centers: int = 1, itemsize
                        budget_bytes: int | None = None) -> int:
     """Classes per chunk for :func:`margin_linear_cross_entropy`.
 
-    A chunk of ``m`` classes holds about four ``N x m k`` matrices (cosines, softmax, its
-    product with the cosines, the spread over sub-centres) and three ``m k x D`` ones (the
-    centres' directions, their gradient and its parts). By default they get 1/40 of what the
-    full N x C logits would take, clamped to [2 MiB, 512 MiB]: with the embeddings' own
-    buffers the extra memory stays under 0.05x the logits.
+    A chunk of ``m`` classes holds up to six ``N x m k`` matrices at once (cosines, logits
+    turned softmax, their product, the spread over sub-centres, the matmuls' outputs) and
+    four ``m k x D`` ones (the centres' directions, their gradient and its parts). By default
+    they get 1/40 of what the full N x C logits would take, clamped to [2 MiB, 512 MiB]: with
+    the embeddings' own buffers the measured extra memory stays near 0.03x the logits.
 
     Args:
         n: rows (embeddings). c: classes. d: embedding size.
@@ -66,11 +66,11 @@ def choose_class_chunk(n: int, c: int, d: int, *, sub_centers: int = 1, itemsize
 
     Example:
         >>> choose_class_chunk(512, 1_000_000, 512)
-        3571
+        2500
     """
     if budget_bytes is None:
         budget_bytes = min(512 * _MIB, max(2 * _MIB, n * c * itemsize // 40))
-    per_class = max(1, (4 * n + 3 * d) * sub_centers * itemsize)
+    per_class = max(1, (6 * n + 4 * d) * sub_centers * itemsize)
     return int(max(1, min(budget_bytes // per_class, max(c, 1))))
 
 
@@ -244,6 +244,7 @@ def forward_rows(prob: Problem, x: Rows, weight: torch.Tensor, labels: torch.Ten
         z_y = torch.where(ch.inside, ch.z_y, z_y)
         s = s * torch.exp(m - m_new) + ch.z.sub_(m_new[:, None]).exp_().sum(dim=1)
         m = m_new
+        del ch  # before the next chunk's matrices exist: one chunk's memory at a time
     if prob.world > 1:
         m_all = _all_reduce(m.clone(), torch.distributed.ReduceOp.MAX, prob)
         # an empty slice (m = -inf) adds nothing; exp(-inf - finite) = 0
@@ -255,6 +256,59 @@ def forward_rows(prob: Problem, x: Rows, weight: torch.Tensor, labels: torch.Ten
     return loss, lse, valid
 
 
+def _backward_chunk(prob: Problem, x: Rows, xs: torch.Tensor, weight: torch.Tensor, a: int,
+                    b: int, col: torch.Tensor, own: torch.Tensor, lse: torch.Tensor,
+                    gos: torch.Tensor, sums: tuple[torch.Tensor, torch.Tensor,
+                                                   torch.Tensor | None],
+                    gw: torch.Tensor | None) -> None:
+    """One chunk's share of the gradients: added to the embeddings' sums, written into the
+    centres' gradient ``gw`` (in place)."""
+    t_x, a_x, b_x = sums
+    acc = x.unit.dtype
+    d = x.unit.shape[1]
+    ch = _chunk(prob, x, _centres(prob, weight, a, b, acc), a, b, col, own)
+    g = ch.z.sub_(lse[:, None]).exp_()  # softmax, in the logits' memory
+    inside = ch.inside.to(acc)
+    g.scatter_add_(1, ch.col[:, None], -inside[:, None])
+    g.mul_(gos)  # dL/dz times the scale: (softmax - onehot) s go
+    g_t = g.gather(1, ch.col[:, None])[:, 0] * inside
+    # h = g f'(cos): f' is 1 off the targets
+    g.scatter_add_(1, ch.col[:, None], (g_t * (ch.fp_y - 1.0))[:, None])
+    hc = g * ch.cos
+    wn = ch.w.norm if ch.w.keeps_norm else None  # (c, 1), one centre per class
+    # target terms of sum_j K f (the b sums): g_t (f_y - f'_y c_y)
+    t_extra = g_t * (ch.f_y - ch.fp_y * ch.c_y)
+    # embeddings side: K = g R_w
+    if wn is None:
+        t_x += _spread(prob, g, ch.idx) @ ch.w.unit
+        a_chunk = hc.sum(dim=1, keepdim=True)
+        b_extra = t_extra
+    else:
+        t_x += g @ (ch.w.unit * wn)
+        a_chunk = hc @ wn
+        b_extra = t_extra * wn[ch.col, 0]
+    a_x += a_chunk
+    if b_x is not None:
+        b_x += a_chunk + b_extra[:, None]
+    if gw is None:
+        return
+    # class-centre side: K = g R_x, summed over the rows
+    t_w = _spread(prob, g, ch.idx).T @ xs  # (c k, D)
+    hcx = hc * x.norm if x.keeps_norm else hc
+    a_w = _spread(prob, hcx, ch.idx).sum(dim=0)[:, None]  # (c k, 1)
+    del g, hc, hcx
+    b_w = None
+    if ch.w.keeps_norm:
+        tx = t_extra * x.norm[:, 0] if x.keeps_norm else t_extra
+        b_w = a_w.clone()
+        b_w[:, 0].scatter_add_(0, ch.col, tx)
+    gwc = finish_rows(A.namespace(t_w), ch.w, t_w, a_w, b_w).view(b - a, prob.k, d)
+    if prob.classes is None:
+        gw[a:b] = gwc
+    else:
+        gw.index_copy_(0, prob.classes[a:b], gwc.to(gw.dtype))
+
+
 def backward_rows(prob: Problem, x: Rows, weight: torch.Tensor, labels: torch.Tensor,
                   lse: torch.Tensor, go: torch.Tensor, want_w: bool
                   ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
@@ -263,7 +317,6 @@ def backward_rows(prob: Problem, x: Rows, weight: torch.Tensor, labels: torch.Te
     caller) and the class centres' gradient (None unless ``want_w``); ``go`` is each row's
     cotangent (0 on ignored rows)."""
     acc = x.unit.dtype
-    xp = A.namespace(x.unit)
     n, d = x.unit.shape
     col, own, _ = local_columns(prob, labels)
     t_x = torch.zeros(n, d, dtype=acc, device=labels.device)
@@ -275,47 +328,9 @@ def backward_rows(prob: Problem, x: Rows, weight: torch.Tensor, labels: torch.Te
     gos = (go * prob.scale)[:, None]
     xs = x.unit * x.norm if x.keeps_norm else x.unit  # rows of the W side's "other" factor
     for a in range(0, prob.width, prob.chunk):
-        b = min(a + prob.chunk, prob.width)
-        ch = _chunk(prob, x, _centres(prob, weight, a, b, acc), a, b, col, own)
-        g = torch.exp(ch.z.sub_(lse[:, None]))  # softmax, in the logits' memory
-        inside = ch.inside.to(acc)
-        g.scatter_add_(1, ch.col[:, None], -inside[:, None])
-        g.mul_(gos)  # dL/dz times the scale: (softmax - onehot) s go
-        g_t = g.gather(1, ch.col[:, None])[:, 0] * inside
-        # h = g f'(cos): f' is 1 off the targets
-        g.scatter_add_(1, ch.col[:, None], (g_t * (ch.fp_y - 1.0))[:, None])
-        hc = g * ch.cos
-        wn = ch.w.norm if ch.w.keeps_norm else None  # (c, 1), one centre per class
-        # target terms of sum_j K f (the b sums): g_t (f_y - f'_y c_y)
-        t_extra = g_t * (ch.f_y - ch.fp_y * ch.c_y)
-        # embeddings side: K = g R_w
-        if wn is None:
-            t_x += _spread(prob, g, ch.idx) @ ch.w.unit
-            a_chunk = hc.sum(dim=1, keepdim=True)
-            b_extra = t_extra
-        else:
-            t_x += g @ (ch.w.unit * wn)
-            a_chunk = hc @ wn
-            b_extra = t_extra * wn[ch.col, 0]
-        a_x += a_chunk
-        if b_x is not None:
-            b_x += a_chunk + b_extra[:, None]
-        if gw is None:
-            continue
-        # class-centre side: K = g R_x, summed over the rows
-        t_w = _spread(prob, g, ch.idx).T @ xs  # (c k, D)
-        hcx = hc * x.norm if x.keeps_norm else hc
-        a_w = _spread(prob, hcx, ch.idx).sum(dim=0)[:, None]  # (c k, 1)
-        b_w = None
-        if ch.w.keeps_norm:
-            tx = t_extra * x.norm[:, 0] if x.keeps_norm else t_extra
-            b_w = a_w.clone()
-            b_w[:, 0].scatter_add_(0, ch.col, tx)
-        gwc = finish_rows(xp, ch.w, t_w, a_w, b_w).view(b - a, prob.k, d).to(weight.dtype)
-        if prob.classes is None:
-            gw[a:b] = gwc
-        else:
-            gw.index_copy_(0, prob.classes[a:b], gwc)
+        # a function per chunk: its matrices are freed before the next chunk's exist
+        _backward_chunk(prob, x, xs, weight, a, min(a + prob.chunk, prob.width), col, own,
+                        lse, gos, (t_x, a_x, b_x), gw)
     return (t_x, a_x, b_x), (None if gw is None else gw.view(prob.local * prob.k, d))
 
 
