@@ -483,7 +483,9 @@ _loss(
         "PyTorch reduction='mean' averages over EVERY ELEMENT (divides by N·C, which is not a "
         "KL of anything); 'batchmean' divides by the batch size and is the true KL per "
         "distribution, which is crossent's 'mean' (for (N, d, C) inputs crossent divides by "
-        "N·d distributions, PyTorch's 'batchmean' by N).",
+        "N·d distributions, PyTorch's 'batchmean' by N). kl_divergence(p, q, "
+        "elementwise=True) reduces the terms themselves: PyTorch's 'none' (element-wise) and "
+        "'mean' (over elements) exactly.",
         "Optax kl_divergence(log_predictions, targets) likewise takes the log of the "
         "approximation first and returns per-distribution values (crossent reduction='none'); "
         "kl_divergence_with_log_targets takes both in log space.",

@@ -267,7 +267,8 @@ def cross_entropy(need: tuple[str, ...], p: Array, q: Array, *, axis: int = -1,
 
 @loss(wrt=("p", "q"))
 def kl_divergence(need: tuple[str, ...], p: Array, q: Array, *, axis: int = -1,
-                  reduction: str = "mean") -> tuple[Array, Pullback | None]:
+                  reduction: str = "mean", elementwise: bool = False
+                  ) -> tuple[Array, Pullback | None]:
     """Kullback-Leibler divergence ``D_KL(p || q)`` (relative entropy), in nats.
 
     Formula: ``D_KL(p || q) = sum_i p_i log(p_i / q_i) = H(p, q) - H(p)``. Classes
@@ -290,9 +291,14 @@ def kl_divergence(need: tuple[str, ...], p: Array, q: Array, *, axis: int = -1,
             inputs; for ``(N, d, C)`` inputs it divides by ``N * d`` distributions where
             PyTorch's "batchmean" divides by ``N``, and PyTorch's "mean" divides by the number
             of *elements* ``N * C`` (which is not a KL of anything).
+        elementwise: reduce the terms ``p_i log(p_i / q_i)`` themselves instead of the
+            per-distribution sums: PyTorch's ``F.kl_div`` / ``KLDivLoss`` semantics, where
+            "none" gives the terms (the shape of ``p``) and "mean" their mean over every
+            element.
 
     Returns:
-        Scalar, or one divergence per distribution, in the promoted dtype of ``p`` and ``q``.
+        Scalar, or one divergence per distribution (per element with ``elementwise``), in
+        the promoted dtype of ``p`` and ``q``.
 
     Raises:
         TypeError: non-floating ``p`` or ``q``.
@@ -308,6 +314,8 @@ def kl_divergence(need: tuple[str, ...], p: Array, q: Array, *, axis: int = -1,
         >>> crossent.grad(kl_divergence, argnums=1)(np.array([[0.5, 0.5]]),
         ...                                         np.array([[0.25, 0.75]])).round(6)
         array([[-2.      , -0.666667]])
+        >>> kl_divergence(p, q, reduction="none", elementwise=True).round(6)  # F.kl_div's
+        array([0.346574, 0.346574, 0.      ])
 
     Aliases: relative entropy, information gain; PyTorch ``F.kl_div(q.log(), p,
     reduction="batchmean")`` / ``nn.KLDivLoss`` (note the order: input is ``log q``, target
@@ -323,7 +331,12 @@ def kl_divergence(need: tuple[str, ...], p: Array, q: Array, *, axis: int = -1,
     zero, inf = xp.zeros_like(pc), xp.full_like(pc, _INF)
     # p (log p - log q) (the form of torch.kl_div and optax): no p / q overflow for tiny q
     terms = xp.where(pc == 0, zero, xp.where(qc > 0, pc * (log_p - log_q), inf))
-    out, scale = _finish(xp, terms, ax, reduction, out_dtype)
+    if elementwise:
+        out = reduce(xp, terms, reduction)
+        out = xp.astype(out, out_dtype) if out.dtype != out_dtype else out
+        scale = grad_scale(xp, terms.shape, reduction, None)
+    else:
+        out, scale = _finish(xp, terms, ax, reduction, out_dtype)
     if not need:
         return out, None
     grads = {}
@@ -334,6 +347,9 @@ def kl_divergence(need: tuple[str, ...], p: Array, q: Array, *, axis: int = -1,
             * scale
     if "q" in need:
         grads["q"] = _neg_p_over_q(xp, pc, qc) * scale
+    if elementwise:  # one cotangent per element: no broadcast over the class axis
+        return out, scaled_pullback(xp, {k: A.cast_like(xp, g, {"p": p, "q": q}[k])
+                                         for k, g in grads.items()}, lambda c: c)
     return out, _pullback(xp, grads, {"p": p, "q": q}, ax)
 
 
