@@ -37,6 +37,7 @@ EXPECTED = {
                 "cosine_embedding_loss"),
     "extended": ("poly1_cross_entropy", "asymmetric_loss", "sparsemax_loss",
                  "generalized_cross_entropy"),
+    "scoring": ("log_loss",),
 }
 ALL_FUNCTIONS = [f for fs in EXPECTED.values() for f in fs]
 
@@ -66,7 +67,7 @@ ARTICLE_NAMES = {
     "BCELoss": "binary_cross_entropy",
     "BCEWithLogitsLoss": "sigmoid_cross_entropy",
     "KLDivLoss": "kl_divergence",
-    "log_loss": "binary_cross_entropy",
+    "tf.losses.log_loss": "binary_cross_entropy",  # bare log_loss is scikit-learn's
     "softmax_cross_entropy": "softmax_cross_entropy",
     "softmax_cross_entropy_with_logits": "softmax_cross_entropy",
     "sparse_softmax_cross_entropy_with_logits": "softmax_cross_entropy",
@@ -258,7 +259,7 @@ def test_case_space_and_punctuation_are_ignored(variant):
     ("optax.softmax_cross_entropy", "softmax_cross_entropy"),
     ("optax.losses.sigmoid_focal_loss", "sigmoid_focal_loss"),
     ("paddle.nn.functional.cross_entropy", "softmax_cross_entropy"),
-    ("sklearn.metrics.log_loss", "binary_cross_entropy"),
+    ("sklearn.metrics.log_loss", "log_loss"),
     ("scipy.stats.entropy", "entropy"),
     ("mmdet.models.losses.FocalLoss", "sigmoid_focal_loss"),
     ("crossent.cross_entropy", "cross_entropy"),
@@ -291,7 +292,10 @@ def test_own_names_win_over_aliases():
     # Optax's sparsemax_loss is binary; crossent's own sparsemax_loss is the multi-class one
     assert names.get("sparsemax_loss").name == "sparsemax_loss"
     assert names.get("optax.sparsemax_loss").name == "binary_sparsemax_loss"
-    assert names.SHADOWED_ALIASES == {"crossentropy", "sparsemaxloss"}
+    # TensorFlow's log_loss is binary_cross_entropy; crossent's own log_loss is scikit-learn's
+    assert names.get("log_loss").name == "log_loss"
+    assert names.get("tf.losses.log_loss").name == "binary_cross_entropy"
+    assert names.SHADOWED_ALIASES == {"crossentropy", "sparsemaxloss", "logloss"}
 
 
 def test_the_shadowing_is_documented_in_the_notes():
@@ -300,6 +304,7 @@ def test_the_shadowing_is_documented_in_the_notes():
     sm_notes = " ".join(names.get("softmax_cross_entropy").notes)
     assert "'cross_entropy'" in sm_notes and "own names win" in sm_notes
     assert "optax.sparsemax_loss" in " ".join(names.get("sparsemax_loss").notes)
+    assert "tf.losses.log_loss" in " ".join(names.get("log_loss").notes)
 
 
 def test_no_alias_maps_to_two_functions():
@@ -388,7 +393,8 @@ def test_catalog_covers_every_function_in_a_stable_order():
 
 @pytest.mark.parametrize("family,members", [
     ("softmax", {"softmax_cross_entropy"}),
-    ("information", {"entropy", "cross_entropy", "kl_divergence", "js_divergence"}),
+    ("information", {"entropy", "cross_entropy", "kl_divergence", "js_divergence",
+                     "log_loss"}),
     ("counter-example", {"mean_squared_error", "classification_error"}),
     ("ranking", set(EXPECTED["ranking"])),
 ])
@@ -670,10 +676,10 @@ def test_scikit_learn_names_give_scikit_learn_numbers():
     # example's MSE
     mse = _fn_or_skip(names.get("sklearn.metrics.brier_score_loss"))
     assert float(mse(p, y)) == pytest.approx(metrics.brier_score_loss(y, p))
-    # log_loss on binary positive-class probabilities is binary_cross_entropy
+    # log_loss on binary positive-class probabilities, with scikit-learn's argument order
     pb, yb = np.array([0.9, 0.2, 0.6]), np.array([1.0, 0.0, 0.0])
-    bce = _fn_or_skip(names.get("sklearn.metrics.log_loss"))
-    assert float(bce(pb, yb)) == pytest.approx(metrics.log_loss(yb, pb))
+    ll = _fn_or_skip(names.get("sklearn.metrics.log_loss"))
+    assert float(ll(yb, pb)) == pytest.approx(metrics.log_loss(yb, pb), rel=1e-14)
     err = _fn_or_skip(names.get("sklearn.metrics.zero_one_loss"))
     assert float(err(p, y)) == pytest.approx(metrics.zero_one_loss(y, p.argmax(-1)))
 

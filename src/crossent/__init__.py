@@ -34,6 +34,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
                        "arcface_loss", "soft_margin_softmax_loss"),
     "ranking": ("margin_ranking_loss", "contrastive_loss", "contrastive_loss_from_distances",
                 "triplet_margin_loss", "ntxent_loss", "cosine_embedding_loss"),
+    "scoring": ("log_loss",),
     "gradients": ("grad", "value_and_grad"),
     "names": ("LossSpec", "catalog", "get"),
 }

@@ -268,7 +268,6 @@ _loss(
         "TensorFlow": ("log_loss",),
         "Keras": ("BinaryCrossentropy", "binary_crossentropy", "bce"),
         "PaddlePaddle": ("BCELoss", "binary_cross_entropy", "log_loss"),
-        "scikit-learn": ("log_loss",),
     },
     (
         "In the usual naming, 'Logistic Loss' and 'Multinomial Logistic Loss' are aliases of "
@@ -288,10 +287,9 @@ _loss(
         "y (1 - ε) + ε / 2. With from_logits=True they are sigmoid_cross_entropy.",
         "PaddlePaddle log_loss(input, label, epsilon=1e-4) adds epsilon inside the logs and "
         "does not reduce.",
-        "scikit-learn log_loss(y_true, y_proba) is the same mean for binary problems given the "
-        "positive-class probability; for multi-class probability matrices it is "
-        "crossent.cross_entropy(one_hot(y), p). It clips probabilities to [eps, 1 - eps] "
-        "(machine epsilon of their dtype).",
+        "scikit-learn's log_loss(y_true, y_prob) is crossent.log_loss (its label handling, "
+        "clipping and weighted mean); bare 'log_loss' resolves there too (crossent's own "
+        "names win), 'tf.losses.log_loss' here.",
         "The usual naming also calls sigmoid + BCE on scores 'Binary Cross-Entropy'; on logits "
         "use "
         "sigmoid_cross_entropy.",
@@ -949,6 +947,30 @@ _loss(
         _ART_WHY,
     ),
     task="multiclass", sample="logits_labels",
+)
+
+_loss(
+    "log_loss", "scoring", "information",
+    "class labels y_true (N,) of any sortable kind + probabilities y_prob (N, C) or (N,)",
+    "l = Σ_i w_i (-log clip(p_{i, y_i}, ε, 1 - ε)) / Σ_i w_i, ε the machine epsilon of p's dtype",
+    "∂l/∂p_{i, y_i} = -w_i / (p_{i, y_i} Σ_j w_j), 0 where the clip is active",
+    {},
+    (
+        "scikit-learn's sklearn.metrics.log_loss(y_true, y_prob, sample_weight=None, "
+        "labels=None), argument order and conventions included: labels are mapped to columns "
+        "in sorted order, a 1-D y_prob is the probability of the larger of two classes, "
+        "probabilities are clipped (not renormalised; rows that do not sum to 1 warn).",
+        "sample_weight's mean divides by the sum of the weights; binary_cross_entropy's "
+        "weight= scales each element and its mean divides by the element count.",
+        "The bare name 'log_loss' is this function (crossent's own names win over the "
+        "TensorFlow / PaddlePaddle alias of binary_cross_entropy, reachable as "
+        "'tf.losses.log_loss').",
+    ),
+    (
+        "https://scikit-learn.org/stable/modules/generated/sklearn.metrics.log_loss.html",
+        "Bishop 2006, Pattern Recognition and Machine Learning, p. 209",
+    ),
+    task=None, sample="labels_probs",
 )
 
 # --- ranking and metric learning ------------------------------------------------------------

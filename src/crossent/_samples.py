@@ -50,6 +50,12 @@ def _probs_labels(rng: np.random.Generator) -> Sample:
     return (rng.dirichlet(np.ones(4), size=3), rng.integers(0, 4, size=3)), {}
 
 
+def _labels_probs(rng: np.random.Generator) -> Sample:
+    # scikit-learn's argument order; labels= names every class a short y_true may miss
+    return (rng.integers(0, 4, size=3), rng.dirichlet(np.ones(4), size=3)), {
+        "labels": [0, 1, 2, 3]}
+
+
 def _scores_pm1(rng: np.random.Generator) -> Sample:
     return (rng.normal(size=(6,)), rng.choice([-1.0, 1.0], size=6)), {}
 

@@ -416,22 +416,29 @@ def gradcheck_one(name: str, fn: Any, kind: str | None = None, seed: int = 0,
                   h: float = 1e-6) -> dict[str, Any]:
     """Closed-form gradient vs central finite differences at a random float64 point."""
     from . import _samples
-    from .gradients import has_closed_form, value_and_grad
+    from .gradients import default_argnum, has_closed_form, value_and_grad
 
     if not has_closed_form(fn):
         return {"loss": name, "status": "no closed form"}
     args, kw = _samples.sample(kind or name, seed)
-    pred, rest = np.array(args[0], dtype=np.float64), args[1:]
-    _, g = value_and_grad(fn)(pred, *rest, **kw)
+    pos = default_argnum(fn)  # the prediction; y_prob for a labels-first metric
+    pred = np.array(args[pos], dtype=np.float64)
+
+    def call(x: np.ndarray) -> Any:
+        return fn(*args[:pos], x, *args[pos + 1:], **kw)
+
+    _, g = value_and_grad(fn)(*args[:pos], pred, *args[pos + 1:], **kw)
     g = np.asarray(g, dtype=np.float64)
     fd = np.zeros_like(pred)
     flat = pred.reshape(-1)
-    for i in range(flat.size):
-        up, dn = flat.copy(), flat.copy()
-        up[i] += h
-        dn[i] -= h
-        fd.reshape(-1)[i] = (float(fn(up.reshape(pred.shape), *rest, **kw))
-                             - float(fn(dn.reshape(pred.shape), *rest, **kw))) / (2 * h)
+    with warnings.catch_warnings():  # probes off the simplex may warn (rows not summing to 1)
+        warnings.simplefilter("ignore", UserWarning)
+        for i in range(flat.size):
+            up, dn = flat.copy(), flat.copy()
+            up[i] += h
+            dn[i] -= h
+            fd.reshape(-1)[i] = (float(call(up.reshape(pred.shape)))
+                                 - float(call(dn.reshape(pred.shape)))) / (2 * h)
     abs_err = float(np.max(np.abs(g - fd))) if g.size else 0.0
     rel_err = abs_err / max(float(np.max(np.abs(fd))), 1e-12)
     ok = g.shape == pred.shape and (abs_err <= 1e-6 or rel_err <= 1e-5)

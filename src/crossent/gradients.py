@@ -227,7 +227,14 @@ def _evaluate(spec: _Spec, arrays: list[Any], options: dict[str, Any]) -> Any:
     return spec.run((), arrays, options)[0]
 
 
-def value_and_grad(loss_fn: Callable[..., Any], argnums: int | Sequence[int] = 0
+def default_argnum(loss_fn: Callable[..., Any]) -> int:
+    """Position of the argument :func:`value_and_grad` differentiates by default: the first
+    array argument with a closed-form gradient (0 for a loss that has none)."""
+    spec = _spec_of(loss_fn)
+    return next((i for i, n in enumerate(spec.arrays) if n in spec.wrt), 0)
+
+
+def value_and_grad(loss_fn: Callable[..., Any], argnums: int | Sequence[int] | None = None
                    ) -> Callable[..., tuple[Any, Any]]:
     """``f(*args, **kw) -> (loss, gradient)`` from the loss's closed form, on any backend.
 
@@ -238,7 +245,9 @@ def value_and_grad(loss_fn: Callable[..., Any], argnums: int | Sequence[int] = 0
     Args:
         loss_fn: a crossent loss, e.g. ``crossent.softmax_cross_entropy``.
         argnums: position(s) of the array argument(s) to differentiate (0: the prediction;
-            1: e.g. probability targets, or ``q`` of a divergence).
+            1: e.g. probability targets, or ``q`` of a divergence). None: the first array
+            argument with a closed form, the prediction (0) for every loss but those that
+            take the labels first, as scikit-learn's ``log_loss(y_true, y_prob)``.
 
     Returns:
         A function with the loss's signature returning ``(loss, gradient)``, or
@@ -257,6 +266,8 @@ def value_and_grad(loss_fn: Callable[..., Any], argnums: int | Sequence[int] = 0
         (0.6931471805599453, [[-0.5, 0.5]])
     """
     spec = _spec_of(loss_fn)
+    if argnums is None:
+        argnums = default_argnum(loss_fn)
     many = not isinstance(argnums, int)
     nums: tuple[int, ...] = (argnums,) if isinstance(argnums, int) else tuple(argnums)
     for i in nums:
@@ -285,7 +296,7 @@ def value_and_grad(loss_fn: Callable[..., Any], argnums: int | Sequence[int] = 0
     return vag
 
 
-def grad(loss_fn: Callable[..., Any], argnums: int | Sequence[int] = 0
+def grad(loss_fn: Callable[..., Any], argnums: int | Sequence[int] | None = None
          ) -> Callable[..., Any]:
     """Like :func:`value_and_grad` but returns only the gradient.
 
