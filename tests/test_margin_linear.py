@@ -165,11 +165,11 @@ def test_inputs_not_mutated():
 
 
 def test_chunk_choice_bounds_memory():
-    # a chunk's temporaries (six N x m, four m x D matrices) within 1/40 of the logits, so
+    # a chunk's temporaries (six N x m, four m x D matrices) within 1/20 of the logits, so
     # that the extra memory stays under 0.05x of them (the benchmark measures it)
     for c in (100_000, 1_000_000):
         chunk = choose_class_chunk(512, c, 512)
-        assert (6 * 512 + 4 * 512) * chunk * 4 <= 512 * c * 4 / 40
+        assert (6 * 512 + 4 * 512) * chunk * 4 <= 512 * c * 4 / 20
         assert chunk >= 200  # and each chunk's matmul keeps a few hundred columns
     assert choose_class_chunk(4, 3, 2) == 3  # never more than C
     assert choose_class_chunk(512, 100_000, 512, sub_centers=3) < choose_class_chunk(

@@ -53,8 +53,9 @@ def choose_class_chunk(n: int, c: int, d: int, *, sub_centers: int = 1, itemsize
     A chunk of ``m`` classes holds up to six ``N x m k`` matrices at once (cosines, logits
     turned softmax, their product, the spread over sub-centres, the matmuls' outputs) and
     four ``m k x D`` ones (the centres' directions, their gradient and its parts). By default
-    they get 1/40 of what the full N x C logits would take, clamped to [2 MiB, 512 MiB]: with
-    the embeddings' own buffers the measured extra memory stays near 0.03x the logits.
+    they get 1/20 of what the full N x C logits would take, clamped to [2 MiB, 64 MiB]: the
+    measured extra memory stays under 0.04x the logits, and chunks of a few hundred to a few
+    thousand classes keep the per-chunk overhead small next to the matmuls.
 
     Args:
         n: rows (embeddings). c: classes. d: embedding size.
@@ -66,10 +67,10 @@ def choose_class_chunk(n: int, c: int, d: int, *, sub_centers: int = 1, itemsize
 
     Example:
         >>> choose_class_chunk(512, 1_000_000, 512)
-        2500
+        3276
     """
     if budget_bytes is None:
-        budget_bytes = min(512 * _MIB, max(2 * _MIB, n * c * itemsize // 40))
+        budget_bytes = min(64 * _MIB, max(2 * _MIB, n * c * itemsize // 20))
     per_class = max(1, (6 * n + 4 * d) * sub_centers * itemsize)
     return int(max(1, min(budget_bytes // per_class, max(c, 1))))
 
