@@ -177,6 +177,15 @@ def measure_memory(module: str, contender: str, case: dict, timeout: float = 900
     return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]}
 
 
+def add_memory(row: dict, mem: dict, logits_bytes: int) -> None:
+    """Put one memory measurement into a table row: the bytes, and both as multiples of the
+    logits (with the gradients every contender returns, and without them)."""
+    row.update({k: v for k, v in mem.items() if k in ("extra_bytes", "grad_bytes", "error")})
+    if "extra_bytes" in mem:
+        row["extra_x_logits"] = mem["extra_bytes"] / logits_bytes
+        row["work_x_logits"] = (mem["extra_bytes"] - mem["grad_bytes"]) / logits_bytes
+
+
 def cuda_measure(step: Step, reset: Callable[[], None], grad_bytes: Callable[[], int]) -> dict:
     import torch
 

@@ -82,11 +82,7 @@ def run_point(case: Case, contenders, repeats: int, memory: bool, script: str) -
         if memory and "error" not in t:
             mem = (H.measure_memory(script, name, case.as_dict()) if case.hid.device.type == "cpu"
                    else H.cuda_measure(make_step(name, case), case.reset, case.grad_bytes))
-            row.update({k: v for k, v in mem.items() if k in ("extra_bytes", "grad_bytes",
-                                                                "error")})
-            if "extra_bytes" in mem:
-                row["extra_x_logits"] = mem["extra_bytes"] / case.logits_bytes
-                row["work_x_logits"] = (mem["extra_bytes"] - mem["grad_bytes"]) / case.logits_bytes
+            H.add_memory(row, mem, case.logits_bytes)
         rows.append(row)
     return rows
 

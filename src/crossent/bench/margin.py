@@ -124,11 +124,7 @@ def run_point(case: Case, contenders, repeats: int, memory: bool) -> list[dict]:
             row["x_materialised"] = t["median_s"] / base
         if memory and "error" not in t:
             mem = H.measure_memory(__spec__.name, name, case.as_dict())
-            row.update({k: v for k, v in mem.items() if k in ("extra_bytes", "grad_bytes",
-                                                                "error")})
-            if "extra_bytes" in mem:
-                row["extra_x_logits"] = mem["extra_bytes"] / case.logits_bytes
-                row["work_x_logits"] = (mem["extra_bytes"] - mem["grad_bytes"]) / case.logits_bytes
+            H.add_memory(row, mem, case.logits_bytes)
         rows.append(row)
     return rows
 

@@ -20,7 +20,7 @@ single-device users. A group of one process hands over to ``crossent.torch.cross
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, NamedTuple, overload
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
 
 import torch
 import torch.distributed as dist
@@ -49,14 +49,12 @@ from ._rows import IMPLS as _ROW_IMPLS
 from ._rows import acc_dtype, check_impl
 from .cross_entropy import cross_entropy
 from .linear import choose_chunk_size, linear_cross_entropy
-from .margin_linear import (
-    MarginLinearCE,
-    Problem,
-    check_inputs,
-    choose_class_chunk,
-    partial_fc_sampler,
-    resolve_variant,
-)
+from .margin_linear import Parallel, margin_linear_cross_entropy
+
+if TYPE_CHECKING:  # Python 3.10 has no typing.Unpack; annotations are strings here
+    from typing_extensions import Unpack
+
+    from .margin_linear import MarginOptions
 
 __all__ = [
     "class_parallel_margin_cross_entropy",
@@ -805,14 +803,6 @@ def class_parallel_margin_cross_entropy(
     class_weight: torch.Tensor,
     labels: torch.Tensor,
     *,
-    margin_type: str = "arcface",
-    margin: float | None = None,
-    scale: float | None = None,
-    easy_margin: bool = False,
-    sub_centers: int = 1,
-    chunk_size: int | None = None,
-    reduction: str = "mean",
-    ignore_index: int = -100,
     group: Any = None,
     gather: bool = True,
     class_start_index: int | None = None,
@@ -820,6 +810,7 @@ def class_parallel_margin_cross_entropy(
     sample_rate: float = 1.0,
     generator: torch.Generator | None = None,
     embedding_grad_scale: float = 1.0,
+    **options: Unpack[MarginOptions],
 ) -> torch.Tensor:
     """Class-parallel margin softmax cross-entropy: each rank holds a slice of the class centres.
 
@@ -844,8 +835,9 @@ def class_parallel_margin_cross_entropy(
         embeddings: ``(N_r, D)`` this rank's rows (``gather=True``) or the global batch.
         class_weight: ``(C_r * sub_centers, D)`` this rank's class centres, class-major.
         labels: ``(N_r,)`` global class indices (or ``ignore_index``).
-        margin_type, margin, scale, easy_margin, sub_centers, chunk_size, reduction,
-            ignore_index: as in :func:`crossent.torch.margin_linear_cross_entropy`.
+        options: ``margin_type``, ``margin``, ``scale``, ``easy_margin``, ``sub_centers``,
+            ``chunk_size``, ``reduction``, ``ignore_index``, by keyword, as in (and defaulting
+            as) :func:`crossent.torch.margin_linear_cross_entropy`.
         group: the process group (None: the default group; one process without
             ``torch.distributed``).
         gather: all-gather the rows of every rank (True) or take them as already global.
@@ -880,27 +872,13 @@ def class_parallel_margin_cross_entropy(
     References: An et al. 2021, "Partial FC: Training 10 Million Identities on a Single
     Machine" (arXiv:2010.05222); Deng et al. 2019, "ArcFace" (arXiv:1801.07698).
     """
-    k = check_inputs(embeddings, class_weight, labels, sub_centers)
-    variant, scale = resolve_variant(margin_type, margin, scale, easy_margin, k)
-    reduction = _checks.reduction(reduction)
-    ignore_index = _checks.index(ignore_index, "ignore_index")
     rate = _checks.number(sample_rate, "sample_rate", low=0.0, high=1.0, low_open=True,
                           what="a fraction in (0, 1]")
     grad_scale = _checks.number(embedding_grad_scale, "embedding_grad_scale")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got "
                         f"{type(generator).__name__}")
-    local = class_weight.shape[0] // k
-    shard = _resolve_shard(group, local, class_start_index, num_classes, embeddings.device,
-                           tuple(class_weight.shape),
-                           ("class_start_index", "num_classes", "class centres"))
-    check_labels(labels, shard.vocab_size, ignore_index, "labels")
-    rows = embeddings.shape[0] * (shard.world if gather else 1)
-    chunk = (choose_class_chunk(rows, local, embeddings.shape[1], sub_centers=k)
-             if chunk_size is None else _checks.positive_int(chunk_size, "chunk_size"))
-    prob = Problem(variant, scale, k, chunk, shard.start, local, None, ignore_index,
-                   reduction, shard.group, shard.world)
-    sampler = (None if rate == 1.0 else
-               partial_fc_sampler(rate, shard.start, local, ignore_index, generator))
-    return MarginLinearCE.apply(embeddings, class_weight, labels, prob, bool(gather), sampler,
-                                grad_scale)
+    par = Parallel(group, bool(gather), class_start_index, num_classes, rate, generator,
+                   grad_scale)
+    return margin_linear_cross_entropy(embeddings, class_weight, labels, **options,
+                                       _parallel=par)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -526,6 +526,32 @@ def resolve_variant(margin_type: Any, margin: Any, scale: Any, easy_margin: Any,
     return variant, _checks.positive(default_scale if scale is None else scale, "scale")
 
 
+class MarginOptions(TypedDict, total=False):
+    """The options of :func:`margin_linear_cross_entropy` the class-parallel form passes on."""
+
+    margin_type: str
+    margin: float | None
+    scale: float | None
+    easy_margin: bool
+    sub_centers: int
+    chunk_size: int | None
+    reduction: str
+    ignore_index: int
+
+
+@dataclass(frozen=True)
+class Parallel:
+    """How a class-parallel call shares the classes (checked by the caller)."""
+
+    group: Any = None
+    gather: bool = False
+    class_start_index: int | None = None
+    num_classes: int | None = None
+    sample_rate: float = 1.0
+    generator: torch.Generator | None = None
+    embedding_grad_scale: float = 1.0
+
+
 def margin_linear_cross_entropy(
     embeddings: torch.Tensor,
     class_weight: torch.Tensor,
@@ -539,6 +565,7 @@ def margin_linear_cross_entropy(
     chunk_size: int | None = None,
     reduction: str = "mean",
     ignore_index: int = -100,
+    _parallel: Parallel | None = None,
 ) -> torch.Tensor:
     """Margin softmax cross-entropy of embeddings against class centres, chunked over classes.
 
@@ -571,6 +598,8 @@ def margin_linear_cross_entropy(
         chunk_size: classes per chunk; None: :func:`choose_class_chunk`.
         reduction: ``"mean"`` over non-ignored rows (0 when none), ``"sum"`` or ``"none"``.
         ignore_index: label of rows that count for nothing.
+        _parallel: internal: set by
+            :func:`crossent.torch.distributed.class_parallel_margin_cross_entropy`.
 
     Returns:
         The loss in the embeddings' dtype (computed in float32 for fp16/bf16 inputs, float64
@@ -602,13 +631,27 @@ def margin_linear_cross_entropy(
     variant, scale = resolve_variant(margin_type, margin, scale, easy_margin, k)
     reduction = _checks.reduction(reduction)
     ignore_index = _checks.index(ignore_index, "ignore_index")
-    c = class_weight.shape[0] // k
-    if c == 0:
-        raise ValueError("class_weight must have at least one class, got shape "
-                         f"{tuple(class_weight.shape)}")
-    check_labels(labels, c, ignore_index, "labels")
-    n = embeddings.shape[0]
-    chunk = (choose_class_chunk(n, c, embeddings.shape[1], sub_centers=k)
+    local = class_weight.shape[0] // k
+    par = Parallel() if _parallel is None else _parallel
+    start, total, group, world = 0, local, None, 1
+    if _parallel is None:
+        if local == 0:
+            raise ValueError("class_weight must have at least one class, got shape "
+                             f"{tuple(class_weight.shape)}")
+    else:
+        from .distributed import _resolve_shard  # that module imports this one
+
+        shard = _resolve_shard(par.group, local, par.class_start_index, par.num_classes,
+                               embeddings.device, tuple(class_weight.shape),
+                               ("class_start_index", "num_classes", "class centres"))
+        start, total, group, world = shard.start, shard.vocab_size, shard.group, shard.world
+    check_labels(labels, total, ignore_index, "labels")
+    rows = embeddings.shape[0] * (world if par.gather else 1)
+    chunk = (choose_class_chunk(rows, local, embeddings.shape[1], sub_centers=k)
              if chunk_size is None else _checks.positive_int(chunk_size, "chunk_size"))
-    prob = Problem(variant, scale, k, chunk, 0, c, None, ignore_index, reduction)
-    return MarginLinearCE.apply(embeddings, class_weight, labels, prob, False, None, 1.0)
+    prob = Problem(variant, scale, k, chunk, start, local, None, ignore_index, reduction,
+                   group, world)
+    sampler = (None if par.sample_rate == 1.0 else
+               partial_fc_sampler(par.sample_rate, start, local, ignore_index, par.generator))
+    return MarginLinearCE.apply(embeddings, class_weight, labels, prob, par.gather, sampler,
+                                par.embedding_grad_scale)
