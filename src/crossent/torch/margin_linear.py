@@ -35,7 +35,6 @@ from ._common import (
     require_class_indices,
     require_floating,
     require_tensor,
-    safe_inv,
 )
 from ._rows import acc_dtype
 
@@ -353,10 +352,10 @@ def row_cotangent(grad: torch.Tensor, valid: torch.Tensor, reduction: str,
 
 
 def reduce_loss(loss: torch.Tensor, valid: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Per-row losses reduced with the same scale :func:`row_cotangent` gives the rows."""
     if reduction == "none":
         return loss
-    total = loss.sum()
-    return total * safe_inv(valid.sum().to(total.dtype)) if reduction == "mean" else total
+    return loss.sum() * mean_scale(valid, reduction, loss.dtype)
 
 
 # --------------------------------------------------------------------------- single process
