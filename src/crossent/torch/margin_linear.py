@@ -113,8 +113,7 @@ def partial_fc_sampler(rate: float, start: int, local: int, ignore_index: int,
     the CPU, so a seed gives the same classes on any device)."""
 
     def sample(labels: torch.Tensor) -> torch.Tensor:
-        rel = labels - start
-        own = (labels != ignore_index) & (rel >= 0) & (rel < local)
+        rel, own, _ = _owned(labels, start, local, ignore_index)
         positive = torch.zeros(local, dtype=torch.bool, device=labels.device)
         positive[rel[own]] = True
         keep = int(rate * local)
@@ -133,13 +132,19 @@ def _all_reduce(t: torch.Tensor, op: Any, prob: Problem) -> torch.Tensor:
     return t
 
 
+def _owned(labels: torch.Tensor, start: int, local: int, ignore_index: int
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(each label relative to this slice, whether the slice holds it, whether it counts)."""
+    valid = labels != ignore_index
+    rel = labels - start
+    return rel, valid & (rel >= 0) & (rel < local), valid
+
+
 def local_columns(prob: Problem, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
                                                                    torch.Tensor]:
     """(column of each row's target among the visited classes, clamped to be a valid index;
     whether this rank holds it; whether the row counts)."""
-    valid = labels != prob.ignore_index
-    rel = labels - prob.start
-    own = valid & (rel >= 0) & (rel < prob.local)
+    rel, own, valid = _owned(labels, prob.start, prob.local, prob.ignore_index)
     if prob.classes is not None:
         if prob.classes.numel() == 0:
             return torch.zeros_like(labels), torch.zeros_like(own), valid
