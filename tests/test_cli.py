@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -496,3 +497,67 @@ def test_train_builtin_data_without_scikit_learn_names_the_extra(tmp_path):
     proc = run_blocking(SKLEARN, "train", "--epochs", "1", "--no-progress", "--out",
                         str(tmp_path / "o"))
     assert_user_error(proc, "scikit-learn", "pip install 'crossent[cli]'", "--data")
+
+
+# --- usage snippets -------------------------------------------------------------------------
+
+_HELPERS = {"backend_info", "choose_chunk_size", "choose_class_chunk", "is_patched", "unpatch"}
+
+
+def _public(module_name):
+    import importlib
+
+    mod = importlib.import_module(module_name)
+    return {f"{module_name}.{n}" for n in mod.__all__ if n not in _HELPERS}
+
+
+def test_every_torch_entry_point_is_listed_under_a_loss():
+    pytest.importorskip("torch")
+    from crossent import names
+
+    listed = {e.partition(" ")[0] for s in names.catalog() for e in s.torch_entry_points}
+    public = (_public("crossent.torch") | _public("crossent.torch.nn")
+              | _public("crossent.torch.distributed"))
+    assert public - listed == set()
+    if importlib.util.find_spec("transformers") is not None:
+        public |= _public("crossent.integrations.transformers")
+    assert listed - public == set()
+
+
+def test_every_usage_line_names_a_real_callable_and_accepted_options():
+    pytest.importorskip("torch")
+    import importlib
+    import inspect
+    import re
+
+    from crossent import cli, names
+
+    for spec in names.catalog():
+        lines = cli.usage_lines(spec)
+        assert lines[:2] == ["import crossent", f"loss = crossent.{spec.name}(" + ", ".join(
+            p.name for p in inspect.signature(spec.fn).parameters.values()
+            if p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD) + ")  # NumPy, "
+            "PyTorch, JAX, any array-API library"]
+        for imp, call in zip(lines[2::2], lines[3::2], strict=True):
+            module, attr = re.fullmatch(r"from (\S+) import (\w+)", imp).groups()
+            if module.startswith("crossent.integrations") and \
+                    importlib.util.find_spec("transformers") is None:
+                continue
+            obj = getattr(importlib.import_module(module), attr)
+            assert attr in call
+            for opt in re.findall(r'(\w+)="(\w+)"', call):
+                target = obj.__init__ if isinstance(obj, type) else obj
+                params = inspect.signature(target).parameters
+                assert opt[0] in params or any(p.kind is p.VAR_KEYWORD
+                                               for p in params.values()), (call, opt)
+
+
+def test_explain_prints_the_usage_of_the_mmdet_focal_loss():
+    proc = run("explain", "mmdet.FocalLoss")
+    assert proc.returncode == 0, proc.stderr
+    assert "usage:" in proc.stdout
+    assert "from crossent.torch.nn import FocalLoss" in proc.stdout
+    assert "loss = FocalLoss()(pred, target)" in proc.stdout
+    info = json.loads(run("explain", "CosFace", "--json").stdout)
+    assert ('loss = margin_linear_cross_entropy(embeddings, class_weight, labels, '
+            'margin_type="cosface")') in info["usage"]

@@ -248,6 +248,20 @@ def mean_denominator(xp: Any, den: Any, count: Any, name: str = "weight") -> Any
     return xp.where(bad, xp.full_like(den, math.nan), den)
 
 
+def avg_factor(value: Any, reduction_: str) -> float | Any | None:
+    """The optional replacement of the mean's denominator (mmdetection's ``avg_factor``, e.g.
+    RetinaNet's number of positive anchors): None, or a non-negative finite number (a traced
+    scalar passes through). It only means something for ``reduction="mean"``: with "sum"
+    it is a ValueError (as in mmdet), with "none" it is ignored."""
+    if value is None:
+        return None
+    v = non_negative(value, "avg_factor")
+    if reduction_ == "sum":
+        raise ValueError("avg_factor cannot be used with reduction='sum' (it replaces the "
+                         "mean's denominator); use reduction='mean'")
+    return v
+
+
 def in_unit_interval(xp: Any, x: Any, name: str) -> None:
     """Probabilities must lie in [0, 1]; skipped for traced arrays."""
     if not A.concrete(x):

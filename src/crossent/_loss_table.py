@@ -343,7 +343,10 @@ _loss(
         "number of positive anchors) when given.",
         "MMDetection FocalLoss(use_sigmoid=True, gamma=2.0, alpha=0.25) takes integer labels and "
         "one-hot encodes them with an extra background column that is then dropped; "
-        "loss_weight scales the result.",
+        "loss_weight scales the result; weight is per element (N, C) or per row (N,), and "
+        "avg_factor replaces the mean's denominator (sum / (avg_factor + float32 eps)). "
+        "crossent.torch.nn.FocalLoss has that interface; the functional form takes weight= "
+        "and avg_factor= on every backend.",
         "TensorFlow Addons sigmoid_focal_crossentropy(y_true, y_pred, alpha=0.25, gamma=2.0, "
         "from_logits=False) takes probabilities by default and sums over the last axis.",
         "For mutually exclusive classes (softmax) see softmax_focal_loss. crossent computes the "
@@ -378,7 +381,9 @@ _loss(
         "ignore_index.",
         "kornia.losses.focal_loss is a softmax focal loss with a scalar alpha (not in the table: "
         "its name 'FocalLoss' is the sigmoid one here). mmdet's FocalLoss(use_sigmoid=False) "
-        "is not implemented there.",
+        "is not implemented there; crossent.torch.nn.FocalLoss(use_sigmoid=False) is this loss "
+        "over C + 1 scores (background last), alpha for the foreground classes and 1 - alpha "
+        "for the background.",
         "'Focal Loss' on its own resolves to sigmoid_focal_loss (RetinaNet's focal loss uses the "
         "sigmoid).",
     ),
@@ -1226,4 +1231,57 @@ PREFIXES: dict[tuple[str, ...], tuple[str, ...]] = {
     ("MMDetection",): ("mmdet.models.losses.", "mmdet.models.", "mmdet."),
     ("TensorFlow Addons",): ("tensorflow_addons.losses.", "tfa.losses.", "tfa."),
     ("crossent",): ("crossent.",),
+}
+
+# Each loss's PyTorch entry points besides the generic function (which runs on torch tensors
+# too): fused functions, drop-in Modules, chunked and distributed forms. ``crossent explain``
+# prints them as usage lines (an option after a space goes into the call); a test checks that
+# every public name of crossent.torch, crossent.torch.nn and crossent.torch.distributed is
+# listed under some loss.
+
+
+def _margin_linear(margin_type: str) -> tuple[str, ...]:
+    """The chunked / class-parallel margin softmax entry points, with the option that selects
+    ``margin_type`` (after a space: the usage line passes it to the call or constructor)."""
+    opt = f' margin_type="{margin_type}"'
+    return ("crossent.torch.margin_linear_cross_entropy" + opt,
+            "crossent.torch.nn.MarginLinearCrossEntropyLoss" + opt,
+            "crossent.torch.distributed.class_parallel_margin_cross_entropy" + opt)
+
+
+TORCH_ENTRY_POINTS: dict[str, tuple[str, ...]] = {
+    "softmax_cross_entropy": (
+        "crossent.torch.cross_entropy", "crossent.torch.nn.CrossEntropyLoss",
+        "crossent.torch.nn.NLLLoss", "crossent.torch.linear_cross_entropy",
+        "crossent.torch.nn.LinearCrossEntropyLoss",
+        "crossent.torch.distributed.vocab_parallel_cross_entropy",
+        "crossent.torch.distributed.vocab_parallel_linear_cross_entropy",
+        "crossent.integrations.transformers.patch",
+        "crossent.integrations.transformers.causal_lm_loss"),
+    "sigmoid_cross_entropy": ("crossent.torch.nn.BCEWithLogitsLoss",
+                              "crossent.torch.nn.SigmoidCrossEntropyLoss"),
+    "binary_cross_entropy": ("crossent.torch.nn.BCELoss",),
+    "sigmoid_focal_loss": ("crossent.torch.nn.SigmoidFocalLoss", "crossent.torch.nn.FocalLoss"),
+    "softmax_focal_loss": ("crossent.torch.nn.SoftmaxFocalLoss", "crossent.torch.nn.FocalLoss"),
+    "kl_divergence": ("crossent.torch.nn.KLDivLoss",),
+    "mean_squared_error": ("crossent.torch.nn.MSELoss",),
+    "multi_margin_loss": ("crossent.torch.nn.MultiMarginLoss",),
+    "triplet_margin_loss": ("crossent.torch.nn.TripletMarginLoss",),
+    "margin_ranking_loss": ("crossent.torch.nn.MarginRankingLoss",),
+    "cosine_embedding_loss": ("crossent.torch.nn.CosineEmbeddingLoss",),
+    "arcface_loss": ("crossent.torch.nn.ArcFaceHead", *_margin_linear("arcface")),
+    "cosface_loss": ("crossent.torch.nn.CosFaceHead", *_margin_linear("cosface")),
+    "sphereface_loss": ("crossent.torch.nn.SphereFaceHead",
+                        *_margin_linear("sphereface")),
+    "large_margin_softmax_loss": ("crossent.torch.nn.LargeMarginSoftmaxHead",
+                                  *_margin_linear("lsoftmax")),
+}
+
+# Entry points used otherwise than ``loss = f(required args)``: their usage line as written
+# (also printed without importing their optional dependency).
+USAGE_CALLS: dict[str, str] = {
+    "crossent.integrations.transformers.patch":
+        "model = patch(model)  # a transformers *ForCausalLM; labels= then trains chunked",
+    "crossent.integrations.transformers.causal_lm_loss":
+        "model.loss_function = causal_lm_loss",
 }

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._array import as_array, device_of
+
 Array = Any
 
 
@@ -46,3 +48,16 @@ def grad_scale(xp: Any, shape: tuple, reduction: str, denominator: Array | None
             n *= d
         return 1.0 / n if n else 0.0
     return safe_divide(xp, xp.ones_like(denominator), denominator)
+
+
+# float32's machine epsilon whatever the dtype: mmdetection's guard of ``avg_factor = 0``
+AVG_FACTOR_EPS = 1.1920928955078125e-07
+
+
+def avg_denominator(xp: Any, avg_factor: Any, like: Array) -> Array | None:
+    """The mean's denominator ``avg_factor + eps`` as an array of ``like``'s dtype (None when
+    no ``avg_factor`` is given): mmdet's ``loss.sum() / (avg_factor + eps)``."""
+    if avg_factor is None:
+        return None
+    value = avg_factor if hasattr(avg_factor, "shape") else float(avg_factor)
+    return xp.reshape(as_array(xp, value, like.dtype, device_of(like)), ()) + AVG_FACTOR_EPS

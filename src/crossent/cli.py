@@ -185,7 +185,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             "closed_form_gradient": s.grad is not None,
             "aliases": {k: list(v) for k, v in s.aliases.items()},
             "notes": list(s.notes), "references": list(s.references),
-            "signature": _signature(s.fn)}
+            "signature": _signature(s.fn), "usage": usage_lines(s)}
     if args.json:
         print(dumps_json(info, indent=2))
         return 0
@@ -199,6 +199,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     print("\naliases:")
     for fw, al in s.aliases.items():
         print(f"  {fw:24} {', '.join(al)}")
+    print("\nusage:")
+    for line in info["usage"]:
+        print(f"  {line}")
     if s.notes:
         print("\ndifferences between frameworks:")
         for n in s.notes:
@@ -208,6 +211,49 @@ def cmd_explain(args: argparse.Namespace) -> int:
         for r in s.references:
             print(f"  - {r}")
     return 0
+
+
+def _required(fn: Any, skip: int = 0) -> str:
+    """The names of ``fn``'s required positional parameters (after the first ``skip``)."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(fn).parameters.values())[skip:]
+    except (TypeError, ValueError):
+        return "..."
+    return ", ".join(p.name for p in params if p.default is p.empty
+                     and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+def usage_lines(spec: Any) -> list[str]:
+    """How to call a loss: the generic function, then each PyTorch entry point with its
+    import (a Module as ``Name(required init args)(forward args)``)."""
+    import importlib
+
+    from ._loss_table import USAGE_CALLS
+
+    lines = ["import crossent",
+             f"loss = crossent.{spec.name}({_required(spec.fn)})  # NumPy, PyTorch, JAX, "
+             "any array-API library"]
+    for entry in spec.torch_entry_points:
+        dotted, _, option = entry.partition(" ")
+        module, _, attr = dotted.rpartition(".")
+        lines.append(f"from {module} import {attr}")
+        if dotted in USAGE_CALLS:
+            lines.append(USAGE_CALLS[dotted])
+            continue
+        try:
+            obj = getattr(importlib.import_module(module), attr)
+        except ImportError:
+            lines.append(f"loss = {attr}(...)  # needs PyTorch: pip install 'crossent[torch]'")
+            continue
+        if isinstance(obj, type):
+            init = ", ".join(a for a in (_required(obj.__init__, 1), option) if a)
+            lines.append(f"loss = {attr}({init})({_required(obj.forward, 1)})")
+        else:
+            args = ", ".join(a for a in (_required(obj), option) if a)
+            lines.append(f"loss = {attr}({args})")
+    return lines
 
 
 def _signature(fn: Any) -> str:

@@ -17,8 +17,8 @@ from typing import Any
 
 from . import _array as A
 from . import _checks
-from ._reduce import grad_scale, reduce
-from .classification import _binary_targets
+from ._reduce import avg_denominator, grad_scale, reduce
+from .classification import _binary_targets, _broadcast_weight
 from .gradients import Pullback, loss, scaled_pullback
 
 Array = Any
@@ -53,6 +53,7 @@ def _plogp_ratio(xp: Any, d: Array) -> Array:
       torch="crossent.torch.fast_paths:sigmoid_focal_loss")
 def sigmoid_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
                        alpha: float | None = 0.25, gamma: float = 2.0,
+                       weight: Array | None = None, avg_factor: Any = None,
                        reduction: str = "mean") -> tuple[Array, Pullback | None]:
     """Sigmoid focal loss (RetinaNet): binary cross-entropy scaled by ``(1 - p_t)^gamma``.
 
@@ -79,6 +80,14 @@ def sigmoid_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
         alpha: weight of the positive term in [0, 1] (``1 - alpha`` for the negative term);
             ``None`` disables the weighting. Default 0.25 (the paper, torchvision, mmdet).
         gamma: focusing parameter ``>= 0``; 0 gives cross-entropy. Default 2.
+        weight: optional element weights broadcastable to ``logits`` (mmdet's per-element
+            ``weight``; a per-row weight of shape ``(N,)`` for ``(N, C)`` logits is
+            ``weight[:, None]``). They multiply the element losses and do not enter the
+            mean's denominator.
+        avg_factor: optional non-negative number replacing the mean's denominator, as
+            mmdet's ``weight_reduce_loss``: "mean" is ``sum / (avg_factor + eps)`` with
+            ``eps`` float32's machine epsilon (RetinaNet divides by the number of positive
+            anchors). Ignored for "none"; an error with "sum".
         reduction: ``"mean"`` over all elements (as torchvision), ``"sum"`` or ``"none"``.
 
     Returns:
@@ -87,7 +96,8 @@ def sigmoid_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
     Raises:
         TypeError: non-floating logits.
         ValueError: negative ``gamma``, ``alpha`` outside [0, 1], targets outside [0, 1],
-            shape mismatch, unknown reduction.
+            shape mismatch, a ``weight`` that does not broadcast, a negative ``avg_factor``
+            or one given with ``reduction="sum"``, unknown reduction.
 
     Example (the paper's point: at p_t = 0.9, gamma = 2 gives 1/100 of the cross-entropy):
         >>> import numpy as np, crossent
@@ -102,6 +112,9 @@ def sigmoid_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
         ...     np.array([0.0]), np.array([1.0]), alpha=None, reduction="sum")
         >>> g.round(6).tolist()   # 0.25 * (-0.5 - 2 * log(2) * 0.25 / 0.5)
         [-0.298287]
+        >>> float(sigmoid_focal_loss(np.array([2.0, -1.0]), np.array([1, 1]),
+        ...                          avg_factor=1).round(6))   # the sum over 1 positive
+        0.175918
 
     Aliases: torchvision ``ops.sigmoid_focal_loss`` (same defaults, but its default reduction
     is "none"); mmdet ``py_sigmoid_focal_loss`` / ``FocalLoss(use_sigmoid=True)``; Optax
@@ -135,9 +148,11 @@ def sigmoid_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
     _checks.reduction(reduction)
     g = _checks.non_negative(gamma, "gamma")
     a = None if alpha is None else _checks.unit_interval(alpha, "alpha")
+    avg = _checks.avg_factor(avg_factor, reduction)
     focusing = _checks.is_traced(g) or g != 0
     x = A.upcast(xp, logits)
     t = _binary_targets(xp, targets, logits)
+    w = _broadcast_weight(xp, weight, x, "weight")
     log_p = -A.softplus(xp, -x)  # log sigma(x)
     log_1mp = -A.softplus(xp, x)  # log sigma(-x) = log(1 - p)
     # both terms >= 0: no cancellation; a zero target weight silences an infinite log (a
@@ -156,10 +171,15 @@ def sigmoid_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
     alpha_t = None if a is None else a * t + (1.0 - a) * (1.0 - t)
     focal = ce * mod
     loss_ = focal if alpha_t is None else alpha_t * focal
-    out = A.cast_like(xp, reduce(xp, loss_, reduction), logits)
+    if w is not None:
+        loss_ = loss_ * w
+    den = avg_denominator(xp, avg, x)
+    out = A.cast_like(xp, reduce(xp, loss_, reduction, den), logits)
     if not need:
         return out, None
-    scale = grad_scale(xp, loss_.shape, reduction, None)
+    scale = grad_scale(xp, loss_.shape, reduction, den)
+    if w is not None:
+        scale = scale * w
     zero = xp.zeros_like(log_q)
     # where q = 0 (a saturated logit with the matching target) ce is 0 too
     sat = log_q == -math.inf
@@ -214,7 +234,8 @@ def _class_alpha(xp: Any, alpha: Any, num_classes: int, dt: Any, dev: Any) -> An
 @loss(wrt=("logits", "targets"))
 def softmax_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
                        alpha: Any = None, gamma: float = 2.0, axis: int = -1,
-                       ignore_index: int = -100, reduction: str = "mean"
+                       ignore_index: int = -100, weight: Array | None = None,
+                       avg_factor: Any = None, reduction: str = "mean"
                        ) -> tuple[Array, Pullback | None]:
     """Softmax (categorical) focal loss: softmax cross-entropy with each class term scaled
     by ``alpha_c (1 - p_c)^gamma``.
@@ -243,9 +264,15 @@ def softmax_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
         gamma: focusing parameter ``>= 0``; 0 gives (alpha-weighted) cross-entropy.
         axis: the class axis (``-1`` by default; ``1`` for PyTorch layouts).
         ignore_index: integer targets equal to it contribute neither loss nor gradient.
+        weight: optional per-position weights broadcastable to the shape of ``logits``
+            without ``axis`` (mmdet's per-row ``weight``, e.g. ``(N,)``); they multiply the
+            position losses and do not enter the mean's denominator.
+        avg_factor: optional non-negative number replacing the mean's denominator:
+            "mean" is ``sum / (avg_factor + eps)``, ``eps`` float32's machine epsilon, as
+            mmdet's ``weight_reduce_loss``. Ignored for "none"; an error with "sum".
         reduction: ``"mean"`` over examples (over non-ignored positions for integer targets,
-            0 when all are ignored; alpha does not enter the denominator), ``"sum"`` or
-            ``"none"``.
+            0 when all are ignored; alpha and ``weight`` do not enter the denominator),
+            ``"sum"`` or ``"none"``.
 
     Returns:
         A scalar, or the per-position losses for ``reduction="none"``; in the logits' dtype
@@ -254,7 +281,8 @@ def softmax_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
     Raises:
         TypeError: non-floating logits, or targets neither integer nor floating.
         ValueError: negative ``gamma``, bad ``alpha`` (negative or wrong shape), shape
-            mismatch, label out of range, unknown reduction.
+            mismatch, a ``weight`` that does not broadcast, a negative ``avg_factor`` or one
+            given with ``reduction="sum"``, label out of range, unknown reduction.
 
     Example:
         >>> import numpy as np, crossent
@@ -271,9 +299,9 @@ def softmax_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
     Aliases: Keras ``CategoricalFocalCrossentropy(from_logits=True)`` /
     ``categorical_focal_crossentropy`` (default ``alpha=0.25``; its "sum_over_batch_size" is
     our "mean"; it has no ``ignore_index`` and clips probabilities at 1e-7); kornia
-    ``losses.focal_loss`` (scalar alpha); mmdet ``FocalLoss(use_sigmoid=False)`` is not
-    implemented there (mmdetection docs, https://mmdetection.readthedocs.io) -- use
-    :func:`sigmoid_focal_loss` for one-vs-rest.
+    ``losses.focal_loss`` (scalar alpha); mmdet ``FocalLoss(use_sigmoid=False)``, which
+    mmdetection leaves unimplemented (https://mmdetection.readthedocs.io):
+    :class:`crossent.torch.nn.FocalLoss` runs this loss for it.
 
     References: Lin, Goyal, Girshick, He, Dollar, "Focal Loss for Dense Object Detection",
     ICCV 2017 (arXiv:1708.02002), section 3 ("extending the focal loss to the multi-class case
@@ -296,6 +324,7 @@ def softmax_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
     _checks.floating(xp, logits, "logits")
     _checks.reduction(reduction)
     g = _checks.non_negative(gamma, "gamma")
+    avg = _checks.avg_factor(avg_factor, reduction)
     ax = _checks.class_axis(logits, axis)
     z = A.upcast(xp, A.move_axis_last(xp, logits, ax))
     dt = z.dtype
@@ -333,10 +362,17 @@ def softmax_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
     at = t * a if a is not None else t
     # 0 * (-log p) = 0 even where a logit is -inf (a masked class with target 0)
     loss_ = xp.sum(mod * A.mul0(xp, at, nll), axis=-1)
+    w = _broadcast_weight(xp, weight, loss_, "weight")
+    if w is not None:
+        loss_ = loss_ * w
+    if avg is not None:
+        denom = avg_denominator(xp, avg, loss_)
     out = A.cast_like(xp, reduce(xp, loss_, reduction, denom), logits)
     if not need:
         return out, None
     scale = grad_scale(xp, loss_.shape, reduction, denom)
+    if w is not None:
+        scale = scale * w[..., None]
     grads = {}
     if "logits" in need:
         coef = mod

@@ -64,7 +64,7 @@ __all__ = [
 
 #: Frameworks in display order. "common" holds paper / textbook / colloquial names.
 from . import LOSS_MODULES as _LOSS_MODULES
-from ._loss_table import ENTRIES, FAMILIES, FRAMEWORKS, PREFIXES
+from ._loss_table import ENTRIES, FAMILIES, FRAMEWORKS, PREFIXES, TORCH_ENTRY_POINTS
 
 
 class UnknownLossName(KeyError):
@@ -95,6 +95,8 @@ class LossSpec:
             score per class) or None (distributions, embeddings, pairs...).
         sample: the kind of example inputs it takes (a key of ``crossent._samples.MAKERS``).
         differentiable: False for a piecewise-constant loss (no gradient to train with).
+        torch_entry_points: dotted names of its PyTorch functions and Modules besides the
+            generic function (fused, chunked, distributed, drop-in Modules).
     """
 
     name: str
@@ -109,6 +111,7 @@ class LossSpec:
     task: str | None = None
     sample: str = ""
     differentiable: bool = True
+    torch_entry_points: tuple[str, ...] = ()
 
     @property
     def module(self) -> str:
@@ -208,8 +211,13 @@ for _e in ENTRIES:
         aliases=MappingProxyType({fw: tuple(_e["aliases"][fw]) for fw in FRAMEWORKS
                                   if _e["aliases"].get(fw)}),
         notes=_e["notes"], references=_e["references"], task=_e["task"],
-        sample=_e["sample"], differentiable=_e["differentiable"])
+        sample=_e["sample"], differentiable=_e["differentiable"],
+        torch_entry_points=TORCH_ENTRY_POINTS.get(_e["name"], ()))
 del _e, _unknown
+_stray = set(TORCH_ENTRY_POINTS) - set(_SPECS)
+if _stray:
+    raise RuntimeError(f"torch entry points for unknown losses {sorted(_stray)}")
+del _stray
 
 
 # --- the index ------------------------------------------------------------------------------

@@ -11,7 +11,8 @@
 // Focal:       q = 1 - p_t, log q = log p (t = 0), log(1 - p) (t = 1), else the log-sum-exp
 //   of log t + log(1 - p) and log(1 - t) + log p; M = exp(gamma log q);
 //   loss = alpha_t M ce; grad = alpha_t M [(p - t) + gamma (1 - 2t) ce r], r = p (1 - p) / q
-//   formed as exp(log p + log(1 - p) - log q) in [0, 1] (0 where q = 0).
+//   formed as exp(log p + log(1 - p) - log q) in [0, 1] (0 where q = 0); both times the
+//   element weight.
 // These are the formulas of crossent.sigmoid_cross_entropy / crossent.sigmoid_focal_loss (the
 // definitions the other backends run); the tests hold the two to each other.
 //
@@ -124,6 +125,10 @@ inline void binary_vec(const Vectorized<A>& x, const Vectorized<A>& t, const Vec
     const V alpha_t = a * t + b * tc;
     loss = alpha_t * loss;
     grad = alpha_t * grad;
+  }
+  if (has_w) {
+    loss = loss * w;
+    grad = grad * w;
   }
 }
 

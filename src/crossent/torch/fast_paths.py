@@ -152,22 +152,35 @@ def sigmoid_cross_entropy(logits: Any, targets: Any, *, weight: Any = None,
 
 
 def sigmoid_focal_loss(logits: Any, targets: Any, *, alpha: Any = 0.25, gamma: Any = 2.0,
+                       weight: Any = None, avg_factor: Any = None,
                        reduction: str = "mean") -> Any:
     """The fused CPU path of :func:`crossent.sigmoid_focal_loss` (same signature), or
     ``NotImplemented`` where the definition serves the call."""
     if not (_number(gamma) and gamma >= 0
-            and (alpha is None or (_number(alpha) and 0 <= alpha <= 1))):
+            and (alpha is None or (_number(alpha) and 0 <= alpha <= 1))
+            and (avg_factor is None or (_number(avg_factor) and avg_factor >= 0
+                                        and reduction != "sum"))):
         return NotImplemented
     if not _served(logits, targets, reduction) or targets.shape != logits.shape:
         return NotImplemented
+    w = _element_weight(weight, logits)
+    if w is False:
+        return NotImplemented
+    from .._reduce import AVG_FACTOR_EPS
     from ..focal import sigmoid_focal_loss as loss
 
-    def generic(need: tuple[str, ...], x: torch.Tensor, t: torch.Tensor) -> Any:
-        return loss.with_pullback(need, x, t, alpha=alpha, gamma=gamma,
-                                  reduction=reduction)
+    # avg_factor: the kernel's sum, then one scalar division (its backward scales the
+    # cotangent the kernel's gradient is multiplied by)
+    averaged = avg_factor is not None and reduction == "mean"
+    inner = "sum" if averaged else reduction
 
-    return _binary(logits, targets, None, None, True, -1.0 if alpha is None else float(alpha),
-                   float(gamma), reduction, generic)
+    def generic(need: tuple[str, ...], x: torch.Tensor, t: torch.Tensor) -> Any:
+        return loss.with_pullback(need, x, t, alpha=alpha, gamma=gamma, weight=weight,
+                                  reduction=inner)
+
+    out = _binary(logits, targets, w, None, True, -1.0 if alpha is None else float(alpha),
+                  float(gamma), inner, generic)
+    return out / (float(avg_factor) + AVG_FACTOR_EPS) if averaged else out
 
 
 # --- distillation and multi-class margin: row kernels ----------------------------------------

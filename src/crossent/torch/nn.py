@@ -18,7 +18,8 @@ log-probabilities); the others, and ``SigmoidCrossEntropyLoss``, ``SigmoidFocalL
 first called. The margin heads (``ArcFaceHead``, ``CosFaceHead``, ``SphereFaceHead``,
 ``LargeMarginSoftmaxHead``) own their class weight and live in :mod:`crossent.torch.heads`;
 they are re-exported here, with ``MarginLinearCrossEntropyLoss`` (the chunked, class-parallel
-margin softmax, Partial FC's Module).
+margin softmax, Partial FC's Module) and ``FocalLoss`` (mmdetection's interface: detection
+labels with a background class, ``avg_factor``, ``loss_weight``; :mod:`crossent.torch.focal`).
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from .. import _checks
 from .._reduce import safe_divide
 from ._common import check_options, legacy_reduction
 from .cross_entropy import cross_entropy
+from .focal import FocalLoss
 from .heads import (
     ArcFaceHead,
     CosFaceHead,
@@ -59,6 +61,7 @@ __all__ = [
     # crossent's own
     "ArcFaceHead",
     "CosFaceHead",
+    "FocalLoss",
     "LargeMarginSoftmaxHead",
     "MarginLinearCrossEntropyLoss",
     "SigmoidCrossEntropyLoss",
