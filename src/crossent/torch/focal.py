@@ -22,9 +22,9 @@ __all__ = ["FocalLoss"]
 
 
 def _core(name: str) -> Any:
-    import crossent
+    from .nn import _core as core  # crossent.torch.nn imports this module
 
-    return getattr(crossent, name)
+    return core(name)
 
 
 def _background_one_hot(target: torch.Tensor, num_classes: int, dtype: torch.dtype
