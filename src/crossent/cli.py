@@ -243,13 +243,14 @@ def usage_lines(spec: Any) -> list[str]:
             lines.append(USAGE_CALLS[dotted])
             continue
         try:
-            obj = getattr(importlib.import_module(module), attr)
+            obj: Any = getattr(importlib.import_module(module), attr)
         except ImportError:
             lines.append(f"loss = {attr}(...)  # needs PyTorch: pip install 'crossent[torch]'")
             continue
         if isinstance(obj, type):
-            init = ", ".join(a for a in (_required(obj.__init__, 1), option) if a)
-            lines.append(f"loss = {attr}({init})({_required(obj.forward, 1)})")
+            cls: Any = obj  # a Module class: its constructor, then its forward
+            init = ", ".join(a for a in (_required(cls.__init__, 1), option) if a)
+            lines.append(f"loss = {attr}({init})({_required(cls.forward, 1)})")
         else:
             args = ", ".join(a for a in (_required(obj), option) if a)
             lines.append(f"loss = {attr}({args})")

@@ -168,8 +168,9 @@ class FocalLoss(nn.Module):
         alpha = self.alpha
         if alpha is not None and not isinstance(alpha, torch.Tensor):
             # foreground classes alpha, the background (last column) 1 - alpha
-            alpha = torch.full((pred.shape[-1],), alpha, dtype=torch.float64)
-            alpha[-1] = 1.0 - self.alpha
+            fg = float(alpha)
+            alpha = torch.full((pred.shape[-1],), fg, dtype=torch.float64)
+            alpha[-1] = 1.0 - fg
         if weight is not None and weight.shape != target.shape:
             raise ValueError(f"weight must have one value per row {tuple(target.shape)} with "
                              f"use_sigmoid=False, got {tuple(weight.shape)}")
