@@ -373,3 +373,14 @@ def scale_by_grad_output(grads: tuple, grad_loss: torch.Tensor, per_row: bool = 
         return grads
     return tuple(None if g is None else g.mul_(grad_loss.to(g.dtype)) for g in grads)
 
+
+
+def core_loss(name: str) -> Any:
+    """The generic crossent function ``name``, imported on first use (the core package does
+    not import torch, and the Modules must not import the core at import time)."""
+    import crossent
+
+    fn = getattr(crossent, name, None)
+    if fn is None:
+        raise NotImplementedError(f"crossent.{name} is not available in this installation")
+    return fn

@@ -17,14 +17,9 @@ import torch
 from torch import nn
 
 from .. import _checks
+from ._common import core_loss
 
 __all__ = ["FocalLoss"]
-
-
-def _core(name: str) -> Any:
-    from .nn import _core as core  # crossent.torch.nn imports this module
-
-    return core(name)
 
 
 def _background_one_hot(target: torch.Tensor, num_classes: int, dtype: torch.dtype
@@ -159,7 +154,7 @@ class FocalLoss(nn.Module):
                 raise TypeError(f"target labels must be integers, got {target.dtype}")
             t = _background_one_hot(target, pred.shape[-1], pred.dtype)
         w = None if weight is None else _element_weight(weight, pred)
-        return _core("sigmoid_focal_loss")(pred, t, alpha=self.alpha, gamma=self.gamma,
+        return core_loss("sigmoid_focal_loss")(pred, t, alpha=self.alpha, gamma=self.gamma,
                                            weight=w, avg_factor=avg_factor,
                                            reduction=reduction)
 
@@ -174,7 +169,7 @@ class FocalLoss(nn.Module):
         if weight is not None and weight.shape != target.shape:
             raise ValueError(f"weight must have one value per row {tuple(target.shape)} with "
                              f"use_sigmoid=False, got {tuple(weight.shape)}")
-        return _core("softmax_focal_loss")(pred, target, alpha=alpha, gamma=self.gamma,
+        return core_loss("softmax_focal_loss")(pred, target, alpha=alpha, gamma=self.gamma,
                                            axis=-1, ignore_index=None, weight=weight,
                                            avg_factor=avg_factor, reduction=reduction)
 

@@ -34,6 +34,7 @@ from torch.nn import functional as F
 from .. import _checks
 from .._reduce import safe_divide
 from ._common import check_options, legacy_reduction
+from ._common import core_loss as _core
 from .cross_entropy import cross_entropy
 from .focal import FocalLoss
 from .heads import (
@@ -302,17 +303,6 @@ class LinearCrossEntropyLoss(nn.Module):
         return (f"in_features={self.in_features}, num_classes={self.num_classes}, "
                 f"out_features={self.out_features}, bias={self.linear.bias is not None}, "
                 f"reduction={self.reduction!r}, ignore_index={self.ignore_index}")
-
-
-def _core(name: str) -> Any:
-    """The generic crossent function ``name``, imported on first use (the core package does
-    not import torch, and this module must not import the core at import time)."""
-    import crossent
-
-    fn = getattr(crossent, name, None)
-    if fn is None:
-        raise NotImplementedError(f"crossent.{name} is not available in this installation")
-    return fn
 
 
 class SigmoidCrossEntropyLoss(nn.Module):
