@@ -167,8 +167,22 @@ def test_validation_errors():
         linear_cross_entropy(hid, w, torch.tensor([0, 1, 5, 2]))
     with pytest.raises(TypeError, match="dtype"):
         linear_cross_entropy(hid, w.double(), y)
-    with pytest.raises(TypeError, match="target"):
+    with pytest.raises(ValueError, match=r"target \(probability\) must have shape \(4, 5\)"):
         linear_cross_entropy(hid, w, y.float())
+    with pytest.raises(TypeError, match="target"):
+        linear_cross_entropy(hid, w, y.bool())
+    with pytest.raises(ValueError, match="sample_weight"):
+        linear_cross_entropy(hid, w, y, sample_weight=torch.ones(3))
+    with pytest.raises(ValueError, match=r"weight must have shape \(5,\)"):
+        linear_cross_entropy(hid, w, y, weight=torch.ones(4))
+    with pytest.raises(TypeError, match="class weight"):
+        linear_cross_entropy(hid, weight=w, target=y)  # the old keyword of the linear matrix
+    with pytest.raises(TypeError, match="linear_weight"):
+        linear_cross_entropy(hid, w, y, linear_weight=w)
+    with pytest.raises(ValueError, match="shift=True"):
+        linear_cross_entropy(hid[0], w, y[0], shift=True)
+    with pytest.raises(ValueError, match="probabilities"):
+        linear_cross_entropy(hid, w, torch.full((4, 5), 2.0))
 
 
 def test_choose_chunk_size():

@@ -241,11 +241,28 @@ def mean_denominator(xp: Any, den: Any, count: Any, name: str = "weight") -> Any
     bad = (den == 0) & (count > 0)
     if A.concrete(bad):
         if bool(bad):
+            what = "class weights" if name == "weight" else "weights"
             raise ValueError(
-                f"{name}: the class weights of the non-ignored targets sum to 0, so the "
+                f"{name}: the {what} of the non-ignored targets sum to 0, so the "
                 f"weighted mean is undefined; use reduction='sum' or other weights")
         return den
     return xp.where(bad, xp.full_like(den, math.nan), den)
+
+
+def sample_weight(xp: Any, value: Any, shape: tuple, dtype: Any, device: Any,
+                  name: str = "sample_weight") -> Any:
+    """Per-position weights (one per target, e.g. per token) broadcast to ``shape``, the
+    shape of the loss before reduction, as a floating array of ``dtype`` on ``device``; None
+    stays None. They must be real numbers; a shape that does not broadcast is a ValueError
+    naming both shapes."""
+    if value is None:
+        return None
+    s = A.as_array(xp, value, dtype, device)
+    try:
+        return xp.broadcast_to(s, tuple(shape))
+    except (ValueError, RuntimeError) as e:
+        raise ValueError(f"{name} of shape {tuple(s.shape)} does not broadcast to the shape "
+                         f"of the per-position losses {tuple(shape)}") from e
 
 
 def avg_factor(value: Any, reduction_: str) -> float | Any | None:

@@ -1280,6 +1280,9 @@ TORCH_ENTRY_POINTS: dict[str, tuple[str, ...]] = {
 # Entry points used otherwise than ``loss = f(required args)``: their usage line as written
 # (also printed without importing their optional dependency).
 USAGE_CALLS: dict[str, str] = {
+    "crossent.torch.linear_cross_entropy":
+        "loss = linear_cross_entropy(hidden, lm_head.weight, target)  # no N x V logits; "
+        "shift=True for causal-LM labels",
     "crossent.integrations.transformers.patch":
         "model = patch(model)  # a transformers *ForCausalLM; labels= then trains chunked",
     "crossent.integrations.transformers.causal_lm_loss":

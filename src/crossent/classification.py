@@ -37,6 +37,7 @@ __all__ = [
       numpy="crossent._numpy_fast:softmax_cross_entropy")
 def softmax_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, *,
                           axis: int = -1, weight: Array | None = None,
+                          sample_weight: Array | None = None,
                           ignore_index: int = -100, label_smoothing: float = 0.0,
                           reduction: str = "mean") -> tuple[Array, Pullback | None]:
     """Softmax (categorical) cross-entropy on logits: the "Softmax Loss".
@@ -44,8 +45,11 @@ def softmax_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
     Formula: with ``log p = s - logsumexp(s)`` along ``axis``,
     ``l = -sum_c w_c t_c log p_c``; for an integer label ``y`` that is ``-w_y log p_y``, and
     with label smoothing ``eps`` the target is ``(1 - eps) * onehot(y) + eps / C``.
-    Gradient w.r.t. the logits: ``p sum_c(w_c t_c) - w t`` (``p - onehot(y)`` without
-    options), times ``1 / sum_i w_{y_i}`` for "mean"; w.r.t. probability targets:
+    Per-position weights ``s_i`` multiply each position's loss, and "mean" is
+    ``sum_i s_i w_{y_i} l_i / sum_i s_i w_{y_i}`` over the non-ignored positions
+    (``sum_i s_i l_i / sum_i s_i`` for probability targets).
+    Gradient w.r.t. the logits: ``s (p sum_c(w_c t_c) - w t)`` (``p - onehot(y)`` without
+    options), times ``1 / sum_i s_i w_{y_i}`` for "mean"; w.r.t. probability targets:
     ``(1 - eps) w_c (logsumexp(s) - s_c)``. Both are the backward on every backend
     (:func:`crossent.value_and_grad`, torch autograd, ``jax.grad``).
 
@@ -56,6 +60,11 @@ def softmax_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
             floating class probabilities with the shape of ``logits``.
         axis: the class axis (``-1`` by default; ``1`` for PyTorch layouts).
         weight: optional per-class weights, shape ``(C,)``.
+        sample_weight: optional per-position weights (e.g. per token), broadcastable to
+            the shape of the per-position losses (``logits`` without ``axis``). They enter
+            the mean's denominator, unlike ``weight`` for probability targets; a zero weight
+            removes its position from the value, the mean and the gradient, and when every
+            counted position has weight 0 "mean" is 0.
         ignore_index: integer targets equal to it contribute neither loss nor gradient.
         label_smoothing: ``eps`` in [0, 1].
         reduction: ``"mean"`` (weighted mean over non-ignored positions, as PyTorch; 0 when
@@ -68,9 +77,10 @@ def softmax_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
     Raises:
         TypeError: non-floating logits; arrays from two different array libraries.
         ValueError: shape mismatch, label out of range, bad ``label_smoothing``,
-            ``ignore_index``, ``weight`` or ``reduction``; ``reduction="mean"`` with class
-            weights whose values at the non-ignored targets sum to 0 (the weighted mean is
-            undefined; PyTorch returns NaN).
+            ``ignore_index``, ``weight``, ``sample_weight`` or ``reduction``;
+            ``reduction="mean"`` with weights whose products at the non-ignored targets
+            sum to 0 while some are not 0 (the weighted mean is undefined; PyTorch returns
+            NaN).
 
     Under ``jax.jit`` values cannot be checked: a label out of range gives NaN at its position
     (and in the mean), as do zero-sum class weights, instead of an error. Options may be
@@ -112,6 +122,9 @@ def softmax_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
     num_classes = z.shape[-1]
     dev = A.device_of(z)
     w = _checks.class_weight(xp, weight, num_classes, dt, dev)
+    sw = _checks.sample_weight(xp, sample_weight, z.shape[:-1], dt, dev)
+    weights_name = "sample_weight" if w is None else (
+        "weight" if sw is None else "weight and sample_weight")
     grads = {}
 
     if A.is_integer(xp, targets):
@@ -119,28 +132,31 @@ def softmax_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
         validf, safe = A.label_mask(xp, targets, ignored, dt, num_classes)
         z = A.zero_ignored_rows(xp, z, targets, ignored)
         lse, e, s = _lse_parts(xp, z, -1)
-        wy = xp.reshape(xp.take(w, xp.reshape(safe, (-1,)), axis=0), safe.shape) * validf \
-            if w is not None else validf
+        # every per-position factor: the ignore mask, times the sample weight
+        rowf = validf if sw is None else validf * sw
+        wy = xp.reshape(xp.take(w, xp.reshape(safe, (-1,)), axis=0), safe.shape) * rowf \
+            if w is not None else rowf
         c1 = (1.0 - eps) * wy
         zy = A.take_class(xp, z, safe)
         loss_ = c1 * lse[..., 0] - c1 * zy
         if smoothing:
             a = (eps / num_classes) * (w if w is not None else 1.0)
-            loss_ = loss_ + validf * xp.sum(a * lse - a * z, axis=-1)
+            loss_ = loss_ + rowf * xp.sum(a * lse - a * z, axis=-1)
         denom = xp.sum(wy)
-        if w is not None and reduction == "mean":
-            denom = _checks.mean_denominator(xp, denom, xp.sum(validf))
+        if (w is not None or sw is not None) and reduction == "mean":
+            counted = validf if sw is None else validf * xp.astype(sw != 0, dt)
+            denom = _checks.mean_denominator(xp, denom, xp.sum(counted), weights_name)
         out = A.cast_like(xp, reduce(xp, loss_, reduction, denom), logits)
         if "logits" in need:
             # softmax = e / s from the forward's exps; every row factor (the weights, the
             # smoothing mass, the mean's 1 / denominator) folded into one multiply
             scale = grad_scale(xp, loss_.shape, reduction, denom)
             w_sum = xp.sum(w) if w is not None else float(num_classes)
-            coef = (c1 + (eps / num_classes) * w_sum * validf) * scale
+            coef = (c1 + (eps / num_classes) * w_sum * rowf) * scale
             g = A.add_at_class(xp, e * (coef[..., None] / s), safe, -(c1 * scale))
             if smoothing:
                 wc = w if w is not None else xp.ones((num_classes,), dtype=dt, device=dev)
-                g = g - ((eps / num_classes) * scale * validf)[..., None] * wc
+                g = g - ((eps / num_classes) * scale * rowf)[..., None] * wc
             grads["logits"] = g
     else:
         _checks.floating(xp, targets, "targets")
@@ -153,8 +169,17 @@ def softmax_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
         wt = t * w if w is not None else t
         # a zero target weight silences a -inf logit (a masked class) instead of making NaN
         loss_ = xp.sum(A.mul0(xp, wt, lse) - A.mul0(xp, wt, z), axis=-1)
-        out = A.cast_like(xp, reduce(xp, loss_, reduction), logits)
-        scale = grad_scale(xp, loss_.shape, reduction, None)
+        denom = None
+        if sw is not None:
+            loss_ = loss_ * sw
+            denom = xp.sum(sw)
+            if reduction == "mean":
+                denom = _checks.mean_denominator(
+                    xp, denom, xp.sum(xp.astype(sw != 0, dt)), weights_name)
+        out = A.cast_like(xp, reduce(xp, loss_, reduction, denom), logits)
+        scale = grad_scale(xp, loss_.shape, reduction, denom)
+        if sw is not None:
+            scale = scale * sw[..., None]
         if "logits" in need:
             p = xp.exp(z - lse)
             grads["logits"] = (p * xp.sum(wt, axis=-1, keepdims=True) - wt) * scale
@@ -196,6 +221,7 @@ def _broadcast_weight(xp: Any, weight: Array | None, like: Array, name: str) -> 
       torch="crossent.torch.fast_paths:sigmoid_cross_entropy")
 def sigmoid_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, *,
                           weight: Array | None = None, pos_weight: Array | None = None,
+                          sample_weight: Array | None = None,
                           reduction: str = "mean") -> tuple[Array, Pullback | None]:
     """Sigmoid (binary) cross-entropy on logits, for binary and multi-label tasks.
 
@@ -204,8 +230,9 @@ def sigmoid_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
     ``l = p_w z softplus(-x) + (1 - z) softplus(x)``. Gradient w.r.t. the logits:
     ``sigma(x) - z``, and ``w [(1 - z) sigma(x) - p_w z (1 - sigma(x))]`` with the weights;
     w.r.t. probability targets: ``-x``, and ``w [p_w softplus(-x) - softplus(x)]`` with the
-    weights; times ``1 / N`` for "mean". Both are the backward on every backend
-    (:func:`crossent.value_and_grad`, torch autograd, ``jax.grad``).
+    weights; times ``1 / N`` for "mean" (``1 / sum(s)`` with sample weights ``s``). Both are
+    the backward on every backend (:func:`crossent.value_and_grad`, torch autograd,
+    ``jax.grad``).
 
     Args:
         logits: floating array of any shape (one independent score per element).
@@ -213,6 +240,11 @@ def sigmoid_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
         weight: optional element weights broadcastable to ``logits``.
         pos_weight: optional weight of the positive term, broadcastable to ``logits`` (a
             per-class vector for ``(N, C)`` multi-label logits).
+        sample_weight: optional per-element weights broadcastable to ``targets`` (per row of
+            ``(N, C)`` logits: shape ``(N, 1)``). Each loss is multiplied by its weight, and
+            "mean" becomes the weighted mean ``sum(s w l) / sum(s)`` (0 when every weight is
+            0), where ``weight`` keeps PyTorch's meaning, a rescaling that leaves the
+            denominator alone.
         reduction: ``"mean"`` over all elements, ``"sum"`` or ``"none"``.
 
     Returns:
@@ -220,7 +252,8 @@ def sigmoid_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
 
     Raises:
         TypeError: non-floating logits.
-        ValueError: shape mismatch, targets outside [0, 1], unknown reduction.
+        ValueError: shape mismatch, targets outside [0, 1], unknown reduction; "mean" with
+            sample weights that sum to 0 while some are not 0.
 
     Example (the TensorFlow verification table, row 0 with smoothed labels, 0.0333 at (0, 0)):
         >>> import numpy as np, crossent
@@ -246,6 +279,14 @@ def sigmoid_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
     t = _binary_targets(xp, targets, logits)
     w = _broadcast_weight(xp, weight, x, "weight")
     pw = _broadcast_weight(xp, pos_weight, x, "pos_weight")
+    sw = _checks.sample_weight(xp, sample_weight, x.shape, x.dtype, A.device_of(x))
+    denom = None
+    if sw is not None:
+        w = sw if w is None else w * sw
+        denom = xp.sum(sw)
+        if reduction == "mean":
+            denom = _checks.mean_denominator(xp, denom, xp.sum(xp.astype(sw != 0, x.dtype)),
+                                             "sample_weight")
     # z softplus(-x) + (1 - z) softplus(x) equals TF's max(x, 0) - x z + log(1 + e^-|x|)
     # but adds two non-negative terms, so nothing cancels: at x = 60, z = 1 it gives e^-60
     # where softplus(x) - x z rounds to 0. A zero coefficient silences its term even at an
@@ -255,10 +296,10 @@ def sigmoid_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
                                                                       A.softplus(xp, x))
     if w is not None:
         loss_ = loss_ * w
-    out = A.cast_like(xp, reduce(xp, loss_, reduction), logits)
+    out = A.cast_like(xp, reduce(xp, loss_, reduction, denom), logits)
     if not need:
         return out, None
-    scale = grad_scale(xp, loss_.shape, reduction, None)
+    scale = grad_scale(xp, loss_.shape, reduction, denom)
     grads = {}
     if "logits" in need:
         sig = A.sigmoid(xp, x)

@@ -8,7 +8,7 @@ from typing import Any, Literal, overload
 import torch
 
 from .. import _array, _checks
-from . import _ext
+from . import _ext, _weights
 from ._common import (
     Opts,
     autocast_enabled,
@@ -23,61 +23,12 @@ from ._common import (
     loss_dtype,
     reduce_rows,
     refuse_inplace_on_leaf,
-    safe_inv,
     scale_by_grad_output,
 )
 from ._rows import acc_dtype, rows_forward, use_extension
 
 # Fresh gradient buffers at least this large get a transparent-huge-page hint (fewer faults).
 _HUGEPAGE_BYTES = 1 << 25
-
-
-def _class_weight(weight: Any, num_classes: int, like: torch.Tensor) -> torch.Tensor | None:
-    """Class weights as a (C,) tensor of the accumulation dtype on ``like``'s device; integer
-    tensors, lists and NumPy arrays are accepted, as on the NumPy and JAX paths."""
-    if weight is None:
-        return None
-    if isinstance(weight, torch.Tensor):
-        w = weight.detach()
-    else:
-        try:
-            w = torch.as_tensor(weight)
-        except (TypeError, ValueError, RuntimeError):
-            raise TypeError(f"weight must be a tensor, sequence or array of one number per "
-                            f"class, got {type(weight).__name__}") from None
-    if w.dtype == torch.bool or w.is_complex():
-        raise TypeError(f"weight must hold real numbers, got dtype {w.dtype}")
-    if w.dim() != 1 or w.shape[0] != num_classes:
-        raise ValueError(f"weight must have shape ({num_classes},), got {tuple(w.shape)}")
-    return w.to(device=like.device, dtype=acc_dtype(like.dtype))
-
-
-def _mean_scales(target: torch.Tensor, weight: torch.Tensor | None, ignore_index: int,
-                 acc: torch.dtype, check: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """1 / denominator of the main term and of the z-loss term for reduction="mean".
-
-    Class targets: the main term divides by sum_i w[y_i] over non-ignored rows (PyTorch), the
-    z-loss by the number of non-ignored rows. Probability targets: both divide by the number of
-    rows. No counted row (every row ignored, or none at all) gives a zero scale: loss 0,
-    gradient 0. Class weights summing to 0 over counted rows leave the mean undefined: with
-    ``check`` (CPU, where the host read is free) that raises ValueError, otherwise the scale is
-    NaN, with no host sync.
-    """
-    if target.is_floating_point():
-        n = torch.tensor(float(target.shape[0]), dtype=acc, device=target.device)
-        return safe_inv(n), safe_inv(n)
-    valid = target != ignore_index
-    count = valid.sum().to(acc)
-    if weight is None:
-        den = count
-    else:
-        ysafe = torch.where(valid, target, torch.zeros_like(target))
-        den = (weight.to(acc)[ysafe] * valid).sum()
-        if check and not torch.compiler.is_compiling():  # a graph cannot branch on data
-            den = _checks.mean_denominator(torch, den, count)
-        else:
-            den = torch.where((den == 0) & (count > 0), torch.full_like(den, float("nan")), den)
-    return safe_inv(den), safe_inv(count)
 
 
 _REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}
@@ -91,21 +42,16 @@ def _fused(x, target, weight, grad_out, opts: Opts, acc_out: bool = False):
         opts.ignore_index, _REDUCTION_CODES[opts.reduction], acc_out)
 
 
-def _scales(target, weight, opts: Opts, acc, device, check: bool = False):
-    if opts.reduction == "mean":
-        return _mean_scales(target, weight, opts.ignore_index, acc, check)
-    one = torch.ones((), dtype=acc, device=device)
-    return one, one
-
-
 def composite_rows(x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
                    opts: Opts, out_dtype: torch.dtype,
-                   check: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                   check: bool = False, sw: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss of the fused path on (R, C) rows, written with differentiable torch ops.
 
     Same function, options and conventions as :class:`_FusedCrossEntropy` (and as
-    ``F.cross_entropy`` where they overlap), so autograd of it gives every derivative: it
-    serves torch.func transforms, double backward (``create_graph=True``) and empty batches.
+    ``F.cross_entropy`` where they overlap; ``sw``: the (R,) sample weights), so autograd of
+    it gives every derivative: it serves torch.func transforms, double backward
+    (``create_graph=True``) and empty batches.
     Ignored rows are zeroed before the softmax, so a row of -inf padding logits contributes
     neither a NaN value nor a NaN gradient. Returns ``(loss, z part)``, reduced, the z part
     detached.
@@ -139,7 +85,9 @@ def composite_rows(x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor |
         zero = torch.zeros_like(lse)
         main = torch.where(valid, main, zero)
         zrow = torch.where(valid, opts.z_loss * lse * lse, zero)
-    gs, zs = _scales(target, w, opts, acc, x.device, check)
+    if sw is not None:
+        main, zrow = main * sw, zrow * sw
+    gs, zs = _weights.scales(target, w, sw, opts, acc, x.device, check)
     loss, zpart = reduce_rows(main, zrow, opts.reduction, gs, zs)
     return loss.to(out_dtype), zpart.detach().to(out_dtype)
 
@@ -174,7 +122,7 @@ class _FusedCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, target, weight, src, cfg: tuple[Opts, str, torch.dtype, bool]):
+    def forward(ctx, x, target, weight, sw, src, cfg: tuple[Opts, str, torch.dtype, bool]):
         opts, buffer_mode, out_dtype, ext = cfg
         acc = acc_dtype(x.dtype)
         need_x, need_t = ctx.needs_input_grad[:2]
@@ -188,18 +136,20 @@ class _FusedCrossEntropy(torch.autograd.Function):
                 if ext and buf.nbytes >= _HUGEPAGE_BYTES:  # ext: a CPU tensor
                     torch.ops.crossent_ext.advise_hugepage(buf)
         # CPU kernel: one call does the label check, the denominators, the rows, the reduction.
-        fast = ext and not target_grad
+        fast = ext and not target_grad and sw is None
         lse = None
         if fast:
             gs = zs = None
             loss, zpart = _fused(x, target, weight, buf, opts, out_dtype != x.dtype)
         else:
-            gs, zs = _scales(target, weight, opts, acc, x.device, x.is_cpu)
+            red_gs, red_zs = _weights.scales(target, weight, sw, opts, acc, x.device, x.is_cpu)
+            gs, zs = _weights.row_scales(red_gs, red_zs, sw)  # each row's gradient scale
             stats = rows_forward(
                 x, target, weight=weight, ignore_index=opts.ignore_index,
                 label_smoothing=opts.label_smoothing, z_loss=opts.z_loss, softcap=opts.softcap,
                 grad_out=buf, grad_scale=gs, z_grad_scale=zs, impl=opts.impl)
-            loss, zpart = reduce_rows(stats.loss, stats.z, opts.reduction, gs, zs)
+            main, zrows = _weights.weighted(stats, sw)
+            loss, zpart = reduce_rows(main, zrows, opts.reduction, red_gs, red_zs)
             loss, zpart = loss.to(out_dtype), zpart.to(out_dtype)
             if target_grad:
                 lse = stats.lse
@@ -220,13 +170,13 @@ class _FusedCrossEntropy(torch.autograd.Function):
         ctx.src_ref = None if src is None or keep_src else weakref.ref(src)
         ctx.src_version = None if src is None else src._version
         ctx.save_for_backward(None if (overwritten or src is not None) else x, target, weight,
-                              gs, zs, lse, src if keep_src else None)
+                              sw, gs, zs, lse, src if keep_src else None)
         ctx.mark_non_differentiable(zpart)
         return loss, zpart
 
     @staticmethod
     def backward(ctx, grad_loss, grad_zpart):
-        x, target, weight, gs, zs, lse, src = ctx.saved_tensors
+        x, target, weight, sw, gs, zs, lse, src = ctx.saved_tensors
         if src is None and ctx.src_ref is not None:
             src = ctx.src_ref()
             if src is not None and src._version != ctx.src_version:
@@ -241,7 +191,7 @@ class _FusedCrossEntropy(torch.autograd.Function):
             # create_graph=True: the gradient itself must be differentiable (Hessian-vector
             # products, gradgradcheck), so take it by autograd of the composite.
             return _FusedCrossEntropy._differentiable_backward(ctx, x, src, target, weight,
-                                                               grad_loss)
+                                                               sw, grad_loss)
         rows = x
         if rows is None and src is not None:
             rows = _as_rows(src, ctx.num_classes)
@@ -273,16 +223,16 @@ class _FusedCrossEntropy(torch.autograd.Function):
             gt = (lse.unsqueeze(1) - z) * (1.0 - opts.label_smoothing)
             if weight is not None:
                 gt = gt * weight
-            go = grad_loss.to(ctx.acc)
-            gt = gt * (gs * go).reshape(-1, 1) if opts.reduction == "none" else gt * (gs * go)
+            f = gs * grad_loss.to(ctx.acc)  # per row (R,) or one scalar
+            gt = gt * (f.reshape(-1, 1) if f.dim() else f)
             grad_t = gt.to(ctx.dtype)
         if not need_x:
-            return None, grad_t, None, None, None
+            return None, grad_t, None, None, None, None
         (buf,) = scale_by_grad_output((buf,), grad_loss, opts.reduction == "none")
-        return buf, grad_t, None, None, None
+        return buf, grad_t, None, None, None, None
 
     @staticmethod
-    def _differentiable_backward(ctx, x, src, target, weight, grad_loss):
+    def _differentiable_backward(ctx, x, src, target, weight, sw, grad_loss):
         need_x, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if x is None and src is None:
             raise RuntimeError(
@@ -294,13 +244,13 @@ class _FusedCrossEntropy(torch.autograd.Function):
                 "call it without inplace_backward and keep a reference to the logits")
         with torch.enable_grad(), autocast_off(grad_loss.device.type):
             rows = x if x is not None else _as_rows(src, ctx.num_classes)
-            loss, _ = composite_rows(rows, target, weight, ctx.opts, ctx.out_dtype)
+            loss, _ = composite_rows(rows, target, weight, ctx.opts, ctx.out_dtype, sw=sw)
             inputs = ([rows] if need_x else []) + ([target] if need_t else [])
             grads = list(torch.autograd.grad(loss, inputs, grad_loss, create_graph=True,
                                              allow_unused=True))
         grad_x = grads.pop(0) if need_x else None
         grad_t = grads.pop(0) if need_t else None
-        return grad_x, grad_t, None, None, None
+        return grad_x, grad_t, None, None, None, None
 
 
 def _contiguous_rows(x: torch.Tensor) -> torch.Tensor:
@@ -352,7 +302,8 @@ def _rows_layout(logits: torch.Tensor, target: torch.Tensor, prob: bool, functio
 def cross_entropy(
     logits: torch.Tensor, target: torch.Tensor, weight: Any = ...,
     size_average: bool | None = ..., ignore_index: int = ..., reduce: bool | None = ...,
-    reduction: str = ..., label_smoothing: float = ..., *, z_loss: float = ...,
+    reduction: str = ..., label_smoothing: float = ..., *, sample_weight: Any = ...,
+    z_loss: float = ...,
     softcap: float | None = ..., inplace_backward: bool = ...,
     return_z_loss: Literal[False] = ..., impl: str = ...,
 ) -> torch.Tensor: ...
@@ -362,7 +313,8 @@ def cross_entropy(
 def cross_entropy(
     logits: torch.Tensor, target: torch.Tensor, weight: Any = ...,
     size_average: bool | None = ..., ignore_index: int = ..., reduce: bool | None = ...,
-    reduction: str = ..., label_smoothing: float = ..., *, z_loss: float = ...,
+    reduction: str = ..., label_smoothing: float = ..., *, sample_weight: Any = ...,
+    z_loss: float = ...,
     softcap: float | None = ..., inplace_backward: bool = ..., return_z_loss: Literal[True],
     impl: str = ...,
 ) -> tuple[torch.Tensor, torch.Tensor]: ...
@@ -372,7 +324,8 @@ def cross_entropy(
 def cross_entropy(
     logits: torch.Tensor, target: torch.Tensor, weight: Any = ...,
     size_average: bool | None = ..., ignore_index: int = ..., reduce: bool | None = ...,
-    reduction: str = ..., label_smoothing: float = ..., *, z_loss: float = ...,
+    reduction: str = ..., label_smoothing: float = ..., *, sample_weight: Any = ...,
+    z_loss: float = ...,
     softcap: float | None = ..., inplace_backward: bool = ..., return_z_loss: bool,
     impl: str = ...,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
@@ -388,6 +341,7 @@ def cross_entropy(
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     *,
+    sample_weight: Any = None,
     z_loss: float = 0.0,
     softcap: float | None = None,
     inplace_backward: bool = False,
@@ -429,6 +383,12 @@ def cross_entropy(
     One deliberate difference from PyTorch: when every target is ignored (or the batch is
     empty), ``"mean"`` gives 0 with a zero gradient, not NaN.
 
+    Per-token weights ``s_i`` (``sample_weight``, which PyTorch lacks) multiply each row's
+    loss, z-loss included, and its gradient; "mean" is then
+    ``sum_i s_i w_{y_i} l_i / sum_i s_i w_{y_i}`` over the non-ignored rows (0 when every
+    counted weight is 0), the z-loss averaged with the weights ``s_i``, and probability
+    targets divide by ``sum_i s_i``.
+
     The z-loss (PaLM) ``z_loss * lse**2`` is added on each non-ignored row, unweighted by
     ``weight``; with ``reduction="mean"`` it is averaged over the non-ignored rows (all rows for
     probability targets), so it stays the mean z-loss whatever the class weights (the
@@ -445,6 +405,10 @@ def cross_entropy(
         size_average, reduce: PyTorch's deprecated reduction flags, mapped to ``reduction``
             as PyTorch maps them (None: use ``reduction``).
         ignore_index: class index whose rows count neither in the loss nor in the mean.
+        sample_weight: optional per-row (per-token) weights of the shape of the targets'
+            batch dimensions ((N,), (), (N, d1, ...)) or broadcastable to it; a tensor, a
+            sequence or a NumPy array, used in the accumulation dtype. It receives no
+            gradient. Combines with ``weight``, ``ignore_index`` and ``label_smoothing``.
         reduction: ``"mean"`` (weighted mean over non-ignored rows), ``"sum"`` or ``"none"``
             (shape of ``target``'s batch dimensions).
         label_smoothing: epsilon in [0, 1]; targets become ``(1 - eps) * onehot + eps / C``.
@@ -472,7 +436,8 @@ def cross_entropy(
     Raises:
         ValueError: unknown ``reduction``; ``label_smoothing`` outside [0, 1]; ``z_loss < 0``;
             ``softcap`` not a positive finite number or None; ``ignore_index`` not an integer
-            within int64; logits with no class (C = 0); target or weight shape mismatch;
+            within int64; logits with no class (C = 0); target, weight or sample_weight
+            shape mismatch;
             (CPU) a class index out of range, probability targets outside [0, 1], or, for
             ``reduction="mean"``, class weights of the non-ignored targets that sum to 0
             (the weighted mean is undefined; on an accelerator, where checking would cost a
@@ -524,9 +489,10 @@ def cross_entropy(
                          f"{tuple(shape)}")
     prob = target.is_floating_point()
     if weight is not None:
-        weight = _class_weight(weight, num_classes, logits)
+        weight = _weights.class_weight(weight, num_classes, logits)
     functional = functorch_active(logits, target, weight)
     x, t, batch, copied = _rows_layout(logits, target, prob, functional)
+    sw = _weights.sample_weight(sample_weight, batch, logits)
     if prob:
         check_probabilities(target)
         t = t.to(dtype=x.dtype)
@@ -553,15 +519,16 @@ def cross_entropy(
     check = device_type == "cpu" and not functional
     with autocast_off(device_type, amp):
         if functional or x.shape[0] == 0:
-            loss, zpart = composite_rows(x, t, weight, opts, out_dtype, check)
+            loss, zpart = composite_rows(x, t, weight, opts, out_dtype, check, sw)
         else:
             if prob:
                 ext = use_extension(x, opts.impl)
             if needs_grad:
                 mode = "inplace" if (inplace_backward or copied) else "new"
-                loss, zpart = _FusedCrossEntropy.apply(x, t, weight, logits if copied else None,
+                loss, zpart = _FusedCrossEntropy.apply(x, t, weight, sw,
+                                                       logits if copied else None,
                                                        (opts, mode, out_dtype, ext))
-            elif ext:
+            elif ext and sw is None:
                 loss, zpart = _fused(x.detach(), t.detach(), weight, None, opts,
                                      out_dtype != x.dtype)
             else:
@@ -569,14 +536,16 @@ def cross_entropy(
                                      ignore_index=opts.ignore_index,
                                      label_smoothing=opts.label_smoothing, z_loss=opts.z_loss,
                                      softcap=opts.softcap, impl=opts.impl)
-                gs, zs = _scales(t, weight, opts, acc_dtype(x.dtype), x.device, check)
-                loss, zpart = reduce_rows(stats.loss, stats.z, opts.reduction, gs, zs)
+                gs, zs = _weights.scales(t, weight, sw, opts, acc_dtype(x.dtype), x.device, check)
+                main, zrows = _weights.weighted(stats, sw)
+                loss, zpart = reduce_rows(main, zrows, opts.reduction, gs, zs)
                 loss, zpart = loss.to(out_dtype), zpart.to(out_dtype)
     return finish(loss, zpart, opts.reduction, batch, return_z_loss)
 
 
 def softmax_cross_entropy_rows(logits: torch.Tensor, targets: Any, *, axis: int = -1,
-                               weight: Any = None, ignore_index: Any = -100,
+                               weight: Any = None, sample_weight: Any = None,
+                               ignore_index: Any = -100,
                                label_smoothing: Any = 0.0, reduction: str = "mean"
                                ) -> torch.Tensor:
     """:func:`crossent.softmax_cross_entropy` on torch tensors, registered as its torch path:
@@ -590,7 +559,8 @@ def softmax_cross_entropy_rows(logits: torch.Tensor, targets: Any, *, axis: int 
         if targets.is_floating_point():
             targets = torch.movedim(targets, ax, 1)
     return cross_entropy(logits, targets, weight=weight, ignore_index=ignore_index,
-                         label_smoothing=label_smoothing, reduction=reduction)
+                         label_smoothing=label_smoothing, reduction=reduction,
+                         sample_weight=sample_weight)
 
 
 # cross_entropy follows autocast's float32 rule itself, without a float32 copy of the logits

@@ -134,11 +134,36 @@ def _binary(logits: torch.Tensor, targets: torch.Tensor, weight: Any, pos_weight
 
 
 def sigmoid_cross_entropy(logits: Any, targets: Any, *, weight: Any = None,
-                          pos_weight: Any = None, reduction: str = "mean") -> Any:
+                          pos_weight: Any = None, sample_weight: Any = None,
+                          reduction: str = "mean") -> Any:
     """The fused CPU path of :func:`crossent.sigmoid_cross_entropy` (same signature), or
     ``NotImplemented`` where the definition serves the call."""
     if not _served(logits, targets, reduction) or targets.shape != logits.shape:
         return NotImplemented
+    den = None
+    if sample_weight is not None:
+        # the weighted mean is the kernel's sum with the product of the weights, divided by
+        # sum(sample_weight) (a constant: the weights take no gradient here)
+        if (not isinstance(sample_weight, torch.Tensor) or sample_weight.requires_grad
+                or not sample_weight.is_cpu
+                or (isinstance(weight, torch.Tensor) and weight.requires_grad)):
+            return NotImplemented
+        try:
+            sw = torch.broadcast_to(sample_weight.to(_acc(logits.dtype)), logits.shape)
+        except RuntimeError:
+            return NotImplemented  # the definition words the shape error
+        if reduction == "mean":
+            from .. import _checks
+            from ._common import safe_inv
+
+            den = safe_inv(_checks.mean_denominator(torch, sw.sum(), (sw != 0).sum(),
+                                                    "sample_weight"))
+            reduction = "sum"
+        if weight is not None:
+            if not isinstance(weight, torch.Tensor):
+                return NotImplemented
+            sw = sw * weight.to(sw.dtype)
+        weight = sw
     w, pw = _element_weight(weight, logits), _element_weight(pos_weight, logits)
     if w is False or pw is False:
         return NotImplemented
@@ -148,7 +173,8 @@ def sigmoid_cross_entropy(logits: Any, targets: Any, *, weight: Any = None,
         return loss.with_pullback(need, x, t, weight=weight, pos_weight=pos_weight,
                                   reduction=reduction)
 
-    return _binary(logits, targets, w, pw, False, -1.0, 0.0, reduction, generic)
+    out = _binary(logits, targets, w, pw, False, -1.0, 0.0, reduction, generic)
+    return out if den is None else out * den.to(out.dtype)
 
 
 def sigmoid_focal_loss(logits: Any, targets: Any, *, alpha: Any = 0.25, gamma: Any = 2.0,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal, overload
+import math
+from typing import Any, Literal, NamedTuple, overload
 
 import torch
 import torch.nn.functional as F
 
 from .. import _checks
+from . import _weights
 from ._common import (
     ChunkGrads,
     Opts,
@@ -15,16 +17,13 @@ from ._common import (
     autocast_enabled,
     autocast_off,
     check_labels,
-    check_linear_shapes,
     check_options,
-    finish,
+    check_probabilities,
     functorch_active,
     logit_chunks,
     loss_dtype,
-    mean_scale,
     needs_grad,
     reduce_rows,
-    require_class_indices,
     require_floating,
     require_tensor,
     scale_by_grad_output,
@@ -73,150 +72,319 @@ def choose_chunk_size(n: int, v: int, h: int, *, itemsize: int = 4,
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
-    """(N, H) hidden, (V, H) weight, (V,) bias, (N,) targets -> (loss, z_part).
+    """(N, H) hidden, (D*C, H) weight, (D*C,) bias, (N*D,) or (N*D, C) targets -> (loss,
+    z_part, lse rows). Each hidden row gives D cross-entropy rows over C classes (D = 1 but
+    for torch's K-dimensional heads, whose weight rows the caller has ordered (d, c)).
 
     mean/sum: every gradient is accumulated chunk by chunk in the forward (the logits chunk
     turns into d loss / d logits in place, then grad_h = g @ W, grad_W += g.T @ h,
-    grad_b += g.sum(0)); backward scales them by grad_output. none: the forward computes only
-    the loss and the backward recomputes the chunks with the per-row grad_output folded in,
-    since grad_W = sum_i go_i g_i h_i^T cannot be scaled after the fact. A second backward
-    through a retained graph recomputes the same way. A differentiable backward
-    (``create_graph=True``) differentiates the composite ``F.linear`` + cross-entropy on the
-    materialised logits instead (N x V memory, for that backward only).
+    grad_b += g.sum(0); for probability targets that require grad, their gradient
+    ``(1 - eps) w_c (lse - z_c)`` from the chunk before it is overwritten); backward scales
+    them by grad_output. none: the forward computes only the loss and the backward recomputes
+    the chunks with the per-row grad_output folded in, since grad_W = sum_i go_i g_i h_i^T
+    cannot be scaled after the fact. A second backward through a retained graph recomputes
+    the same way. A differentiable backward (``create_graph=True``) differentiates the
+    composite ``F.linear`` + cross-entropy on the materialised logits instead (N x V memory,
+    for that backward only).
+
+    ``cfg`` is ``(opts, chunk, out_dtype, num_classes)``; ``cw`` the class weight, ``sw`` the
+    (N*D,) sample weights (None for none).
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, target, opts: Opts, chunk: int,
-                out_dtype: torch.dtype):
+    def forward(ctx, hidden, weight, bias, target, cw, sw, cfg):
+        opts, chunk, out_dtype, c = cfg
         acc = acc_dtype(hidden.dtype)
-        n = hidden.shape[0]
-        # known before any chunk: the kernel scales each chunk's gradient by it
-        gs = mean_scale(target != opts.ignore_index, opts.reduction, acc)
-        need = tuple(ctx.needs_input_grad[:3])
+        # known before any chunk: the kernel scales each chunk's gradient by them
+        red_gs, red_zs = _weights.scales(target, cw, sw, opts, acc, hidden.device, hidden.is_cpu)
+        gs, zs = _weights.row_scales(red_gs, red_zs, sw)
+        need = tuple(ctx.needs_input_grad[:4])
         precompute = opts.reduction != "none" and any(need)
-        loss_rows = torch.empty(n, dtype=acc, device=hidden.device)
-        z_rows = torch.empty(n, dtype=acc, device=hidden.device)
-        grads = _chunks(hidden, weight, bias, target, opts, chunk, gs, need if precompute else
-                        (False, False, False), loss_rows, z_rows)
-        loss, zpart = reduce_rows(loss_rows, z_rows, opts.reduction, gs)
-        ctx.opts, ctx.chunk, ctx.out_dtype = opts, chunk, out_dtype
+        rows = target.shape[0]
+        loss_rows = torch.empty(rows, dtype=acc, device=hidden.device)
+        z_rows, lse_rows = torch.empty_like(loss_rows), torch.empty_like(loss_rows)
+        grads = _chunks(hidden, weight, bias, target, cw, opts, chunk, c, gs, zs,
+                        need if precompute else (False,) * 4, loss_rows, z_rows, lse_rows)
+        main, zr = (loss_rows, z_rows) if sw is None else (loss_rows * sw, z_rows * sw)
+        loss, zpart = reduce_rows(main, zr, opts.reduction, red_gs, red_zs)
+        ctx.cfg = cfg
         ctx.grads = grads if precompute else None
         # References only (no copies): a backward without precomputed gradients (reduction
         # "none", or a second backward through a retained graph) recomputes the chunks.
-        ctx.save_for_backward(hidden, weight, bias, target, gs)
-        ctx.mark_non_differentiable(zpart)
-        return loss.to(out_dtype), zpart.to(out_dtype)
+        ctx.save_for_backward(hidden, weight, bias, target, cw, sw, gs, zs)
+        ctx.mark_non_differentiable(zpart, lse_rows)
+        return loss.to(out_dtype), zpart.to(out_dtype), lse_rows
 
     @staticmethod
-    def backward(ctx, grad_loss, grad_zpart):
+    def backward(ctx, grad_loss, grad_zpart, grad_lse):
         grads = ctx.grads
         ctx.grads = None  # hand the tensors over: autograd may adopt them without a copy
+        opts, chunk, out_dtype, c = ctx.cfg
+        hidden, weight, bias, target, cw, sw, gs, zs = ctx.saved_tensors
+        need = tuple(ctx.needs_input_grad[:4])
         if torch.is_grad_enabled():  # create_graph=True: the gradients must be differentiable
-            hidden, weight, bias, target, _ = ctx.saved_tensors
-            need = ctx.needs_input_grad[:3]
             with torch.enable_grad(), autocast_off(grad_loss.device.type):
-                loss, _ = composite_rows(F.linear(hidden, weight, bias), target, None, ctx.opts,
-                                         ctx.out_dtype)
-                inputs = [t for t, n in zip((hidden, weight, bias), need, strict=True) if n]
+                logits = F.linear(hidden, weight, bias).reshape(-1, c)
+                loss, _ = composite_rows(logits, target, cw, opts, out_dtype, sw=sw)
+                inputs = [t for t, n in zip((hidden, weight, bias, target), need, strict=True)
+                          if n]
                 got = iter(torch.autograd.grad(loss, inputs, grad_loss, create_graph=True))
-            gh, gw, gb = (next(got) if n else None for n in need)
-            return gh, gw, gb, None, None, None, None
+            out = tuple(next(got) if n else None for n in need)
+            return (*out, None, None, None)
         if grads is None:
-            hidden, weight, bias, target, gs = ctx.saved_tensors
-            # per-row grad_output for "none"; otherwise the mean's scale times the scalar
-            scale = grad_loss.to(gs.dtype) * gs
-            n = hidden.shape[0]
-            tmp = torch.empty(n, dtype=gs.dtype, device=hidden.device)
+            # per-row grad_output for "none"; otherwise the reduction's scale times the scalar
+            go = grad_loss.to(gs.dtype)
+            tmp = torch.empty(target.shape[0], dtype=gs.dtype, device=hidden.device)
             with autocast_off(hidden.device.type):
-                gh, gw, gb = _chunks(hidden, weight, bias, target, ctx.opts, ctx.chunk, scale,
-                                     tuple(ctx.needs_input_grad[:3]), tmp, torch.empty_like(tmp))
-            return gh, gw, gb, None, None, None, None
-        gh, gw, gb = scale_by_grad_output(grads, grad_loss)
-        return gh, gw, gb, None, None, None, None
+                grads = _chunks(hidden, weight, bias, target, cw, opts, chunk, c, go * gs,
+                                go * zs, need, tmp, torch.empty_like(tmp), torch.empty_like(tmp))
+            return (*grads, None, None, None)
+        return (*scale_by_grad_output(grads, grad_loss), None, None, None)
 
 
-def _chunks(hidden, weight, bias, target, opts: Opts, chunk: int, scale, need,
-            loss_rows, z_rows):
-    """Run the chunk loop; fill loss_rows / z_rows and return (grad_h, grad_w, grad_b) for the
-    inputs in ``need`` (None elsewhere), each already multiplied by ``scale`` (0-d or (N,))."""
-    need_w = need[1]
-    grad = any(need)
-    grads = ChunkGrads(hidden, weight, need)
-    per_row = isinstance(scale, torch.Tensor) and scale.dim() == 1
+def _chunks(hidden, weight, bias, target, cw, opts: Opts, chunk: int, c: int, gs, zs, need,
+            loss_rows, z_rows, lse_rows):
+    """Run the chunk loop over the rows of ``hidden``; fill the per-CE-row loss, z-loss and
+    lse and return (grad_h, grad_w, grad_b, grad_target) for the inputs in ``need`` (None
+    elsewhere), each already multiplied by the scales ``gs`` (main term) and ``zs`` (z-loss),
+    0-d or one per cross-entropy row."""
+    need_w, need_t = need[1], need[3]
+    grad = any(need[:3])
+    grads = ChunkGrads(hidden, weight, need[:3])
+    groups = weight.shape[0] // c  # cross-entropy rows per hidden row
+    prob = target.is_floating_point()
+    gt = torch.empty_like(target) if need_t else None
+    rows_gs = isinstance(gs, torch.Tensor) and gs.dim() == 1
+    rows_zs = isinstance(zs, torch.Tensor) and zs.dim() == 1
+    eps = opts.label_smoothing
     for i0, i1, hc, lc in logit_chunks(hidden, weight, bias, chunk):
-        if need_w:
+        r0, r1 = i0 * groups, i1 * groups
+        x = lc.view(-1, c)  # (rows, C) cross-entropy rows, contiguous
+        tc = target[r0:r1]
+        gsc = gs[r0:r1] if rows_gs else gs
+        if need_w and not prob:
             # An ignored row has a zero gradient row, but 0 * inf is NaN: zero its hidden
             # state in grad_W, so a padding row of non-finite activations contributes nothing.
-            ign = (target[i0:i1] == opts.ignore_index).unsqueeze(1)
+            ign = (tc == opts.ignore_index).view(-1, groups).all(dim=1, keepdim=True)
             hc = hc.masked_fill(ign, 0.0)
+        if gt is not None:
+            # d l / d t_c = (1 - eps) w_c (lse - z_c), read before x becomes its gradient
+            z = x.to(gt.dtype if gt.dtype == torch.float64 else torch.float32)
+            if opts.softcap:
+                z = torch.tanh(z / opts.softcap) * opts.softcap
+            g = (torch.logsumexp(z, dim=1, keepdim=True) - z) * (1.0 - eps)
+            if cw is not None:
+                g = g * cw
+            gt[r0:r1] = g * (gsc.unsqueeze(1) if rows_gs else gsc)
         st = rows_forward(
-            lc, target[i0:i1], ignore_index=opts.ignore_index,
-            label_smoothing=opts.label_smoothing, z_loss=opts.z_loss, softcap=opts.softcap,
-            grad_out=lc if grad else None,  # the logits chunk becomes its own gradient
-            grad_scale=scale[i0:i1] if per_row else scale, impl=opts.impl)
-        loss_rows[i0:i1] = st.loss
-        z_rows[i0:i1] = st.z
+            x, tc, weight=cw, ignore_index=opts.ignore_index, label_smoothing=eps,
+            z_loss=opts.z_loss, softcap=opts.softcap,
+            grad_out=x if grad else None,  # the logits chunk becomes its own gradient
+            grad_scale=gsc, z_grad_scale=zs[r0:r1] if rows_zs else zs, impl=opts.impl)
+        loss_rows[r0:r1] = st.loss
+        z_rows[r0:r1] = st.z
+        lse_rows[r0:r1] = st.lse
         if grad:
             grads.add(i0, i1, lc, hc)
-    return grads.result(bias)
+    return (*grads.result(bias), gt)
+
+
+class _Rows(NamedTuple):
+    """A linear cross-entropy call brought to rows: what the chunk loop takes."""
+
+    hidden: torch.Tensor  # (N, H)
+    weight: torch.Tensor  # (D*C, H), rows ordered (d, c)
+    bias: torch.Tensor | None  # (D*C,)
+    target: torch.Tensor  # (N*D,) int64 or (N*D, C) probabilities
+    sw: torch.Tensor | None  # (N*D,)
+    num_classes: int
+    batch: tuple[int, ...]  # the shape of the per-position losses
+    shifted: tuple[int, ...] | None  # with shift=True: the unshifted batch shape
+
+
+def _alias(value: Any, alias: Any, name: str, alias_name: str) -> Any:
+    """One argument reachable under two names (crossent's and torch's)."""
+    if alias is None:
+        return value
+    if value is not None:
+        raise TypeError(f"linear_cross_entropy got both {name} and {alias_name} (the same "
+                        f"argument under torch's name); pass one")
+    return alias
+
+
+def _layout(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+            target: torch.Tensor, sample_weight: Any, ignore_index: int, shift: bool,
+            like_acc: torch.Tensor) -> _Rows:
+    """Check the shapes and bring (hidden, weight, bias, target, sample_weight) to rows.
+
+    A 2-D weight (C, H) takes hidden (..., H); a weight (C, d1, ..., dK, H) is torch's
+    K-dimensional head, hidden (N, H) or (H,) and logits (N, C, d1, ..., dK): its rows are
+    reordered (d, c) so that each hidden row's logits are D contiguous rows of C classes.
+    ``shift``: position t's loss uses hidden t and target t + 1 along hidden's second-to-last
+    axis (the sequence); the hidden states are a prefix view, never copied."""
+    if weight.dtype != hidden.dtype or (bias is not None and bias.dtype != hidden.dtype):
+        raise TypeError("hidden, lm_head_weight and bias must share a dtype, got "
+                        f"{hidden.dtype}, {weight.dtype}"
+                        + ("" if bias is None else f", {bias.dtype}"))
+    h = hidden.shape[-1] if hidden.dim() else 0
+    if hidden.dim() < 1 or weight.dim() < 2 or weight.shape[-1] != h:
+        raise ValueError("lm_head_weight must have shape (C, H) or (C, d1, ..., dK, H) with "
+                         f"H = hidden.shape[-1], got hidden {tuple(hidden.shape)} and "
+                         f"lm_head_weight {tuple(weight.shape)}")
+    c, kdims = weight.shape[0], tuple(weight.shape[1:-1])
+    if c == 0:
+        raise ValueError("lm_head_weight must have at least one row (class): the logits would "
+                         f"have shape {(*hidden.shape[:-1], 0)}")
+    if bias is not None and tuple(bias.shape) != tuple(weight.shape[:-1]):
+        raise ValueError(f"bias must have shape {tuple(weight.shape[:-1])}, got "
+                         f"{tuple(bias.shape)}")
+    lead = tuple(hidden.shape[:-1])
+    if kdims and len(lead) > 1:
+        raise ValueError(f"a K-dimensional lm_head_weight {tuple(weight.shape)} takes hidden "
+                         f"of shape (N, H) or (H,), got {tuple(hidden.shape)}")
+    if shift and (kdims or not lead):
+        raise ValueError("shift=True needs hidden of shape (..., T, H) and a 2-D "
+                         f"lm_head_weight, got hidden {tuple(hidden.shape)} and "
+                         f"lm_head_weight {tuple(weight.shape)}")
+    prob = target.is_floating_point()
+    batch = lead + kdims
+    want = lead + (c,) + kdims if prob else batch
+    if tuple(target.shape) != want:
+        kind = "probability" if prob else "class-index"
+        raise ValueError(f"target ({kind}) must have shape {want} for hidden "
+                         f"{tuple(hidden.shape)} and lm_head_weight {tuple(weight.shape)}, "
+                         f"got {tuple(target.shape)}")
+    d = math.prod(kdims)
+    h2 = hidden.reshape(-1, h)
+    n = h2.shape[0]
+    if kdims:
+        weight = weight.reshape(c, d, h).transpose(0, 1).reshape(d * c, h)
+        if bias is not None:
+            bias = bias.reshape(c, d).t().reshape(-1)
+    if prob:
+        t = target.reshape(n, c, d).transpose(1, 2).reshape(n * d, c) if kdims \
+            else target.reshape(-1, c)
+    else:
+        t = target.reshape(-1).to(torch.int64)
+    sw = _weights.sample_weight(sample_weight, batch, like_acc)
+    shifted = None
+    if shift:
+        seq = lead[-1]
+        shifted = batch
+        batch = lead[:-1] + (max(seq - 1, 0),)
+        # rows r predict target r + 1; the last position of each sequence has no next token
+        m = max(n - 1, 0)
+        h2 = h2[:m]
+        ends = torch.arange(seq - 1, m, seq, device=h2.device) if seq > 0 else None
+        if prob:
+            t = t[1:]
+            mask = torch.ones(m, dtype=like_acc.dtype if like_acc.dtype == torch.float64
+                              else torch.float32, device=h2.device)
+            if ends is not None:
+                mask[ends] = 0.0
+            sw = mask if sw is None else sw[1:] * mask
+        else:
+            t = t[1:].clone()
+            if ends is not None:
+                t[ends] = ignore_index
+            sw = None if sw is None else sw[1:]
+    return _Rows(h2, weight, bias, t, sw, c, batch, shifted)
+
+
+def _per_position(v: torch.Tensor, rows: _Rows) -> torch.Tensor:
+    """Per-row values in the shape of the per-position losses (undoing ``shift``'s view)."""
+    if rows.shifted is None:
+        return v.reshape(rows.batch)
+    full = torch.cat([v, v.new_zeros(1)]) if math.prod(rows.shifted) else v
+    return full.reshape(rows.shifted)[..., :-1]
 
 
 @overload
 def linear_cross_entropy(
-    hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
-    bias: torch.Tensor | None = ..., *, chunk_size: int | None = ..., ignore_index: int = ...,
-    label_smoothing: float = ..., reduction: str = ..., z_loss: float = ...,
-    softcap: float | None = ..., return_z_loss: Literal[False] = ..., impl: str = ...,
+    hidden: torch.Tensor | None = ..., lm_head_weight: torch.Tensor | None = ...,
+    target: torch.Tensor | None = ..., bias: torch.Tensor | None = ..., *,
+    weight: Any = ..., sample_weight: Any = ..., chunk_size: int | None = ...,
+    ignore_index: int | None = ..., label_smoothing: float = ..., reduction: str = ...,
+    z_loss: float = ..., softcap: float | None = ..., shift: bool = ...,
+    return_z_loss: Literal[False] = ..., return_lse: Literal[False] = ..., impl: str = ...,
+    input: torch.Tensor | None = ..., linear_weight: torch.Tensor | None = ...,
+    linear_bias: torch.Tensor | None = ..., options: Any = ...,
 ) -> torch.Tensor: ...
 
 
 @overload
 def linear_cross_entropy(
-    hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
-    bias: torch.Tensor | None = ..., *, chunk_size: int | None = ..., ignore_index: int = ...,
-    label_smoothing: float = ..., reduction: str = ..., z_loss: float = ...,
-    softcap: float | None = ..., return_z_loss: Literal[True], impl: str = ...,
-) -> tuple[torch.Tensor, torch.Tensor]: ...
+    hidden: torch.Tensor | None = ..., lm_head_weight: torch.Tensor | None = ...,
+    target: torch.Tensor | None = ..., bias: torch.Tensor | None = ..., *,
+    weight: Any = ..., sample_weight: Any = ..., chunk_size: int | None = ...,
+    ignore_index: int | None = ..., label_smoothing: float = ..., reduction: str = ...,
+    z_loss: float = ..., softcap: float | None = ..., shift: bool = ...,
+    return_z_loss: bool, return_lse: Literal[False] = ..., impl: str = ...,
+    input: torch.Tensor | None = ..., linear_weight: torch.Tensor | None = ...,
+    linear_bias: torch.Tensor | None = ..., options: Any = ...,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
 
 
 @overload
 def linear_cross_entropy(
-    hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
-    bias: torch.Tensor | None = ..., *, chunk_size: int | None = ..., ignore_index: int = ...,
-    label_smoothing: float = ..., reduction: str = ..., z_loss: float = ...,
-    softcap: float | None = ..., return_z_loss: bool, impl: str = ...,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
+    hidden: torch.Tensor | None = ..., lm_head_weight: torch.Tensor | None = ...,
+    target: torch.Tensor | None = ..., bias: torch.Tensor | None = ..., *,
+    weight: Any = ..., sample_weight: Any = ..., chunk_size: int | None = ...,
+    ignore_index: int | None = ..., label_smoothing: float = ..., reduction: str = ...,
+    z_loss: float = ..., softcap: float | None = ..., shift: bool = ...,
+    return_z_loss: bool = ..., return_lse: bool = ..., impl: str = ...,
+    input: torch.Tensor | None = ..., linear_weight: torch.Tensor | None = ...,
+    linear_bias: torch.Tensor | None = ..., options: Any = ...,
+) -> torch.Tensor | tuple[torch.Tensor, ...]: ...
 
 
 def linear_cross_entropy(
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    target: torch.Tensor,
+    hidden: torch.Tensor | None = None,
+    lm_head_weight: torch.Tensor | None = None,
+    target: torch.Tensor | None = None,
     bias: torch.Tensor | None = None,
     *,
+    weight: Any = None,
+    sample_weight: Any = None,
     chunk_size: int | None = None,
-    ignore_index: int = -100,
+    ignore_index: int | None = -100,
     label_smoothing: float = 0.0,
     reduction: str = "mean",
     z_loss: float = 0.0,
     softcap: float | None = None,
+    shift: bool = False,
     return_z_loss: bool = False,
+    return_lse: bool = False,
     impl: str = "auto",
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    r"""Cross-entropy of ``hidden @ weight.T + bias`` without materialising the N x V logits.
+    input: torch.Tensor | None = None,
+    linear_weight: torch.Tensor | None = None,
+    linear_bias: torch.Tensor | None = None,
+    options: Any = None,
+) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    r"""Cross-entropy of ``hidden @ lm_head_weight.T + bias`` without materialising the logits.
 
     .. math::
-        \ell_i = \mathrm{CE}(h_i W^\top + b,\ y_i)
+        \ell_i = s_i\, \mathrm{CE}_w(h_i W^\top + b,\ y_i)
 
-    with the options of :func:`crossent.torch.cross_entropy` (label smoothing, z-loss,
-    softcap). Rows are processed in chunks: each chunk's logits are computed, turned in place
-    into their gradient by the fused row kernel, and immediately contracted into
-    ``grad_hidden = g @ W``, ``grad_W += g.T @ h`` and ``grad_b += g.sum(0)``; only those are
-    kept. The mean's denominator (number of non-ignored targets) is computed from the targets
-    up front so each chunk is scaled before its matmuls. Extra memory is one chunk of logits;
-    the values and gradients are those of ``F.cross_entropy(hidden @ weight.T + bias, target)``.
-    With ``reduction="none"`` the forward keeps only its inputs and the backward recomputes the
-    chunks (the per-row grad_output has to enter before the sum over rows in grad_W).
+    with every option of :func:`crossent.torch.cross_entropy`: class ``weight`` ``w``,
+    per-token ``sample_weight`` ``s``, ``ignore_index``, label smoothing, z-loss, softcap,
+    class-index or probability targets, the three reductions. Rows are processed in chunks:
+    each chunk's logits are computed, turned in place into their gradient by the fused row
+    kernel, and immediately contracted into ``grad_hidden = g @ W``, ``grad_W += g.T @ h``
+    and ``grad_b += g.sum(0)``; only those are kept. The mean's denominator is computed from
+    the targets and weights up front so each chunk is scaled before its matmuls. Extra memory
+    is one chunk of logits; the values and gradients are those of
+    ``F.cross_entropy(hidden @ W.T + b, target, weight=..., ...)`` (times the sample weights,
+    whose mean is ``sum_i s_i w_{y_i} l_i / sum_i s_i w_{y_i}``). With ``reduction="none"``
+    the forward keeps only its inputs and the backward recomputes the chunks (the per-row
+    grad_output has to enter before the sum over rows in grad_W).
+
+    ``shift=True`` is the causal-LM loss: the hidden state at position t is scored against
+    the target at t + 1 along the sequence axis (hidden's second-to-last), the last position
+    of each sequence scoring nothing, exactly ``F.cross_entropy(logits[..., :-1, :],
+    target[..., 1:])``; the hidden states are read through a view, never copied (only the
+    labels are). Torch's K-dimensional heads work too: a weight ``(C, d1, ..., dK, H)`` gives
+    logits ``(N, C, d1, ..., dK)`` as ``F.linear_cross_entropy`` does.
 
     An ignored row contributes nothing, not even through non-finite activations (a padding
     row whose logits are all -inf gives no NaN in ``grad_W``). A backward with
@@ -226,34 +394,56 @@ def linear_cross_entropy(
     ``torch.autocast`` the matmuls run in the autocast dtype, as ``F.linear`` does (an fp32
     ``weight`` is cast for them and receives its gradient in fp32), and the loss is float32.
 
+    torch 2.13's ``F.linear_cross_entropy`` keywords are accepted as they are: ``input``,
+    ``linear_weight``, ``linear_bias``, ``weight`` (the class weight there too),
+    ``ignore_index=None`` (meaning -100) and ``options`` (its ``batch_chunk_size`` becomes
+    ``chunk_size``).
+
     Args:
-        hidden: (..., H) activations; float16, bfloat16, float32 or float64.
-        weight: (V, H) classifier / LM-head weight, same dtype as ``hidden`` (outside
-            autocast). A DTensor (an FSDP2 ``fully_shard`` parameter read outside its
-            module's forward) is gathered in full as FSDP2 gathers it, and its gradient comes
-            back reduce-scattered, averaged over the ranks (FSDP2's default); ``bias`` too.
-        target: (...) class indices (integer); ``ignore_index`` marks rows to skip.
-        bias: optional (V,) bias.
+        hidden: (..., H) activations (torch's ``input``); float16, bfloat16, float32 or
+            float64. (N, H) or (H,) with a K-dimensional head.
+        lm_head_weight: (V, H) classifier / LM-head weight (torch's ``linear_weight``), or
+            (C, d1, ..., dK, H); same dtype as ``hidden`` (outside autocast). A DTensor (an
+            FSDP2 ``fully_shard`` parameter read outside its module's forward) is gathered in
+            full as FSDP2 gathers it, and its gradient comes back reduce-scattered, averaged
+            over the ranks (FSDP2's default); ``bias`` too.
+        target: (...) class indices (integer; ``ignore_index`` marks rows to skip), or class
+            probabilities in [0, 1] of shape (..., V) (floating; they receive a gradient when
+            they require one).
+        bias: optional (V,) bias (torch's ``linear_bias``), (C, d1, ..., dK) for a
+            K-dimensional head.
+        weight: optional (C,) class weight, as in ``F.cross_entropy``; no gradient.
+        sample_weight: optional per-position (per-token) weights of the target's batch
+            shape (broadcastable to it); with ``shift=True`` aligned with ``target`` and
+            shifted with it. No gradient.
         chunk_size: rows per chunk; None picks one from N, V, H and a memory budget
             (:func:`choose_chunk_size`).
         ignore_index, label_smoothing, reduction, z_loss, softcap: as in
-            :func:`crossent.torch.cross_entropy` (no class ``weight`` here: ``weight`` is the
-            linear layer's).
-        return_z_loss: also return the detached z-loss part.
+            :func:`crossent.torch.cross_entropy` (``ignore_index=None`` is -100).
+        shift: score position t against target t + 1 (causal LM labels), see above.
+        return_z_loss: also return the detached z-loss part (reduced as the loss).
+        return_lse: also return the detached per-position log-sum-exp of the (soft-capped)
+            logits, the loss's batch shape (0 at ignored positions): what a sampler or a
+            z-loss logger needs, without the logits.
         impl: the row routine: ``"auto"`` (the C++ kernel on CPU where available; torch ops
             elsewhere or with ``CROSSENT_NO_EXT=1``), ``"kernel"`` or ``"torch"``.
+        input, linear_weight, linear_bias, options: torch's names (see above).
 
     Returns:
-        The loss (scalar, or ``target``'s shape for ``"none"``), in ``hidden``'s dtype
-        (float32 under autocast); with ``return_z_loss=True``, ``(loss, z_loss_part)``.
+        The loss (scalar, or the per-position shape for ``"none"``), in ``hidden``'s dtype
+        (float32 under autocast); with ``return_z_loss`` and/or ``return_lse``, a tuple
+        ``(loss, z_loss_part, lse)`` of the requested ones, in that order.
 
     Raises:
         ValueError: bad options (as for ``cross_entropy``: ``reduction``,
             ``label_smoothing``, ``z_loss``, ``softcap``, ``ignore_index`` not an integer
-            within int64), mismatched shapes, a ``weight`` with no row (logits with C = 0),
-            a ``chunk_size`` that is not a positive integer, (CPU) a class index out of range.
-        TypeError: non-floating or mismatched dtypes (outside autocast), non-integer
-            targets, a non-tensor argument.
+            within int64), mismatched shapes of the target, bias, class or sample weights, a
+            weight with no row (logits with C = 0), ``shift=True`` without a sequence axis, a
+            ``chunk_size`` that is not a positive integer, (CPU) a class index out of range
+            or probabilities outside [0, 1], "mean" weights that sum to 0 over counted rows.
+        TypeError: non-floating or mismatched dtypes (outside autocast), a boolean or complex
+            target, a non-tensor argument, a missing argument, one given under both names,
+            or a 2-D ``weight=`` with no ``lm_head_weight`` (``weight`` is the class weight).
 
     Example:
         >>> import torch
@@ -268,6 +458,11 @@ def linear_cross_entropy(
         True
         >>> loss.backward(); w.grad.shape
         torch.Size([10, 4])
+        >>> hs, ys = torch.randn(2, 5, 4, generator=g), torch.randint(0, 10, (2, 5), generator=g)
+        >>> ref = torch.nn.functional.cross_entropy((hs @ w.T)[:, :-1].reshape(-1, 10),
+        ...                                         ys[:, 1:].reshape(-1))
+        >>> torch.allclose(linear_cross_entropy(hs, w, ys, shift=True), ref)
+        True
 
     Aliases: Liger-Kernel ``LigerFusedLinearCrossEntropyLoss``; Apple ml-cross-entropy
     ``linear_cross_entropy`` (Cut Cross-Entropy); PyTorch ``F.linear_cross_entropy`` with
@@ -276,17 +471,31 @@ def linear_cross_entropy(
     References:
         Wijmans et al., 2024, "Cut Your Losses in Large-Vocabulary Language Models";
         Liger-Kernel (Hsu et al., 2024) fused linear cross-entropy; PaLM z-loss; Gemma 2
-        softcapping.
+        softcapping; https://docs.pytorch.org/docs/stable/generated/torch.nn.functional.linear_cross_entropy.html.
     """
-    for name, t in (("hidden", hidden), ("weight", weight), ("target", target)):
+    hidden = _alias(hidden, input, "hidden", "input")
+    lm_head_weight = _alias(lm_head_weight, linear_weight, "lm_head_weight", "linear_weight")
+    bias = _alias(bias, linear_bias, "bias", "linear_bias")
+    if lm_head_weight is None and isinstance(weight, torch.Tensor) and weight.dim() >= 2:
+        raise TypeError("linear_cross_entropy: weight= is the (C,) class weight, as in "
+                        "F.cross_entropy; pass the linear layer's (V, H) matrix positionally "
+                        "or as lm_head_weight=")
+    for name, t in (("hidden", hidden), ("lm_head_weight", lm_head_weight),
+                    ("target", target)):
         require_tensor(t, name)
+    assert hidden is not None and lm_head_weight is not None and target is not None
     require_tensor(bias, "bias", optional=True)
     require_floating(hidden, "hidden")
-    require_class_indices(target)
-    opts = check_options(reduction, label_smoothing, z_loss, softcap, ignore_index, impl)
+    if target.dtype == torch.bool or target.is_complex():
+        raise TypeError(f"target must hold class indices (integer) or probabilities "
+                        f"(floating), got dtype {target.dtype}")
+    opts = check_options(reduction, label_smoothing, z_loss, softcap,
+                         -100 if ignore_index is None else ignore_index, impl)
+    if chunk_size is None and options is not None:
+        chunk_size = getattr(options, "batch_chunk_size", None)
     chunk_size = _checks.positive_int(chunk_size, "chunk_size", allow_none=True)
     # FSDP2 / DTensor parameters used outside their module's forward: gathered as FSDP2 would
-    weight, bias = gathered(weight, "weight"), gathered(bias, "bias")
+    w, bias = gathered(lm_head_weight, "lm_head_weight"), gathered(bias, "bias")
     hidden = replicated_activation(hidden, "hidden")
     target = replicated_activation(target, "target")
     device_type = hidden.device.type
@@ -298,41 +507,66 @@ def linear_cross_entropy(
         def to_cast(t: torch.Tensor) -> torch.Tensor:
             return t if t.dtype == torch.float64 or not t.is_floating_point() else t.to(cast)
 
-        hidden, weight = to_cast(hidden), to_cast(weight)
+        hidden, w = to_cast(hidden), to_cast(w)
         bias = None if bias is None else to_cast(bias)
-    v = check_linear_shapes(hidden, weight, bias, target)
-    batch = tuple(target.shape)
-    h2 = hidden.reshape(-1, hidden.shape[-1])
-    y = target.reshape(-1).to(torch.int64)
-    check_labels(y, v, opts.ignore_index)
-    tensors = (h2, weight) if bias is None else (h2, weight, bias)
+    prob = target.is_floating_point()
+    rows = _layout(hidden, w, bias, target, sample_weight, opts.ignore_index, bool(shift),
+                   hidden)
+    c = rows.num_classes
+    cw = _weights.class_weight(weight, c, hidden)
+    t = rows.target
+    if prob:
+        check_probabilities(target)
+        t = t.to(hidden.dtype)
+    else:
+        check_labels(t, c, opts.ignore_index)
+    tensors = tuple(x for x in (rows.hidden, rows.weight, rows.bias, t) if x is not None)
     with autocast_off(device_type):
-        if functorch_active(*tensors, y):
+        if functorch_active(*tensors):
             # torch.func transforms: the same loss as a composition of differentiable ops, on
             # the materialised logits (wrapper tensors have no storage for the chunk loop).
-            loss, zpart = composite_rows(F.linear(h2, weight, bias), y, None, opts, out_dtype)
+            logits = F.linear(rows.hidden, rows.weight, rows.bias).reshape(-1, c)
+            loss, zpart = composite_rows(logits, t, cw, opts, out_dtype, sw=rows.sw)
+            lse = torch.logsumexp(composite_logits(logits, opts), dim=1).detach()
+            if not prob:
+                lse = lse.masked_fill(t == opts.ignore_index, 0.0)
         else:
-            loss, zpart = _chunked(h2, weight, bias, y, opts, chunk_size, out_dtype, tensors)
-    return finish(loss, zpart, opts.reduction, batch, return_z_loss)
+            loss, zpart, lse = _chunked(rows._replace(target=t), cw, opts, chunk_size,
+                                        out_dtype, tensors)
+    if opts.reduction == "none":
+        loss, zpart = _per_position(loss, rows), _per_position(zpart, rows)
+    extra = ((zpart,) if return_z_loss else ()) + (
+        (_per_position(lse, rows),) if return_lse else ())
+    return (loss, *extra) if extra else loss
 
 
-def _chunked(h2, weight, bias, y, opts: Opts, chunk_size: int | None, out_dtype,
-             tensors) -> tuple[torch.Tensor, torch.Tensor]:
-    if not h2.is_contiguous():
-        h2 = h2.contiguous()
-    y = y.contiguous()
+def composite_logits(logits: torch.Tensor, opts: Opts) -> torch.Tensor:
+    """The logits the loss sees: soft-capped when ``softcap`` is set, in the accumulation
+    dtype."""
+    z = logits.to(acc_dtype(logits.dtype))
+    return torch.tanh(z / opts.softcap) * opts.softcap if opts.softcap else z
+
+
+def _chunked(rows: _Rows, cw, opts: Opts, chunk_size: int | None, out_dtype, tensors
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    h2 = rows.hidden if rows.hidden.is_contiguous() else rows.hidden.contiguous()
+    weight, bias = rows.weight, rows.bias
+    y = rows.target.contiguous()
     n, v = h2.shape[0], weight.shape[0]
     if chunk_size is None:
         chunk_size = choose_chunk_size(n, v, h2.shape[1], itemsize=h2.element_size())
     chunk = max(1, min(chunk_size, n))
+    cfg = (opts, chunk, out_dtype, rows.num_classes)
     if needs_grad(*tensors):
-        return _LinearCrossEntropy.apply(h2, weight, bias, y, opts, chunk, out_dtype)
+        return _LinearCrossEntropy.apply(h2, weight, bias, y, cw, rows.sw, cfg)
     acc = acc_dtype(h2.dtype)
-    loss_rows = torch.empty(n, dtype=acc, device=h2.device)
-    z_rows = torch.empty_like(loss_rows)
+    loss_rows = torch.empty(y.shape[0], dtype=acc, device=h2.device)
+    z_rows, lse_rows = torch.empty_like(loss_rows), torch.empty_like(loss_rows)
+    gs, zs = _weights.scales(y, cw, rows.sw, opts, acc, h2.device, h2.is_cpu)
     with torch.no_grad():
-        _chunks(h2, weight, bias, y, opts, chunk, None, (False, False, False), loss_rows,
-                z_rows)
-    gs = mean_scale(y != opts.ignore_index, opts.reduction, acc)
-    loss, zpart = reduce_rows(loss_rows, z_rows, opts.reduction, gs)
-    return loss.to(out_dtype), zpart.to(out_dtype)
+        _chunks(h2, weight, bias, y, cw, opts, chunk, rows.num_classes, gs, zs,
+                (False,) * 4, loss_rows, z_rows, lse_rows)
+    sw = rows.sw
+    main, zr = (loss_rows, z_rows) if sw is None else (loss_rows * sw, z_rows * sw)
+    loss, zpart = reduce_rows(main, zr, opts.reduction, gs, zs)
+    return loss.to(out_dtype), zpart.to(out_dtype), lse_rows

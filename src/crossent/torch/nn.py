@@ -29,7 +29,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from .. import _checks
 from .._reduce import safe_divide
@@ -161,10 +160,9 @@ class LinearCrossEntropyLoss(nn.Module):
     ``out_features``, ``bias=False``, ``device``, ``dtype``, ``reduction``, ``weight``,
     ``ignore_index``, ``label_smoothing``, ``options``), same parameter layout
     (``linear.weight``, ``linear.bias``, the class ``weight`` buffer: state dicts load both
-    ways) and same values and gradients. With class-index targets, no class ``weight`` and
-    ``out_features=()`` it runs :func:`crossent.torch.linear_cross_entropy`, chunk by chunk,
-    never materialising the logits; K-dimensional heads, class weights and probability targets
-    compute the logits and run the fused :func:`crossent.torch.cross_entropy`.
+    ways) and same values and gradients. Every call runs
+    :func:`crossent.torch.linear_cross_entropy`, chunk by chunk, never materialising the
+    logits: class-index or probability targets, class weights, K-dimensional heads.
     crossent's extras follow torch's arguments: ``z_loss``, ``softcap``, ``chunk_size``.
 
     Args:
@@ -274,30 +272,15 @@ class LinearCrossEntropyLoss(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        ii = -100 if self.ignore_index is None else self.ignore_index
         w, b = self.linear.weight, self.linear.bias
-        if not self.out_features and self.weight is None and not target.is_floating_point():
-            return linear_cross_entropy(input, w, target, b, chunk_size=self.chunk_size,
-                                        ignore_index=ii, label_smoothing=self.label_smoothing,
-                                        reduction=self.reduction, z_loss=self.z_loss,
-                                        softcap=self.softcap)
-        # linear_cross_entropy has no class weight, K-dimensional head or probability target:
-        # these materialise the logits, classes on dim 1 as torch lays them out
-        if input.dim() > 2 and not self.out_features:  # crossent's (..., H) extension
-            n = input.shape[:-1]
-            flat_t = target.reshape(-1, self.num_classes) if target.is_floating_point() \
-                else target.reshape(-1)
-            out = self._materialised(input.reshape(-1, input.shape[-1]), flat_t, w, b, ii)
-            return out.reshape(n) if self.reduction == "none" else out
-        return self._materialised(input, target, w, b, ii)
-
-    def _materialised(self, input: torch.Tensor, target: torch.Tensor, w: torch.Tensor,
-                      b: torch.Tensor | None, ii: int) -> torch.Tensor:
-        logits = F.linear(input, w, b)
-        logits = logits.reshape(*input.shape[:-1], self.num_classes, *self.out_features)
-        return cross_entropy(logits, target, weight=self.weight, ignore_index=ii,
-                             label_smoothing=self.label_smoothing, reduction=self.reduction,
-                             z_loss=self.z_loss, softcap=self.softcap)
+        if self.out_features:  # the flat head's rows are (c, d1, ..., dK) in row-major order
+            w = w.view(self.num_classes, *self.out_features, w.shape[-1])
+            b = None if b is None else b.view(self.num_classes, *self.out_features)
+        return linear_cross_entropy(input, w, target, b, weight=self.weight,
+                                    chunk_size=self.chunk_size, ignore_index=self.ignore_index,
+                                    label_smoothing=self.label_smoothing,
+                                    reduction=self.reduction, z_loss=self.z_loss,
+                                    softcap=self.softcap)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, num_classes={self.num_classes}, "
