@@ -272,7 +272,8 @@ class LinearCrossEntropyLoss(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        w, b = self.linear.weight, self.linear.bias
+        w: torch.Tensor = self.linear.weight
+        b: torch.Tensor | None = self.linear.bias
         if self.out_features:  # the flat head's rows are (c, d1, ..., dK) in row-major order
             w = w.view(self.num_classes, *self.out_features, w.shape[-1])
             b = None if b is None else b.view(self.num_classes, *self.out_features)
