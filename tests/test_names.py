@@ -27,10 +27,11 @@ EXPECTED = {
     "classification": ("softmax_cross_entropy", "sigmoid_cross_entropy", "binary_cross_entropy",
                        "mean_squared_error", "classification_error"),
     "focal": ("sigmoid_focal_loss", "softmax_focal_loss"),
-    "information": ("entropy", "cross_entropy", "kl_divergence", "js_divergence"),
+    "information": ("entropy", "cross_entropy", "kl_divergence", "generalized_kl_divergence",
+                    "js_divergence"),
     "distillation": ("distillation_loss",),
     "hinge": ("hinge_loss", "multi_margin_loss", "multiclass_hinge_loss",
-              "categorical_hinge_loss"),
+              "categorical_hinge_loss", "perceptron_loss", "multiclass_perceptron_loss"),
     "margin_softmax": ("large_margin_softmax_loss", "sphereface_loss", "cosface_loss",
                        "arcface_loss", "soft_margin_softmax_loss"),
     "ranking": ("margin_ranking_loss", "contrastive_loss", "triplet_margin_loss", "ntxent_loss",
@@ -394,7 +395,7 @@ def test_catalog_covers_every_function_in_a_stable_order():
 @pytest.mark.parametrize("family,members", [
     ("softmax", {"softmax_cross_entropy"}),
     ("information", {"entropy", "cross_entropy", "kl_divergence", "js_divergence",
-                     "log_loss"}),
+                     "log_loss", "generalized_kl_divergence"}),
     ("counter-example", {"mean_squared_error", "classification_error"}),
     ("ranking", set(EXPECTED["ranking"])),
 ])

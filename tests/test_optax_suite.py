@@ -25,9 +25,10 @@ hyper-parameters are traced like the arrays; ``mode="jit"`` does exactly that, `
 calls the loss directly with the same (mostly NumPy) inputs. The gradient cases differentiate
 JAX logits against NumPy labels, as Optax's do.
 
-Not restated: the ``where=`` mask cases (crossent has no ``where``), tuple ``axis`` (crossent
-takes one class axis), and the losses crossent has no counterpart for (CTC, perceptron,
-generalized KL, l2/huber/log-cosh/cosine, ranking_softmax_loss, dice, make_fenchel_young_loss).
+The ``where=`` masks, tuple ``axis``, the perceptron losses, the generalized KL and the KL on
+log inputs are checked against Optax itself in ``test_optax_parity.py``. Not restated: the
+losses crossent has no counterpart for (CTC, l2/huber/log-cosh/cosine, ranking_softmax_loss,
+dice, make_fenchel_young_loss).
 """
 
 from __future__ import annotations

@@ -166,6 +166,7 @@ def test_sigmoid_ce_sample_weight(backend, red, use_w):
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
+import crossent.torch  # noqa: E402
 
 
 def _torch_ref(x, y, w, s, eps, red, ii=-100):

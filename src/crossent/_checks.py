@@ -265,6 +265,32 @@ def sample_weight(xp: Any, value: Any, shape: tuple, dtype: Any, device: Any,
                          f"of the per-position losses {tuple(shape)}") from e
 
 
+def where_mask(xp: Any, where: Any, shape: tuple, axis: int | None, dtype: Any, device: Any,
+               name: str = "where") -> Any:
+    """Optax's ``where=``: the elements that take part, as a 0/1 array of ``dtype`` broadcast
+    to ``shape`` (None stays None). A mask with one dimension fewer than ``shape`` is per
+    position and is expanded along the class ``axis`` first (Optax's rule); booleans and 0/1
+    numbers are accepted; any other value, or a shape that does not broadcast, is a
+    ValueError naming ``where``."""
+    if where is None:
+        return None
+    m = where
+    if not (hasattr(m, "shape") and A.namespace(m) is xp):
+        m = xp.asarray(m, device=device) if device is not None else xp.asarray(m)
+    if axis is not None and m.ndim == len(shape) - 1:
+        m = xp.expand_dims(m, axis=axis)
+    if "bool" not in A.dtype_name(m.dtype):
+        if A.concrete(m) and any_true(xp, (m != 0) & (m != 1)):
+            raise ValueError(f"{name} must be a boolean mask (or 0/1 numbers), got values "
+                             f"in [{float(xp.min(m))}, {float(xp.max(m))}]")
+        m = m != 0
+    try:
+        return xp.astype(xp.broadcast_to(m, tuple(shape)), dtype)
+    except (ValueError, RuntimeError, TypeError) as e:
+        raise ValueError(f"{name} of shape {tuple(m.shape)} does not broadcast to "
+                         f"{tuple(shape)}") from e
+
+
 def avg_factor(value: Any, reduction_: str) -> float | Any | None:
     """The optional replacement of the mean's denominator (mmdetection's ``avg_factor``, e.g.
     RetinaNet's number of positive anchors): None, or a non-negative finite number (a traced

@@ -491,7 +491,9 @@ _loss(
         "'mean' (over elements) exactly.",
         "Optax kl_divergence(log_predictions, targets) likewise takes the log of the "
         "approximation first and returns per-distribution values (crossent reduction='none'); "
-        "kl_divergence_with_log_targets takes both in log space.",
+        "kl_divergence_with_log_targets(log_predictions, log_targets) takes both in log space: "
+        "crossent kl_divergence(log_targets, log_predictions, log_inputs=True). Optax's where= "
+        "masks and tuple axis= are crossent's too.",
         "Keras kl_divergence(y_true, y_pred) has crossent's order, clips both to [1e-7, 1] and "
         "sums over the last axis; KLDivergence averages over the batch (= crossent 'mean'). "
         "'kld' / 'KLD' are its string identifiers; kullback_leibler_divergence is the Keras 2 "
@@ -511,6 +513,30 @@ _loss(
         "https://pytorch.org/docs/stable/generated/torch.nn.KLDivLoss.html",
         _KERAS_P, _OPTAX, _GLUON,
     ),
+    task=None, sample="two_dists",
+)
+
+_loss(
+    "generalized_kl_divergence", "information", "information",
+    "two non-negative measures (not necessarily normalised): reference p and approximation q",
+    "D(p ‖ q) = Σ_i p_i log(p_i / q_i) - p_i + q_i (the Bregman divergence of x log x - x)",
+    "∂D/∂p_i = log(p_i / q_i); ∂D/∂q_i = 1 - p_i / q_i "
+    "(crossent.grad(generalized_kl_divergence, argnums=1))",
+    {
+        "common": ("Generalized KL Divergence", "Generalized Kullback-Leibler Divergence",
+                   "I-Divergence", "Convex KL Divergence"),
+        "Optax": ("generalized_kl_divergence", "convex_kl_divergence"),
+    },
+    (
+        "Optax generalized_kl_divergence(log_predictions, targets) takes the LOG of the "
+        "approximation first and returns per-distribution values: crossent "
+        "generalized_kl_divergence(targets, exp(log_predictions), reduction='none'); "
+        "convex_kl_divergence is its deprecated name.",
+        "For distributions that sum to 1 it equals kl_divergence; it is the loss of "
+        "KL-divergence NMF (Lee & Seung).",
+    ),
+    ("Boyd & Vandenberghe, Convex Optimization (2004), p. 90",
+     "Lee & Seung 2001, 'Algorithms for non-negative matrix factorization'", _OPTAX),
     task=None, sample="two_dists",
 )
 
@@ -792,6 +818,42 @@ _loss(
         "vector machines', JMLR 2",
         _OPTAX,
     ),
+    task="multiclass", sample="logits_labels",
+)
+
+_loss(
+    "perceptron_loss", "hinge", "margin",
+    "real-valued scores + labels in {-1, 1} or {0, 1}",
+    "l = max(0, -t s), t ∈ {-1, 1} (a 0 label is read as -1): the hinge without its margin",
+    "∂l/∂s = -t [-t s > 0] (0 at the kink s = 0)",
+    {
+        "common": ("Perceptron Loss", "Binary Perceptron Loss"),
+        "Optax": ("perceptron_loss",),
+    },
+    (
+        "Optax perceptron_loss(predictor_outputs, targets) takes ±1 targets and returns "
+        "element-wise losses (crossent reduction='none').",
+        "scikit-learn Perceptron / SGDClassifier(loss='perceptron') minimise this loss.",
+    ),
+    ("Rosenblatt 1958, 'The perceptron: a probabilistic model for information storage and "
+     "organization in the brain'", _OPTAX),
+    task=None, sample="scores_pm1",
+)
+
+_loss(
+    "multiclass_perceptron_loss", "hinge", "margin",
+    "scores (..., C) + integer labels",
+    "l = max_j s_j - s_y (Crammer-Singer's hinge without its margin)",
+    "∂l/∂s = onehot(argmax_j s_j) - onehot(y) (tied maxima share the first term)",
+    {
+        "common": ("Multiclass Perceptron Loss", "Structured Perceptron Loss"),
+        "Optax": ("multiclass_perceptron_loss",),
+    },
+    (
+        "Optax multiclass_perceptron_loss(scores, labels) returns per-example losses.",
+    ),
+    ("Collins 2002, 'Discriminative training methods for hidden Markov models: theory and "
+     "experiments with perceptron algorithms', EMNLP", _OPTAX),
     task="multiclass", sample="logits_labels",
 )
 

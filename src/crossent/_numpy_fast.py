@@ -25,7 +25,7 @@ _REDUCTIONS = ("mean", "sum", "none")
 def softmax_cross_entropy(need: tuple[str, ...], logits: Any, targets: Any, *,
                           axis: Any = -1, weight: Any = None, sample_weight: Any = None,
                           ignore_index: Any = -100, label_smoothing: Any = 0.0,
-                          reduction: Any = "mean"
+                          where: Any = None, reduction: Any = "mean"
                           ) -> tuple[Any, Pullback | None] | Any:
     """Softmax cross-entropy of ``(N, C)`` float32/float64 logits and in-range integer labels,
     no class or sample weights, no smoothing: ``lse(s) - s_y``, gradient ``softmax(s) - onehot(y)``
@@ -34,7 +34,7 @@ def softmax_cross_entropy(need: tuple[str, ...], logits: Any, targets: Any, *,
             and logits.dtype in _FLOATS and targets.ndim == 1 and targets.dtype.kind in "iu"
             and targets.shape[0] == logits.shape[0] > 0 and logits.shape[1] > 0
             and type(axis) is int and axis in (-1, 1) and weight is None
-            and sample_weight is None
+            and sample_weight is None and where is None
             and type(label_smoothing) in (int, float) and label_smoothing == 0
             and type(ignore_index) is int and -2**63 <= ignore_index < 2**63
             and reduction in _REDUCTIONS

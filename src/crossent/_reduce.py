@@ -37,6 +37,12 @@ def reduce(xp: Any, loss: Array, reduction: str, denominator: Array | None = Non
     return safe_divide(xp, total, denominator)
 
 
+def masked(xp: Any, values: Array, mask: Array | None) -> Array:
+    """``values`` where ``mask`` (a 0/1 array, or None for none) is 1, exactly 0 elsewhere,
+    even where the values are infinite or NaN (a product would keep those)."""
+    return values if mask is None else xp.where(mask > 0, values, xp.zeros_like(values))
+
+
 def grad_scale(xp: Any, shape: tuple, reduction: str, denominator: Array | None
                ) -> Array | float:
     """d(reduced loss) / d(per-position loss): 1 for none/sum, 1/denominator for mean."""

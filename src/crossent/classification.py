@@ -10,11 +10,13 @@ Cross-Entropy) applies a sigmoid to each score independently, for binary and mul
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from . import _array as A
 from . import _checks
-from ._reduce import grad_scale, reduce
+from ._axes import over_axes
+from ._reduce import grad_scale, masked, reduce
 from .activations import _lse, _lse_parts
 from .gradients import Pullback, loss, scaled_pullback
 
@@ -36,9 +38,10 @@ __all__ = [
       torch="crossent.torch.cross_entropy:softmax_cross_entropy_rows",
       numpy="crossent._numpy_fast:softmax_cross_entropy")
 def softmax_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, *,
-                          axis: int = -1, weight: Array | None = None,
+                          axis: int | tuple[int, ...] = -1, weight: Array | None = None,
                           sample_weight: Array | None = None,
                           ignore_index: int = -100, label_smoothing: float = 0.0,
+                          where: Array | None = None,
                           reduction: str = "mean") -> tuple[Array, Pullback | None]:
     """Softmax (categorical) cross-entropy on logits: the "Softmax Loss".
 
@@ -58,7 +61,10 @@ def softmax_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
             with ``axis=1``.
         targets: integer class indices with the shape of ``logits`` minus ``axis``, or
             floating class probabilities with the shape of ``logits``.
-        axis: the class axis (``-1`` by default; ``1`` for PyTorch layouts).
+        axis: the class axis (``-1`` by default; ``1`` for PyTorch layouts), or a tuple of
+            axes that together hold the classes (Optax's ``axis=(1, 2)``: integer labels
+            then index the flattened classes, and ``weight`` has one entry per flattened
+            class).
         weight: optional per-class weights, shape ``(C,)``.
         sample_weight: optional per-position weights (e.g. per token), broadcastable to
             the shape of the per-position losses (``logits`` without ``axis``). They enter
@@ -67,6 +73,12 @@ def softmax_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
             counted position has weight 0 "mean" is 0.
         ignore_index: integer targets equal to it contribute neither loss nor gradient.
         label_smoothing: ``eps`` in [0, 1].
+        where: optional mask of the elements that take part (Optax's ``where``): the
+            logits' shape (masked classes leave the softmax's normaliser, the target
+            distribution and the smoothing mass) or one value per position (a masked
+            position has loss 0). Positions without an element left count neither in the
+            value nor in the mean, and get no gradient; as in Optax, an integer label still
+            scores its own logit when its class is masked.
         reduction: ``"mean"`` (weighted mean over non-ignored positions, as PyTorch; 0 when
             all are ignored), ``"sum"`` or ``"none"``.
 
@@ -110,6 +122,12 @@ def softmax_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
     # ((1 - eps) onehot(y) + eps / C for a label). Each product is formed before the difference
     # (a lse - a z_c), so logits near the float limit, whose lse - z_c would overflow, still
     # give the representable loss.
+    if isinstance(axis, tuple):
+        return over_axes(softmax_cross_entropy.with_pullback, need,
+                         {"logits": logits, "targets": targets}, ("logits", "targets"), axis,
+                         {"weight": weight, "sample_weight": sample_weight,
+                          "ignore_index": ignore_index, "label_smoothing": label_smoothing,
+                          "where": where, "reduction": reduction})
     xp, logits, targets = A.common(logits=logits, targets=targets)
     _checks.floating(xp, logits, "logits")
     _checks.reduction(reduction)
@@ -123,15 +141,25 @@ def softmax_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
     dev = A.device_of(z)
     w = _checks.class_weight(xp, weight, num_classes, dt, dev)
     sw = _checks.sample_weight(xp, sample_weight, z.shape[:-1], dt, dev)
-    weights_name = "sample_weight" if w is None else (
-        "weight" if sw is None else "weight and sample_weight")
+    cm = _checks.where_mask(xp, where, logits.shape, ax, dt, dev)
+    rowmask = None
+    z_norm = z  # what the softmax normalises: the logits of the classes that take part
+    if cm is not None:
+        cm = A.move_axis_last(xp, cm, ax)
+        rowmask = xp.max(cm, axis=-1)
+        sw = rowmask if sw is None else sw * rowmask
+        z_norm = xp.where(cm > 0, z, xp.full_like(z, -math.inf))
+        z_norm = xp.where(rowmask[..., None] > 0, z_norm, xp.zeros_like(z))
+    weights_name = " and ".join(n for n, v in (("weight", w), ("sample_weight", sample_weight),
+                                               ("where", cm)) if v is not None) or "weight"
     grads = {}
 
     if A.is_integer(xp, targets):
         _checks.class_labels(xp, targets, logits, ax, ignored)
         validf, safe = A.label_mask(xp, targets, ignored, dt, num_classes)
         z = A.zero_ignored_rows(xp, z, targets, ignored)
-        lse, e, s = _lse_parts(xp, z, -1)
+        z_norm = z if cm is None else A.zero_ignored_rows(xp, z_norm, targets, ignored)
+        lse, e, s = _lse_parts(xp, z_norm, -1)
         # every per-position factor: the ignore mask, times the sample weight
         rowf = validf if sw is None else validf * sw
         wy = xp.reshape(xp.take(w, xp.reshape(safe, (-1,)), axis=0), safe.shape) * rowf \
@@ -139,9 +167,13 @@ def softmax_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
         c1 = (1.0 - eps) * wy
         zy = A.take_class(xp, z, safe)
         loss_ = c1 * lse[..., 0] - c1 * zy
+        wc = w if w is not None else xp.ones((num_classes,), dtype=dt, device=dev)
+        if cm is not None:
+            wc = wc * cm  # masked classes carry no smoothing mass
         if smoothing:
-            a = (eps / num_classes) * (w if w is not None else 1.0)
-            loss_ = loss_ + rowf * xp.sum(a * lse - a * z, axis=-1)
+            a = (eps / num_classes) * wc
+            az = a * z if cm is None else A.mul0(xp, a, z)  # a masked -inf logit adds 0
+            loss_ = loss_ + rowf * xp.sum(a * lse - az, axis=-1)
         denom = xp.sum(wy)
         if (w is not None or sw is not None) and reduction == "mean":
             counted = validf if sw is None else validf * xp.astype(sw != 0, dt)
@@ -151,21 +183,22 @@ def softmax_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
             # softmax = e / s from the forward's exps; every row factor (the weights, the
             # smoothing mass, the mean's 1 / denominator) folded into one multiply
             scale = grad_scale(xp, loss_.shape, reduction, denom)
-            w_sum = xp.sum(w) if w is not None else float(num_classes)
+            w_sum = xp.sum(wc, axis=-1)
             coef = (c1 + (eps / num_classes) * w_sum * rowf) * scale
             g = A.add_at_class(xp, e * (coef[..., None] / s), safe, -(c1 * scale))
             if smoothing:
-                wc = w if w is not None else xp.ones((num_classes,), dtype=dt, device=dev)
                 g = g - ((eps / num_classes) * scale * rowf)[..., None] * wc
             grads["logits"] = g
     else:
         _checks.floating(xp, targets, "targets")
         _checks.same_shape(logits, targets, "logits", "targets")
         _checks.in_unit_interval(xp, targets, "targets")
-        lse = _lse(xp, z, -1, True)
+        lse = _lse(xp, z_norm, -1, True)
         t = A.as_float(xp, A.upcast(xp, A.move_axis_last(xp, targets, ax)), dt)
         if smoothing:
             t = (1.0 - eps) * t + eps / num_classes
+        if cm is not None:
+            t = t * cm  # masked classes are no part of the target distribution
         wt = t * w if w is not None else t
         # a zero target weight silences a -inf logit (a masked class) instead of making NaN
         loss_ = xp.sum(A.mul0(xp, wt, lse) - A.mul0(xp, wt, z), axis=-1)
@@ -181,12 +214,14 @@ def softmax_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
         if sw is not None:
             scale = scale * sw[..., None]
         if "logits" in need:
-            p = xp.exp(z - lse)
+            p = xp.exp(z_norm - lse)
             grads["logits"] = (p * xp.sum(wt, axis=-1, keepdims=True) - wt) * scale
         if "targets" in need:
             # d l / d t_c = (1 - eps) w_c (lse - z_c), formed as a product difference again
             a = (1.0 - eps) * (w if w is not None else 1.0)
-            grads["targets"] = (a * lse - a * z) * scale
+            gt = a * lse - a * z
+            grads["targets"] = (gt if cm is None else xp.where(cm > 0, gt, xp.zeros_like(gt))
+                                ) * scale
     if not need:
         return out, None
     like = {"logits": logits, "targets": targets}
@@ -221,7 +256,7 @@ def _broadcast_weight(xp: Any, weight: Array | None, like: Array, name: str) -> 
       torch="crossent.torch.fast_paths:sigmoid_cross_entropy")
 def sigmoid_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, *,
                           weight: Array | None = None, pos_weight: Array | None = None,
-                          sample_weight: Array | None = None,
+                          sample_weight: Array | None = None, where: Array | None = None,
                           reduction: str = "mean") -> tuple[Array, Pullback | None]:
     """Sigmoid (binary) cross-entropy on logits, for binary and multi-label tasks.
 
@@ -245,6 +280,9 @@ def sigmoid_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
             "mean" becomes the weighted mean ``sum(s w l) / sum(s)`` (0 when every weight is
             0), where ``weight`` keeps PyTorch's meaning, a rescaling that leaves the
             denominator alone.
+        where: optional mask broadcastable to ``logits`` of the elements that take part
+            (Optax's ``where``): the others add nothing to the value or the gradient, and
+            "mean" averages over the elements left (with their sample weights).
         reduction: ``"mean"`` over all elements, ``"sum"`` or ``"none"``.
 
     Returns:
@@ -280,13 +318,17 @@ def sigmoid_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
     w = _broadcast_weight(xp, weight, x, "weight")
     pw = _broadcast_weight(xp, pos_weight, x, "pos_weight")
     sw = _checks.sample_weight(xp, sample_weight, x.shape, x.dtype, A.device_of(x))
+    m = _checks.where_mask(xp, where, x.shape, None, x.dtype, A.device_of(x))
     denom = None
-    if sw is not None:
-        w = sw if w is None else w * sw
-        denom = xp.sum(sw)
+    if sw is not None or m is not None:
+        if sw is not None:
+            w = sw if w is None else w * sw
+        counted = sw if m is None else (m if sw is None else sw * m)
+        denom = xp.sum(counted)
         if reduction == "mean":
-            denom = _checks.mean_denominator(xp, denom, xp.sum(xp.astype(sw != 0, x.dtype)),
-                                             "sample_weight")
+            denom = _checks.mean_denominator(
+                xp, denom, xp.sum(xp.astype(counted != 0, x.dtype)),
+                "sample_weight" if m is None else "sample_weight and where")
     # z softplus(-x) + (1 - z) softplus(x) equals TF's max(x, 0) - x z + log(1 + e^-|x|)
     # but adds two non-negative terms, so nothing cancels: at x = 60, z = 1 it gives e^-60
     # where softplus(x) - x z rounds to 0. A zero coefficient silences its term even at an
@@ -296,6 +338,7 @@ def sigmoid_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
                                                                       A.softplus(xp, x))
     if w is not None:
         loss_ = loss_ * w
+    loss_ = masked(xp, loss_, m)
     out = A.cast_like(xp, reduce(xp, loss_, reduction, denom), logits)
     if not need:
         return out, None
@@ -306,13 +349,13 @@ def sigmoid_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
         g = sig - t if pw is None else (1.0 - t) * sig - pw * t * (1.0 - sig)
         if w is not None:
             g = g * w
-        grads["logits"] = A.cast_like(xp, g * scale, logits)
+        grads["logits"] = A.cast_like(xp, masked(xp, g * scale, m), logits)
     if "targets" in need:
         # d l / d z = softplus(-x) - softplus(x), exactly -x (no rounding) without pos_weight
         g = -x if pw is None else pw * A.softplus(xp, -x) - A.softplus(xp, x)
         if w is not None:
             g = g * w
-        grads["targets"] = A.cast_like(xp, g * scale, targets)
+        grads["targets"] = A.cast_like(xp, masked(xp, g * scale, m), targets)
     return out, scaled_pullback(xp, grads, lambda c: c)
 
 

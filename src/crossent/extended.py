@@ -16,7 +16,8 @@ from typing import Any
 
 from . import _array as A
 from . import _checks
-from ._reduce import grad_scale, reduce
+from ._axes import over_axes
+from ._reduce import grad_scale, masked, reduce
 from .activations import _lse
 from .classification import softmax_cross_entropy
 from .gradients import Pullback, loss, scaled_pullback
@@ -40,7 +41,8 @@ __all__ = [
 
 @loss(wrt=("logits", "targets"))
 def poly1_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, *,
-                        epsilon: float = 2.0, axis: int = -1, ignore_index: int = -100,
+                        epsilon: float = 2.0, axis: int | tuple[int, ...] = -1,
+                        ignore_index: int = -100, where: Array | None = None,
                         reduction: str = "mean") -> tuple[Array, Pullback | None]:
     """Poly-1 loss: softmax cross-entropy plus ``epsilon (1 - p_t)``.
 
@@ -55,8 +57,11 @@ def poly1_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, *,
             class probabilities (shape of ``logits``).
         epsilon: the coefficient of ``(1 - p_t)`` (2.0 as Optax; -1 < epsilon is the useful
             range, 0 gives cross-entropy).
-        axis: the class axis.
+        axis: the class axis, or a tuple of axes holding the classes together.
         ignore_index: integer targets equal to it contribute neither loss nor gradient.
+        where: optional mask of the elements that take part (Optax's ``where``), as for
+            :func:`crossent.softmax_cross_entropy`: masked classes leave the softmax and
+            the ``1 - p_t`` sum, fully masked positions count nowhere.
         reduction: ``"mean"`` (over non-ignored positions), ``"sum"`` or ``"none"``.
 
     Returns:
@@ -79,6 +84,11 @@ def poly1_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, *,
     References: Leng et al. 2022, "PolyLoss: A Polynomial Expansion Perspective of
     Classification Loss Functions", ICLR (arXiv:2204.12511).
     """
+    if isinstance(axis, tuple):
+        return over_axes(poly1_cross_entropy.with_pullback, need,
+                         {"logits": logits, "targets": targets}, ("logits", "targets"), axis,
+                         {"epsilon": epsilon, "ignore_index": ignore_index, "where": where,
+                          "reduction": reduction})
     xp, logits, targets = A.common(logits=logits, targets=targets)
     _checks.floating(xp, logits, "logits")
     _checks.reduction(reduction)
@@ -86,23 +96,33 @@ def poly1_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, *,
     ax = _checks.class_axis(logits, axis)
     zin = A.upcast(xp, logits)
     integer = A.is_integer(xp, targets)
+    cm = _checks.where_mask(xp, where, zin.shape, ax, zin.dtype, A.device_of(zin))
     # the cross-entropy part, its checks and its gradient: softmax CE's one definition
     # (integer labels have no gradient)
     need_ce = tuple(n for n in need if n == "logits" or not integer)
     ce, ce_pullback = softmax_cross_entropy.with_pullback(
-        need_ce, zin, targets, axis=ax, ignore_index=ignore_index, reduction="none")
+        need_ce, zin, targets, axis=ax, ignore_index=ignore_index, where=cm,
+        reduction="none")
     z = A.move_axis_last(xp, zin, ax)
     dt = z.dtype
     if integer:
         z = A.zero_ignored_rows(xp, z, targets, ignore_index)
+    rows = None  # 1 where a position has an element left (None: no mask)
+    if cm is not None:
+        cm = A.move_axis_last(xp, cm, ax)
+        rows = xp.max(cm, axis=-1)
+        z = xp.where(cm > 0, z, xp.full_like(z, -math.inf))  # masked: out of the softmax
+        z = xp.where(rows[..., None] > 0, z, xp.zeros_like(z))
     p = xp.exp(z - _lse(xp, z, -1, True))
     if integer:
         valid, safe = A.label_mask(xp, targets, ignore_index, dt, z.shape[-1])
         t = A.one_hot_mask(xp, safe, z.shape[-1], dt) * valid[..., None]
-        denom = xp.sum(valid)
+        denom = xp.sum(valid if rows is None else valid * rows)
     else:
         t = A.as_float(xp, A.upcast(xp, A.move_axis_last(xp, targets, ax)), dt)
-        denom = None
+        denom = None if rows is None else xp.sum(rows)
+    if cm is not None:
+        t = t * cm
     pt = xp.sum(t * p, axis=-1)
     loss_ = ce + eps * (xp.sum(t, axis=-1) - pt)  # eps * sum_c t_c (1 - p_c)
     out = A.cast_like(xp, reduce(xp, loss_, reduction, denom), logits)
@@ -118,7 +138,7 @@ def poly1_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, *,
         grads["logits"] = A.cast_like(xp, (g_ce["logits"] + g_poly) * scale, logits)
     if "targets" in need_ce:
         # d(eps sum_c t_c (1 - p_c))/dt_c = eps (1 - p_c)
-        g_poly = A.move_axis_back(xp, eps * (1.0 - p), ax)
+        g_poly = A.move_axis_back(xp, masked(xp, eps * (1.0 - p), cm), ax)
         grads["targets"] = A.cast_like(xp, (g_ce["targets"] + g_poly) * scale, targets)
     return out, scaled_pullback(xp, grads, lambda c: xp.expand_dims(c, axis=ax))
 

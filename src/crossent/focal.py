@@ -17,7 +17,7 @@ from typing import Any
 
 from . import _array as A
 from . import _checks
-from ._reduce import avg_denominator, grad_scale, reduce
+from ._reduce import avg_denominator, grad_scale, masked, reduce
 from .classification import _binary_targets, _broadcast_weight
 from .gradients import Pullback, loss, scaled_pullback
 
@@ -54,6 +54,7 @@ def _plogp_ratio(xp: Any, d: Array) -> Array:
 def sigmoid_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
                        alpha: float | None = 0.25, gamma: float = 2.0,
                        weight: Array | None = None, avg_factor: Any = None,
+                       where: Array | None = None,
                        reduction: str = "mean") -> tuple[Array, Pullback | None]:
     """Sigmoid focal loss (RetinaNet): binary cross-entropy scaled by ``(1 - p_t)^gamma``.
 
@@ -153,6 +154,7 @@ def sigmoid_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
     x = A.upcast(xp, logits)
     t = _binary_targets(xp, targets, logits)
     w = _broadcast_weight(xp, weight, x, "weight")
+    m = _checks.where_mask(xp, where, x.shape, None, x.dtype, A.device_of(x))
     log_p = -A.softplus(xp, -x)  # log sigma(x)
     log_1mp = -A.softplus(xp, x)  # log sigma(-x) = log(1 - p)
     # both terms >= 0: no cancellation; a zero target weight silences an infinite log (a
@@ -173,7 +175,10 @@ def sigmoid_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
     loss_ = focal if alpha_t is None else alpha_t * focal
     if w is not None:
         loss_ = loss_ * w
+    loss_ = masked(xp, loss_, m)
     den = avg_denominator(xp, avg, x)
+    if den is None and m is not None:
+        den = xp.sum(m)  # the mean over the elements that take part
     out = A.cast_like(xp, reduce(xp, loss_, reduction, den), logits)
     if not need:
         return out, None
@@ -194,7 +199,7 @@ def sigmoid_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
         grad = mod * inner
         if alpha_t is not None:
             grad = alpha_t * grad
-        grads["logits"] = A.cast_like(xp, grad * scale, logits)
+        grads["logits"] = A.cast_like(xp, masked(xp, grad * scale, m), logits)
     if "targets" in need:
         inner = -x
         if focusing:
@@ -212,7 +217,7 @@ def sigmoid_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
         grad = A.mul0(xp, mod, inner)
         if alpha_t is not None and a is not None:
             grad = alpha_t * grad + (2.0 * a - 1.0) * focal
-        grads["targets"] = A.cast_like(xp, grad * scale, targets)
+        grads["targets"] = A.cast_like(xp, masked(xp, grad * scale, m), targets)
     return out, scaled_pullback(xp, grads, lambda c: c)
 
 

@@ -22,6 +22,8 @@ __all__ = [
     "multi_margin_loss",
     "multiclass_hinge_loss",
     "categorical_hinge_loss",
+    "perceptron_loss",
+    "multiclass_perceptron_loss",
 ]
 
 
@@ -90,12 +92,19 @@ def hinge_loss(need: tuple[str, ...], scores: Array, targets: Array, *, squared:
 
     References: Cortes & Vapnik 1995, "Support-vector networks".
     """
+    return _binary_margin(need, scores, targets, 1.0, squared, reduction)
+
+
+def _binary_margin(need: tuple[str, ...], scores: Array, targets: Array, margin: float,
+                   squared: bool, reduction: str) -> tuple[Array, Pullback | None]:
+    """``max(0, margin - t s)`` (squared when asked): the hinge (margin 1) and the
+    perceptron (margin 0), with their common subgradient."""
     xp, scores, targets = A.common(scores=scores, targets=targets)
     _checks.floating(xp, scores, "scores")
     _checks.reduction(reduction)
     s = A.upcast(xp, scores)
     t = _sign_targets(xp, targets, scores)
-    h = 1.0 - t * s
+    h = margin - t * s
     hp = A.relu(xp, h)
     per = hp * hp if squared else hp
     out = A.cast_like(xp, reduce(xp, per, reduction), scores)
@@ -222,6 +231,13 @@ def multiclass_hinge_loss(need: tuple[str, ...], scores: Array, labels: Array, *
     References: Crammer & Singer 2001, "On the algorithmic implementation of multiclass
     kernel-based vector machines", JMLR 2.
     """
+    return _multiclass_margin(need, scores, labels, 1.0, reduction)
+
+
+def _multiclass_margin(need: tuple[str, ...], scores: Array, labels: Array, margin: float,
+                       reduction: str) -> tuple[Array, Pullback | None]:
+    """``max_j (s_j + margin [j != y]) - s_y``: Crammer-Singer's hinge (margin 1) and the
+    multiclass perceptron (margin 0), ties sharing the subgradient of the max."""
     xp, scores, labels = A.common(scores=scores, labels=labels)
     _checks.floating(xp, scores, "scores")
     _checks.reduction(reduction)
@@ -229,7 +245,7 @@ def multiclass_hinge_loss(need: tuple[str, ...], scores: Array, labels: Array, *
     z = A.upcast(xp, scores)
     _checks.class_labels(xp, labels, z, z.ndim - 1, None, "labels", "scores")
     onehot = A.one_hot_mask(xp, labels, z.shape[-1], z.dtype)
-    v = z + 1.0 - onehot
+    v = z + margin - margin * onehot if margin else z  # Optax's rounding: (s + 1) - onehot
     vmax = xp.max(v, axis=-1)
     per = vmax - A.take_class(xp, z, labels)
     out = A.cast_like(xp, reduce(xp, per, reduction), scores)
@@ -238,6 +254,80 @@ def multiclass_hinge_loss(need: tuple[str, ...], scores: Array, labels: Array, *
     g = _argmax_share(xp, v, vmax) - onehot
     g = g * grad_scale(xp, per.shape, reduction, None)
     return out, scaled_pullback(xp, {"scores": A.cast_like(xp, g, scores)}, _per_row(xp))
+
+
+# --- perceptron ----------------------------------------------------------------------------
+
+
+@loss(wrt=("scores",))
+def perceptron_loss(need: tuple[str, ...], scores: Array, targets: Array, *,
+                    reduction: str = "mean") -> tuple[Array, Pullback | None]:
+    """Binary perceptron loss: the hinge without its margin.
+
+    Formula: ``l = max(0, -t s)`` with ``t`` in {-1, 1} (a 0 label is read as -1): zero for
+    every correctly signed score, however small. Gradient w.r.t. the scores: ``-t [-t s > 0]``
+    (0 at the kink ``s = 0``, as the hinge's), the backward on every backend.
+
+    Args:
+        scores: real-valued scores, any shape.
+        targets: labels in {-1, 1} or {0, 1}, same shape as ``scores``.
+        reduction: ``"mean"`` over all elements, ``"sum"`` or ``"none"``.
+
+    Returns:
+        Scalar or element-wise losses, in the scores' dtype.
+
+    Raises:
+        TypeError: non-floating scores.
+        ValueError: shape mismatch, a label outside {-1, 0, 1}, unknown reduction.
+
+    Example:
+        >>> import numpy as np, crossent
+        >>> perceptron_loss(np.array([2.0, -0.5, 0.3]), np.array([1, 1, -1]), reduction="none")
+        array([0. , 0.5, 0.3])
+        >>> crossent.grad(perceptron_loss)(np.array([-0.5, 0.3]), np.array([1, 1]),
+        ...                                reduction="sum").tolist()
+        [-1.0, -0.0]
+
+    References: Rosenblatt 1958, "The perceptron"; Optax ``perceptron_loss``;
+    scikit-learn ``Perceptron`` (``SGDClassifier(loss="perceptron")``).
+    """
+    return _binary_margin(need, scores, targets, 0.0, False, reduction)
+
+
+@loss(wrt=("scores",))
+def multiclass_perceptron_loss(need: tuple[str, ...], scores: Array, labels: Array, *,
+                               reduction: str = "mean") -> tuple[Array, Pullback | None]:
+    """Multiclass perceptron loss: the score of the best class above the true one's.
+
+    Formula: ``l = max_j s_j - s_y`` (0 when the true class scores highest). Gradient:
+    ``onehot(argmax_j s_j) - onehot(y)``, tied maxima sharing the first term equally (as
+    ``jnp.max``'s derivative).
+
+    Args:
+        scores: scores, shape ``(..., C)``.
+        labels: integer class indices, shape ``(...)``.
+        reduction: ``"mean"`` over examples, ``"sum"`` or ``"none"``.
+
+    Returns:
+        Scalar or per-example losses, in the scores' dtype.
+
+    Raises:
+        TypeError: non-floating scores or non-integer labels.
+        ValueError: label out of range, bad shapes, unknown reduction.
+
+    Example:
+        >>> import numpy as np, crossent
+        >>> multiclass_perceptron_loss(np.array([[2.0, 0.5, 1.5], [0.0, 0.0, 3.0]]),
+        ...                            np.array([0, 1]), reduction="none")
+        array([0., 3.])
+        >>> crossent.grad(multiclass_perceptron_loss)(np.array([[1.0, 1.5]]), np.array([0]))
+        array([[-1.,  1.]])
+
+    References: Collins 2002, "Discriminative training methods for hidden Markov models:
+    theory and experiments with perceptron algorithms", EMNLP; Optax
+    ``multiclass_perceptron_loss``.
+    """
+    return _multiclass_margin(need, scores, labels, 0.0, reduction)
 
 
 # --- Keras categorical hinge ----------------------------------------------------------------

@@ -64,6 +64,7 @@ from typing import Any
 
 from . import _array as A
 from . import _checks
+from ._axes import over_axes
 from ._reduce import grad_scale, reduce
 from .gradients import Pullback, loss, scaled_pullback
 
@@ -73,6 +74,7 @@ __all__ = [
     "entropy",
     "cross_entropy",
     "kl_divergence",
+    "generalized_kl_divergence",
     "js_divergence",
 ]
 
@@ -105,31 +107,39 @@ def _prepare_one(p: Array, axis: int, reduction: str) -> tuple[Any, Array, Array
     return xp, p, A.upcast(xp, p), ax, p.dtype
 
 
-def _prepare(p: Array, q: Array, axis: int, reduction: str
+def _prepare(p: Array, q: Array, axis: int, reduction: str, values: str = "probabilities"
              ) -> tuple[Any, Array, Array, Array, Array, int, Any]:
     """Validate and upcast two distributions; returns ``(xp, p, q, pc, qc, axis,
     out_dtype)``: ``p`` and ``q`` in one namespace (their dtypes are the gradients'), ``pc``
-    and ``qc`` the same in the compute dtype."""
+    and ``qc`` the same in the compute dtype. ``values``: what they must hold,
+    "probabilities" (in [0, 1]), "measures" (>= 0) or "logs" (anything)."""
     xp, p, q = A.common(p=p, q=q)
     _checks.floating(xp, p, "p")
     _checks.floating(xp, q, "q")
     _checks.reduction(reduction)
     ax = _class_axis(p, axis)
     _checks.same_shape(p, q, "p", "q")
-    _checks.in_unit_interval(xp, p, "p")
-    _checks.in_unit_interval(xp, q, "q")
+    for x, name in ((p, "p"), (q, "q")):
+        if values == "probabilities":
+            _checks.in_unit_interval(xp, x, name)
+        elif (values == "measures" and A.concrete(x) and math.prod(x.shape)
+              and not bool(xp.min(x) >= 0)):
+            raise ValueError(f"{name} must be non-negative (a measure), got a minimum of "
+                             f"{float(xp.min(x))}")
     pu, qu = A.upcast(xp, p), A.upcast(xp, q)
     dt = xp.result_type(pu.dtype, qu.dtype)
     out_dtype = xp.result_type(p.dtype, q.dtype)
     return xp, p, q, A.as_float(xp, pu, dt), A.as_float(xp, qu, dt), ax, out_dtype
 
 
-def _finish(xp: Any, terms: Array, ax: int, reduction: str, out_dtype: Any
-            ) -> tuple[Array, Array | float]:
-    """Sum the per-class terms over the class axis and reduce; returns (loss, grad scale)."""
+def _finish(xp: Any, terms: Array, ax: int, reduction: str, out_dtype: Any,
+            mask: Array | None = None) -> tuple[Array, Array | float]:
+    """Sum the per-class terms over the class axis and reduce; returns (loss, grad scale).
+    With a ``where`` mask, "mean" counts the distributions with an element that takes part."""
     per_dist = xp.sum(terms, axis=ax)
-    out = reduce(xp, per_dist, reduction)
-    scale = grad_scale(xp, per_dist.shape, reduction, None)
+    den = None if mask is None else xp.sum(xp.max(mask, axis=ax))
+    out = reduce(xp, per_dist, reduction, den)
+    scale = grad_scale(xp, per_dist.shape, reduction, den)
     return (xp.astype(out, out_dtype) if out.dtype != out_dtype else out), scale
 
 
@@ -266,9 +276,10 @@ def cross_entropy(need: tuple[str, ...], p: Array, q: Array, *, axis: int = -1,
 
 
 @loss(wrt=("p", "q"))
-def kl_divergence(need: tuple[str, ...], p: Array, q: Array, *, axis: int = -1,
-                  reduction: str = "mean", elementwise: bool = False
-                  ) -> tuple[Array, Pullback | None]:
+def kl_divergence(need: tuple[str, ...], p: Array, q: Array, *,
+                  axis: int | tuple[int, ...] = -1, reduction: str = "mean",
+                  elementwise: bool = False, log_inputs: bool = False,
+                  where: Array | None = None) -> tuple[Array, Pullback | None]:
     """Kullback-Leibler divergence ``D_KL(p || q)`` (relative entropy), in nats.
 
     Formula: ``D_KL(p || q) = sum_i p_i log(p_i / q_i) = H(p, q) - H(p)``. Classes
@@ -282,10 +293,17 @@ def kl_divergence(need: tuple[str, ...], p: Array, q: Array, *, axis: int = -1,
     cross-entropy's since ``H(p)`` does not depend on ``q``: 0 where ``p_i = 0``,
     ``-inf`` where ``p_i > 0 = q_i``.
 
+    With ``log_inputs=True`` both arguments are log-probabilities ``a = log p``,
+    ``b = log q`` (Optax's ``kl_divergence_with_log_targets``): ``sum_i e^{a_i} (a_i - b_i)``,
+    finite for any finite inputs, with gradients ``e^{a_i} (a_i - b_i + 1)`` and ``-e^{a_i}``.
+
     Args:
-        p: reference probabilities in [0, 1], classes along ``axis``, e.g. ``(N, C)``.
-        q: approximating probabilities in [0, 1], same shape as ``p``.
-        axis: the class axis.
+        p: reference probabilities in [0, 1], classes along ``axis``, e.g. ``(N, C)`` (their
+            logs with ``log_inputs``).
+        q: approximating probabilities in [0, 1], same shape as ``p`` (their logs with
+            ``log_inputs``).
+        axis: the class axis, or a tuple of axes that together hold the classes (Optax's
+            ``axis=(1, 2)``).
         reduction: ``"mean"`` over distributions, ``"sum"`` or ``"none"`` (shape of ``p``
             without ``axis``). "mean" equals PyTorch's ``reduction="batchmean"`` for 2-D
             inputs; for ``(N, d, C)`` inputs it divides by ``N * d`` distributions where
@@ -295,6 +313,11 @@ def kl_divergence(need: tuple[str, ...], p: Array, q: Array, *, axis: int = -1,
             per-distribution sums: PyTorch's ``F.kl_div`` / ``KLDivLoss`` semantics, where
             "none" gives the terms (the shape of ``p``) and "mean" their mean over every
             element.
+        log_inputs: ``p`` and ``q`` are log-probabilities (see above).
+        where: optional mask of the elements that take part (Optax's ``where``): ``p``'s
+            shape, or one value per distribution; excluded elements add nothing to the value
+            or the gradient, and "mean" counts only the distributions with an element left
+            (the elements left, with ``elementwise``).
 
     Returns:
         Scalar, or one divergence per distribution (per element with ``elementwise``), in
@@ -319,37 +342,124 @@ def kl_divergence(need: tuple[str, ...], p: Array, q: Array, *, axis: int = -1,
 
     Aliases: relative entropy, information gain; PyTorch ``F.kl_div(q.log(), p,
     reduction="batchmean")`` / ``nn.KLDivLoss`` (note the order: input is ``log q``, target
-    ``p``); Optax ``kl_divergence(log_predictions=log q, targets=p)``; Keras ``KLDivergence``
+    ``p``); Optax ``kl_divergence(log_predictions=log q, targets=p)`` and
+    ``kl_divergence_with_log_targets(log q, log p)`` (``log_inputs=True``); Keras ``KLDivergence``
     (``(y_true=p, y_pred=q)``, clipped to ``[1e-7, 1]``); ``scipy.special.rel_entr(p, q).sum()``,
     ``scipy.stats.entropy(p, q)``.
 
     References: Kullback & Leibler 1951, "On Information and Sufficiency"; Cover &
     Thomas, *Elements of Information Theory*, ch. 2; Goodfellow et al., *Deep Learning* 3.13.
     """
-    xp, p, q, pc, qc, ax, out_dtype = _prepare(p, q, axis, reduction)
-    log_p, log_q = _safe_log(xp, pc), _safe_log(xp, qc)
+    if isinstance(axis, tuple):
+        return over_axes(kl_divergence.with_pullback, need, {"p": p, "q": q}, ("p", "q"), axis,
+                         {"reduction": reduction, "elementwise": elementwise,
+                          "log_inputs": log_inputs, "where": where})
+    xp, p, q, pc, qc, ax, out_dtype = _prepare(p, q, axis, reduction,
+                                               "logs" if log_inputs else "probabilities")
+    mask = _checks.where_mask(xp, where, pc.shape, ax, pc.dtype, A.device_of(pc))
     zero, inf = xp.zeros_like(pc), xp.full_like(pc, _INF)
-    # p (log p - log q) (the form of torch.kl_div and optax): no p / q overflow for tiny q
-    terms = xp.where(pc == 0, zero, xp.where(qc > 0, pc * (log_p - log_q), inf))
-    if elementwise:
-        out = reduce(xp, terms, reduction)
-        out = xp.astype(out, out_dtype) if out.dtype != out_dtype else out
-        scale = grad_scale(xp, terms.shape, reduction, None)
+    if log_inputs:
+        ep = xp.exp(pc)
+        # e^a (a - b): a vanishing reference weight silences even an infinite log ratio
+        terms = xp.where(ep == 0, zero, ep * (pc - qc))
     else:
-        out, scale = _finish(xp, terms, ax, reduction, out_dtype)
+        log_p, log_q = _safe_log(xp, pc), _safe_log(xp, qc)
+        # p (log p - log q) (the form of torch.kl_div and optax): no p / q overflow for tiny q
+        terms = xp.where(pc == 0, zero, xp.where(qc > 0, pc * (log_p - log_q), inf))
+    if mask is not None:
+        terms = xp.where(mask > 0, terms, zero)
+    if elementwise:
+        den = None if mask is None else xp.sum(mask)
+        out = reduce(xp, terms, reduction, den)
+        out = xp.astype(out, out_dtype) if out.dtype != out_dtype else out
+        scale = grad_scale(xp, terms.shape, reduction, den)
+    else:
+        out, scale = _finish(xp, terms, ax, reduction, out_dtype, mask)
     if not need:
         return out, None
     grads = {}
     if "p" in need:
-        # d/dp [p log p - p log q] = log p - log q + 1: -inf as p -> 0+ (q > 0), +inf where
-        # q == 0
-        grads["p"] = xp.where(qc == 0, inf, xp.where(pc == 0, -inf, log_p - log_q + 1.0)) \
-            * scale
+        if log_inputs:
+            gp = xp.where(ep == 0, zero, ep * (pc - qc + 1.0))
+        else:
+            # d/dp [p log p - p log q] = log p - log q + 1: -inf as p -> 0+ (q > 0), +inf
+            # where q == 0
+            gp = xp.where(qc == 0, inf, xp.where(pc == 0, -inf, log_p - log_q + 1.0))
+        grads["p"] = gp
     if "q" in need:
-        grads["q"] = _neg_p_over_q(xp, pc, qc) * scale
+        grads["q"] = -ep if log_inputs else _neg_p_over_q(xp, pc, qc)
+    grads = {k: (g if mask is None else xp.where(mask > 0, g, zero)) * scale
+             for k, g in grads.items()}
     if elementwise:  # one cotangent per element: no broadcast over the class axis
         return out, scaled_pullback(xp, {k: A.cast_like(xp, g, {"p": p, "q": q}[k])
                                          for k, g in grads.items()}, lambda c: c)
+    return out, _pullback(xp, grads, {"p": p, "q": q}, ax)
+
+
+@loss(wrt=("p", "q"))
+def generalized_kl_divergence(need: tuple[str, ...], p: Array, q: Array, *,
+                              axis: int | tuple[int, ...] = -1, reduction: str = "mean",
+                              where: Array | None = None) -> tuple[Array, Pullback | None]:
+    """Generalized KL divergence of non-negative measures (no normalisation needed).
+
+    Formula: ``D(p || q) = sum_i p_i log(p_i / q_i) - p_i + q_i``, the Bregman divergence
+    of ``x log x - x``; it equals ``D_KL(p || q)`` when both sum to 1, and is 0 only at
+    ``p = q``. Terms with ``p_i = 0`` are ``q_i``; ``+inf`` where ``q_i = 0 < p_i``.
+    Gradients (times ``1/N`` for "mean"): w.r.t. ``p`` ``log(p_i / q_i)``; w.r.t. ``q``
+    ``1 - p_i / q_i``; the backward on every backend.
+
+    Args:
+        p: reference measure, non-negative, classes along ``axis``.
+        q: approximating measure, non-negative, same shape as ``p``.
+        axis: the class axis, or a tuple of axes.
+        reduction: ``"mean"`` over distributions, ``"sum"`` or ``"none"``.
+        where: optional mask of the elements that take part (Optax's ``where``), as for
+            :func:`kl_divergence`.
+
+    Returns:
+        Scalar, or one divergence per distribution, in the promoted dtype of ``p`` and ``q``.
+
+    Raises:
+        TypeError: non-floating ``p`` or ``q``.
+        ValueError: shape mismatch, negative values, bad ``axis``, ``where`` or
+            ``reduction``.
+
+    Example:
+        >>> import numpy as np, crossent
+        >>> p, q = np.array([2.0, 1.0, 0.0]), np.array([1.0, 1.0, 0.5])
+        >>> round(float(generalized_kl_divergence(p, q)), 6)  # 2 log 2 - 2 + 1 + 0.5
+        0.886294
+        >>> crossent.grad(generalized_kl_divergence, argnums=1)(p, q).tolist()
+        [-1.0, 0.0, 1.0]
+
+    Aliases: I-divergence (Csiszar); Optax ``generalized_kl_divergence(log_predictions=log q,
+    targets=p)`` (and its deprecated name ``convex_kl_divergence``).
+
+    References: Boyd & Vandenberghe, *Convex Optimization*, p. 90; Bregman 1967; Lee & Seung
+    2001, "Algorithms for non-negative matrix factorization" (the NMF divergence).
+    """
+    if isinstance(axis, tuple):
+        return over_axes(generalized_kl_divergence.with_pullback, need, {"p": p, "q": q},
+                         ("p", "q"), axis, {"reduction": reduction, "where": where})
+    xp, p, q, pc, qc, ax, out_dtype = _prepare(p, q, axis, reduction, "measures")
+    mask = _checks.where_mask(xp, where, pc.shape, ax, pc.dtype, A.device_of(pc))
+    zero, inf = xp.zeros_like(pc), xp.full_like(pc, _INF)
+    log_p, log_q = _safe_log(xp, pc), _safe_log(xp, qc)
+    terms = xp.where(pc == 0, qc, xp.where(qc > 0, pc * (log_p - log_q) - pc + qc, inf))
+    if mask is not None:
+        terms = xp.where(mask > 0, terms, zero)
+    out, scale = _finish(xp, terms, ax, reduction, out_dtype, mask)
+    if not need:
+        return out, None
+    grads = {}
+    if "p" in need:
+        grads["p"] = xp.where(qc == 0, inf, xp.where(pc == 0, -inf, log_p - log_q))
+    if "q" in need:
+        safe_q = xp.where(qc > 0, qc, xp.ones_like(qc))
+        grads["q"] = xp.where(qc > 0, 1.0 - pc / safe_q,
+                              xp.where(pc > 0, -inf, xp.ones_like(qc)))
+    grads = {k: (g if mask is None else xp.where(mask > 0, g, zero)) * scale
+             for k, g in grads.items()}
     return out, _pullback(xp, grads, {"p": p, "q": q}, ax)
 
 

@@ -543,13 +543,16 @@ def cross_entropy(
     return finish(loss, zpart, opts.reduction, batch, return_z_loss)
 
 
-def softmax_cross_entropy_rows(logits: torch.Tensor, targets: Any, *, axis: int = -1,
+def softmax_cross_entropy_rows(logits: torch.Tensor, targets: Any, *, axis: Any = -1,
                                weight: Any = None, sample_weight: Any = None,
                                ignore_index: Any = -100,
-                               label_smoothing: Any = 0.0, reduction: str = "mean"
-                               ) -> torch.Tensor:
+                               label_smoothing: Any = 0.0, where: Any = None,
+                               reduction: str = "mean") -> Any:
     """:func:`crossent.softmax_cross_entropy` on torch tensors, registered as its torch path:
-    the classes moved to dim 1 and the fused Function run (same numbers, one pass)."""
+    the classes moved to dim 1 and the fused Function run (same numbers, one pass); Optax's
+    ``where`` masks and tuple axes are the definition's (``NotImplemented``)."""
+    if where is not None or isinstance(axis, tuple):
+        return NotImplemented
     if not (isinstance(logits, torch.Tensor) and isinstance(targets, torch.Tensor)):
         # NumPy arrays or sequences among them: converted to torch (and a JAX array refused)
         _, logits, targets = _array.common(logits=logits, targets=targets)

@@ -135,10 +135,11 @@ def _binary(logits: torch.Tensor, targets: torch.Tensor, weight: Any, pos_weight
 
 def sigmoid_cross_entropy(logits: Any, targets: Any, *, weight: Any = None,
                           pos_weight: Any = None, sample_weight: Any = None,
-                          reduction: str = "mean") -> Any:
+                          where: Any = None, reduction: str = "mean") -> Any:
     """The fused CPU path of :func:`crossent.sigmoid_cross_entropy` (same signature), or
     ``NotImplemented`` where the definition serves the call."""
-    if not _served(logits, targets, reduction) or targets.shape != logits.shape:
+    if (where is not None or not _served(logits, targets, reduction)
+            or targets.shape != logits.shape):
         return NotImplemented
     den = None
     if sample_weight is not None:
@@ -178,11 +179,11 @@ def sigmoid_cross_entropy(logits: Any, targets: Any, *, weight: Any = None,
 
 
 def sigmoid_focal_loss(logits: Any, targets: Any, *, alpha: Any = 0.25, gamma: Any = 2.0,
-                       weight: Any = None, avg_factor: Any = None,
+                       weight: Any = None, avg_factor: Any = None, where: Any = None,
                        reduction: str = "mean") -> Any:
     """The fused CPU path of :func:`crossent.sigmoid_focal_loss` (same signature), or
     ``NotImplemented`` where the definition serves the call."""
-    if not (_number(gamma) and gamma >= 0
+    if not (where is None and _number(gamma) and gamma >= 0
             and (alpha is None or (_number(alpha) and 0 <= alpha <= 1))
             and (avg_factor is None or (_number(avg_factor) and avg_factor >= 0
                                         and reduction != "sum"))):
