@@ -265,7 +265,7 @@ def test_train_label_column_must_exist(tmp_path):
 def test_bench_lists_the_benchmarks():
     proc = run("bench", "--list")
     assert proc.returncode == 0, proc.stderr
-    for name in ("cross_entropy", "linear_cross_entropy", "vocab_parallel"):
+    for name in ("cross_entropy", "linear_cross_entropy", "linear_distillation", "vocab_parallel"):
         assert name in proc.stdout
 
 
@@ -501,7 +501,8 @@ def test_train_builtin_data_without_scikit_learn_names_the_extra(tmp_path):
 
 # --- usage snippets -------------------------------------------------------------------------
 
-_HELPERS = {"backend_info", "choose_chunk_size", "choose_class_chunk", "is_patched", "unpatch"}
+_HELPERS = {"backend_info", "choose_chunk_size", "choose_class_chunk", "choose_distill_chunk",
+            "is_patched", "unpatch"}
 
 
 def _public(module_name):

@@ -1326,6 +1326,7 @@ TORCH_ENTRY_POINTS: dict[str, tuple[str, ...]] = {
     "sigmoid_focal_loss": ("crossent.torch.nn.SigmoidFocalLoss", "crossent.torch.nn.FocalLoss"),
     "softmax_focal_loss": ("crossent.torch.nn.SoftmaxFocalLoss", "crossent.torch.nn.FocalLoss"),
     "kl_divergence": ("crossent.torch.nn.KLDivLoss",),
+    "distillation_loss": ("crossent.torch.linear_distillation_loss",),
     "mean_squared_error": ("crossent.torch.nn.MSELoss",),
     "multi_margin_loss": ("crossent.torch.nn.MultiMarginLoss",),
     "triplet_margin_loss": ("crossent.torch.nn.TripletMarginLoss",),

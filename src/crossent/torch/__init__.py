@@ -17,7 +17,9 @@ except ModuleNotFoundError as e:
 
 from .cross_entropy import backend_info, cross_entropy
 from .linear import choose_chunk_size, linear_cross_entropy
+from .linear_distillation import choose_distill_chunk, linear_distillation_loss
 from .margin_linear import choose_class_chunk, margin_linear_cross_entropy
 
-__all__ = ["backend_info", "choose_chunk_size", "choose_class_chunk", "cross_entropy",
-           "linear_cross_entropy", "margin_linear_cross_entropy"]
+__all__ = ["backend_info", "choose_chunk_size", "choose_class_chunk", "choose_distill_chunk",
+           "cross_entropy", "linear_cross_entropy", "linear_distillation_loss",
+           "margin_linear_cross_entropy"]
