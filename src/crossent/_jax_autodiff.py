@@ -34,7 +34,8 @@ def apply(spec: Any, arrays: list[Any], options: dict[str, Any]) -> Any:
     slots: list[tuple[str, int | str]] = [
         (spec.arrays[i], i) for i, a in enumerate(arrays)
         if _is_float(a) or isinstance(a, jax.Array)]
-    slots += [(k, k) for k, v in options.items() if isinstance(v, jax.Array) and _is_float(v)]
+    # so are array options of any dtype (a traced boolean where= mask, say)
+    slots += [(k, k) for k, v in options.items() if isinstance(v, jax.Array)]
     if not slots:
         return spec.defn((), *arrays, **options)[0]
 
