@@ -667,3 +667,46 @@ def test_inputs_are_not_mutated():
     SIG_VAG(z, probs)
     for u, w in zip((z, y, probs, a), copies, strict=True):
         np.testing.assert_array_equal(u, w)
+
+
+# --- where= masks on the softmax focal loss ---------------------------------------------------
+
+
+def _masked_focal_loop(x, t, mask, alpha, gamma, red):
+    """float64 loops: the focal loss of each row restricted to its unmasked classes (their
+    own softmax), rows with no class left excluded from the mean."""
+    per, count = np.zeros(x.shape[0]), 0
+    for i in range(x.shape[0]):
+        keep = np.flatnonzero(mask[i])
+        if not keep.size:
+            continue
+        count += 1
+        z = x[i, keep]
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        a = np.ones(x.shape[1]) if alpha is None else alpha
+        per[i] = -sum(a[c] * (1 - p[k]) ** gamma * t[i, c] * np.log(p[k])
+                      for k, c in enumerate(keep))
+    return {"none": per, "sum": per.sum(), "mean": per.sum() / count}[red]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "jax"])
+@pytest.mark.parametrize("red", ["none", "sum", "mean"])
+def test_softmax_focal_where_matches_the_restricted_loss(backend, red):
+
+    r = np.random.default_rng(11)
+    x = r.normal(size=(5, 4)) * 2
+    t = r.dirichlet(np.ones(4), size=5)
+    mask = r.uniform(size=(5, 4)) > 0.35
+    mask[3] = False  # a position with nothing left
+    alpha = r.uniform(0.2, 1.0, 4)
+    want = _masked_focal_loop(x, t, mask, alpha, 1.5, red)
+    vg = crossent.value_and_grad(crossent.softmax_focal_loss, argnums=(0, 1))
+    val, (gx, gt) = vg(to_backend(backend, x), to_backend(backend, t), alpha=alpha, gamma=1.5,
+                       where=to_backend(backend, mask), reduction=red)
+    np.testing.assert_allclose(to_numpy(val), want, rtol=1e-12, atol=1e-13)
+    fdx = finite_difference(lambda a: _masked_focal_loop(a, t, mask, alpha, 1.5, red), x)
+    fdt = finite_difference(lambda b: _masked_focal_loop(x, b, mask, alpha, 1.5, red), t)
+    np.testing.assert_allclose(to_numpy(gx), fdx, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(to_numpy(gt), fdt, rtol=1e-7, atol=1e-9)
+    assert not to_numpy(gx)[~mask].any() and not to_numpy(gt)[~mask].any()

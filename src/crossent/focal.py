@@ -240,8 +240,8 @@ def _class_alpha(xp: Any, alpha: Any, num_classes: int, dt: Any, dev: Any) -> An
 def softmax_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
                        alpha: Any = None, gamma: float = 2.0, axis: int = -1,
                        ignore_index: int = -100, weight: Array | None = None,
-                       avg_factor: Any = None, reduction: str = "mean"
-                       ) -> tuple[Array, Pullback | None]:
+                       avg_factor: Any = None, where: Array | None = None,
+                       reduction: str = "mean") -> tuple[Array, Pullback | None]:
     """Softmax (categorical) focal loss: softmax cross-entropy with each class term scaled
     by ``alpha_c (1 - p_c)^gamma``.
 
@@ -275,6 +275,10 @@ def softmax_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
         avg_factor: optional non-negative number replacing the mean's denominator:
             "mean" is ``sum / (avg_factor + eps)``, ``eps`` float32's machine epsilon, as
             mmdet's ``weight_reduce_loss``. Ignored for "none"; an error with "sum".
+        where: optional mask of the elements that take part (Optax's ``where``), as for
+            :func:`crossent.softmax_cross_entropy`: masked classes leave the softmax and the
+            sum (a label whose class is masked scores nothing), a position with no class
+            left counts nowhere.
         reduction: ``"mean"`` over examples (over non-ignored positions for integer targets,
             0 when all are ignored; alpha and ``weight`` do not enter the denominator),
             ``"sum"`` or ``"none"``.
@@ -336,6 +340,8 @@ def softmax_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
     num_classes = z.shape[-1]
     dev = A.device_of(z)
     a = _class_alpha(xp, alpha, num_classes, dt, dev)
+    cm = _checks.where_mask(xp, where, logits.shape, ax, dt, dev)
+    rows = None  # 1 where a position has a class left (None: no mask)
 
     denom = None
     if A.is_integer(xp, targets):
@@ -349,6 +355,15 @@ def softmax_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
         _checks.same_shape(logits, targets, "logits", "targets")
         _checks.in_unit_interval(xp, targets, "targets")
         t = A.as_float(xp, A.upcast(xp, A.move_axis_last(xp, targets, ax)), dt)
+    if cm is not None:
+        # a masked class is a -inf logit with target 0 (out of the softmax, no term), which
+        # the algorithm below already takes exactly; a position with no class left is zeroed
+        cm = A.move_axis_last(xp, cm, ax)
+        rows = xp.max(cm, axis=-1)
+        z = xp.where(rows[..., None] > 0, xp.where(cm > 0, z, xp.full_like(z, -math.inf)),
+                     xp.zeros_like(z))
+        t = t * cm
+        denom = xp.sum(rows) if denom is None else xp.sum(validf * rows)
 
     m = xp.max(z, axis=-1, keepdims=True)
     m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
@@ -389,5 +404,6 @@ def softmax_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
         grads["logits"] = A.cast_like(xp, A.move_axis_back(xp, grad * scale, ax), logits)
     if "targets" in need:  # probability targets: the loss is linear in them
         gt = mod * nll if a is None else a * (mod * nll)
-        grads["targets"] = A.cast_like(xp, A.move_axis_back(xp, gt * scale, ax), targets)
+        gt = masked(xp, gt * scale, cm)  # a masked class's -log p = inf takes no part
+        grads["targets"] = A.cast_like(xp, A.move_axis_back(xp, gt, ax), targets)
     return out, scaled_pullback(xp, grads, lambda c: xp.expand_dims(c, axis=ax))
