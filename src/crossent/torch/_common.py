@@ -113,29 +113,30 @@ def require_class_indices(target: torch.Tensor) -> None:
 
 
 def check_linear_shapes(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                        target: torch.Tensor, *, weight_name: str = "weight",
-                        bias_name: str = "bias", rows: str = "V",
-                        nonempty: bool = True) -> int:
+                        target: torch.Tensor | None, *, weight_name: str = "weight",
+                        bias_name: str = "bias", rows: str = "V", nonempty: bool = True,
+                        hidden_name: str = "hidden") -> int:
     """Dtypes and shapes of ``hidden (..., H)``, ``weight (rows, H)``, ``bias (rows,)`` and
-    ``target (...)`` for a linear + cross-entropy loss; returns the number of weight rows.
-    ``nonempty``: a weight without rows (logits with no class) is an error here."""
+    ``target (...)`` (None: no target to check) for a linear + cross-entropy loss; returns
+    the number of weight rows. ``nonempty``: a weight without rows (logits with no class) is
+    an error here."""
     if weight.dtype != hidden.dtype or (bias is not None and bias.dtype != hidden.dtype):
-        raise TypeError(f"hidden, {weight_name} and {bias_name} must share a dtype, got "
+        raise TypeError(f"{hidden_name}, {weight_name} and {bias_name} must share a dtype, got "
                         f"{hidden.dtype}, {weight.dtype}"
                         + ("" if bias is None else f", {bias.dtype}"))
     if hidden.dim() < 1 or weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
-        raise ValueError(f"{weight_name} must have shape ({rows}, H) with H = hidden.shape[-1], "
-                         f"got hidden {tuple(hidden.shape)} and {weight_name} "
-                         f"{tuple(weight.shape)}")
+        raise ValueError(f"{weight_name} must have shape ({rows}, H) with H = "
+                         f"{hidden_name}.shape[-1], got {hidden_name} {tuple(hidden.shape)} "
+                         f"and {weight_name} {tuple(weight.shape)}")
     v = weight.shape[0]
     if nonempty and v == 0:
         raise ValueError(f"{weight_name} must have at least one row (class): the logits would "
                          f"have shape {(*hidden.shape[:-1], 0)}")
     if bias is not None and tuple(bias.shape) != (v,):
         raise ValueError(f"{bias_name} must have shape ({v},), got {tuple(bias.shape)}")
-    if tuple(target.shape) != tuple(hidden.shape[:-1]):
-        raise ValueError(f"target must have shape {tuple(hidden.shape[:-1])} (hidden without "
-                         f"its last dimension), got {tuple(target.shape)}")
+    if target is not None and tuple(target.shape) != tuple(hidden.shape[:-1]):
+        raise ValueError(f"target must have shape {tuple(hidden.shape[:-1])} ({hidden_name} "
+                         f"without its last dimension), got {tuple(target.shape)}")
     return v
 
 

@@ -14,6 +14,7 @@ from ._common import (
     ChunkGrads,
     autocast_off,
     check_labels,
+    check_linear_shapes,
     functorch_active,
     logit_chunks,
     loss_dtype,
@@ -54,6 +55,21 @@ class _Cfg:
         self.reduction, self.chunk, self.out_dtype = reduction, chunk, out_dtype
 
 
+def _soft_term(p: torch.Tensor, log_p: torch.Tensor, log_q: torch.Tensor, beta: float | None
+               ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Per-row ``KL(p || q)``, or with ``beta`` the generalized JSD
+    ``beta KL(p || m) + (1 - beta) KL(q || m)``; returns ``(soft, q, log m)`` (the last two
+    None for the KL). xlogy-style products: a class of probability 0 adds 0, even at a -inf
+    logit (0 * inf would be NaN)."""
+    if beta is None:
+        return torch.where(p > 0, p * (log_p - log_q), 0.0).sum(dim=1), None, None
+    log_m = torch.logaddexp(log_p + math.log(beta), log_q + math.log1p(-beta))
+    q = log_q.exp()
+    soft = (beta * torch.where(p > 0, p * (log_p - log_m), 0.0).sum(dim=1)
+            + (1.0 - beta) * torch.where(q > 0, q * (log_q - log_m), 0.0).sum(dim=1))
+    return soft, q, log_m
+
+
 def _row_terms(zs: torch.Tensor, zt: torch.Tensor, y: torch.Tensor | None, cfg: _Cfg,
                grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-row loss of a chunk, and (``grad``) its gradient w.r.t. the student logits.
@@ -82,16 +98,7 @@ def _row_terms(zs: torch.Tensor, zt: torch.Tensor, y: torch.Tensor | None, cfg: 
     log_q = zs.sub_(torch.logsumexp(zs, dim=1, keepdim=True))
     log_p = zt.sub_(torch.logsumexp(zt, dim=1, keepdim=True))
     p = log_p.exp()
-    # xlogy-style products: a class the teacher (or student) gives probability 0 adds 0,
-    # even at a -inf logit (0 * inf would be NaN)
-    log_m = q = None
-    if beta is None:
-        soft = torch.where(p > 0, p * (log_p - log_q), 0.0).sum(dim=1)
-    else:
-        log_m = torch.logaddexp(log_p + math.log(beta), log_q + math.log1p(-beta))
-        q = log_q.exp()
-        soft = (beta * torch.where(p > 0, p * (log_p - log_m), 0.0).sum(dim=1)
-                + (1.0 - beta) * torch.where(q > 0, q * (log_q - log_m), 0.0).sum(dim=1))
+    soft, q, log_m = _soft_term(p, log_p, log_q, beta)
     rows = soft * (t * t)
     if hard_rows is not None:
         rows = (1.0 - h) * rows + h * hard_rows
@@ -216,14 +223,7 @@ def composite(sh, sw, sb, th, tw, tb, y, cfg: _Cfg) -> torch.Tensor:
     zt = F.linear(th, tw, tb).to(acc).detach()
     log_q = torch.log_softmax(zs / t, dim=1)
     log_p = torch.log_softmax(zt / t, dim=1)
-    p = log_p.exp()
-    if beta is None:
-        soft = torch.where(p > 0, p * (log_p - log_q), 0.0).sum(dim=1)
-    else:
-        log_m = torch.logaddexp(log_p + math.log(beta), log_q + math.log1p(-beta))
-        q = log_q.exp()
-        soft = (beta * torch.where(p > 0, p * (log_p - log_m), 0.0).sum(dim=1)
-                + (1.0 - beta) * torch.where(q > 0, q * (log_q - log_m), 0.0).sum(dim=1))
+    soft = _soft_term(log_p.exp(), log_p, log_q, beta)[0]
     rows = soft * (t * t)
     if h:
         assert y is not None
@@ -332,33 +332,23 @@ def linear_distillation_loss(
     if h and target is None:
         raise ValueError(f"hard_weight={hard_weight!r} needs target= (the hard labels)")
     lead = tuple(student_hidden.shape[:-1])
-    for hid, w, bias, who in ((student_hidden, student_weight, student_bias, "student"),
-                              (teacher_hidden, teacher_weight, teacher_bias, "teacher")):
-        if w.dtype != hid.dtype or (bias is not None and bias.dtype != hid.dtype):
-            raise TypeError(f"{who}_hidden, {who}_weight and {who}_bias must share a dtype, "
-                            f"got {hid.dtype}, {w.dtype}"
-                            + ("" if bias is None else f", {bias.dtype}"))
-        if hid.dim() < 1 or w.dim() != 2 or w.shape[1] != hid.shape[-1]:
-            raise ValueError(f"{who}_weight must have shape (V, H) with H = "
-                             f"{who}_hidden.shape[-1], got {who}_hidden "
-                             f"{tuple(hid.shape)} and {who}_weight {tuple(w.shape)}")
-        if bias is not None and tuple(bias.shape) != (w.shape[0],):
-            raise ValueError(f"{who}_bias must have shape ({w.shape[0]},), got "
-                             f"{tuple(bias.shape)}")
+    if target is not None and (target.is_floating_point() or target.dtype == torch.bool
+                               or target.is_complex()):
+        raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
+    v = check_linear_shapes(student_hidden, student_weight, student_bias, target,
+                            weight_name="student_weight", bias_name="student_bias",
+                            hidden_name="student_hidden")
+    vt = check_linear_shapes(teacher_hidden, teacher_weight, teacher_bias, None,
+                             weight_name="teacher_weight", bias_name="teacher_bias",
+                             hidden_name="teacher_hidden")
     if tuple(teacher_hidden.shape[:-1]) != lead:
         raise ValueError(f"teacher_hidden must have the leading shape of student_hidden "
                          f"{lead}, got {tuple(teacher_hidden.shape[:-1])}")
-    v = student_weight.shape[0]
-    if teacher_weight.shape[0] != v or v == 0:
-        raise ValueError(f"student_weight and teacher_weight must share a non-empty vocabulary, "
-                         f"got {v} and {teacher_weight.shape[0]} rows")
+    if vt != v:
+        raise ValueError(f"student_weight and teacher_weight must share a vocabulary, got {v} "
+                         f"and {vt} rows")
     y = None
     if target is not None:
-        if target.is_floating_point() or target.dtype == torch.bool or target.is_complex():
-            raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
-        if tuple(target.shape) != lead:
-            raise ValueError(f"target must have shape {lead} (student_hidden without its last "
-                             f"dimension), got {tuple(target.shape)}")
         y = target.reshape(-1).to(torch.int64).contiguous()
         check_labels(y, v, ii)
     sh = student_hidden.reshape(-1, student_hidden.shape[-1])
