@@ -36,6 +36,22 @@ def default_results_dir() -> Path:
     return Path(base) / "crossent" / "bench"
 
 
+class GradCase:
+    """A benchmark case whose steps fill the ``.grad`` of the tensors ``leaves()`` returns:
+    the reset between steps and the size of the gradients every contender must return."""
+
+    def leaves(self) -> Sequence[Any]:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        for t in self.leaves():
+            t.grad = None
+
+    def grad_bytes(self) -> int:
+        return sum(0 if t.grad is None else t.grad.numel() * t.grad.element_size()
+                   for t in self.leaves())
+
+
 def parser(doc: str, sizes: dict[str, int], dtypes: Sequence[str], contenders: Sequence[str]
            ) -> argparse.ArgumentParser:
     """The options every fwd+bwd benchmark script takes; ``sizes`` maps --n/--v/--h to defaults."""

@@ -27,7 +27,7 @@ CONTENDERS = ("eager", "compiled", "crossent", "crossent-torchops")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class Case:
+class Case(H.GradCase):
     def __init__(self, n: int, v: int, dtype: str = "float32", device: str = "cpu",
                  seed: int = 0) -> None:
         g = torch.Generator(device="cpu").manual_seed(seed)
@@ -40,12 +40,8 @@ class Case:
     def as_dict(self) -> dict:
         return {"n": self.n, "v": self.v, "dtype": self.dtype, "device": self.x.device.type}
 
-    def reset(self) -> None:
-        self.x.grad = None
-
-    def grad_bytes(self) -> int:
-        g = self.x.grad
-        return 0 if g is None else g.numel() * g.element_size()
+    def leaves(self) -> tuple:
+        return (self.x,)
 
 
 def make_step(name: str, case: Case):

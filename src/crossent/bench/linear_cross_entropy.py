@@ -27,7 +27,7 @@ CONTENDERS = ("materialised", "torch-chunked", "crossent")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-class Case:
+class Case(H.GradCase):
     def __init__(self, n: int, h: int, v: int, dtype: str = "float32", device: str = "cpu",
                  seed: int = 0) -> None:
         g = torch.Generator().manual_seed(seed)
@@ -42,13 +42,8 @@ class Case:
         return {"n": self.n, "h": self.h, "v": self.v, "dtype": self.dtype,
                 "device": self.hid.device.type}
 
-    def reset(self) -> None:
-        self.hid.grad = None
-        self.w.grad = None
-
-    def grad_bytes(self) -> int:
-        return sum(0 if t.grad is None else t.grad.numel() * t.grad.element_size()
-                   for t in (self.hid, self.w))
+    def leaves(self) -> tuple:
+        return (self.hid, self.w)
 
 
 def make_step(name: str, c: Case):

@@ -28,7 +28,7 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 _T = 2.0
 
 
-class Case:
+class Case(H.GradCase):
     def __init__(self, n: int, h: int, v: int, dtype: str = "float32", device: str = "cpu",
                  seed: int = 0) -> None:
         g = torch.Generator().manual_seed(seed)
@@ -48,13 +48,8 @@ class Case:
         return {"n": self.n, "h": self.h, "v": self.v, "dtype": self.dtype,
                 "device": self.hs.device.type}
 
-    def reset(self) -> None:
-        self.hs.grad = None
-        self.ws.grad = None
-
-    def grad_bytes(self) -> int:
-        return sum(0 if t.grad is None else t.grad.numel() * t.grad.element_size()
-                   for t in (self.hs, self.ws))
+    def leaves(self) -> tuple:
+        return (self.hs, self.ws)
 
 
 def make_step(name: str, c: Case):

@@ -37,7 +37,7 @@ CONTENDERS = ("materialised", "pml", "crossent")
 _FULL_MATRICES = {"materialised": 11.5, "pml": 5.5, "crossent": 0.1}
 
 
-class Case:
+class Case(H.GradCase):
     def __init__(self, n: int, d: int, c: int, seed: int = 0) -> None:
         g = torch.Generator().manual_seed(seed)
         self.n, self.d, self.c = n, d, c
@@ -50,13 +50,8 @@ class Case:
     def as_dict(self) -> dict:
         return {"n": self.n, "d": self.d, "c": self.c}
 
-    def reset(self) -> None:
-        for t in self.params:
-            t.grad = None
-
-    def grad_bytes(self) -> int:
-        return sum(0 if t.grad is None else t.grad.numel() * t.grad.element_size()
-                   for t in self.params)
+    def leaves(self) -> tuple:
+        return tuple(self.params)
 
 
 def make_step(name: str, c: Case):
