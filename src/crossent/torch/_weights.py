@@ -98,9 +98,10 @@ def row_scales(gs: Any, zs: Any, sw: torch.Tensor | None) -> tuple[Any, Any]:
     return (gs, zs) if sw is None else (gs * sw, zs * sw)
 
 
-def weighted(stats: Any, sw: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """A row routine's (main, z) terms times the sample weights."""
-    return (stats.loss, stats.z) if sw is None else (stats.loss * sw, stats.z * sw)
+def weighted(main: torch.Tensor, z: torch.Tensor, sw: torch.Tensor | None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-row main and z-loss terms times the sample weights (unchanged without)."""
+    return (main, z) if sw is None else (main * sw, z * sw)
 
 
 def scales(target, weight, sw, opts: Opts, acc, device, check: bool = False):

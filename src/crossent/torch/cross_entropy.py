@@ -85,8 +85,7 @@ def composite_rows(x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor |
         zero = torch.zeros_like(lse)
         main = torch.where(valid, main, zero)
         zrow = torch.where(valid, opts.z_loss * lse * lse, zero)
-    if sw is not None:
-        main, zrow = main * sw, zrow * sw
+    main, zrow = _weights.weighted(main, zrow, sw)
     gs, zs = _weights.scales(target, w, sw, opts, acc, x.device, check)
     loss, zpart = reduce_rows(main, zrow, opts.reduction, gs, zs)
     return loss.to(out_dtype), zpart.detach().to(out_dtype)
@@ -148,7 +147,7 @@ class _FusedCrossEntropy(torch.autograd.Function):
                 x, target, weight=weight, ignore_index=opts.ignore_index,
                 label_smoothing=opts.label_smoothing, z_loss=opts.z_loss, softcap=opts.softcap,
                 grad_out=buf, grad_scale=gs, z_grad_scale=zs, impl=opts.impl)
-            main, zrows = _weights.weighted(stats, sw)
+            main, zrows = _weights.weighted(stats.loss, stats.z, sw)
             loss, zpart = reduce_rows(main, zrows, opts.reduction, red_gs, red_zs)
             loss, zpart = loss.to(out_dtype), zpart.to(out_dtype)
             if target_grad:
@@ -537,7 +536,7 @@ def cross_entropy(
                                      label_smoothing=opts.label_smoothing, z_loss=opts.z_loss,
                                      softcap=opts.softcap, impl=opts.impl)
                 gs, zs = _weights.scales(t, weight, sw, opts, acc_dtype(x.dtype), x.device, check)
-                main, zrows = _weights.weighted(stats, sw)
+                main, zrows = _weights.weighted(stats.loss, stats.z, sw)
                 loss, zpart = reduce_rows(main, zrows, opts.reduction, gs, zs)
                 loss, zpart = loss.to(out_dtype), zpart.to(out_dtype)
     return finish(loss, zpart, opts.reduction, batch, return_z_loss)

@@ -105,7 +105,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         z_rows, lse_rows = torch.empty_like(loss_rows), torch.empty_like(loss_rows)
         grads = _chunks(hidden, weight, bias, target, cw, opts, chunk, c, gs, zs,
                         need if precompute else (False,) * 4, loss_rows, z_rows, lse_rows)
-        main, zr = (loss_rows, z_rows) if sw is None else (loss_rows * sw, z_rows * sw)
+        main, zr = _weights.weighted(loss_rows, z_rows, sw)
         loss, zpart = reduce_rows(main, zr, opts.reduction, red_gs, red_zs)
         ctx.cfg = cfg
         ctx.grads = grads if precompute else None
@@ -527,7 +527,7 @@ def linear_cross_entropy(
             # the materialised logits (wrapper tensors have no storage for the chunk loop).
             logits = F.linear(rows.hidden, rows.weight, rows.bias).reshape(-1, c)
             loss, zpart = composite_rows(logits, t, cw, opts, out_dtype, sw=rows.sw)
-            lse = torch.logsumexp(composite_logits(logits, opts), dim=1).detach()
+            lse = torch.logsumexp(_capped_logits(logits, opts), dim=1).detach()
             if not prob:
                 lse = lse.masked_fill(t == opts.ignore_index, 0.0)
         else:
@@ -540,7 +540,7 @@ def linear_cross_entropy(
     return (loss, *extra) if extra else loss
 
 
-def composite_logits(logits: torch.Tensor, opts: Opts) -> torch.Tensor:
+def _capped_logits(logits: torch.Tensor, opts: Opts) -> torch.Tensor:
     """The logits the loss sees: soft-capped when ``softcap`` is set, in the accumulation
     dtype."""
     z = logits.to(acc_dtype(logits.dtype))
@@ -567,6 +567,6 @@ def _chunked(rows: _Rows, cw, opts: Opts, chunk_size: int | None, out_dtype, ten
         _chunks(h2, weight, bias, y, cw, opts, chunk, rows.num_classes, gs, zs,
                 (False,) * 4, loss_rows, z_rows, lse_rows)
     sw = rows.sw
-    main, zr = (loss_rows, z_rows) if sw is None else (loss_rows * sw, z_rows * sw)
+    main, zr = _weights.weighted(loss_rows, z_rows, sw)
     loss, zpart = reduce_rows(main, zr, opts.reduction, gs, zs)
     return loss.to(out_dtype), zpart.to(out_dtype), lse_rows
