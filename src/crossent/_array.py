@@ -358,3 +358,12 @@ def add_at_class(xp: Any, x: Array, labels: Array, values: Array) -> Array:
 def one_hot_mask(xp: Any, labels: Array, num_classes: int, dtype: Any) -> Array:
     classes = xp.arange(num_classes, device=device_of(labels))
     return xp.astype(labels[..., None] == classes, dtype)
+
+
+def mask_classes(xp: Any, z: Array, mask: Array) -> tuple[Array, Array]:
+    """Logits (classes last) with the classes a 0/1 ``mask`` excludes set to -inf, so that a
+    softmax normalises over the others, and rows with no class left set to 0 (finite, for
+    the caller to weight by 0); returns ``(logits, rows)``, ``rows`` 1 where a class is left."""
+    rows = xp.max(mask, axis=-1)
+    out = xp.where(mask > 0, z, xp.full_like(z, -math.inf))
+    return xp.where(rows[..., None] > 0, out, xp.zeros_like(z)), rows

@@ -10,7 +10,6 @@ Cross-Entropy) applies a sigmoid to each score independently, for binary and mul
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from . import _array as A
@@ -146,10 +145,8 @@ def softmax_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
     z_norm = z  # what the softmax normalises: the logits of the classes that take part
     if cm is not None:
         cm = A.move_axis_last(xp, cm, ax)
-        rowmask = xp.max(cm, axis=-1)
+        z_norm, rowmask = A.mask_classes(xp, z, cm)
         sw = rowmask if sw is None else sw * rowmask
-        z_norm = xp.where(cm > 0, z, xp.full_like(z, -math.inf))
-        z_norm = xp.where(rowmask[..., None] > 0, z_norm, xp.zeros_like(z))
     weights_name = " and ".join(n for n, v in (("weight", w), ("sample_weight", sample_weight),
                                                ("where", cm)) if v is not None) or "weight"
     grads = {}
@@ -220,8 +217,7 @@ def softmax_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
             # d l / d t_c = (1 - eps) w_c (lse - z_c), formed as a product difference again
             a = (1.0 - eps) * (w if w is not None else 1.0)
             gt = a * lse - a * z
-            grads["targets"] = (gt if cm is None else xp.where(cm > 0, gt, xp.zeros_like(gt))
-                                ) * scale
+            grads["targets"] = masked(xp, gt, cm) * scale
     if not need:
         return out, None
     like = {"logits": logits, "targets": targets}

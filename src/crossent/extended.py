@@ -110,9 +110,7 @@ def poly1_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, *,
     rows = None  # 1 where a position has an element left (None: no mask)
     if cm is not None:
         cm = A.move_axis_last(xp, cm, ax)
-        rows = xp.max(cm, axis=-1)
-        z = xp.where(cm > 0, z, xp.full_like(z, -math.inf))  # masked: out of the softmax
-        z = xp.where(rows[..., None] > 0, z, xp.zeros_like(z))
+        z, rows = A.mask_classes(xp, z, cm)  # masked classes: out of the softmax
     p = xp.exp(z - _lse(xp, z, -1, True))
     if integer:
         valid, safe = A.label_mask(xp, targets, ignore_index, dt, z.shape[-1])

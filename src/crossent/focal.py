@@ -359,9 +359,7 @@ def softmax_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
         # a masked class is a -inf logit with target 0 (out of the softmax, no term), which
         # the algorithm below already takes exactly; a position with no class left is zeroed
         cm = A.move_axis_last(xp, cm, ax)
-        rows = xp.max(cm, axis=-1)
-        z = xp.where(rows[..., None] > 0, xp.where(cm > 0, z, xp.full_like(z, -math.inf)),
-                     xp.zeros_like(z))
+        z, rows = A.mask_classes(xp, z, cm)
         t = t * cm
         denom = xp.sum(rows) if denom is None else xp.sum(validf * rows)
 

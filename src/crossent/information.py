@@ -65,7 +65,7 @@ from typing import Any
 from . import _array as A
 from . import _checks
 from ._axes import over_axes
-from ._reduce import grad_scale, reduce
+from ._reduce import grad_scale, masked, reduce
 from .gradients import Pullback, loss, scaled_pullback
 
 Array = Any
@@ -366,8 +366,7 @@ def kl_divergence(need: tuple[str, ...], p: Array, q: Array, *,
         log_p, log_q = _safe_log(xp, pc), _safe_log(xp, qc)
         # p (log p - log q) (the form of torch.kl_div and optax): no p / q overflow for tiny q
         terms = xp.where(pc == 0, zero, xp.where(qc > 0, pc * (log_p - log_q), inf))
-    if mask is not None:
-        terms = xp.where(mask > 0, terms, zero)
+    terms = masked(xp, terms, mask)
     if elementwise:
         den = None if mask is None else xp.sum(mask)
         out = reduce(xp, terms, reduction, den)
@@ -388,8 +387,7 @@ def kl_divergence(need: tuple[str, ...], p: Array, q: Array, *,
         grads["p"] = gp
     if "q" in need:
         grads["q"] = -ep if log_inputs else _neg_p_over_q(xp, pc, qc)
-    grads = {k: (g if mask is None else xp.where(mask > 0, g, zero)) * scale
-             for k, g in grads.items()}
+    grads = {k: masked(xp, g, mask) * scale for k, g in grads.items()}
     if elementwise:  # one cotangent per element: no broadcast over the class axis
         return out, scaled_pullback(xp, {k: A.cast_like(xp, g, {"p": p, "q": q}[k])
                                          for k, g in grads.items()}, lambda c: c)
@@ -443,11 +441,10 @@ def generalized_kl_divergence(need: tuple[str, ...], p: Array, q: Array, *,
                          ("p", "q"), axis, {"reduction": reduction, "where": where})
     xp, p, q, pc, qc, ax, out_dtype = _prepare(p, q, axis, reduction, "measures")
     mask = _checks.where_mask(xp, where, pc.shape, ax, pc.dtype, A.device_of(pc))
-    zero, inf = xp.zeros_like(pc), xp.full_like(pc, _INF)
+    inf = xp.full_like(pc, _INF)
     log_p, log_q = _safe_log(xp, pc), _safe_log(xp, qc)
     terms = xp.where(pc == 0, qc, xp.where(qc > 0, pc * (log_p - log_q) - pc + qc, inf))
-    if mask is not None:
-        terms = xp.where(mask > 0, terms, zero)
+    terms = masked(xp, terms, mask)
     out, scale = _finish(xp, terms, ax, reduction, out_dtype, mask)
     if not need:
         return out, None
@@ -458,8 +455,7 @@ def generalized_kl_divergence(need: tuple[str, ...], p: Array, q: Array, *,
         safe_q = xp.where(qc > 0, qc, xp.ones_like(qc))
         grads["q"] = xp.where(qc > 0, 1.0 - pc / safe_q,
                               xp.where(pc > 0, -inf, xp.ones_like(qc)))
-    grads = {k: (g if mask is None else xp.where(mask > 0, g, zero)) * scale
-             for k, g in grads.items()}
+    grads = {k: masked(xp, g, mask) * scale for k, g in grads.items()}
     return out, _pullback(xp, grads, {"p": p, "q": q}, ax)
 
 
