@@ -7,6 +7,10 @@ import zlib
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Without a GPU, crossent's Triton kernels are tested in Triton's interpreter, on CPU tensors;
+# it has to be chosen before Triton is first imported. (With a GPU they run compiled.)
+if not os.path.exists("/dev/nvidia0") and not os.path.exists("/dev/kfd"):
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -19,9 +23,15 @@ settings.register_profile("crossent", max_examples=30, deadline=None, derandomiz
 settings.load_profile("crossent")
 
 
-@pytest.fixture(params=["ext", "torch"])
+# The Triton kernel's largest block while a test runs on it through ``kernel_backend``: small,
+# so that the suite's vocabularies of a few thousand classes span several blocks.
+TRITON_TEST_BLOCK = 1024
+
+
+@pytest.fixture(params=["ext", "torch", "triton"])
 def kernel_backend(request, monkeypatch):
-    """Run a crossent.torch test on the C++ row kernel, then on the torch-ops path."""
+    """Run a crossent.torch test on the C++ row kernel, on the torch-ops path, then on the
+    Triton kernel (in Triton's interpreter on CPU tensors, where TRITON_INTERPRET=1)."""
     torch_ext = pytest.importorskip("crossent.torch._ext")
     if request.param == "ext":
         if not torch_ext.load():
@@ -30,6 +40,20 @@ def kernel_backend(request, monkeypatch):
         # the kernel unavailable, as on a machine that cannot build it: impl="auto" must then
         # run torch ops everywhere (tests of impl= itself pass it explicitly)
         monkeypatch.setattr(torch_ext, "load", lambda: False)
+    if request.param == "triton":
+        import torch
+
+        triton_rows = pytest.importorskip("crossent.torch._triton_rows")
+        probe = torch.empty(1, 1)
+        why = triton_rows.why_not(probe)
+        if why is not None:
+            pytest.skip(f"the Triton kernel cannot run CPU tensors here: {why}")
+        # impl="auto" takes the Triton kernel for every tensor it serves (float64 stays on
+        # torch ops), as it does for CUDA tensors
+        serves = triton_rows.serves
+        monkeypatch.setattr(triton_rows, "serves", lambda x, impl: serves(x, impl) or (
+            impl == "auto" and triton_rows.why_not(x) is None))
+        monkeypatch.setattr(triton_rows, "MAX_BLOCK", TRITON_TEST_BLOCK)
     return request.param
 
 

@@ -1,7 +1,8 @@
 """crossent.torch.cross_entropy against torch.nn.functional.cross_entropy (never against itself).
 
-Every check runs on both implementations of the row routine: the C++ kernel ("ext", skipped
-when it cannot be built here) and the torch-ops fallback ("torch").
+Every check runs on the three implementations of the row routine: the C++ kernel ("ext",
+skipped when it cannot be built here), the torch-ops fallback ("torch") and the Triton kernel
+("triton": in Triton's interpreter without a GPU, skipped without Triton).
 """
 
 from __future__ import annotations
@@ -464,7 +465,13 @@ def test_torch_compile_compatible():
 def test_backend_info_reports_a_path():
     info = backend_info()
     assert info["cpu"] in ("cpp-extension", "torch-ops")
-    assert info["cuda"] == "torch-ops"
+    try:
+        import triton  # noqa: F401
+        has_triton = True
+    except ImportError:
+        has_triton = False
+    assert info["cuda"] == ("triton" if has_triton else "torch-ops")
+    assert (info["triton"] is None) == has_triton
     assert (info["cpu"] == "cpp-extension") == info["extension"]["available"]
 
 

@@ -2,7 +2,8 @@
 
 Every reference is independent of crossent: ``F.cross_entropy`` / ``F.linear`` in float64,
 ``torch.autograd.gradcheck`` / ``gradgradcheck``, or a formula written out with torch ops.
-Tests taking the ``kernel_backend`` fixture run on the C++ kernel and on the torch-ops path.
+Tests taking the ``kernel_backend`` fixture run on the C++ kernel, the torch-ops path and the
+Triton kernel.
 """
 
 from __future__ import annotations

@@ -17,9 +17,11 @@ receives ``grad_scale * d loss / d x + z_grad_scale * d z / d x`` row by row, co
 float32 and rounded once to the dtype of ``x``; the scales are Python numbers, 0-d tensors, or
 (R,) tensors (per-row scales). Ignored rows get a zero gradient.
 
-Two implementations share the contract: the C++ kernel (``_kernel.cpp``: one exp per logit,
-one read of the logits and one write of the gradient) on CPU, and a torch-ops version (any
-device, and the fallback when the kernel cannot be built or ``CROSSENT_NO_EXT=1``).
+Three implementations share the contract: the C++ kernel (``_kernel.cpp``: one exp per logit,
+one read of the logits and one write of the gradient) on CPU, the Triton kernel
+(:mod:`._triton_rows`: an online logsumexp over vocabulary blocks, then the gradient written
+over the logits it reads) on CUDA, and a torch-ops version (any device and dtype, and the
+fallback where neither kernel serves, e.g. ``CROSSENT_NO_EXT=1`` on CPU or float64 on CUDA).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import NamedTuple
 
 import torch
 
-from . import _ext
+from . import _ext, _triton_rows
 
 # Without a gradient the torch-ops path works on row blocks of at most this many elements, so
 # it needs no N x V temporary.
@@ -50,13 +52,15 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
 
 _EXT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
-IMPLS = ("auto", "kernel", "torch")
+IMPLS = ("auto", "kernel", "triton", "torch")
 
 
 def check_impl(impl: str, allowed: tuple[str, ...] = IMPLS) -> str:
-    """The implementation choice of the fused losses: ``"auto"`` (the C++ kernel where it can
-    serve, else torch ops; ``CROSSENT_NO_EXT=1`` makes torch ops the default), ``"kernel"``
-    (the C++ kernel, an error where it cannot serve) or ``"torch"`` (torch ops).
+    """The implementation choice of the fused losses: ``"auto"`` (the C++ kernel on CPU and
+    the Triton kernel on CUDA where they can serve, else torch ops; ``CROSSENT_NO_EXT=1``
+    makes torch ops the CPU default), ``"kernel"`` (the C++ kernel, an error where it cannot
+    serve), ``"triton"`` (the Triton kernel: CUDA tensors, or CPU tensors under
+    ``TRITON_INTERPRET=1``; an error where it cannot serve) or ``"torch"`` (torch ops).
 
     ``allowed``: the values a caller accepts, when it has more choices than these (the
     vocabulary-parallel losses add ``"parallel"``). ValueError naming ``impl`` otherwise."""
@@ -67,7 +71,7 @@ def check_impl(impl: str, allowed: tuple[str, ...] = IMPLS) -> str:
 
 def use_extension(x: torch.Tensor, impl: str = "auto") -> bool:
     """Whether the C++ kernel serves this tensor under ``impl`` (see :func:`check_impl`)."""
-    if impl == "torch":
+    if impl in ("torch", "triton"):
         return False
     ok = x.is_cpu and x.dtype in _EXT_DTYPES and _ext.load()
     if impl == "kernel" and not ok:
@@ -116,6 +120,11 @@ def rows_forward(
             x, target, weight, grad_out, gs, zs, float(label_smoothing), float(z_loss),
             float(softcap or 0.0), int(ignore_index))
         return RowStats(loss, z, lse)
+    if _triton_rows.serves(x, impl):
+        return RowStats(*_triton_rows.rows(
+            x, target, weight, grad_out, grad_scale if grad_out is not None else None,
+            z_grad_scale if grad_out is not None else None, label_smoothing, z_loss, softcap,
+            ignore_index))
     if grad_out is None:
         return _rows_torch_nograd(x, target, weight, ignore_index, label_smoothing, z_loss,
                                   softcap)

@@ -8,7 +8,7 @@ from typing import Any, Literal, overload
 import torch
 
 from .. import _array, _checks
-from . import _ext, _weights
+from . import _ext, _triton_rows, _weights
 from ._common import (
     Opts,
     autocast_enabled,
@@ -365,8 +365,10 @@ def cross_entropy(
     ``softmax - target`` (scaled by per-row scalars for weights, smoothing, z-loss, softcap and
     the reduction) with one exp per logit, and keeps it; backward only multiplies it by
     ``grad_output``. Without a gradient it is a single read of the logits, no N x V buffer.
-    On CPU a C++ kernel does this (built at first use, see :func:`backend_info`); elsewhere a
-    torch-ops version of the same algorithm runs. float16/bfloat16 logits are computed in
+    On CPU a C++ kernel does this (built at first use, see :func:`backend_info`), on CUDA a
+    Triton kernel (an online log-sum-exp over vocabulary blocks, then the gradient written
+    over the logits it reads, with no host synchronisation); elsewhere, and for float64 on
+    CUDA, a torch-ops version of the same algorithm runs. float16/bfloat16 logits are computed in
     float32 and the gradient is rounded once to the logits' dtype.
 
     Higher derivatives are exact too: a backward run with ``create_graph=True`` (double
@@ -420,9 +422,13 @@ def cross_entropy(
             autograd raises if another op saved them for its own backward. A leaf tensor that
             requires grad, or a view of one, is refused. Default False: the caller's tensor is
             never modified.
-        impl: ``"auto"`` (default: the C++ kernel on CPU where it is available, torch ops
-            elsewhere; ``CROSSENT_NO_EXT=1`` makes torch ops the default), ``"kernel"`` (the
-            kernel, or a ValueError where it cannot serve) or ``"torch"`` (torch ops).
+        impl: ``"auto"`` (default: the C++ kernel on CPU where it is available, the Triton
+            kernel on CUDA for float16 / bfloat16 / float32 logits where Triton imports,
+            torch ops elsewhere; ``CROSSENT_NO_EXT=1`` makes torch ops the CPU default),
+            ``"kernel"`` (the C++ kernel), ``"triton"`` (the Triton kernel: CUDA tensors, or
+            CPU tensors when ``TRITON_INTERPRET=1`` runs Triton's interpreter) or
+            ``"torch"`` (torch ops); the two kernels raise a ValueError where they cannot
+            serve the call.
         return_z_loss: also return the z-loss part of the loss (reduced the same way,
             detached), for logging.
 
@@ -572,12 +578,15 @@ softmax_cross_entropy_rows.handles_autocast = True  # type: ignore[attr-defined]
 def backend_info() -> dict:
     """Which implementation serves each device, and why.
 
-    Returns a dict: ``cpu`` ("cpp-extension" or "torch-ops"), ``cuda`` ("torch-ops"),
-    ``extension`` (availability, the build error if any, the library path, the load time,
-    and ``rebuilt``: why a cached library was rebuilt, e.g. a file that no longer matches its
-    recorded size and SHA-256, or None). Building the extension happens here if it has not
-    happened yet.
+    Returns a dict: ``cpu`` ("cpp-extension" or "torch-ops"), ``cuda`` ("triton" where
+    Triton imports, for float16 / bfloat16 / float32 logits; else "torch-ops"), ``triton``
+    (None, or why Triton does not import), ``extension`` (availability, the build error if
+    any, the library path, the load time, and ``rebuilt``: why a cached library was rebuilt,
+    e.g. a file that no longer matches its recorded size and SHA-256, or None). Building the
+    extension happens here if it has not happened yet.
     """
     ok = _ext.load()
-    return {"cpu": "cpp-extension" if ok else "torch-ops", "cuda": "torch-ops",
+    triton_error = _triton_rows.import_error()
+    return {"cpu": "cpp-extension" if ok else "torch-ops",
+            "cuda": "torch-ops" if triton_error else "triton", "triton": triton_error,
             "extension": _ext.info()}

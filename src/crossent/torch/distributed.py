@@ -346,9 +346,10 @@ def _parallel(shard: _Shard, impl: str) -> bool:
     to the single-device function); refuses the C++ kernel for a group of several."""
     if shard.world == 1:
         return impl == "parallel"
-    if impl == "kernel":
-        raise ValueError(f"impl='kernel': the C++ kernel serves a group of one process only, "
-                         f"this group has {shard.world}; use impl='auto' or 'torch'")
+    if impl in ("kernel", "triton"):
+        raise ValueError(f"impl={impl!r}: the single-device kernels serve a group of one "
+                         f"process only, this group has {shard.world}; use impl='auto' or "
+                         "'torch'")
     return True
 
 
@@ -448,10 +449,11 @@ def vocab_parallel_cross_entropy(
         impl: which code runs. ``"auto"`` (default): the vocabulary-parallel algorithm in a
             group of several processes; in a group of one, the hand-over to
             :func:`crossent.torch.cross_entropy` with ``impl="auto"`` (the C++ kernel on CPU
-            where available). ``"kernel"`` / ``"torch"``: in a group of one, that hand-over
-            with the C++ kernel (a ValueError where it cannot serve) or with torch ops; in a
-            group of several, ``"torch"`` is the parallel algorithm (torch ops) and
-            ``"kernel"`` a ValueError. ``"parallel"``: the parallel algorithm, with its
+            where available, the Triton kernel on CUDA). ``"kernel"`` / ``"triton"`` /
+            ``"torch"``: in a group of one, that hand-over with the C++ kernel, the Triton
+            kernel (a ValueError where they cannot serve) or torch ops; in a group of
+            several, ``"torch"`` is the parallel algorithm (torch ops) and ``"kernel"`` and
+            ``"triton"`` a ValueError. ``"parallel"``: the parallel algorithm, with its
             collectives, whatever the size of the group (a group of one runs it too: for
             tests and benchmarks of that code path). The same on every rank.
 
@@ -468,9 +470,9 @@ def vocab_parallel_cross_entropy(
             sync, explicit slices are trusted), no class at all, a ``group`` without an
             initialised ``torch.distributed``, (CPU) a target out of range,
             ``inplace_backward`` on a leaf requiring grad or a view of one; ``impl`` not one
-            of ``"auto"``, ``"kernel"``, ``"torch"``, ``"parallel"`` (the message names the
-            value), or ``"kernel"`` where the C++ kernel cannot serve (a group of several
-            processes, a device or build without it).
+            of ``"auto"``, ``"kernel"``, ``"triton"``, ``"torch"``, ``"parallel"`` (the
+            message names the value), or ``"kernel"`` / ``"triton"`` where that kernel cannot
+            serve (a group of several processes, a device, dtype or build without it).
         TypeError: non-floating logits or non-integer targets.
         RuntimeError: a differentiable backward (``create_graph=True``) in a group of more
             than one process.

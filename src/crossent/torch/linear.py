@@ -425,8 +425,10 @@ def linear_cross_entropy(
         return_lse: also return the detached per-position log-sum-exp of the (soft-capped)
             logits, the loss's batch shape (0 at ignored positions): what a sampler or a
             z-loss logger needs, without the logits.
-        impl: the row routine: ``"auto"`` (the C++ kernel on CPU where available; torch ops
-            elsewhere or with ``CROSSENT_NO_EXT=1``), ``"kernel"`` or ``"torch"``.
+        impl: the row routine: ``"auto"`` (the C++ kernel on CPU where available, the Triton
+            kernel on CUDA for float16 / bfloat16 / float32 where Triton imports; torch ops
+            elsewhere or with ``CROSSENT_NO_EXT=1``), ``"kernel"``, ``"triton"`` or
+            ``"torch"`` (see :func:`crossent.torch.cross_entropy`).
         input, linear_weight, linear_bias, options: torch's names (see above).
 
     Returns:
