@@ -475,6 +475,7 @@ def test_backend_info_reports_a_path():
     assert (info["cpu"] == "cpp-extension") == info["extension"]["available"]
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_pytorch():
     gen = torch.Generator().manual_seed(14)

@@ -194,6 +194,17 @@ def test_choose_chunk_size():
     assert choose_chunk_size(1000, 100, 8, budget_bytes=4000) == 10
 
 
+@pytest.mark.parametrize("n,v,h,itemsize", [(8192, 128256, 4096, 2), (8192, 128256, 4096, 4),
+                                            (16384, 262144, 8192, 2), (65536, 32000, 2048, 2)])
+def test_choose_chunk_size_on_cuda_keeps_the_chunk_under_the_gpu_target(n, v, h, itemsize):
+    rows = choose_chunk_size(n, v, h, itemsize=itemsize, device="cuda")
+    assert rows % 64 == 0 and 256 <= rows <= 4096
+    assert rows * v <= 0.05 * n * v  # the chunk's logits: under 0.05x the full logits
+    assert choose_chunk_size(300, v, h, itemsize=itemsize, device="cuda") == 256
+    assert choose_chunk_size(100, v, h, itemsize=itemsize, device="cuda") == 100
+
+
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_materialised():
     hid, w, b, y = (t.cuda() for t in _data(64, 32, 3000, seed=10, ignore=0.1))

@@ -773,7 +773,8 @@ def vocab_parallel_linear_cross_entropy(
         # From the group-wide V / P, not this rank's width: every rank must run the same
         # number of chunks, or the per-chunk collectives would not pair up.
         per_rank = -(-shard.vocab_size // shard.world)
-        chunk_size = choose_chunk_size(n, per_rank, h2.shape[1], itemsize=h2.element_size())
+        chunk_size = choose_chunk_size(n, per_rank, h2.shape[1], itemsize=h2.element_size(),
+                                        device=h2.device.type)
     chunk = max(1, min(chunk_size, n))
     if not _parallel(shard, impl):
         return linear_cross_entropy(hidden, weight_shard, target, bias_shard,

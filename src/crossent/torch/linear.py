@@ -36,20 +36,26 @@ _MIB = 1 << 20
 # Below this many rows a chunk's three GEMMs stop amortising the reads of `weight` and the
 # read-modify-write of its gradient (about 0.4 * rows flops per byte of weight traffic).
 _MIN_ROWS = 128
+_MIN_ROWS_GPU = 256
 
 
 def choose_chunk_size(n: int, v: int, h: int, *, itemsize: int = 4,
-                      budget_bytes: int | None = None) -> int:
+                      budget_bytes: int | None = None, device: str = "cpu") -> int:
     """Rows per chunk for :func:`linear_cross_entropy`.
 
-    The chunk's logits (rows x V) are the only N x V-like memory; by default they get 1/16 of
-    what the full logits would take, clamped to [8 MiB, 256 MiB], but never fewer than 128
-    rows (or N), below which the matmuls on ``weight`` (V x H) become memory-bound.
+    The chunk's logits (rows x V) are the only N x V-like memory. On CPU they get, by
+    default, 1/16 of what the full logits would take, clamped to [8 MiB, 256 MiB], but never
+    fewer than 128 rows (or N), below which the matmuls on ``weight`` (V x H) become
+    memory-bound, nor more than 4 H. On CUDA they get 1/24 of the full logits (the logits
+    chunk then stays under 0.05x the logits, the GPU target) and at least 256 rows, rounded
+    down to a multiple of 64 (whole GEMM tiles), at most 4096: a GPU's matmuls need more rows
+    than a CPU's to stay compute-bound.
 
     Args:
         n: number of rows (tokens). v: vocabulary size. h: hidden size.
         itemsize: bytes per logit (the hidden dtype).
         budget_bytes: memory for one chunk of logits; None chooses as above.
+        device: the device type (``"cpu"``, ``"cuda"``...): which default rule applies.
 
     Returns:
         The number of rows per chunk, in [1, n].
@@ -57,15 +63,21 @@ def choose_chunk_size(n: int, v: int, h: int, *, itemsize: int = 4,
     Example:
         >>> choose_chunk_size(4096, 32768, 512)
         256
+        >>> choose_chunk_size(8192, 128256, 4096, itemsize=2, device="cuda")
+        320
     """
     if n <= 0:
         return 1
     row_bytes = max(1, v * itemsize)
     auto = budget_bytes is None
+    gpu = device != "cpu"
     if budget_bytes is None:
-        budget_bytes = min(256 * _MIB, max(8 * _MIB, n * row_bytes // 16))
+        budget_bytes = n * row_bytes // 24 if gpu else \
+            min(256 * _MIB, max(8 * _MIB, n * row_bytes // 16))
     rows = max(budget_bytes // row_bytes, 1)
-    if auto:
+    if auto and gpu:
+        rows = min(max(rows, _MIN_ROWS_GPU), 4096) // 64 * 64
+    elif auto:
         # Enough rows to amortise the weight traffic, and no more than that needs.
         rows = min(max(rows, _MIN_ROWS), max(_MIN_ROWS, 4 * h))
     return int(min(rows, n))
@@ -556,7 +568,8 @@ def _chunked(rows: _Rows, cw, opts: Opts, chunk_size: int | None, out_dtype, ten
     y = rows.target.contiguous()
     n, v = h2.shape[0], weight.shape[0]
     if chunk_size is None:
-        chunk_size = choose_chunk_size(n, v, h2.shape[1], itemsize=h2.element_size())
+        chunk_size = choose_chunk_size(n, v, h2.shape[1], itemsize=h2.element_size(),
+                                        device=h2.device.type)
     chunk = max(1, min(chunk_size, n))
     cfg = (opts, chunk, out_dtype, rows.num_classes)
     if needs_grad(*tensors):
