@@ -185,6 +185,8 @@ def _error_cases(rank, world):
     with pytest.raises(ValueError, match="impl='kernel'"):
         vocab_parallel_linear_cross_entropy(torch.zeros(2, 4), torch.zeros(3, 4), y,
                                             impl="kernel")
+    with pytest.raises(ValueError, match="impl='triton'.*group of one"):  # so is Triton's
+        vocab_parallel_cross_entropy(x, y, impl="triton")
     gen = torch.Generator().manual_seed(11)
     full = torch.randn(4, 3 * world, generator=gen)
     yy = torch.randint(0, 3 * world, (4,), generator=gen)
@@ -464,7 +466,7 @@ def test_impl_argument(monkeypatch):
     """impl= chooses the code path: bad values name impl and the value; "parallel" runs the
     collectives' algorithm in a group of one (which refuses a differentiable backward, where
     the hand-over to crossent.torch supports it); every choice gives the same numbers."""
-    from crossent.torch import _ext
+    from crossent.torch import _ext, _triton_rows
 
     gen = torch.Generator().manual_seed(12)
     x = torch.randn(5, 7, generator=gen, dtype=torch.float64, requires_grad=True)
@@ -481,7 +483,7 @@ def test_impl_argument(monkeypatch):
     for call, wrt, logits in cases:
         for bad in ("cuda", "distributed", "Parallel", None, 1):
             with pytest.raises(ValueError, match=r"impl must be one of \('auto', 'kernel', "
-                               r"'torch', 'parallel'\), got " + re.escape(repr(bad))):
+                               r"'triton', 'torch', 'parallel'\), got " + re.escape(repr(bad))):
                 call(bad)
         want = F.cross_entropy(logits, y, label_smoothing=0.1)
         (gwant,) = torch.autograd.grad(want, wrt)
@@ -494,6 +496,12 @@ def test_impl_argument(monkeypatch):
         assert g.requires_grad  # the hand-over: an exact double backward
         with pytest.raises(RuntimeError, match="create_graph"):
             torch.autograd.grad(call("parallel"), wrt, create_graph=True)
+        with pytest.raises(ValueError, match="impl='triton'.*float64"):
+            call("triton")
+    x32 = x.detach().float()
+    if _triton_rows.why_not(x32) is None:  # the hand-over on Triton's interpreter, on CPU
+        got = vocab_parallel_cross_entropy(x32, y, label_smoothing=0.1, impl="triton")
+        torch.testing.assert_close(got, F.cross_entropy(x32, y, label_smoothing=0.1))
     monkeypatch.setattr(_ext, "load", lambda: False)  # a machine without the kernel
     with pytest.raises(ValueError, match="impl='kernel'"):
         vocab_parallel_cross_entropy(x, y, impl="kernel")
