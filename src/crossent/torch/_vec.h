@@ -184,13 +184,22 @@ inline A exp_sum(const A* z, A m, A* out, int64_t n) {
     if constexpr (STORE) e.store(out + i);
     acc0 = acc0 + e;
   }
-  A r = at::vec::vec_reduce_all<A>([](V& x, V& y) { return x + y; }, acc0 + acc1);
-  for (; i < n; ++i) {
-    A e = std::exp(z[i] - m);
-    if constexpr (STORE) out[i] = e;
-    r += e;
+  if (i < n) {
+    // The tail as one vector through a stack copy: a row of 10 classes is all tail, and 10
+    // scalar exps cost more than the rest of its row. The unused lanes hold m (exp(0) = 1)
+    // and are zeroed by a blend: exp(-inf) would go through the denormal range, which costs
+    // a microcode assist per lane.
+    const int64_t k = n - i;
+    alignas(64) A tmp[V::size()];
+    for (int64_t j = 0; j < V::size(); ++j) tmp[j] = j < k ? z[i + j] : m;
+    V e = V::set(V(A(0)), vexp<A>(V::loadu(tmp) - vm), k);
+    if constexpr (STORE) {
+      e.store(tmp);
+      std::copy(tmp, tmp + k, out + i);
+    }
+    acc1 = acc1 + e;
   }
-  return r;
+  return at::vec::vec_reduce_all<A>([](V& x, V& y) { return x + y; }, acc0 + acc1);
 }
 
 template <typename A>
