@@ -27,7 +27,6 @@ tensors in Triton's interpreter: that is how the test suite checks it without a 
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any
 
@@ -41,9 +40,7 @@ MAX_BLOCK = 4096
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-@functools.cache
-def import_error() -> str | None:
-    """Why Triton does not import here (None when it does); asked once per process."""
+def _probe() -> str | None:
     try:
         import triton  # noqa: F401
         import triton.language  # noqa: F401
@@ -52,22 +49,39 @@ def import_error() -> str | None:
     return None
 
 
+# Decided once, at import (torch.compile then traces these lookups as constants): whether
+# Triton imports, and whether it interprets, which Triton itself reads when a kernel is
+# defined. (Importing Triton here costs nothing extra: torch's compiler stack imports it
+# whenever it is installed.)
+_IMPORT_ERROR = _probe()
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+_DEVICE_OK: dict[int, bool] = {}
+
+
+def import_error() -> str | None:
+    """Why Triton does not import here (None when it does)."""
+    return _IMPORT_ERROR
+
+
 def available() -> bool:
     """Whether Triton imports here."""
-    return import_error() is None
+    return _IMPORT_ERROR is None
 
 
 def interpreting() -> bool:
     """Whether Triton runs kernels in its interpreter (``TRITON_INTERPRET=1``), on CPU."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    return INTERPRET
 
 
-@functools.cache
 def _device_ok(index: int) -> bool:
-    # Triton's NVIDIA backend compiles for compute capability 7.0 (Volta) and newer
-    if torch.version.hip:
-        return True
-    return torch.cuda.get_device_capability(index) >= (7, 0)
+    ok = _DEVICE_OK.get(index)
+    if ok is None:
+        if torch.compiler.is_compiling():
+            return True  # asked for the first time inside a trace: the eager call decides
+        # Triton's NVIDIA backend compiles for compute capability 7.0 (Volta) and newer
+        ok = bool(torch.version.hip) or torch.cuda.get_device_capability(index) >= (7, 0)
+        _DEVICE_OK[index] = ok
+    return ok
 
 
 def why_not(x: torch.Tensor) -> str | None:
@@ -163,16 +177,11 @@ def _launch(x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
     return loss, zrow, lse
 
 
-_LIB: Any = None
-
-
-def _library() -> None:
+def _library() -> Any:
     """Register the launcher as the torch op ``crossent_triton::rows`` (same schema as the C++
     kernel's ``crossent_ext::rows``), with a shape-only version for torch.compile: a compiled
-    graph keeps the call as one opaque op instead of tracing into Triton's launcher."""
-    global _LIB
-    if _LIB is not None:
-        return
+    graph keeps the call as one opaque op instead of tracing into Triton's launcher.
+    Registered at import (a library cannot be created inside a trace); it imports no Triton."""
     lib = torch.library.Library("crossent_triton", "DEF")
     lib.define(
         "rows(Tensor logits, Tensor target, Tensor? weight, Tensor(a!)? grad_out, "
@@ -189,7 +198,10 @@ def _library() -> None:
                 logits.new_empty((r,), dtype=torch.float32),
                 logits.new_empty((r,), dtype=torch.float32))
 
-    _LIB = lib
+    return lib
+
+
+_LIB = _library()
 
 
 def rows(x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
@@ -198,7 +210,6 @@ def rows(x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
          ignore_index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The row routine on Triton (see :func:`._rows.rows_forward` for the contract); the
     scales are None (1), Python numbers or float tensors, 0-d or one per row."""
-    _library()
     gs = _as_tensor(grad_scale, x)
     zs = gs if z_scale is None else _as_tensor(z_scale, x)
     return torch.ops.crossent_triton.rows(x, target, weight, grad_out, gs, zs,
