@@ -245,6 +245,27 @@ def test_linear_cross_entropy_on_triton(device, small_blocks, dtype):
     torch.testing.assert_close(wl.grad.double(), w64.grad, **TOL[dtype])
 
 
+@pytest.mark.parametrize("device", DEVICES, indirect=True)
+def test_autocast_gives_a_float32_loss_like_pytorch(device, small_blocks):
+    """Under autocast, bf16 logits from an autocast matmul: the loss comes back in float32,
+    as F.cross_entropy's does there, and the gradient keeps the logits' dtype."""
+    gen = torch.Generator().manual_seed(14)
+    h = torch.randn(6, 8, generator=gen).to(device)
+    w = torch.randn(40, 8, generator=gen).to(device)
+    y = torch.randint(0, 40, (6,), generator=gen).to(device)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        logits = h @ w.T
+        assert logits.dtype == torch.bfloat16
+        ours = cross_entropy(logits, y, label_smoothing=0.1, impl="triton")
+        ref = F.cross_entropy(logits, y, label_smoothing=0.1)
+    assert ours.dtype == ref.dtype == torch.float32
+    torch.testing.assert_close(ours, ref, **TOL[torch.bfloat16])
+    xl = logits.detach().requires_grad_(True)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        (g,) = torch.autograd.grad(cross_entropy(xl, y, impl="triton"), xl)
+    assert g.dtype == torch.bfloat16
+
+
 def test_out_of_range_label_gives_nan_on_its_row_only(small_blocks):
     """What the kernel does where no check ran first (on CUDA, checking would synchronise):
     NaN on that row, no read outside the row."""
