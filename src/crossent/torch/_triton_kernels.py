@@ -20,6 +20,36 @@ def tanh(u):
     t = -em1 / (2.0 + em1)
     return tl.where(u < 0, -t, t)
 
+
+@triton.jit
+def load_block(xrow, trow, w_ptr, offs, V, vlim, eps, cap,
+               PROB: tl.constexpr, HAS_W: tl.constexpr, CAP: tl.constexpr,
+               SMOOTH: tl.constexpr):
+    """One block of a row, as both sweeps read it: the columns in the row, the columns read
+    (none for an ignored row), the logits in float32 (soft-capped), tanh of them (softcap's
+    derivative needs it), the effective target mass ``q = w ((1 - eps) t + eps / V)`` of a
+    probability target, and the class weights where the loss reads them (probabilities, or
+    smoothing; 1 without weights); 0 where unused or unread."""
+    inb = offs < V
+    ld = offs < vlim  # vlim is V, or 0 for an ignored row
+    z = tl.load(xrow + offs, mask=ld, other=0.0).to(tl.float32)
+    th = tl.zeros_like(z)
+    if CAP:
+        th = tanh(z / cap)
+        z = cap * th
+    q = tl.zeros_like(z)
+    if PROB:
+        q = tl.load(trow + offs, mask=inb, other=0.0).to(tl.float32)
+        if SMOOTH:
+            q = tl.where(inb, q * (1.0 - eps) + eps / V, 0.0)
+    w = tl.where(ld, 1.0, 0.0)
+    if HAS_W and (PROB or SMOOTH):
+        w = tl.load(w_ptr + offs, mask=ld, other=0.0).to(tl.float32)
+    if PROB:
+        q = q * w
+    return inb, ld, z, th, q, w
+
+
 @triton.jit
 def rows_kernel(
     x_ptr, sx, t_ptr, st, w_ptr, g_ptr, sg,
@@ -34,7 +64,10 @@ def rows_kernel(
     xrow = x_ptr + row * sx
     cols = tl.arange(0, BLOCK)
     ninf = float("-inf")
-    if not PROB:
+    trow = t_ptr + row * st
+    if PROB:
+        vlim = V
+    else:
         y = tl.load(t_ptr + row)
         valid = y != ignore_index
         inrange = (y >= 0) & (y < V)
@@ -47,33 +80,17 @@ def rows_kernel(
     a1 = tl.zeros([], tl.float32)  # probabilities: sum_c q_c; labels: sum_c w_c
     a2 = tl.zeros([], tl.float32)  # probabilities: sum_c q_c z_c; labels: eps/V sum w_c z_c
     for start in range(0, V, BLOCK):
-        offs = start + cols
-        inb = offs < V
-        if PROB:
-            ld = inb
-        else:
-            ld = offs < vlim  # an ignored row reads nothing
-        z = tl.load(xrow + offs, mask=ld, other=0.0).to(tl.float32)
-        if CAP:
-            z = cap * tanh(z / cap)
+        inb, ld, z, th, q, w = load_block(xrow, trow, w_ptr, start + cols, V, vlim, eps, cap,
+                                          PROB, HAS_W, CAP, SMOOTH)
         zm = tl.where(ld, z, ninf)
         nm = tl.maximum(m, tl.max(zm, 0))
         shift = tl.where(nm == ninf, 0.0, nm)  # a row of -inf so far: exp gives 0, not NaN
         s = s * tl.exp(m - shift) + tl.sum(tl.exp(zm - shift), 0)
         m = nm
         if PROB:
-            q = tl.load(t_ptr + row * st + offs, mask=inb, other=0.0).to(tl.float32)
-            if SMOOTH:
-                q = tl.where(inb, q * (1.0 - eps) + eps / V, 0.0)
-            if HAS_W:
-                q = q * tl.load(w_ptr + offs, mask=inb, other=0.0).to(tl.float32)
             a1 += tl.sum(q, 0)
             a2 += tl.sum(q * z, 0)
         elif SMOOTH:
-            if HAS_W:
-                w = tl.load(w_ptr + offs, mask=ld, other=0.0).to(tl.float32)
-            else:
-                w = tl.where(ld, 1.0, 0.0)
             a1 += tl.sum(w, 0)
             # each term scaled before the sum: near the float limit the plain sum of the
             # logits overflows where the loss is representable
@@ -122,30 +139,14 @@ def rows_kernel(
         grow = g_ptr + row * sg
         for start in range(0, V, BLOCK):
             offs = start + cols
-            inb = offs < V
-            if PROB:
-                ld = inb
-            else:
-                ld = offs < vlim
-            z = tl.load(xrow + offs, mask=ld, other=0.0).to(tl.float32)
-            if CAP:
-                th = tanh(z / cap)
-                z = cap * th
+            inb, ld, z, th, q, w = load_block(xrow, trow, w_ptr, offs, V, vlim, eps, cap,
+                                              PROB, HAS_W, CAP, SMOOTH)
             g = tl.exp(z - mshift) * coef
             if PROB:
-                q = tl.load(t_ptr + row * st + offs, mask=inb, other=0.0).to(tl.float32)
-                if SMOOTH:
-                    q = q * (1.0 - eps) + eps / V
-                if HAS_W:
-                    q = q * tl.load(w_ptr + offs, mask=inb, other=0.0).to(tl.float32)
                 g -= gs * q
             else:
                 if SMOOTH:
-                    if HAS_W:
-                        w = tl.load(w_ptr + offs, mask=ld, other=0.0).to(tl.float32)
-                        g -= gs * (eps / V) * w
-                    else:
-                        g -= gs * (eps / V)
+                    g -= gs * (eps / V) * w
                 g = tl.where(offs == ysafe, g - gs * (1.0 - eps) * wy, g)
             if CAP:
                 g = g * (1.0 - th * th)
