@@ -101,3 +101,19 @@ def test_targets_are_checked_against_the_issue_limits():
     assert any(ln.startswith("L") and "time vs cce: not measured" in ln for ln in lines)
     assert any(ln.startswith("L") and "beyond the gradients x logits: 0.040" in ln
                and ln.endswith(" met") for ln in lines)
+
+
+# torch.compile's own warnings on CPU (inductor's, and a torch.jit deprecation it triggers)
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+def test_compiled_contenders_run_last_and_keep_their_place_in_the_table(out, capsys):
+    payload = gpu.main(["--device", "cpu", "--contenders", "eager,compile,crossent",
+                        "--dtypes", "float32"])
+    lines = [ln for ln in capsys.readouterr().out.splitlines()
+             if ln.startswith(("fused ", "linear "))]
+    names = [ln.split()[3] for ln in lines]
+    # every case's non-compiled contenders first, then the compiled ones (one compilation per
+    # kind, dynamic shapes), which the time budget drops first
+    assert names == ["eager", "crossent", "eager", "crossent", "compile", "compile"]
+    for res in payload["results"]:
+        assert [r["name"] for r in res["rows"]] == ["eager", "compile", "crossent"]
+        assert res["rows"][1].get("median_s", 0) > 0, res["rows"][1]
