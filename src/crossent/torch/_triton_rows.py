@@ -21,8 +21,13 @@ reject before computing) gives a NaN loss on its row instead of a read out of bo
 float64 logits are not served (Triton passes scalar arguments in float32, which would cap the
 options' precision below float64): ``impl="auto"`` runs them on torch ops.
 
+Blocks hold up to 4096 classes, with one warp per 512 (16 values a thread: ptxas keeps every
+variant in registers). The launcher is the torch op ``crossent_triton::rows``, with a fake
+(shape-only) version, so ``torch.compile(fullgraph=True)`` keeps it as one node.
+
 ``TRITON_INTERPRET=1`` (set before Triton is first imported) runs the same kernel on CPU
-tensors in Triton's interpreter: that is how the test suite checks it without a GPU.
+tensors in Triton's interpreter: that is how the test suite checks it without a GPU (and
+``tests/test_triton_compile.py`` compiles it for sm_80 and sm_90 with the wheel's ptxas).
 """
 
 from __future__ import annotations
@@ -113,8 +118,8 @@ def serves(x: torch.Tensor, impl: str) -> bool:
 
 
 def _kernel() -> Any:
-    """The kernel module, imported at first use: ``import crossent.torch`` stays free of
-    Triton."""
+    """The kernel module, imported at the first launch (Triton then compiles each variant of
+    the kernel the first time it runs, and caches it on disk)."""
     from . import _triton_kernels
 
     return _triton_kernels
@@ -139,6 +144,7 @@ def _launch(x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
             grad_out: torch.Tensor | None, grad_scale: Any, z_scale: Any,
             label_smoothing: float, z_loss: float, softcap: float,
             ignore_index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The op's implementation: one program per row; the constexpr flags pick the variant."""
     r, v = x.shape
     loss = torch.empty(r, dtype=torch.float32, device=x.device)
     zrow = torch.empty_like(loss)
