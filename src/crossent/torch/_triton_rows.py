@@ -26,8 +26,8 @@ variant in registers). The launcher is the torch op ``crossent_triton::rows``, w
 (shape-only) version, so ``torch.compile(fullgraph=True)`` keeps it as one node.
 
 ``TRITON_INTERPRET=1`` (set before Triton is first imported) runs the same kernel on CPU
-tensors in Triton's interpreter: that is how the test suite checks it without a GPU (and
-``tests/test_triton_compile.py`` compiles it for sm_80 and sm_90 with the wheel's ptxas).
+tensors in Triton's interpreter: that is how the test suite checks it without a GPU, beside
+compiling every variant ahead of time for sm_80 and sm_90 with the ptxas Triton ships.
 """
 
 from __future__ import annotations
