@@ -266,6 +266,23 @@ def test_autocast_gives_a_float32_loss_like_pytorch(device, small_blocks):
     assert g.dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("device", DEVICES, indirect=True)
+def test_logits_near_the_float32_limit_with_smoothing(device):
+    """Each smoothing term is scaled before it is summed, and each product taken before the
+    difference: the loss stays finite where the logits' plain sum would overflow."""
+    z = torch.tensor([[3.0e38, -3.0e38, 1.0e38, 2.9e38], [-3.4e38, 3.4e38, 0.0, -1.0]])
+    y = torch.tensor([0, 1])
+    # labels, and the same targets as one-hot probabilities (whose loss is representable)
+    for t in (y, torch.eye(4)[y]):
+        ref, gref = reference(z.to(device), t.to(device), label_smoothing=0.2,
+                              reduction="none")
+        assert (ref < 3.4e38).all()
+        out, g = ours(z.to(device), t.to(device), label_smoothing=0.2, reduction="none")
+        assert torch.isfinite(out).all() and torch.isfinite(g).all()
+        torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=0)
+        torch.testing.assert_close(g.double(), gref, rtol=1e-5, atol=1e-7)
+
+
 def test_out_of_range_label_gives_nan_on_its_row_only(small_blocks):
     """What the kernel does where no check ran first (on CUDA, checking would synchronise):
     NaN on that row, no read outside the row."""
