@@ -225,3 +225,43 @@ def test_backward_twice_through_a_retained_graph(kernel_backend):
     gh, gw = torch.autograd.grad(F.cross_entropy(rh @ rw.T + b.double(), y), (rh, rw))
     _close(hg.grad, 3 * gh)
     _close(wg.grad, 3 * gw)
+
+
+@pytest.mark.parametrize("red", ["mean", "none"])
+def test_accum_dtype_of_the_weight_gradient(kernel_backend, monkeypatch, red):
+    """bf16 weights: the default sums grad_W in a float32 buffer; accum_dtype=bfloat16 keeps
+    it in the weight's dtype (one in-place addmm per chunk). Both stay within bf16 rounding
+    of the float64 reference over 8 chunks; float32 weights ignore the option."""
+    from crossent.torch import _common
+
+    seen = []
+    add = _common.ChunkGrads.add
+
+    def spy(self, *args):
+        add(self, *args)
+        seen.append(self.gw.dtype if self.gw is not None else None)
+
+    monkeypatch.setattr(_common.ChunkGrads, "add", spy)
+    hid, w, b, y = _data(64, 16, 50, seed=21, dtype=torch.bfloat16, ignore=0.1)
+    go = torch.rand(64) if red == "none" else None
+    ref, (gh_ref, gw_ref, gb_ref) = _materialised(hid, w, b, y, go, reduction=red)
+    for accum, want in ((None, torch.float32), (torch.float32, torch.float32),
+                        (torch.bfloat16, torch.bfloat16)):
+        seen.clear()
+        ts = [t.clone().requires_grad_(True) for t in (hid, w, b)]
+        loss = linear_cross_entropy(*ts[:2], y, ts[2], chunk_size=8, reduction=red,
+                                    accum_dtype=accum)
+        loss.backward(None if go is None else go.to(loss.dtype))
+        assert seen and set(seen) == {want}, (accum, seen)
+        assert ts[1].grad.dtype == ts[2].grad.dtype == torch.bfloat16
+        for got, exp in zip([t.grad for t in ts], (gh_ref, gw_ref, gb_ref), strict=True):
+            err = (got.double() - exp).norm() / exp.norm()
+            assert err < 2e-2, (accum, float(err))
+    with pytest.raises(ValueError, match=r"accum_dtype.*torch.bfloat16.*got torch.float16"):
+        linear_cross_entropy(hid, w, y, accum_dtype=torch.float16)
+    with pytest.raises(ValueError, match=r"accum_dtype must be None.*got 'bf16'"):
+        linear_cross_entropy(hid, w, y, accum_dtype="bf16")
+    seen.clear()
+    h32, w32 = hid.float().requires_grad_(True), w.float().requires_grad_(True)
+    linear_cross_entropy(h32, w32, y, chunk_size=8, accum_dtype=torch.bfloat16).backward()
+    assert set(seen) == {torch.float32}  # float32 weights: the option does not apply

@@ -22,6 +22,9 @@ skipped):
     crossent        crossent.torch.cross_entropy / linear_cross_entropy (impl="auto": Triton)
     crossent-inplace  crossent.torch.cross_entropy(..., inplace_backward=True) on logits that
                     are an intermediate (fused only)
+    crossent-lowacc crossent.torch.linear_cross_entropy(..., accum_dtype=W.dtype): grad_W
+                    summed in bf16 (one in-place addmm per chunk) instead of a float32 buffer
+                    (linear only; the same as crossent in float32)
 
 Time: CUDA events around each step, the median of 20 steps after 3 warm-up steps (on CPU,
 ``--device cpu``, the wall clock). Memory: ``torch.cuda.max_memory_allocated`` during one step
@@ -55,7 +58,8 @@ QUICK_LINEAR = ((2048, 1024, 32768),)
 SMOKE_FUSED = ((64, 1000),)  # --device cpu: the plumbing only
 SMOKE_LINEAR = ((64, 32, 1000),)
 FUSED_CONTENDERS = ("eager", "compile", "liger", "crossent", "crossent-inplace")
-LINEAR_CONTENDERS = ("eager", "compile", "torch-chunked", "liger", "cce", "crossent")
+LINEAR_CONTENDERS = ("eager", "compile", "torch-chunked", "liger", "cce", "crossent",
+                     "crossent-lowacc")
 _DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 WARMUP, REPEATS = 3, 20
 # One compiled function per kind, with dynamic shapes: reused by every shape and dtype
@@ -144,6 +148,10 @@ def make_step(name: str, c: Case) -> Callable[[], Any]:
     if name == "crossent":
         return (lambda: ct.cross_entropy(c.x, c.y).backward()) if fused else \
             (lambda: ct.linear_cross_entropy(c.h, c.w, c.y).backward())
+    if name == "crossent-lowacc":
+        if fused:
+            raise RuntimeError("a linear contender")
+        return lambda: ct.linear_cross_entropy(c.h, c.w, c.y, accum_dtype=c.w.dtype).backward()
     if name == "crossent-inplace":
         if not fused:
             raise RuntimeError("a fused contender")
@@ -248,6 +256,10 @@ def targets(results: list[dict[str, Any]]) -> list[str]:
             if "work_x_logits" in me:
                 checks.append(("memory beyond the gradients x logits", me["work_x_logits"],
                                0.05))
+            low = rows.get("crossent-lowacc")
+            if low and "work_x_logits" in low:
+                checks.append(("accum_dtype=W.dtype: memory beyond the gradients x logits",
+                               low["work_x_logits"], 0.05))
         for what, value, limit in checks:
             if value is None:
                 out.append(f"{label:32} {what}: not measured (contender missing)")

@@ -297,16 +297,20 @@ class ChunkGrads:
     accumulates ``grad_W += g.T @ hc`` and ``grad_b += g.sum(0)``, for the inputs in ``need``
     (grad_h, grad_W, grad_b). The first chunk writes grad_W and grad_b (no zero fill, no
     read). Reduced-precision weights accumulate grad_W (and grad_b) in float32, and with
-    ``acc_h`` grad_h too (a partial sum that is all-reduced afterwards).
+    ``acc_h`` grad_h too (a partial sum that is all-reduced afterwards); ``gw_dtype``
+    overrides grad_W's accumulation dtype.
     """
 
     def __init__(self, hidden: torch.Tensor, weight: torch.Tensor,
-                 need: tuple[bool, bool, bool], *, acc_h: bool = False) -> None:
+                 need: tuple[bool, bool, bool], *, acc_h: bool = False,
+                 gw_dtype: torch.dtype | None = None) -> None:
         self.need_h, self.need_w, self.need_b = need
         self.weight = weight
         self.acc = acc_dtype(hidden.dtype)
         half = hidden.dtype in (torch.float16, torch.bfloat16)
-        self.gw_dtype = self.acc if half else hidden.dtype
+        # gw_dtype = the weight's own half dtype: each chunk is one in-place addmm (no
+        # V x H float32 accumulator, no V x H temporary), the running sum rounded per chunk
+        self.gw_dtype = gw_dtype or (self.acc if half else hidden.dtype)
         self.gh = torch.empty_like(hidden, dtype=self.acc if half and acc_h else None) \
             if self.need_h else None
         self.gw: torch.Tensor | None = None

@@ -99,13 +99,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
     composite ``F.linear`` + cross-entropy on the materialised logits instead (N x V memory,
     for that backward only).
 
-    ``cfg`` is ``(opts, chunk, out_dtype, num_classes)``; ``cw`` the class weight, ``sw`` the
+    ``cfg`` is ``(opts, chunk, out_dtype, num_classes, gw_dtype)`` (``gw_dtype``: grad_W's
+    accumulation dtype, None for the default); ``cw`` the class weight, ``sw`` the
     (N*D,) sample weights (None for none).
     """
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, target, cw, sw, cfg):
-        opts, chunk, out_dtype, c = cfg
+        opts, chunk, out_dtype, c, gw_dtype = cfg
         acc = acc_dtype(hidden.dtype)
         # known before any chunk: the kernel scales each chunk's gradient by them
         red_gs, red_zs = _weights.scales(target, cw, sw, opts, acc, hidden.device, hidden.is_cpu)
@@ -116,7 +117,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
         loss_rows = torch.empty(rows, dtype=acc, device=hidden.device)
         z_rows, lse_rows = torch.empty_like(loss_rows), torch.empty_like(loss_rows)
         grads = _chunks(hidden, weight, bias, target, cw, opts, chunk, c, gs, zs,
-                        need if precompute else (False,) * 4, loss_rows, z_rows, lse_rows)
+                        need if precompute else (False,) * 4, loss_rows, z_rows, lse_rows,
+                        gw_dtype)
         main, zr = _weights.weighted(loss_rows, z_rows, sw)
         loss, zpart = reduce_rows(main, zr, opts.reduction, red_gs, red_zs)
         ctx.cfg = cfg
@@ -131,7 +133,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss, grad_zpart, grad_lse):
         grads = ctx.grads
         ctx.grads = None  # hand the tensors over: autograd may adopt them without a copy
-        opts, chunk, out_dtype, c = ctx.cfg
+        opts, chunk, out_dtype, c, gw_dtype = ctx.cfg
         hidden, weight, bias, target, cw, sw, gs, zs = ctx.saved_tensors
         need = tuple(ctx.needs_input_grad[:4])
         if torch.is_grad_enabled():  # create_graph=True: the gradients must be differentiable
@@ -149,20 +151,21 @@ class _LinearCrossEntropy(torch.autograd.Function):
             tmp = torch.empty(target.shape[0], dtype=gs.dtype, device=hidden.device)
             with autocast_off(hidden.device.type):
                 grads = _chunks(hidden, weight, bias, target, cw, opts, chunk, c, go * gs,
-                                go * zs, need, tmp, torch.empty_like(tmp), torch.empty_like(tmp))
+                                go * zs, need, tmp, torch.empty_like(tmp), torch.empty_like(tmp),
+                                gw_dtype)
             return (*grads, None, None, None)
         return (*scale_by_grad_output(grads, grad_loss), None, None, None)
 
 
 def _chunks(hidden, weight, bias, target, cw, opts: Opts, chunk: int, c: int, gs, zs, need,
-            loss_rows, z_rows, lse_rows):
+            loss_rows, z_rows, lse_rows, gw_dtype=None):
     """Run the chunk loop over the rows of ``hidden``; fill the per-CE-row loss, z-loss and
     lse and return (grad_h, grad_w, grad_b, grad_target) for the inputs in ``need`` (None
     elsewhere), each already multiplied by the scales ``gs`` (main term) and ``zs`` (z-loss),
     0-d or one per cross-entropy row."""
     need_w, need_t = need[1], need[3]
     grad = any(need[:3])
-    grads = ChunkGrads(hidden, weight, need[:3])
+    grads = ChunkGrads(hidden, weight, need[:3], gw_dtype=gw_dtype)
     groups = weight.shape[0] // c  # cross-entropy rows per hidden row
     prob = target.is_floating_point()
     gt = torch.empty_like(target) if need_t else None
@@ -319,6 +322,7 @@ def linear_cross_entropy(
     ignore_index: int | None = ..., label_smoothing: float = ..., reduction: str = ...,
     z_loss: float = ..., softcap: float | None = ..., shift: bool = ...,
     return_z_loss: Literal[False] = ..., return_lse: Literal[False] = ..., impl: str = ...,
+    accum_dtype: torch.dtype | None = ...,
     input: torch.Tensor | None = ..., linear_weight: torch.Tensor | None = ...,
     linear_bias: torch.Tensor | None = ..., options: Any = ...,
 ) -> torch.Tensor: ...
@@ -332,6 +336,7 @@ def linear_cross_entropy(
     ignore_index: int | None = ..., label_smoothing: float = ..., reduction: str = ...,
     z_loss: float = ..., softcap: float | None = ..., shift: bool = ...,
     return_z_loss: bool, return_lse: Literal[False] = ..., impl: str = ...,
+    accum_dtype: torch.dtype | None = ...,
     input: torch.Tensor | None = ..., linear_weight: torch.Tensor | None = ...,
     linear_bias: torch.Tensor | None = ..., options: Any = ...,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
@@ -345,6 +350,7 @@ def linear_cross_entropy(
     ignore_index: int | None = ..., label_smoothing: float = ..., reduction: str = ...,
     z_loss: float = ..., softcap: float | None = ..., shift: bool = ...,
     return_z_loss: bool = ..., return_lse: bool = ..., impl: str = ...,
+    accum_dtype: torch.dtype | None = ...,
     input: torch.Tensor | None = ..., linear_weight: torch.Tensor | None = ...,
     linear_bias: torch.Tensor | None = ..., options: Any = ...,
 ) -> torch.Tensor | tuple[torch.Tensor, ...]: ...
@@ -368,6 +374,7 @@ def linear_cross_entropy(
     return_z_loss: bool = False,
     return_lse: bool = False,
     impl: str = "auto",
+    accum_dtype: torch.dtype | None = None,
     input: torch.Tensor | None = None,
     linear_weight: torch.Tensor | None = None,
     linear_bias: torch.Tensor | None = None,
@@ -441,6 +448,16 @@ def linear_cross_entropy(
             kernel on CUDA for float16 / bfloat16 / float32 where Triton imports; torch ops
             elsewhere or with ``CROSSENT_NO_EXT=1``), ``"kernel"``, ``"triton"`` or
             ``"torch"`` (see :func:`crossent.torch.cross_entropy`).
+        accum_dtype: the dtype the weight's (and bias's) gradient is summed in across
+            chunks, for float16 / bfloat16 weights: None (default) sums each chunk's product
+            in float32, which holds a V x H float32 buffer (as large as the half-precision
+            logits when H = N / 2) and a V x H temporary per chunk; the weight's own dtype
+            makes each chunk one in-place ``addmm`` (float32 inside the matmul, the running
+            sum rounded once per chunk): no buffer beyond the returned gradient, for an
+            error that grows with the number of chunks (Liger-Kernel's default; measured at
+            N=4096, H=256, V=8000: 0.35% relative at 8 chunks, 0.70% at 32, against 0.22%,
+            the final rounding, for the default). ``torch.float32`` is the default spelled
+            out. Ignored for float32 / float64 weights.
         input, linear_weight, linear_bias, options: torch's names (see above).
 
     Returns:
@@ -505,6 +522,9 @@ def linear_cross_entropy(
                         f"(floating), got dtype {target.dtype}")
     opts = check_options(reduction, label_smoothing, z_loss, softcap,
                          -100 if ignore_index is None else ignore_index, impl)
+    if accum_dtype not in (None, torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"accum_dtype must be None, torch.float32 or the weight's float16 / "
+                         f"bfloat16 dtype, got {accum_dtype!r}")
     if chunk_size is None and options is not None:
         chunk_size = getattr(options, "batch_chunk_size", None)
     chunk_size = _checks.positive_int(chunk_size, "chunk_size", allow_none=True)
@@ -524,6 +544,7 @@ def linear_cross_entropy(
         hidden, w = to_cast(hidden), to_cast(w)
         bias = None if bias is None else to_cast(bias)
     prob = target.is_floating_point()
+    gw_dtype = _grad_accumulation(accum_dtype, w)
     rows = _layout(hidden, w, bias, target, sample_weight, opts.ignore_index, bool(shift),
                    hidden)
     c = rows.num_classes
@@ -546,7 +567,7 @@ def linear_cross_entropy(
                 lse = lse.masked_fill(t == opts.ignore_index, 0.0)
         else:
             loss, zpart, lse = _chunked(rows._replace(target=t), cw, opts, chunk_size,
-                                        out_dtype, tensors)
+                                        out_dtype, tensors, gw_dtype)
     if opts.reduction == "none":
         loss, zpart = _per_position(loss, rows), _per_position(zpart, rows)
     extra = ((zpart,) if return_z_loss else ()) + (
@@ -561,7 +582,19 @@ def _capped_logits(logits: torch.Tensor, opts: Opts) -> torch.Tensor:
     return torch.tanh(z / opts.softcap) * opts.softcap if opts.softcap else z
 
 
-def _chunked(rows: _Rows, cw, opts: Opts, chunk_size: int | None, out_dtype, tensors
+def _grad_accumulation(accum_dtype: torch.dtype | None, w: torch.Tensor
+                       ) -> torch.dtype | None:
+    """grad_W's accumulation dtype for :class:`._common.ChunkGrads` (None: its default)."""
+    if accum_dtype is None or w.dtype not in (torch.float16, torch.bfloat16):
+        return None
+    if accum_dtype not in (torch.float32, w.dtype):
+        raise ValueError(f"accum_dtype must be None, torch.float32 or the weight's dtype "
+                         f"({w.dtype}), got {accum_dtype}")
+    return accum_dtype
+
+
+def _chunked(rows: _Rows, cw, opts: Opts, chunk_size: int | None, out_dtype, tensors,
+             gw_dtype: torch.dtype | None = None
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     h2 = rows.hidden if rows.hidden.is_contiguous() else rows.hidden.contiguous()
     weight, bias = rows.weight, rows.bias
@@ -571,7 +604,7 @@ def _chunked(rows: _Rows, cw, opts: Opts, chunk_size: int | None, out_dtype, ten
         chunk_size = choose_chunk_size(n, v, h2.shape[1], itemsize=h2.element_size(),
                                         device=h2.device.type)
     chunk = max(1, min(chunk_size, n))
-    cfg = (opts, chunk, out_dtype, rows.num_classes)
+    cfg = (opts, chunk, out_dtype, rows.num_classes, gw_dtype)
     if needs_grad(*tensors):
         return _LinearCrossEntropy.apply(h2, weight, bias, y, cw, rows.sw, cfg)
     acc = acc_dtype(h2.dtype)
