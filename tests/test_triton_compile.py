@@ -37,8 +37,8 @@ SCRIPT = textwrap.dedent(r"""
         dt = v["dtype"]
         sig = {"x_ptr": f"*{dt}", "sx": "i64", "t_ptr": f"*{dt}" if v["PROB"] else "*i64",
                "st": "i64", "w_ptr": "*fp32", "g_ptr": f"*{dt}", "sg": "i64",
-               "gs_ptr": "*fp32", "gs_stride": "i32", "gs_val": "fp32", "zs_ptr": "*fp32",
-               "zs_stride": "i32", "zs_val": "fp32", "loss_ptr": "*fp32", "z_ptr": "*fp32",
+               "gs_ptr": "*fp32", "gs_stride": "i32", "zs_ptr": "*fp32",
+               "zs_stride": "i32", "loss_ptr": "*fp32", "z_ptr": "*fp32",
                "lse_ptr": "*fp32", "V": "i32", "eps": "fp32", "zc": "fp32", "cap": "fp32",
                "ignore_index": "i64"}
         const = {k: v[k] for k in ("PROB", "HAS_W", "CAP", "SMOOTH", "GRAD", "GS_PTR",

@@ -53,7 +53,7 @@ def load_block(xrow, trow, w_ptr, offs, V, vlim, eps, cap,
 @triton.jit
 def rows_kernel(
     x_ptr, sx, t_ptr, st, w_ptr, g_ptr, sg,
-    gs_ptr, gs_stride, gs_val, zs_ptr, zs_stride, zs_val,
+    gs_ptr, gs_stride, zs_ptr, zs_stride,
     loss_ptr, z_ptr, lse_ptr,
     V, eps, zc, cap, ignore_index,
     PROB: tl.constexpr, HAS_W: tl.constexpr, CAP: tl.constexpr, SMOOTH: tl.constexpr,
@@ -123,11 +123,11 @@ def rows_kernel(
         if GS_PTR:
             gs = tl.load(gs_ptr + row * gs_stride).to(tl.float32)
         else:
-            gs = gs_val
+            gs = 1.0
         if ZS_PTR:
             zs = tl.load(zs_ptr + row * zs_stride).to(tl.float32)
         else:
-            zs = zs_val
+            zs = 1.0
         if PROB:
             coef = gs * a1
         else:

@@ -130,14 +130,15 @@ def warps(block: int) -> int:
     return max(1, min(8, block // 512))
 
 
-def _scale(s: Any, x: torch.Tensor) -> tuple[torch.Tensor, int, float, bool]:
-    """A gradient scale as kernel arguments: (pointer, row stride, value, is-a-pointer)."""
-    if isinstance(s, torch.Tensor):
-        s = s.to(device=x.device, dtype=torch.float32)
-        if s.dim() and s.stride(0) != 1:
-            s = s.contiguous()
-        return s, (1 if s.dim() else 0), 0.0, True
-    return x, 0, 1.0 if s is None else float(s), False
+def _scale(s: torch.Tensor | None, x: torch.Tensor) -> tuple[torch.Tensor, int, bool]:
+    """A gradient scale (the op's ``Tensor?``: None is 1) as kernel arguments: (pointer, row
+    stride, is-a-pointer)."""
+    if s is None:
+        return x, 0, False
+    s = s.to(device=x.device, dtype=torch.float32)
+    if s.dim() and s.stride(0) != 1:
+        s = s.contiguous()
+    return s, (1 if s.dim() else 0), True
 
 
 def _launch(x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
@@ -157,13 +158,13 @@ def _launch(x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
         target = target.contiguous()
     if weight is not None:
         weight = weight.to(device=x.device, dtype=torch.float32).contiguous()
-    gs, gs_stride, gs_val, gs_ptr = _scale(grad_scale, x)
-    zs, zs_stride, zs_val, zs_ptr = _scale(z_scale if z_scale is not None else grad_scale, x)
+    gs, gs_stride, gs_ptr = _scale(grad_scale, x)
+    zs, zs_stride, zs_ptr = _scale(z_scale if z_scale is not None else grad_scale, x)
     block = min(MAX_BLOCK, kernels.triton.next_power_of_2(v))
     g = grad_out if grad_out is not None else x
     args = (x, x.stride(0), target, target.stride(0) if prob else 0,
             weight if weight is not None else x, g, g.stride(0),
-            gs, gs_stride, gs_val, zs, zs_stride, zs_val, loss, zrow, lse,
+            gs, gs_stride, zs, zs_stride, loss, zrow, lse,
             v, float(label_smoothing), float(z_loss), float(softcap or 1.0), int(ignore_index))
     meta = dict(PROB=prob, HAS_W=weight is not None, CAP=bool(softcap),
                 SMOOTH=bool(label_smoothing), GRAD=grad_out is not None,

@@ -522,9 +522,6 @@ def linear_cross_entropy(
                         f"(floating), got dtype {target.dtype}")
     opts = check_options(reduction, label_smoothing, z_loss, softcap,
                          -100 if ignore_index is None else ignore_index, impl)
-    if accum_dtype not in (None, torch.float32, torch.float16, torch.bfloat16):
-        raise ValueError(f"accum_dtype must be None, torch.float32 or the weight's float16 / "
-                         f"bfloat16 dtype, got {accum_dtype!r}")
     if chunk_size is None and options is not None:
         chunk_size = getattr(options, "batch_chunk_size", None)
     chunk_size = _checks.positive_int(chunk_size, "chunk_size", allow_none=True)
@@ -584,7 +581,11 @@ def _capped_logits(logits: torch.Tensor, opts: Opts) -> torch.Tensor:
 
 def _grad_accumulation(accum_dtype: torch.dtype | None, w: torch.Tensor
                        ) -> torch.dtype | None:
-    """grad_W's accumulation dtype for :class:`._common.ChunkGrads` (None: its default)."""
+    """grad_W's accumulation dtype for :class:`._common.ChunkGrads` (None: its default);
+    ValueError for a value that is no float dtype it takes, or not the weight's."""
+    if accum_dtype not in (None, torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"accum_dtype must be None, torch.float32 or the weight's float16 / "
+                         f"bfloat16 dtype, got {accum_dtype!r}")
     if accum_dtype is None or w.dtype not in (torch.float16, torch.bfloat16):
         return None
     if accum_dtype not in (torch.float32, w.dtype):
