@@ -128,6 +128,22 @@ def partial_in(fn, args, nums, kw, wrap):
     return f, tuple(fixed[i] for i in nums)
 
 
+# the backward nodes of crossent's closed forms: the generic autograd Function, the fused
+# kernels' Function, and the kernel nodes written in C++
+CLOSED_FORM_NODES = ("_ClosedFormBackward", "_FusedClosedFormBackward", "MultiMarginP1Backward")
+FUSED_NODES = CLOSED_FORM_NODES[1:]
+
+
+def node_name(out) -> str:
+    """The name of ``out``'s backward node (a Python Function's class, a C++ node's name())."""
+    fn = out.grad_fn
+    return type(fn).__name__ if type(fn).__name__ != "CppFunction" else fn.name()
+
+
+def is_closed_form_node(out) -> bool:
+    return out.grad_fn is not None and node_name(out) in CLOSED_FORM_NODES
+
+
 def check_torch_backward_is_the_closed_form(fn, args, nums, kw, reduction):
     """The torch backward of ``fn`` is its closed-form Function, equals ``crossent.grad`` for
     every argument in ``nums``, and passes gradcheck and gradgradcheck (float64)."""
@@ -139,8 +155,7 @@ def check_torch_backward_is_the_closed_form(fn, args, nums, kw, reduction):
     ins = tuple(a.requires_grad_() for a in ins)
     out = f(*ins)
     # the generic closed-form Function, or a registered kernel's (same contract)
-    assert type(out.grad_fn).__name__ in ("_ClosedFormBackward", "_FusedClosedFormBackward"), \
-        fn.__name__
+    assert is_closed_form_node(out), fn.__name__
     got = torch.autograd.grad(out.sum(), ins)
     want = crossent.grad(fn, argnums=nums)(*args, **kw, reduction=reduction)
     for g, ref in zip(got, want, strict=True):

@@ -14,6 +14,8 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
+from _backends import FUSED_NODES, node_name  # noqa: E402
+
 import crossent  # noqa: E402
 from crossent.torch import _ext  # noqa: E402
 
@@ -25,7 +27,7 @@ DTYPES = list(TOL)
 
 
 def _fused(out: torch.Tensor) -> bool:
-    return type(out.grad_fn).__name__ == "_FusedClosedFormBackward"
+    return out.grad_fn is not None and node_name(out) in FUSED_NODES
 
 
 def _logits(rng, shape, dtype, scale=4.0, hostile=True):
@@ -152,6 +154,18 @@ def test_multi_margin_matches_pytorch(rng, dtype, kw):
     _against_reference(crossent.multi_margin_loss, ref_mm, x, y, dtype, rng, **kw)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("classes", [1, 2, 3, 5, 10, 15, 16, 17, 33])
+def test_multi_margin_rows_narrower_and_wider_than_a_vector(rng, dtype, classes):
+    """Rows narrower than one vector register (which C that is depends on the CPU and the
+    dtype: 4 to 16 lanes) take a scalar loop, wider ones the vector loop: both are the op."""
+    x = _logits(rng, (19, classes), dtype, scale=1.0, hostile=False)
+    y = torch.from_numpy(rng.integers(0, classes, size=19))
+    w = torch.from_numpy(rng.uniform(0.1, 2, size=classes)).to(dtype)
+    for kw in ({}, {"p": 2, "margin": 0.6}, {"weight": w}):
+        _against_reference(crossent.multi_margin_loss, ref_mm, x, y, dtype, rng, **kw)
+
+
 # --- the fast path is the definition --------------------------------------------------------
 
 
@@ -226,13 +240,70 @@ def test_fused_backward_passes_gradcheck_and_gradgradcheck(rng, reduction):
                                                                    dtype=torch.float64)}),
                           (crossent.sigmoid_focal_loss, t, {"gamma": 2.5}),
                           (crossent.distillation_loss, te, {"temperature": 2.0}),
-                          (crossent.multi_margin_loss, y, {"p": 2})]:
+                          (crossent.multi_margin_loss, y, {"p": 2}),
+                          (crossent.multi_margin_loss, y, {"margin": 0.4})]:
         def f(v, fn=fn, other=other, kw=kw):
             return fn(v, other, reduction=reduction, **kw)
 
         assert _fused(f(x))
         assert torch.autograd.gradcheck(f, (x,))
         assert torch.autograd.gradgradcheck(f, (x,))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_multi_margin_autograd_node_in_cpp(rng, reduction):
+    """The p = 1 loss's backward node is C++ (MultiMarginP1Backward): a retained graph's second
+    backward, accumulation into an existing .grad, a cotangent that requires grad
+    (create_graph: d(g . v)/dc = G . v), no-grad calls, int32 labels and strided logits."""
+    x0 = torch.from_numpy(rng.normal(size=(9, 6)))
+    y = torch.from_numpy(rng.integers(0, 6, size=9))
+    ref_x = x0.clone().requires_grad_()
+    ref = ref_mm(ref_x, y, margin=0.8, reduction=reduction)
+    cot = torch.from_numpy(rng.uniform(0.5, 2.0, size=ref.shape))
+    (want,) = torch.autograd.grad(ref, ref_x, cot)
+
+    x = x0.clone().requires_grad_()
+    out = crossent.multi_margin_loss(x, y.to(torch.int32), margin=0.8, reduction=reduction)
+    assert node_name(out) == "MultiMarginP1Backward"
+    torch.testing.assert_close(out, ref.detach(), rtol=1e-13, atol=1e-14)
+    out.backward(cot, retain_graph=True)
+    torch.testing.assert_close(x.grad, want, rtol=1e-13, atol=1e-14)
+    out.backward(2 * cot)  # recomputed, scaled, and accumulated into .grad
+    torch.testing.assert_close(x.grad, 3 * want, rtol=1e-13, atol=1e-14)
+    with pytest.raises(RuntimeError, match="second time"):
+        out.backward(cot)
+
+    c = cot.clone().requires_grad_()
+    out = crossent.multi_margin_loss(x, y, margin=0.8, reduction=reduction)
+    (g,) = torch.autograd.grad(out, x, c, create_graph=True)
+    torch.testing.assert_close(g, want, rtol=1e-13, atol=1e-14)
+    v = torch.from_numpy(rng.normal(size=x.shape))
+    (gc,) = torch.autograd.grad((g * v).sum(), c)
+    (unit,) = torch.autograd.grad(ref_mm(ref_x, y, margin=0.8, reduction=reduction), ref_x,
+                                  torch.ones_like(cot))
+    per = (unit * v).sum(-1) if reduction == "none" else (unit * v).sum()
+    torch.testing.assert_close(gc, per, rtol=1e-12, atol=1e-14)
+
+    with torch.no_grad():
+        assert crossent.multi_margin_loss(x, y, reduction=reduction).grad_fn is None
+    strided = x0.T.contiguous().T.requires_grad_()
+    out = crossent.multi_margin_loss(strided, y, margin=0.8, reduction=reduction)
+    out.backward(cot)
+    torch.testing.assert_close(strided.grad, want, rtol=1e-13, atol=1e-14)
+
+
+def test_multi_margin_learnable_weight_takes_the_definition(rng):
+    x = torch.from_numpy(rng.normal(size=(5, 4))).requires_grad_()
+    w = torch.rand(4, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 3, 1, 1, 2])
+    out = crossent.multi_margin_loss(x, y, weight=w)
+    assert not _fused(out)
+    gx, gw = torch.autograd.grad(out, (x, w))
+    torch.testing.assert_close(gx, torch.autograd.grad(ref_mm(x, y, weight=w.detach()), x)[0])
+    # d/dw_c of mean_i w_{y_i} l_i: the unweighted row losses of class c, over N
+    rows = F.multi_margin_loss(x.detach(), y, reduction="none")
+    want_gw = torch.zeros(4, dtype=torch.float64).index_add_(0, y, rows) / 5
+    torch.testing.assert_close(gw, want_gw)
 
 
 def test_errors_are_the_definitions():

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.autograd import forward_ad as _forward_ad
 
 Array = Any
 
@@ -64,8 +65,10 @@ def apply(spec: Any, arrays: list[Any], options: dict[str, Any]) -> Any:
     # form here: autograd through the value code serves every input then
     learnable_option = any(isinstance(v, torch.Tensor) and v.requires_grad
                            for v in options.values())
+    # forward-mode AD: the Function below has no jvp (it would drop a dual input's tangent),
+    # and the definition's value code differentiates in either mode
     if not need or not torch.is_grad_enabled() or _transformed(tensors) or learnable_option \
-            or any(n not in spec.wrt for n in need):
+            or _forward_ad._current_level >= 0 or any(n not in spec.wrt for n in need):
         return spec.defn((), *arrays, **options)[0]
     return _ClosedForm.apply(spec, options, need, *arrays)
 

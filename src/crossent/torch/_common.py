@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.autograd import forward_ad as _forward_ad
 
 from .. import _checks
 from .._reduce import safe_divide
@@ -145,7 +146,7 @@ def check_labels(target: torch.Tensor, num_classes: int, ignore_index: int,
     """Labels in [0, C) or equal to ignore_index. CPU only: on an accelerator the check would
     cost a host sync, and an out-of-range label there raises in the gather instead."""
     if (target.device.type != "cpu" or target.numel() == 0 or torch.compiler.is_compiling()
-            or functorch_active(target)):
+            or transform_active(target)):
         return  # compiled graphs: the gather (or the kernel) raises on a bad label
     # torch itself serves as the namespace of the shared checks (they use any, min, max and
     # where only), which keeps array_api_compat off this per-call path.
@@ -155,7 +156,7 @@ def check_labels(target: torch.Tensor, num_classes: int, ignore_index: int,
 def check_probabilities(target: torch.Tensor, name: str = "target") -> None:
     """Probability targets in [0, 1]. CPU only (a host read), skipped under tracing."""
     if (target.device.type != "cpu" or target.numel() == 0 or torch.compiler.is_compiling()
-            or functorch_active(target)):
+            or transform_active(target)):
         return
     _checks.in_unit_interval(torch, target, name)
 
@@ -178,19 +179,36 @@ _TRANSFORMS_ACTIVE = getattr(torch._C, "_are_functorch_transforms_active", None)
 _WRAPPED = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", None)
 
 
-def functorch_active(*tensors: torch.Tensor | None) -> bool:
+def transform_active(*tensors: torch.Tensor | None) -> bool:
     """Whether a torch.func transform (grad, vmap, jacrev...) is running (or, on a torch
-    without the global query, wraps an input).
+    without the global query, wraps an input), or a forward-mode AD level is open.
 
-    The fused autograd Functions read raw storage, which functorch's wrapper tensors do not
-    have; under a transform the losses run as compositions of differentiable torch ops.
+    The fused autograd Functions and kernel nodes read raw storage, which functorch's wrapper
+    tensors do not have, and define no forward-mode derivative (a dual input's tangent would be
+    dropped without a word): then the losses run as compositions of differentiable torch ops.
     """
     if torch.compiler.is_compiling():
         return False  # dynamo traces real tensors (and cannot trace the queries below)
+    if _forward_ad._current_level >= 0:
+        return True
     if _TRANSFORMS_ACTIVE is not None:
         return _TRANSFORMS_ACTIVE()
     return _WRAPPED is not None and any(
         isinstance(t, torch.Tensor) and _WRAPPED(t) for t in tensors)
+
+
+def refuse_dual(name: str, *tensors: torch.Tensor | None) -> None:
+    """Raise where a loss has no composite path (its collectives run across processes) and an
+    input carries a forward-mode tangent, which its autograd Function would drop.
+
+    Raises:
+        NotImplementedError: a dual input.
+    """
+    if _forward_ad._current_level >= 0 and any(
+            isinstance(t, torch.Tensor) and _forward_ad.unpack_dual(t).tangent is not None
+            for t in tensors):
+        raise NotImplementedError(f"{name} has no forward-mode derivative across processes "
+                                  "(torch.autograd.forward_ad); use reverse mode")
 
 
 def autocast_dtype(device_type: str) -> torch.dtype:

@@ -217,7 +217,7 @@ def _load() -> bool:
     rebuilt_because = None
     try:
         # loaded in this process already
-        already = hasattr(torch.ops.crossent_ext, "multi_margin_rows")
+        already = hasattr(torch.ops.crossent_ext, "multi_margin_p1")
         problem = None if already else _check_library(lib)
         if problem is not None:
             cache.mkdir(parents=True, exist_ok=True)
@@ -302,6 +302,10 @@ def _register_fake() -> None:
         def _(logits, labels, weight, p, margin, reduction, want_grad):
             loss = logits.new_empty((logits.shape[0],) if reduction == 0 else ())
             return loss, logits.new_empty(logits.shape if want_grad else (0,))
+
+        @torch.library.register_fake("crossent_ext::multi_margin_p1")
+        def _(logits, labels, weight, margin, reduction):
+            return logits.new_empty((logits.shape[0],) if reduction == 0 else ())
 
         @torch.library.register_fake("crossent_ext::advise_hugepage")
         def _(t):

@@ -18,12 +18,12 @@ from ._common import (
     check_options,
     check_probabilities,
     finish,
-    functorch_active,
     legacy_reduction,
     loss_dtype,
     reduce_rows,
     refuse_inplace_on_leaf,
     scale_by_grad_output,
+    transform_active,
 )
 from ._rows import acc_dtype, rows_forward, use_extension
 
@@ -495,7 +495,7 @@ def cross_entropy(
     prob = target.is_floating_point()
     if weight is not None:
         weight = _weights.class_weight(weight, num_classes, logits)
-    functional = functorch_active(logits, target, weight)
+    functional = transform_active(logits, target, weight)
     x, t, batch, copied = _rows_layout(logits, target, prob, functional)
     sw = _weights.sample_weight(sample_weight, batch, logits)
     if prob:

@@ -38,6 +38,7 @@ from ._common import (
     mean_scale,
     needs_grad,
     reduce_rows,
+    refuse_dual,
     refuse_inplace_on_leaf,
     require_class_indices,
     require_floating,
@@ -543,6 +544,7 @@ def vocab_parallel_cross_entropy(
                                     z_loss=opts.z_loss, inplace_backward=inplace_backward,
                                     return_z_loss=True, impl=opts.impl)
         return finish(loss, zpart, reduction, batch, return_z_loss)
+    refuse_dual("vocab_parallel_cross_entropy", logits_shard)
     tl, own, valid = _local_targets(y, shard, width, opts.ignore_index)
     if grad:
         copied = x.untyped_storage().data_ptr() != logits_shard.untyped_storage().data_ptr()
@@ -782,6 +784,7 @@ def vocab_parallel_linear_cross_entropy(
                                     label_smoothing=opts.label_smoothing, reduction=reduction,
                                     z_loss=opts.z_loss, return_z_loss=return_z_loss,
                                     impl=opts.impl)
+    refuse_dual("vocab_parallel_linear_cross_entropy", hidden, weight_shard, bias_shard)
     tl, own, valid = _local_targets(y, shard, width, opts.ignore_index)
     if needs_grad(h2, weight_shard, bias_shard):
         loss, zpart = _VocabParallelLinearCE.apply(h2, weight_shard, bias_shard, tl, own, valid,

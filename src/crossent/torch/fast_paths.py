@@ -4,13 +4,17 @@
 
 On CPU tensors a C++ kernel (``crossent_ext::binary``, ``distill_rows``, ``multi_margin_rows``)
 computes the loss and its closed-form gradient w.r.t. the first argument in one pass, and one
-autograd Function saves that gradient: backward is one multiply by the cotangent, with no
-graph of intermediates. Everything else is the definition's job, so these functions answer
-``NotImplemented`` and the generic path (the same formulas in torch ops) runs: other devices,
-gradients w.r.t. a second argument or a learnable option, ``torch.func`` transforms and
-tracing, empty inputs, layouts the kernels do not take, and every argument the definition
-would reject (it words the error). Double backward (``create_graph=True``) rebuilds the
-gradient from the definition with differentiable ops, so Hessian-vector products are exact.
+autograd node saves that gradient: backward is one multiply by the cotangent, with no graph
+of intermediates. The node is a Python autograd Function, except for the multi-class margin
+loss with ``p=1``, whose node is C++ too (``crossent_ext::multi_margin_p1``): at 256 x 10 a
+Python Function alone costs most of the native op's whole fwd+bwd. Everything else is the
+definition's job, so these functions answer ``NotImplemented`` and the generic path (the same
+formulas in torch ops) runs: other devices, gradients w.r.t. a second argument or a learnable
+option, ``torch.func`` transforms, forward-mode AD and tracing, empty inputs, layouts the
+kernels do not take, and every argument the definition would reject (it words the error).
+Double backward (``create_graph=True``) rebuilds the gradient from the definition with
+differentiable ops, so Hessian-vector products are exact (for ``p=1`` the gradient is
+piecewise constant, so the C++ node's product with the cotangent is the whole of it).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ._common import functorch_active
+from ._common import transform_active
 from ._rows import use_extension
 
 __all__ = ["sigmoid_cross_entropy", "sigmoid_focal_loss", "distillation_loss",
@@ -37,7 +41,7 @@ def _served(x: Any, other: Any, reduction: Any) -> bool:
     return (isinstance(x, torch.Tensor) and isinstance(other, torch.Tensor)
             and other.is_cpu and reduction in _REDUCTIONS and x.numel() > 0
             and not other.requires_grad and not torch.compiler.is_compiling()
-            and not functorch_active(x, other) and use_extension(x))
+            and not transform_active(x, other) and use_extension(x))
 
 
 def _number(v: Any) -> bool:
@@ -253,13 +257,25 @@ def multi_margin_loss(logits: Any, labels: Any, *, p: Any = 1, margin: Any = 1.0
             and (weight is None or (isinstance(weight, torch.Tensor) and not weight.requires_grad
                                     and weight.shape == (logits.shape[1],)))):
         return NotImplemented
+    x = logits.contiguous()
+    y = (labels if labels.dtype is torch.int64 else labels.to(torch.int64)).contiguous()
+    if p == 1:
+        # the autograd node is C++ too (see multi_margin_p1 in the kernel's source)
+        try:
+            return torch.ops.crossent_ext.multi_margin_p1(x, y, weight, float(margin),
+                                                          _REDUCTIONS[reduction])
+        except ValueError:  # a label out of range: the definition words the error
+            from ..hinge import multi_margin_loss as loss
+
+            loss.with_pullback((), x, labels, p=p, margin=margin, weight=weight,
+                               reduction=reduction)
+            raise
     from ..hinge import multi_margin_loss as loss
 
     def generic(need: tuple[str, ...], x: torch.Tensor, y: torch.Tensor) -> Any:
         return loss.with_pullback(need, x, y, p=p, margin=margin, weight=weight,
                                   reduction=reduction)
 
-    x, y = logits.contiguous(), labels.to(torch.int64).contiguous()
 
     def run(want_grad: bool) -> tuple[torch.Tensor, Any]:
         try:

@@ -19,7 +19,6 @@ from ._common import (
     check_labels,
     check_options,
     check_probabilities,
-    functorch_active,
     logit_chunks,
     loss_dtype,
     needs_grad,
@@ -27,6 +26,7 @@ from ._common import (
     require_floating,
     require_tensor,
     scale_by_grad_output,
+    transform_active,
 )
 from ._dtensor import gathered, replicated_activation
 from ._rows import acc_dtype, rows_forward
@@ -554,7 +554,7 @@ def linear_cross_entropy(
         check_labels(t, c, opts.ignore_index)
     tensors = tuple(x for x in (rows.hidden, rows.weight, rows.bias, t) if x is not None)
     with autocast_off(device_type):
-        if functorch_active(*tensors):
+        if transform_active(*tensors):
             # torch.func transforms: the same loss as a composition of differentiable ops, on
             # the materialised logits (wrapper tensors have no storage for the chunk loop).
             logits = F.linear(rows.hidden, rows.weight, rows.bias).reshape(-1, c)

@@ -15,7 +15,6 @@ from ._common import (
     autocast_off,
     check_labels,
     check_linear_shapes,
-    functorch_active,
     logit_chunks,
     loss_dtype,
     needs_grad,
@@ -23,6 +22,7 @@ from ._common import (
     require_tensor,
     safe_inv,
     scale_by_grad_output,
+    transform_active,
 )
 from ._rows import acc_dtype
 
@@ -362,7 +362,7 @@ def linear_distillation_loss(
                loss_dtype(student_hidden))
     sb = student_bias
     with autocast_off(sh.device.type):
-        if functorch_active(sh, student_weight, th, tw) or n == 0:
+        if transform_active(sh, student_weight, th, tw) or n == 0:
             out = composite(sh, student_weight, sb, th, tw, tb, y, cfg)
         elif needs_grad(sh, student_weight, sb):
             if not sh.is_contiguous():

@@ -32,9 +32,11 @@ from ._common import (
     autocast_off,
     check_labels,
     mean_scale,
+    refuse_dual,
     require_class_indices,
     require_floating,
     require_tensor,
+    transform_active,
 )
 from ._rows import acc_dtype
 
@@ -657,5 +659,9 @@ def margin_linear_cross_entropy(
                    group, world)
     sampler = (None if par.sample_rate == 1.0 else
                partial_fc_sampler(par.sample_rate, start, local, ignore_index, par.generator))
+    if _parallel is None and transform_active(embeddings, class_weight):
+        # torch.func transforms and forward-mode AD: the composite, on materialised logits
+        return composite(embeddings, class_weight, labels, prob)
+    refuse_dual("class_parallel_margin_cross_entropy", embeddings, class_weight)
     return MarginLinearCE.apply(embeddings, class_weight, labels, prob, par.gather, sampler,
                                 par.embedding_grad_scale)
