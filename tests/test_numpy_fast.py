@@ -33,7 +33,8 @@ def _loop_reference(z, y, reduction):
 
 @pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-12), (np.float32, 2e-6)])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (64, 50)])
+# up to 64 classes the row maximum is taken over the transposed logits, above in place
+@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (64, 50), (5, 64), (5, 65), (9, 200)])
 def test_fast_path_matches_a_float64_loop(rng, dtype, rtol, reduction, shape):
     z = (rng.normal(size=shape) * 30).astype(dtype)
     y = rng.integers(0, shape[1], size=shape[0])
@@ -63,7 +64,8 @@ def test_fast_path_agrees_with_the_definition_and_does_not_mutate(rng):
 
 
 @pytest.mark.parametrize("case", ["ignored", "out_of_range", "inf_row", "nan", "weight",
-                                  "smoothing", "axis0", "3d", "float16", "empty"])
+                                  "smoothing", "axis0", "3d", "float16", "empty",
+                                  "negative_int8", "wide_out_of_range"])
 def test_other_cases_are_the_definitions(rng, case):
     z = rng.normal(size=(6, 4))
     y = np.array([0, 1, 2, 3, 0, 1])
@@ -89,9 +91,22 @@ def test_other_cases_are_the_definitions(rng, case):
         z = z.astype(np.float16)
     elif case == "empty":
         z, y = z[:0], y[:0]
+    elif case == "negative_int8":  # -1 as a uint8 is 255: still caught
+        y = y.astype(np.int8)
+        y[3] = -1
+    elif case == "wide_out_of_range":
+        z, y = rng.normal(size=(6, 70)), np.array([0, 69, 70, 3, 0, 1])
     if case in ("ignored", "out_of_range", "inf_row", "weight", "smoothing", "axis0", "3d",
-                "float16", "empty"):
+                "float16", "empty", "negative_int8", "wide_out_of_range"):
         assert _numpy_fast.softmax_cross_entropy((), z, y, **kw) is NotImplemented
+    if case == "wide_out_of_range":
+        with pytest.raises(ValueError, match=r"class indices in \[0, 70\)"):
+            sce(z, y)
+        return
+    if case == "negative_int8":
+        with pytest.raises(ValueError, match=r"class indices in \[0, 4\)"):
+            sce(z, y)
+        return
     if case == "out_of_range":
         with pytest.raises(ValueError, match=r"class indices in \[0, 4\)"):
             sce(z, y)

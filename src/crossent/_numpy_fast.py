@@ -22,6 +22,20 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _REDUCTIONS = ("mean", "sum", "none")
 
 
+# classes up to which the row maximum is taken over the transposed logits (measured: at 256 x
+# 10, 2.4 us against 15.6 us for logits.max(axis=1); even at C = 100 they are close)
+_NARROW = 64
+
+
+def _row_max(x: np.ndarray) -> np.ndarray:
+    """``x.max(axis=1, keepdims=True)`` of an ``(N, C)`` array. NumPy reduces short rows one
+    row at a time; over the ``(C, N)`` transposed copy the same maximum is ``C`` element-wise
+    vector maxima."""
+    if x.shape[1] <= _NARROW:
+        return np.ascontiguousarray(x.T).max(axis=0)[:, None]
+    return x.max(axis=1, keepdims=True)
+
+
 def softmax_cross_entropy(need: tuple[str, ...], logits: Any, targets: Any, *,
                           axis: Any = -1, weight: Any = None, sample_weight: Any = None,
                           ignore_index: Any = -100, label_smoothing: Any = 0.0,
@@ -41,15 +55,17 @@ def softmax_cross_entropy(need: tuple[str, ...], logits: Any, targets: Any, *,
             and set(need) <= {"logits"}):
         return NotImplemented
     n, c = logits.shape
-    # ignored or out-of-range labels, and non-finite row maxima: the definition's cases
-    if targets.min() < 0 or targets.max() >= c:
+    # ignored or out-of-range labels, and non-finite row maxima: the definition's cases (a
+    # negative label is a huge unsigned one: one reduction checks both ends)
+    if targets.view(f"u{targets.itemsize}").max() >= c:
         return NotImplemented
-    m = logits.max(axis=1, keepdims=True)
+    m = _row_max(logits)
     if not np.isfinite(m).all():
         return NotImplemented
     e = logits - m
     np.exp(e, out=e)
-    s = e.sum(axis=1, keepdims=True)
+    # a matrix-vector product sums the rows 2-3x faster than e.sum(axis=1)
+    s = (e @ np.ones(c, e.dtype))[:, None]
     rows = np.arange(n)
     per = (np.log(s) + m)[:, 0] - logits[rows, targets]
     if reduction == "none":
