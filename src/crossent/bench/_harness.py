@@ -161,9 +161,16 @@ def time_steps(steps: dict[str, Step], *, repeats: int = 5, warmup: int = 1,
     return out
 
 
-def child_measure(step: Step, reset: Callable[[], None], grad_bytes: Callable[[], int]) -> dict:
-    """In a fresh process: one warm-up step, then the extra peak RSS of one step."""
-    step()
+def child_measure(step: Step, reset: Callable[[], None], grad_bytes: Callable[[], int],
+                  warmup: int = 3) -> dict:
+    """In a fresh process: ``warmup`` steps, then the extra peak RSS of one step.
+
+    A training loop's steady state, not its first steps: glibc serves a large buffer by mmap
+    until one of that size has been freed, then from the heap, so the first steps' peaks
+    depend on what ran before (one warm-up step left 8 MiB of noise either way at 2048x1000)."""
+    for _ in range(warmup):
+        reset()
+        step()
     reset()
     gc.collect()
     can_reset = _reset_peak_rss()
