@@ -266,6 +266,24 @@ def test_out_of_range_labels_under_jit_give_nan(name, kw, bad):
     assert math.isnan(float(jax.jit(lambda s, t: fn(s, t, **kw))(z, y)))
 
 
+@pytest.mark.parametrize("bad", [3, -1, 7, -4])
+def test_out_of_range_labels_under_jit_leave_the_other_rows_gradients_alone(bad):
+    """The JAX gradient puts -1 at each label by a scatter: a label out of [0, C) that the
+    checks could not see under jit gives its row a NaN gradient, as its loss is NaN, and
+    leaves the other rows' gradients softmax - onehot, as a float64 loop."""
+    z = np.random.default_rng(1).normal(size=(3, 3))
+    y = jnp.array([0, bad, 2])
+    g = np.asarray(jax.jit(jax.grad(lambda s, t: crossent.softmax_cross_entropy(
+        s, t, reduction="sum")))(jnp.asarray(z), y))
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    for i, label in ((0, 0), (2, 2)):
+        want = p[i].copy()
+        want[label] -= 1.0
+        np.testing.assert_allclose(g[i], want, rtol=1e-12, atol=1e-15)
+    assert np.all(np.isnan(g[1]))
+
+
 def test_margin_softmax_out_of_range_labels_under_jit_give_nan():
     x = jnp.ones((2, 3))
     w = jnp.asarray(np.random.default_rng(1).normal(size=(4, 3)))

@@ -352,6 +352,17 @@ def add_at_class(xp: Any, x: Array, labels: Array, values: Array) -> Array:
         at = (*np.indices(labels.shape, sparse=True), labels)
         x[at] += values
         return x
+    if array_api_compat.is_jax_namespace(xp):
+        import jax.numpy as jnp
+
+        # a scatter of N values into x, which XLA fuses in place after the pass that makes x,
+        # where the one-hot sum costs an index compare and a select per element (64 x 32768:
+        # 1.63 against 1.45 ms for optax's scatter). An index out of [0, C) (a traced label
+        # the checks could not see) adds nothing, as the one-hot sum would: negatives too.
+        c = x.shape[-1]
+        safe = jnp.where(labels < 0, c, labels)
+        at = (*jnp.indices(labels.shape, sparse=True), safe)
+        return x.at[at].add(values, mode="drop", unique_indices=True)
     return x + values[..., None] * one_hot_mask(xp, labels, x.shape[-1], x.dtype)
 
 
