@@ -128,10 +128,11 @@ def partial_in(fn, args, nums, kw, wrap):
     return f, tuple(fixed[i] for i in nums)
 
 
-# the backward nodes of crossent's closed forms: the generic autograd Function, the fused
-# kernels' Function, and the kernel nodes written in C++
-CLOSED_FORM_NODES = ("_ClosedFormBackward", "_FusedClosedFormBackward", "MultiMarginP1Backward")
-FUSED_NODES = CLOSED_FORM_NODES[1:]
+# the backward nodes of crossent's closed forms: the generic autograd Function, and the
+# kernels' nodes written in C++ (crossent.torch.fast_paths)
+FUSED_NODES = ("SigmoidCrossEntropyBackward", "SigmoidFocalLossBackward",
+               "DistillationLossBackward", "MultiMarginLossBackward")
+CLOSED_FORM_NODES = ("_ClosedFormBackward", *FUSED_NODES)
 
 
 def node_name(out) -> str:
@@ -197,7 +198,7 @@ def check_torch_second_order(fn, arrays, kw, diff, reduction, closed_form=True):
     tkw = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in kw.items()}
     out = fn(*tensors, reduction=reduction, **tkw)
     if closed_form:
-        assert "ClosedForm" in type(out.grad_fn).__name__
+        assert is_closed_form_node(out), node_name(out)
 
     def f(*d):
         full = list(tensors)

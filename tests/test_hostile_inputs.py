@@ -561,3 +561,29 @@ def test_option_tensors_that_require_grad_get_their_gradient():
     (pr * t * F.softplus(-xr) + (1 - t) * F.softplus(xr)).mean().backward()
     torch.testing.assert_close(pw.grad, pr.grad)
     torch.testing.assert_close(x.grad, xr.grad)
+
+
+@pytest.mark.parametrize("dtype", ["int32", "int16", "uint8"])
+def test_narrow_integer_labels_on_torch_definitions(dtype):
+    """Every loss that takes class labels, run as its definition on torch tensors (the path of
+    torch.func, CROSSENT_NO_EXT and other devices): int32/int16/uint8 labels give the int64
+    labels' value (torch gathers with int64 indices only)."""
+    import torch
+
+    from crossent import _samples, names
+
+    checked = 0
+    for spec in names.catalog():
+        if not hasattr(spec.fn, "with_pullback"):
+            continue
+        args, kw = _samples.sample(spec.name, 0)
+        if len(args) < 2 or not (isinstance(args[1], np.ndarray) and args[1].dtype.kind in "iu"
+                                 and args[1].ndim >= 1 and args[1].min() >= 0):
+            continue
+        t = [torch.from_numpy(np.asarray(a)) for a in args]
+        want = spec.fn.with_pullback((), *t, **kw)[0]
+        narrow = [t[0], t[1].to(getattr(torch, dtype)), *t[2:]]
+        got = spec.fn.with_pullback((), *narrow, **kw)[0]
+        torch.testing.assert_close(got, want, rtol=0, atol=0, msg=spec.name)
+        checked += 1
+    assert checked >= 10

@@ -250,46 +250,71 @@ def test_fused_backward_passes_gradcheck_and_gradgradcheck(rng, reduction):
         assert torch.autograd.gradgradcheck(f, (x,))
 
 
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_multi_margin_autograd_node_in_cpp(rng, reduction):
-    """The p = 1 loss's backward node is C++ (MultiMarginP1Backward): a retained graph's second
-    backward, accumulation into an existing .grad, a cotangent that requires grad
-    (create_graph: d(g . v)/dc = G . v), no-grad calls, int32 labels and strided logits."""
-    x0 = torch.from_numpy(rng.normal(size=(9, 6)))
+def _node_cases(rng):
+    x = torch.from_numpy(rng.normal(size=(9, 6)))
+    t = torch.from_numpy(rng.uniform(size=(9, 6)))
+    teacher = torch.from_numpy(rng.normal(size=(9, 6)))
     y = torch.from_numpy(rng.integers(0, 6, size=9))
-    ref_x = x0.clone().requires_grad_()
-    ref = ref_mm(ref_x, y, margin=0.8, reduction=reduction)
-    cot = torch.from_numpy(rng.uniform(0.5, 2.0, size=ref.shape))
-    (want,) = torch.autograd.grad(ref, ref_x, cot)
+    pw = torch.linspace(0.5, 2.0, 6, dtype=torch.float64)
+    return x, [
+        ("SigmoidCrossEntropyBackward", crossent.sigmoid_cross_entropy, "logits", t,
+         {"pos_weight": pw}),
+        ("SigmoidFocalLossBackward", crossent.sigmoid_focal_loss, "logits", (t > 0.5).double(),
+         {"gamma": 1.5}),
+        ("DistillationLossBackward", crossent.distillation_loss, "student_logits", teacher,
+         {"temperature": 2.0}),
+        ("MultiMarginLossBackward", crossent.multi_margin_loss, "logits", y.to(torch.int32),
+         {"margin": 0.8}),
+        ("MultiMarginLossBackward", crossent.multi_margin_loss, "logits", y, {"p": 2}),
+    ]
 
-    x = x0.clone().requires_grad_()
-    out = crossent.multi_margin_loss(x, y.to(torch.int32), margin=0.8, reduction=reduction)
-    assert node_name(out) == "MultiMarginP1Backward"
-    torch.testing.assert_close(out, ref.detach(), rtol=1e-13, atol=1e-14)
-    out.backward(cot, retain_graph=True)
-    torch.testing.assert_close(x.grad, want, rtol=1e-13, atol=1e-14)
-    out.backward(2 * cot)  # recomputed, scaled, and accumulated into .grad
-    torch.testing.assert_close(x.grad, 3 * want, rtol=1e-13, atol=1e-14)
-    with pytest.raises(RuntimeError, match="second time"):
-        out.backward(cot)
 
-    c = cot.clone().requires_grad_()
-    out = crossent.multi_margin_loss(x, y, margin=0.8, reduction=reduction)
-    (g,) = torch.autograd.grad(out, x, c, create_graph=True)
-    torch.testing.assert_close(g, want, rtol=1e-13, atol=1e-14)
-    v = torch.from_numpy(rng.normal(size=x.shape))
-    (gc,) = torch.autograd.grad((g * v).sum(), c)
-    (unit,) = torch.autograd.grad(ref_mm(ref_x, y, margin=0.8, reduction=reduction), ref_x,
-                                  torch.ones_like(cot))
-    per = (unit * v).sum(-1) if reduction == "none" else (unit * v).sum()
-    torch.testing.assert_close(gc, per, rtol=1e-12, atol=1e-14)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cpp_nodes_against_the_definitions(rng, reduction):
+    """Each kernel's C++ backward node: the gradient scaled by a cotangent, a retained graph's
+    second backward (computed again) accumulated into .grad, then the released graph refused;
+    under create_graph the definition's pullback, differentiable in the cotangent
+    (d(g . v)/dc = the per-row or total J v) and in the logits (a Hessian-vector product
+    against the definition's own double backward); strided logits; no-grad calls."""
+    x0, cases = _node_cases(rng)
+    for name, fn, arg, other, kw in cases:
+        ref_x = x0.clone().requires_grad_()
+        want_v, pullback = fn.with_pullback((arg,), ref_x, other, reduction=reduction, **kw)
+        cot = torch.from_numpy(rng.uniform(0.5, 2.0, size=want_v.shape))
+        want = pullback(cot)[arg]
 
-    with torch.no_grad():
-        assert crossent.multi_margin_loss(x, y, reduction=reduction).grad_fn is None
-    strided = x0.T.contiguous().T.requires_grad_()
-    out = crossent.multi_margin_loss(strided, y, margin=0.8, reduction=reduction)
-    out.backward(cot)
-    torch.testing.assert_close(strided.grad, want, rtol=1e-13, atol=1e-14)
+        x = x0.clone().requires_grad_()
+        out = fn(x, other, reduction=reduction, **kw)
+        assert node_name(out) == name
+        torch.testing.assert_close(out, want_v.detach(), rtol=1e-12, atol=1e-14)
+        out.backward(cot, retain_graph=True)
+        torch.testing.assert_close(x.grad, want, rtol=1e-12, atol=1e-14)
+        out.backward(2 * cot)  # computed again, scaled, and accumulated into .grad
+        torch.testing.assert_close(x.grad, 3 * want, rtol=1e-12, atol=1e-14)
+        with pytest.raises(RuntimeError, match="second time"):
+            out.backward(cot)
+
+        c = cot.clone().requires_grad_()
+        out = fn(x, other, reduction=reduction, **kw)
+        (g,) = torch.autograd.grad(out, x, c, create_graph=True)
+        torch.testing.assert_close(g, want, rtol=1e-12, atol=1e-14)
+        v = torch.from_numpy(rng.normal(size=x.shape))
+        gc, gx = torch.autograd.grad((g * v).sum(), (c, x), allow_unused=True)
+        unit = pullback(torch.ones_like(cot))[arg]
+        per = (unit * v).sum(-1) if reduction == "none" and unit.dim() > cot.dim() \
+            else (unit * v if reduction == "none" else (unit * v).sum())
+        torch.testing.assert_close(gc, per, rtol=1e-12, atol=1e-14)
+        if not want.requires_grad:  # the p = 1 margin: a piecewise-constant gradient
+            assert gx is None or not gx.any()
+        else:
+            (want_gx,) = torch.autograd.grad((want * v).sum(), ref_x, retain_graph=True)
+            torch.testing.assert_close(gx, want_gx, rtol=1e-12, atol=1e-14)
+
+        with torch.no_grad():
+            assert fn(x, other, reduction=reduction, **kw).grad_fn is None
+        strided = x0.T.contiguous().T.requires_grad_()
+        fn(strided, other, reduction=reduction, **kw).backward(cot)
+        torch.testing.assert_close(strided.grad, want, rtol=1e-12, atol=1e-14)
 
 
 def test_multi_margin_learnable_weight_takes_the_definition(rng):

@@ -299,6 +299,8 @@ def take_class(xp: Any, x: Array, labels: Array) -> Array:
     """
     ok = (labels >= 0) & (labels < x.shape[-1])
     idx = xp.where(ok, labels, xp.zeros_like(labels))
+    if array_api_compat.is_torch_namespace(xp) and idx.dtype != xp.int64:
+        idx = xp.astype(idx, xp.int64)  # torch gathers with int64 indices only
     if hasattr(xp, "take_along_axis"):
         got = xp.take_along_axis(x, idx[..., None], axis=-1)[..., 0]
     else:

@@ -21,6 +21,7 @@
 // Targets must be in [0, 1] (NaN is not): a violation raises ValueError("crossent_binary:
 // targets outside [0, 1]") after the pass, and the caller words the message.
 
+#include "_closed_form_node.h"
 #include "_vec.h"
 
 #include <ATen/Parallel.h>
@@ -281,12 +282,67 @@ std::tuple<at::Tensor, at::Tensor> binary(const at::Tensor& logits, const at::Te
   return {at::scalar_tensor(value, logits.options()), grad_out};
 }
 
+// binary_loss: the loss alone; on tensors that require grad, with its ClosedFormBackward node
+// (double backward: binary_pullback, the definition's pullback, registered from Python).
+at::Tensor binary_loss(const at::Tensor& logits, const at::Tensor& targets,
+                       const std::optional<at::Tensor>& weight,
+                       const std::optional<at::Tensor>& pos_weight, bool focal, double alpha,
+                       double gamma, int64_t reduction) {
+  return std::get<0>(
+      binary(logits, targets, weight, pos_weight, focal, alpha, gamma, reduction, false));
+}
+
+at::Tensor binary_loss_autograd(const at::Tensor& logits, const at::Tensor& targets,
+                                const std::optional<at::Tensor>& weight,
+                                const std::optional<at::Tensor>& pos_weight, bool focal,
+                                double alpha, double gamma, int64_t reduction) {
+  const bool need = needs_closed_form(logits, "binary_loss");
+  at::Tensor loss, grad;
+  {
+    at::AutoDispatchBelowADInplaceOrView below;
+    std::tie(loss, grad) =
+        binary(logits, targets, weight, pos_weight, focal, alpha, gamma, reduction, need);
+  }
+  if (!need) return loss;
+  return attach_closed_form(
+      loss, std::move(grad), logits,
+      focal ? "SigmoidFocalLossBackward" : "SigmoidCrossEntropyBackward",
+      {logits, targets, weight.value_or(at::Tensor()), pos_weight.value_or(at::Tensor())},
+      [=](const std::vector<at::Tensor>& s) {
+        return std::get<1>(binary(s[0], s[1], optional_tensor(s[2]), optional_tensor(s[3]),
+                                  focal, alpha, gamma, reduction, true));
+      },
+      [=](const std::vector<at::Tensor>& s, const at::Tensor& cot) {
+        static auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("crossent_ext::binary_pullback", "")
+                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
+                                               const std::optional<at::Tensor>&,
+                                               const std::optional<at::Tensor>&, bool, double,
+                                               double, int64_t, const at::Tensor&)>();
+        return op.call(s[0], s[1], optional_tensor(s[2]), optional_tensor(s[3]), focal, alpha,
+                       gamma, reduction, cot);
+      });
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(crossent_ext, m) {
   m.def(
       "binary(Tensor logits, Tensor targets, Tensor? weight, Tensor? pos_weight, bool focal, "
       "float alpha, float gamma, int reduction, bool want_grad) -> (Tensor, Tensor)");
+  m.def(
+      "binary_loss(Tensor logits, Tensor targets, Tensor? weight, Tensor? pos_weight, "
+      "bool focal, float alpha, float gamma, int reduction) -> Tensor");
+  m.def(
+      "binary_pullback(Tensor logits, Tensor targets, Tensor? weight, Tensor? pos_weight, "
+      "bool focal, float alpha, float gamma, int reduction, Tensor cot) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(crossent_ext, CPU, m) { m.impl("binary", &binary); }
+TORCH_LIBRARY_IMPL(crossent_ext, CPU, m) {
+  m.impl("binary", &binary);
+  m.impl("binary_loss", &binary_loss);
+}
+
+TORCH_LIBRARY_IMPL(crossent_ext, AutogradCPU, m) {
+  m.impl("binary_loss", &binary_loss_autograd);
+}

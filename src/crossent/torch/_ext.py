@@ -1,6 +1,7 @@
 """Build and load the C++ kernels at first use: ``_kernel.cpp`` (softmax cross-entropy rows),
 ``_binary_kernel.cpp`` (the element-wise sigmoid losses) and ``_kl_margin_kernel.cpp``
-(distillation and multi-class margin rows), sharing ``_vec.h``.
+(distillation and multi-class margin rows), sharing ``_vec.h`` and the autograd node of
+``_closed_form_node.h``.
 
 The kernels are compiled with the system C++ compiler straight into one shared library of torch
 ops (``torch.ops.crossent_ext.*``): no ninja and no pybind, so it needs only g++ (or ``$CXX``)
@@ -40,7 +41,7 @@ import torch
 
 _HERE = Path(__file__).parent
 _SOURCES = (_HERE / "_kernel.cpp", _HERE / "_binary_kernel.cpp", _HERE / "_kl_margin_kernel.cpp")
-_HEADERS = (_HERE / "_vec.h",)
+_HEADERS = (_HERE / "_vec.h", _HERE / "_closed_form_node.h")
 _LOCK = threading.Lock()
 _STATE: dict[str, Any] = {"loaded": None, "error": None, "path": None, "seconds": None,
                           "rebuilt": None, "build_seconds": None}
@@ -217,7 +218,7 @@ def _load() -> bool:
     rebuilt_because = None
     try:
         # loaded in this process already
-        already = hasattr(torch.ops.crossent_ext, "multi_margin_p1")
+        already = hasattr(torch.ops.crossent_ext, "fused_pullback")
         problem = None if already else _check_library(lib)
         if problem is not None:
             cache.mkdir(parents=True, exist_ok=True)
@@ -303,8 +304,25 @@ def _register_fake() -> None:
             loss = logits.new_empty((logits.shape[0],) if reduction == 0 else ())
             return loss, logits.new_empty(logits.shape if want_grad else (0,))
 
-        @torch.library.register_fake("crossent_ext::multi_margin_p1")
-        def _(logits, labels, weight, margin, reduction):
+        @torch.library.register_fake("crossent_ext::fused_loss")
+        def _(logits, target, weight, label_smoothing, z_loss, softcap, ignore_index,
+              reduction, acc_out):
+            shape = (logits.shape[0],) if reduction == 0 else ()
+            dtype = logits.dtype
+            if acc_out:
+                dtype = torch.float64 if dtype == torch.float64 else torch.float32
+            return logits.new_empty(shape, dtype=dtype), logits.new_empty(shape, dtype=dtype)
+
+        @torch.library.register_fake("crossent_ext::binary_loss")
+        def _(logits, targets, weight, pos_weight, focal, alpha, gamma, reduction):
+            return logits.new_empty(logits.shape if reduction == 0 else ())
+
+        @torch.library.register_fake("crossent_ext::distill_loss")
+        def _(student, teacher, temperature, reduction):
+            return student.new_empty((student.shape[0],) if reduction == 0 else ())
+
+        @torch.library.register_fake("crossent_ext::multi_margin_loss")
+        def _(logits, labels, weight, p, margin, reduction):
             return logits.new_empty((logits.shape[0],) if reduction == 0 else ())
 
         @torch.library.register_fake("crossent_ext::advise_hugepage")
@@ -312,6 +330,22 @@ def _register_fake() -> None:
             return None
     except Exception:  # already registered, or an older torch: compile then graph-breaks
         pass
+
+
+_PULLBACKS: dict[str, Any] = {}  # the Library object that keeps the registrations, and names
+
+
+def register_pullbacks(kernels: dict[str, Any]) -> None:
+    """Register Python ``CompositeImplicitAutograd`` kernels for the ``*_pullback`` ops that
+    the C++ closed-form nodes call under ``create_graph`` (each once per process): the loss
+    written in differentiable torch ops, so that autograd records the second-order graph."""
+    lib = _PULLBACKS.get("")
+    if lib is None:
+        lib = _PULLBACKS[""] = torch.library.Library("crossent_ext", "IMPL")
+    for name, fn in kernels.items():
+        if name not in _PULLBACKS:
+            lib.impl(name, fn, "CompositeImplicitAutograd")
+            _PULLBACKS[name] = fn
 
 
 def info() -> dict[str, Any]:

@@ -20,6 +20,7 @@
 // the tanh are inline polynomial versions (about 1-2 ulp), elsewhere ATen's Sleef ones.
 // Rows are split across threads with at::parallel_for (torch's OpenMP pool).
 
+#include "_closed_form_node.h"
 #include "_vec.h"
 
 #include <ATen/Parallel.h>
@@ -473,6 +474,61 @@ void advise_hugepage(const at::Tensor& t) {
 #endif
 }
 
+// fused_loss: fused() for labels with a fresh gradient buffer, the loss given the C++
+// ClosedFormBackward node (the common call of crossent.torch.cross_entropy: a Python autograd
+// Function costs ~12 us a call, as much as the whole native op at 256 x 10). Under
+// create_graph the node calls fused_pullback, the differentiable composite registered from
+// Python. Returns (loss, z part); the z part takes no gradient, as in the Function.
+std::tuple<at::Tensor, at::Tensor> fused_loss(const at::Tensor& logits, const at::Tensor& target,
+                                              const std::optional<at::Tensor>& weight,
+                                              double label_smoothing, double z_loss,
+                                              double softcap, int64_t ignore_index,
+                                              int64_t reduction, bool acc_out) {
+  return fused(logits, target, weight, std::nullopt, label_smoothing, z_loss, softcap,
+               ignore_index, reduction, acc_out);
+}
+
+std::tuple<at::Tensor, at::Tensor> fused_loss_autograd(
+    const at::Tensor& logits, const at::Tensor& target, const std::optional<at::Tensor>& weight,
+    double label_smoothing, double z_loss, double softcap, int64_t ignore_index,
+    int64_t reduction, bool acc_out) {
+  const bool need = needs_closed_form(logits, "fused_loss");
+  auto grad_buffer = [](const at::Tensor& x) {
+    at::Tensor buf = at::empty_like(x, at::MemoryFormat::Contiguous);
+    if (buf.nbytes() >= (size_t(1) << 25)) advise_hugepage(buf);  // fewer first-touch faults
+    return buf;
+  };
+  at::Tensor loss, zpart, grad;
+  {
+    at::AutoDispatchBelowADInplaceOrView below;
+    if (need) grad = grad_buffer(logits);
+    std::tie(loss, zpart) =
+        fused(logits, target, weight, need ? std::optional<at::Tensor>(grad) : std::nullopt,
+              label_smoothing, z_loss, softcap, ignore_index, reduction, acc_out);
+  }
+  if (!need) return {loss, zpart};
+  attach_closed_form(
+      loss, std::move(grad), logits, "CrossEntropyBackward",
+      {logits, target, weight.value_or(at::Tensor())},
+      [=](const std::vector<at::Tensor>& s) {
+        at::Tensor g = grad_buffer(s[0]);
+        fused(s[0], s[1], optional_tensor(s[2]), g, label_smoothing, z_loss, softcap,
+              ignore_index, reduction, acc_out);
+        return g;
+      },
+      [=](const std::vector<at::Tensor>& s, const at::Tensor& cot) {
+        static auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("crossent_ext::fused_pullback", "")
+                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
+                                               const std::optional<at::Tensor>&, double, double,
+                                               double, int64_t, int64_t, bool,
+                                               const at::Tensor&)>();
+        return op.call(s[0], s[1], optional_tensor(s[2]), label_smoothing, z_loss, softcap,
+                       ignore_index, reduction, acc_out, cot);
+      });
+  return {loss, zpart};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(crossent_ext, m) {
@@ -485,10 +541,21 @@ TORCH_LIBRARY(crossent_ext, m) {
       "float label_smoothing, float z_loss, float softcap, int ignore_index, int reduction, "
       "bool acc_out=False) -> (Tensor, Tensor)");
   m.def("advise_hugepage(Tensor t) -> ()");
+  m.def(
+      "fused_loss(Tensor logits, Tensor target, Tensor? weight, float label_smoothing, "
+      "float z_loss, float softcap, int ignore_index, int reduction, bool acc_out) "
+      "-> (Tensor, Tensor)");
+  m.def(
+      "fused_pullback(Tensor logits, Tensor target, Tensor? weight, float label_smoothing, "
+      "float z_loss, float softcap, int ignore_index, int reduction, bool acc_out, "
+      "Tensor cot) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(crossent_ext, CPU, m) {
   m.impl("rows", &rows);
   m.impl("fused", &fused);
   m.impl("advise_hugepage", &advise_hugepage);
+  m.impl("fused_loss", &fused_loss);
 }
+
+TORCH_LIBRARY_IMPL(crossent_ext, AutogradCPU, m) { m.impl("fused_loss", &fused_loss_autograd); }

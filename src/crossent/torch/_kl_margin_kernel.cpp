@@ -1,6 +1,7 @@
 // crossent row kernels for two losses over the rows of an (R, C) matrix, value and closed-form
 // gradient in one pass each (registered as crossent_ext::distill_rows and
-// crossent_ext::multi_margin_rows and multi_margin_p1; see _ext.py for the build).
+// crossent_ext::multi_margin_rows, and as losses with their autograd node distill_loss and
+// multi_margin_loss; see _ext.py for the build).
 //
 // distill_rows: Hinton's distillation loss T^2 KL(p_t || p_s) with p = softmax(z / T). Per row:
 //   the two maxima, e_s = exp(z_s / T - m_s) and e_t = exp(z_t / T - m_t) kept in per-thread
@@ -15,11 +16,10 @@
 // definitions the other backends run); the tests hold the kernels to them. Row sums are added
 // in row order in double, so the reduced value does not depend on the thread count.
 
+#include "_closed_form_node.h"
 #include "_vec.h"
 
 #include <ATen/Parallel.h>
-#include <torch/csrc/autograd/function.h>
-#include <torch/csrc/autograd/functions/utils.h>
 #include <torch/library.h>
 
 #include <tuple>
@@ -261,86 +261,70 @@ std::tuple<at::Tensor, at::Tensor> multi_margin_rows(const at::Tensor& logits,
   });
 }
 
-// multi_margin_p1: the p = 1 loss with its autograd node in C++, as native ops have theirs. A
-// Python autograd Function costs more per call than the whole native op at small shapes
-// (256 x 10: ~20 us against ~27 us for F.multi_margin_loss fwd+bwd), so the node that keeps
-// the kernel's gradient and scales it by the cotangent lives here. Double backward stays
-// exact: for p = 1 the gradient is piecewise constant in the logits (an indicator times
-// constants), so its derivative is zero wherever it exists and only the cotangent carries
-// one, which the product below records under create_graph. (p = 2 has a Hessian: it keeps
-// the Python node, whose double backward is the definition's.)
-struct MultiMarginP1Backward : public torch::autograd::Node {
-  torch::autograd::SavedVariable logits_, labels_;
-  at::Tensor grad_;  // the kernel's gradient, handed over by the first backward
-  std::optional<at::Tensor> weight_;
-  double margin_ = 1.0;
-  int64_t reduction_ = 1;
-
-  std::string name() const override { return "MultiMarginP1Backward"; }
-
-  void release_variables() override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    logits_.reset_data();
-    labels_.reset_data();
-    grad_.reset();
-    weight_.reset();
-  }
-
-  torch::autograd::variable_list apply(torch::autograd::variable_list&& cots) override {
-    at::Tensor g;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      // moved out, not copied: with no other reference left, autograd adopts it as .grad
-      g = std::move(grad_);
-    }
-    if (!g.defined()) {  // a second backward through a retained graph: compute it again
-      const at::Tensor x = logits_.unpack(), y = labels_.unpack();
-      at::AutoDispatchBelowADInplaceOrView below;
-      g = std::get<1>(multi_margin_rows(x, y, weight_, 1, margin_, reduction_, true));
-    }
-    at::Tensor cot = cots[0];
-    if (!cot.defined()) return {at::Tensor()};
-    if (reduction_ == 0) cot = cot.unsqueeze(-1);
-    if (at::GradMode::is_enabled()) {
-      g = g * cot.to(g.scalar_type());
-    } else if (!(cot.dim() == 0 && cot.item<double>() == 1.0)) {  // loss.backward(): 1
-      g.mul_(cot.to(g.scalar_type()));
-    }
-    return {g};
-  }
-};
-
-at::Tensor multi_margin_p1(const at::Tensor& logits, const at::Tensor& labels,
-                           const std::optional<at::Tensor>& weight, double margin,
-                           int64_t reduction) {
-  return std::get<0>(multi_margin_rows(logits, labels, weight, 1, margin, reduction, false));
+// distill_loss and multi_margin_loss: the losses alone; on tensors that require grad, with
+// their ClosedFormBackward node (double backward: *_pullback, the definitions' pullbacks,
+// registered from Python).
+at::Tensor distill_loss(const at::Tensor& student, const at::Tensor& teacher, double temperature,
+                        int64_t reduction) {
+  return std::get<0>(distill_rows(student, teacher, temperature, reduction, false));
 }
 
-at::Tensor multi_margin_p1_autograd(const at::Tensor& logits, const at::Tensor& labels,
-                                    const std::optional<at::Tensor>& weight, double margin,
-                                    int64_t reduction) {
-  TORCH_CHECK(!(weight.has_value() && weight->defined() && weight->requires_grad()),
-              "crossent multi_margin_p1: no gradient w.r.t. weight");
-  TORCH_CHECK_NOT_IMPLEMENTED(!torch::autograd::isFwGradDefined(logits),
-                              "crossent multi_margin_p1: no forward-mode derivative");
-  const bool need = torch::autograd::compute_requires_grad(logits);
+at::Tensor distill_loss_autograd(const at::Tensor& student, const at::Tensor& teacher,
+                                 double temperature, int64_t reduction) {
+  const bool need = needs_closed_form(student, "distill_loss");
   at::Tensor loss, grad;
   {
     at::AutoDispatchBelowADInplaceOrView below;
-    std::tie(loss, grad) = multi_margin_rows(logits, labels, weight, 1, margin, reduction, need);
+    std::tie(loss, grad) = distill_rows(student, teacher, temperature, reduction, need);
   }
-  if (need) {
-    auto node = c10::make_intrusive<MultiMarginP1Backward>();
-    node->set_next_edges(torch::autograd::collect_next_edges(logits));
-    node->logits_ = torch::autograd::SavedVariable(logits, false);
-    node->labels_ = torch::autograd::SavedVariable(labels, false);
-    node->grad_ = std::move(grad);
-    node->weight_ = weight;
-    node->margin_ = margin;
-    node->reduction_ = reduction;
-    torch::autograd::set_history(loss, node);
+  if (!need) return loss;
+  return attach_closed_form(
+      loss, std::move(grad), student, "DistillationLossBackward", {student, teacher},
+      [=](const std::vector<at::Tensor>& s) {
+        return std::get<1>(distill_rows(s[0], s[1], temperature, reduction, true));
+      },
+      [=](const std::vector<at::Tensor>& s, const at::Tensor& cot) {
+        static auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("crossent_ext::distill_pullback", "")
+                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&, double,
+                                               int64_t, const at::Tensor&)>();
+        return op.call(s[0], s[1], temperature, reduction, cot);
+      });
+}
+
+at::Tensor multi_margin_loss(const at::Tensor& logits, const at::Tensor& labels,
+                             const std::optional<at::Tensor>& weight, int64_t p, double margin,
+                             int64_t reduction) {
+  return std::get<0>(multi_margin_rows(logits, labels, weight, p, margin, reduction, false));
+}
+
+at::Tensor multi_margin_loss_autograd(const at::Tensor& logits, const at::Tensor& labels,
+                                      const std::optional<at::Tensor>& weight, int64_t p,
+                                      double margin, int64_t reduction) {
+  TORCH_CHECK(!(weight.has_value() && weight->defined() && weight->requires_grad()),
+              "crossent multi_margin_loss: no gradient w.r.t. weight");
+  const bool need = needs_closed_form(logits, "multi_margin_loss");
+  at::Tensor loss, grad;
+  {
+    at::AutoDispatchBelowADInplaceOrView below;
+    std::tie(loss, grad) = multi_margin_rows(logits, labels, weight, p, margin, reduction, need);
   }
-  return loss;
+  if (!need) return loss;
+  return attach_closed_form(
+      loss, std::move(grad), logits, "MultiMarginLossBackward",
+      {logits, labels, weight.value_or(at::Tensor())},
+      [=](const std::vector<at::Tensor>& s) {
+        return std::get<1>(
+            multi_margin_rows(s[0], s[1], optional_tensor(s[2]), p, margin, reduction, true));
+      },
+      [=](const std::vector<at::Tensor>& s, const at::Tensor& cot) {
+        static auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("crossent_ext::multi_margin_pullback", "")
+                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
+                                               const std::optional<at::Tensor>&, int64_t, double,
+                                               int64_t, const at::Tensor&)>();
+        return op.call(s[0], s[1], optional_tensor(s[2]), p, margin, reduction, cot);
+      });
 }
 
 }  // namespace
@@ -352,17 +336,26 @@ TORCH_LIBRARY_FRAGMENT(crossent_ext, m) {
   m.def(
       "multi_margin_rows(Tensor logits, Tensor labels, Tensor? weight, int p, float margin, "
       "int reduction, bool want_grad) -> (Tensor, Tensor)");
+  m.def("distill_loss(Tensor student, Tensor teacher, float temperature, int reduction) -> Tensor");
   m.def(
-      "multi_margin_p1(Tensor logits, Tensor labels, Tensor? weight, float margin, "
+      "distill_pullback(Tensor student, Tensor teacher, float temperature, int reduction, "
+      "Tensor cot) -> Tensor");
+  m.def(
+      "multi_margin_loss(Tensor logits, Tensor labels, Tensor? weight, int p, float margin, "
       "int reduction) -> Tensor");
+  m.def(
+      "multi_margin_pullback(Tensor logits, Tensor labels, Tensor? weight, int p, "
+      "float margin, int reduction, Tensor cot) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(crossent_ext, CPU, m) {
   m.impl("distill_rows", &distill_rows);
   m.impl("multi_margin_rows", &multi_margin_rows);
-  m.impl("multi_margin_p1", &multi_margin_p1);
+  m.impl("distill_loss", &distill_loss);
+  m.impl("multi_margin_loss", &multi_margin_loss);
 }
 
 TORCH_LIBRARY_IMPL(crossent_ext, AutogradCPU, m) {
-  m.impl("multi_margin_p1", &multi_margin_p1_autograd);
+  m.impl("distill_loss", &distill_loss_autograd);
+  m.impl("multi_margin_loss", &multi_margin_loss_autograd);
 }

@@ -42,6 +42,34 @@ def _fused(x, target, weight, grad_out, opts: Opts, acc_out: bool = False):
         opts.ignore_index, _REDUCTION_CODES[opts.reduction], acc_out)
 
 
+_READY = False
+
+
+def _fused_pullback(x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
+                    label_smoothing: float, z_loss: float, softcap: float, ignore_index: int,
+                    reduction: int, acc_out: bool, cot: torch.Tensor) -> torch.Tensor:
+    """``fused_loss``'s node under create_graph: the gradient of :func:`composite_rows`, in
+    differentiable ops (registered as the CompositeImplicitAutograd kernel of
+    ``crossent_ext::fused_pullback``)."""
+    names = {code: name for name, code in _REDUCTION_CODES.items()}
+    opts = check_options(names[reduction], label_smoothing, z_loss, softcap or None,
+                         ignore_index)
+    out_dtype = acc_dtype(x.dtype) if acc_out else x.dtype
+    with torch.enable_grad(), autocast_off(cot.device.type):
+        loss, _ = composite_rows(x, target, weight, opts, out_dtype)
+        (g,) = torch.autograd.grad(loss, x, cot, create_graph=True)
+    return g
+
+
+def _ops() -> Any:
+    """``torch.ops.crossent_ext``, with ``fused_pullback`` registered."""
+    global _READY
+    if not _READY:
+        _ext.register_pullbacks({"fused_pullback": _fused_pullback})
+        _READY = True
+    return torch.ops.crossent_ext
+
+
 def composite_rows(x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
                    opts: Opts, out_dtype: torch.dtype,
                    check: bool = False, sw: torch.Tensor | None = None
@@ -528,7 +556,14 @@ def cross_entropy(
         else:
             if prob:
                 ext = use_extension(x, opts.impl)
-            if needs_grad:
+            if needs_grad and ext and not prob and sw is None and not (
+                    inplace_backward or copied) and not torch.compiler.is_compiling():
+                # the common call: the kernel op with its autograd node in C++ (torch.compile
+                # traces the Function below: its autograd key has no fake-tensor form)
+                loss, zpart = _ops().fused_loss(
+                    x, t, weight, opts.label_smoothing, opts.z_loss, opts.softcap or 0.0,
+                    opts.ignore_index, _REDUCTION_CODES[opts.reduction], out_dtype != x.dtype)
+            elif needs_grad:
                 mode = "inplace" if (inplace_backward or copied) else "new"
                 loss, zpart = _FusedCrossEntropy.apply(x, t, weight, sw,
                                                        logits if copied else None,
@@ -561,7 +596,9 @@ def softmax_cross_entropy_rows(logits: torch.Tensor, targets: Any, *, axis: Any 
     if not (isinstance(logits, torch.Tensor) and isinstance(targets, torch.Tensor)):
         # NumPy arrays or sequences among them: converted to torch (and a JAX array refused)
         _, logits, targets = _array.common(logits=logits, targets=targets)
-    ax = _checks.class_axis(logits, axis)
+    # (N, C) logits with the classes last, the common call, skip the general axis handling
+    ax = 1 if logits.ndim == 2 and (axis == -1 or axis == 1) and type(axis) is int \
+        else _checks.class_axis(logits, axis)
     if logits.ndim > 1 and ax != 1:  # PyTorch's layout puts the classes on dim 1
         logits = torch.movedim(logits, ax, 1)
         if targets.is_floating_point():

@@ -2,29 +2,28 @@
 :func:`crossent.sigmoid_cross_entropy`, :func:`crossent.sigmoid_focal_loss`,
 :func:`crossent.distillation_loss` and :func:`crossent.multi_margin_loss`.
 
-On CPU tensors a C++ kernel (``crossent_ext::binary``, ``distill_rows``, ``multi_margin_rows``)
-computes the loss and its closed-form gradient w.r.t. the first argument in one pass, and one
-autograd node saves that gradient: backward is one multiply by the cotangent, with no graph
-of intermediates. The node is a Python autograd Function, except for the multi-class margin
-loss with ``p=1``, whose node is C++ too (``crossent_ext::multi_margin_p1``): at 256 x 10 a
-Python Function alone costs most of the native op's whole fwd+bwd. Everything else is the
-definition's job, so these functions answer ``NotImplemented`` and the generic path (the same
-formulas in torch ops) runs: other devices, gradients w.r.t. a second argument or a learnable
-option, ``torch.func`` transforms, forward-mode AD and tracing, empty inputs, layouts the
-kernels do not take, and every argument the definition would reject (it words the error).
-Double backward (``create_graph=True``) rebuilds the gradient from the definition with
-differentiable ops, so Hessian-vector products are exact (for ``p=1`` the gradient is
-piecewise constant, so the C++ node's product with the cotangent is the whole of it).
+On CPU tensors a C++ kernel op (``crossent_ext::binary_loss``, ``distill_loss``,
+``multi_margin_loss``) computes the loss and its closed-form gradient w.r.t. the first argument
+in one pass, and gives the loss an autograd node written in C++ that keeps that gradient:
+backward is one multiply by the cotangent, with no graph of intermediates and no Python (a
+Python autograd Function alone costs more than a native op's whole fwd+bwd at 256 x 10).
+Double backward (``create_graph=True``) calls the loss's definition, registered below as a
+Python op, whose pullback is written in differentiable torch ops: Hessian-vector products are
+exact. Everything else is the definition's job, so these functions answer ``NotImplemented``
+and the generic path (the same formulas in torch ops) runs: other devices, gradients w.r.t. a
+second argument or a learnable option, ``torch.func`` transforms, forward-mode AD and tracing,
+empty inputs, layouts the kernels do not take, and every argument the definition would reject
+(it words the error).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from . import _ext
 from ._common import transform_active
 from ._rows import use_extension
 
@@ -32,8 +31,6 @@ __all__ = ["sigmoid_cross_entropy", "sigmoid_focal_loss", "distillation_loss",
            "multi_margin_loss"]
 
 _REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
-
-Definition = Callable[..., Any]  # the loss's definition with its options bound
 
 
 def _served(x: Any, other: Any, reduction: Any) -> bool:
@@ -53,47 +50,65 @@ def _acc(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-class _FusedClosedForm(torch.autograd.Function):
-    """Value and gradient from a kernel; backward scales the kernel's gradient in place."""
+# --- the definitions' pullbacks, the C++ nodes' double backward -------------------------------
+# A kernel op's autograd node (``ClosedFormBackward``, C++) calls these ops under create_graph:
+# CompositeImplicitAutograd kernels in Python that run the loss's definition in differentiable
+# torch ops, so autograd records the second-order graph. The options arrive as the kernel took
+# them (reduction as its code, a focal alpha of None as -1).
 
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, run: Callable[[bool], tuple[torch.Tensor, Any]],
-                generic: Definition, name: str, per_row: bool, *saved: torch.Tensor
-                ) -> torch.Tensor:
-        loss, grad = run(True)
-        # The gradient is our own buffer, not an input: kept on ctx so that backward can hand
-        # it over (scaled in place) and autograd adopts it as .grad without a copy; peak memory
-        # is then the one gradient the native op also returns.
-        ctx.buf = grad
-        ctx.run = run
-        ctx.save_for_backward(x, *saved)
-        ctx.generic, ctx.name, ctx.per_row = generic, name, per_row
-        return loss
-
-    @staticmethod
-    def backward(ctx: Any, cot: torch.Tensor) -> tuple[Any, ...]:
-        x, *saved = ctx.saved_tensors
-        buf, ctx.buf = ctx.buf, None
-        if torch.is_grad_enabled():
-            # create_graph: the definition's pullback, in differentiable torch ops
-            _, pullback = ctx.generic((ctx.name,), x, *saved)
-            g = pullback(cot)[ctx.name]
-        else:
-            if buf is None:  # a second backward through a retained graph: compute it again
-                buf = ctx.run(True)[1]
-            g = buf
-            if cot.ndim:
-                g.mul_(cot.to(g.dtype).unsqueeze(-1) if ctx.per_row else cot.to(g.dtype))
-            elif not (cot.is_cpu and cot.item() == 1.0):  # loss.backward(): nothing to scale
-                g.mul_(cot.to(g.dtype))
-        return (g, None, None, None, None, *(None,) * len(saved))
+_NAMES = {code: name for name, code in _REDUCTIONS.items()}
+_READY = False
 
 
-def _call(x: torch.Tensor, run: Callable[[bool], tuple[torch.Tensor, Any]],
-          generic: Definition, name: str, per_row: bool, *saved: torch.Tensor) -> Any:
-    if x.requires_grad and torch.is_grad_enabled():
-        return _FusedClosedForm.apply(x, run, generic, name, per_row, *saved)
-    return run(False)[0]
+def _binary_pullback(x: torch.Tensor, t: torch.Tensor, w: torch.Tensor | None,
+                     pw: torch.Tensor | None, focal: bool, alpha: float, gamma: float,
+                     reduction: int, cot: torch.Tensor) -> torch.Tensor:
+    red = _NAMES[reduction]
+    if focal:
+        from ..focal import sigmoid_focal_loss
+
+        _, pullback = sigmoid_focal_loss.with_pullback(
+            ("logits",), x, t, alpha=None if alpha < 0 else alpha, gamma=gamma, weight=w,
+            reduction=red)
+    else:
+        from ..classification import sigmoid_cross_entropy
+
+        _, pullback = sigmoid_cross_entropy.with_pullback(("logits",), x, t, weight=w,
+                                                          pos_weight=pw, reduction=red)
+    assert pullback is not None  # a definition asked for a gradient returns a pullback
+    return pullback(cot)["logits"]
+
+
+def _distill_pullback(s: torch.Tensor, t: torch.Tensor, temperature: float, reduction: int,
+                      cot: torch.Tensor) -> torch.Tensor:
+    from ..distillation import distillation_loss
+
+    _, pullback = distillation_loss.with_pullback(("student_logits",), s, t,
+                                                  temperature=temperature,
+                                                  reduction=_NAMES[reduction])
+    assert pullback is not None  # a definition asked for a gradient returns a pullback
+    return pullback(cot)["student_logits"]
+
+
+def _multi_margin_pullback(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None, p: int,
+                           margin: float, reduction: int, cot: torch.Tensor) -> torch.Tensor:
+    from ..hinge import multi_margin_loss
+
+    _, pullback = multi_margin_loss.with_pullback(("logits",), x, y, p=p, margin=margin,
+                                                  weight=w, reduction=_NAMES[reduction])
+    assert pullback is not None  # a definition asked for a gradient returns a pullback
+    return pullback(cot)["logits"]
+
+
+def _ops() -> Any:
+    """``torch.ops.crossent_ext``, with the pullbacks registered."""
+    global _READY
+    if not _READY:
+        _ext.register_pullbacks({"binary_pullback": _binary_pullback,
+                                 "distill_pullback": _distill_pullback,
+                                 "multi_margin_pullback": _multi_margin_pullback})
+        _READY = True
+    return torch.ops.crossent_ext
 
 
 # --- sigmoid cross-entropy and sigmoid focal loss --------------------------------------------
@@ -119,22 +134,17 @@ def _element_weight(w: Any, logits: torch.Tensor) -> torch.Tensor | None | bool:
 
 
 def _binary(logits: torch.Tensor, targets: torch.Tensor, weight: Any, pos_weight: Any,
-            focal: bool, alpha: float, gamma: float, reduction: str, generic: Definition
-            ) -> Any:
+            focal: bool, alpha: float, gamma: float, reduction: str) -> Any:
     x = logits.contiguous()
     t = targets.to(_acc(logits.dtype)).contiguous()
+    try:
+        return _ops().binary_loss(x, t, weight, pos_weight, focal, alpha, gamma,
+                                  _REDUCTIONS[reduction])
+    except ValueError:  # targets outside [0, 1]: the definition's check words it
+        from .. import _checks
 
-    def run(want_grad: bool) -> tuple[torch.Tensor, Any]:
-        try:
-            return torch.ops.crossent_ext.binary(x, t, weight, pos_weight, focal, alpha, gamma,
-                                                 _REDUCTIONS[reduction], want_grad)
-        except ValueError:  # targets outside [0, 1]: the definition's check words it
-            from .. import _checks
-
-            _checks.in_unit_interval(torch, t, "targets")
-            raise
-
-    return _call(logits, run, generic, "logits", False, t)
+        _checks.in_unit_interval(torch, t, "targets")
+        raise
 
 
 def sigmoid_cross_entropy(logits: Any, targets: Any, *, weight: Any = None,
@@ -172,13 +182,7 @@ def sigmoid_cross_entropy(logits: Any, targets: Any, *, weight: Any = None,
     w, pw = _element_weight(weight, logits), _element_weight(pos_weight, logits)
     if w is False or pw is False:
         return NotImplemented
-    from ..classification import sigmoid_cross_entropy as loss
-
-    def generic(need: tuple[str, ...], x: torch.Tensor, t: torch.Tensor) -> Any:
-        return loss.with_pullback(need, x, t, weight=weight, pos_weight=pos_weight,
-                                  reduction=reduction)
-
-    out = _binary(logits, targets, w, pw, False, -1.0, 0.0, reduction, generic)
+    out = _binary(logits, targets, w, pw, False, -1.0, 0.0, reduction)
     return out if den is None else out * den.to(out.dtype)
 
 
@@ -198,19 +202,13 @@ def sigmoid_focal_loss(logits: Any, targets: Any, *, alpha: Any = 0.25, gamma: A
     if w is False:
         return NotImplemented
     from .._reduce import AVG_FACTOR_EPS
-    from ..focal import sigmoid_focal_loss as loss
 
     # avg_factor: the kernel's sum, then one scalar division (its backward scales the
     # cotangent the kernel's gradient is multiplied by)
     averaged = avg_factor is not None and reduction == "mean"
     inner = "sum" if averaged else reduction
-
-    def generic(need: tuple[str, ...], x: torch.Tensor, t: torch.Tensor) -> Any:
-        return loss.with_pullback(need, x, t, alpha=alpha, gamma=gamma, weight=weight,
-                                  reduction=inner)
-
     out = _binary(logits, targets, w, None, True, -1.0 if alpha is None else float(alpha),
-                  float(gamma), inner, generic)
+                  float(gamma), inner)
     return out / (float(avg_factor) + AVG_FACTOR_EPS) if averaged else out
 
 
@@ -230,19 +228,8 @@ def distillation_loss(student_logits: Any, teacher_logits: Any, *, temperature: 
             and t.shape == s.shape and t.dtype == s.dtype and _number(temperature)
             and temperature > 0):
         return NotImplemented
-    from ..distillation import distillation_loss as loss
-
-    def generic(need: tuple[str, ...], x: torch.Tensor, teacher: torch.Tensor) -> Any:
-        return loss.with_pullback(need, x, teacher, temperature=temperature, axis=axis,
-                                  reduction=reduction)
-
-    xs, xt = s.contiguous(), t.contiguous()
-
-    def run(want_grad: bool) -> tuple[torch.Tensor, Any]:
-        return torch.ops.crossent_ext.distill_rows(xs, xt, float(temperature),
-                                                   _REDUCTIONS[reduction], want_grad)
-
-    return _call(s, run, generic, "student_logits", True, xt)
+    return _ops().distill_loss(s.contiguous(), t.contiguous(), float(temperature),
+                               _REDUCTIONS[reduction])
 
 
 def multi_margin_loss(logits: Any, labels: Any, *, p: Any = 1, margin: Any = 1.0,
@@ -259,30 +246,11 @@ def multi_margin_loss(logits: Any, labels: Any, *, p: Any = 1, margin: Any = 1.0
         return NotImplemented
     x = logits.contiguous()
     y = (labels if labels.dtype is torch.int64 else labels.to(torch.int64)).contiguous()
-    if p == 1:
-        # the autograd node is C++ too (see multi_margin_p1 in the kernel's source)
-        try:
-            return torch.ops.crossent_ext.multi_margin_p1(x, y, weight, float(margin),
-                                                          _REDUCTIONS[reduction])
-        except ValueError:  # a label out of range: the definition words the error
-            from ..hinge import multi_margin_loss as loss
+    try:
+        return _ops().multi_margin_loss(x, y, weight, p, float(margin), _REDUCTIONS[reduction])
+    except ValueError:  # a label out of range: the definition words the error
+        from ..hinge import multi_margin_loss as loss
 
-            loss.with_pullback((), x, labels, p=p, margin=margin, weight=weight,
-                               reduction=reduction)
-            raise
-    from ..hinge import multi_margin_loss as loss
-
-    def generic(need: tuple[str, ...], x: torch.Tensor, y: torch.Tensor) -> Any:
-        return loss.with_pullback(need, x, y, p=p, margin=margin, weight=weight,
-                                  reduction=reduction)
-
-
-    def run(want_grad: bool) -> tuple[torch.Tensor, Any]:
-        try:
-            return torch.ops.crossent_ext.multi_margin_rows(
-                x, y, weight, p, float(margin), _REDUCTIONS[reduction], want_grad)
-        except ValueError:  # a label out of range: the definition words the error
-            generic((), x, labels)
-            raise
-
-    return _call(logits, run, generic, "logits", True, y)
+        loss.with_pullback((), x, labels, p=p, margin=margin, weight=weight,
+                           reduction=reduction)
+        raise
