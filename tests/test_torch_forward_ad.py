@@ -104,13 +104,18 @@ def test_fused_kernel_paths_keep_the_tangent(requires_grad, reduction):
         _check(call, x, t, requires_grad)
 
 
+def _head_case(seed, n, d, c):
+    """(N, D) inputs, (C, D) weights, labels, and a tangent for each of the two."""
+    rng = np.random.default_rng(seed)
+    x, w = (torch.from_numpy(rng.normal(size=s)) for s in ((n, d), (c, d)))
+    y = torch.from_numpy(rng.integers(0, c, size=n))
+    return x, w, y, torch.from_numpy(rng.normal(size=x.shape)), \
+        torch.from_numpy(rng.normal(size=w.shape))
+
+
 @pytest.mark.parametrize("requires_grad", [False, True])
 def test_linear_cross_entropy_keeps_the_tangent(requires_grad):
-    rng = np.random.default_rng(3)
-    h = torch.from_numpy(rng.normal(size=(10, 6)))
-    w = torch.from_numpy(rng.normal(size=(9, 6)))
-    y = torch.from_numpy(rng.integers(0, 9, size=10))
-    th, tw = torch.from_numpy(rng.normal(size=h.shape)), torch.from_numpy(rng.normal(size=w.shape))
+    h, w, y, th, tw = _head_case(3, 10, 6, 9)
     _check(lambda v: ct.linear_cross_entropy(v, w, y, chunk_size=4), h, th, requires_grad)
     _check(lambda v: ct.linear_cross_entropy(h, v, y, chunk_size=4, label_smoothing=0.2), w, tw,
            requires_grad)
@@ -118,11 +123,7 @@ def test_linear_cross_entropy_keeps_the_tangent(requires_grad):
 
 @pytest.mark.parametrize("margin_type", ["arcface", "cosface"])
 def test_margin_linear_cross_entropy_keeps_the_tangent(margin_type):
-    rng = np.random.default_rng(4)
-    e = torch.from_numpy(rng.normal(size=(8, 5)))
-    w = torch.from_numpy(rng.normal(size=(6, 5)))
-    y = torch.from_numpy(rng.integers(0, 6, size=8))
-    te, tw = torch.from_numpy(rng.normal(size=e.shape)), torch.from_numpy(rng.normal(size=w.shape))
+    e, w, y, te, tw = _head_case(4, 8, 5, 6)
     kw = dict(margin_type=margin_type, scale=4.0, chunk_size=4)
     _check(lambda v: ct.margin_linear_cross_entropy(v, w, y, **kw), e, te, rtol=1e-5)
     _check(lambda v: ct.margin_linear_cross_entropy(e, v, y, **kw), w, tw, rtol=1e-5)

@@ -262,8 +262,8 @@ def save(name: str, payload: dict) -> Path:
     return path
 
 
-def plot_bars(name: str, rows: list[dict], title: str) -> Path | None:
-    """Time and extra memory per contender, side by side."""
+def _pyplot() -> Any:
+    """matplotlib.pyplot on the file-only Agg backend, or None (said once) without it."""
     try:
         import matplotlib
 
@@ -271,6 +271,23 @@ def plot_bars(name: str, rows: list[dict], title: str) -> Path | None:
         import matplotlib.pyplot as plt
     except Exception:
         print("(matplotlib not available: no plot)")
+        return None
+    return plt
+
+
+def _save_figure(plt: Any, fig: Any, name: str, title: str) -> Path:
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = results_dir() / f"{name}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_bars(name: str, rows: list[dict], title: str) -> Path | None:
+    """Time and extra memory per contender, side by side."""
+    plt = _pyplot()
+    if plt is None:
         return None
     ok = [r for r in rows if r.get("median_s") is not None]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -283,23 +300,13 @@ def plot_bars(name: str, rows: list[dict], title: str) -> Path | None:
     for ax in axes:
         ax.invert_yaxis()
         ax.grid(axis="x", alpha=0.3)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = results_dir() / f"{name}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_figure(plt, fig, name, title)
 
 
 def plot_sweep(name: str, sweeps: dict[str, list[dict]], title: str) -> Path | None:
     """One panel per swept variable: time per contender against it (log-log)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except Exception:
-        print("(matplotlib not available: no plot)")
+    plt = _pyplot()
+    if plt is None:
         return None
     fig, axes = plt.subplots(1, len(sweeps), figsize=(5 * len(sweeps), 3.8), squeeze=False)
     for ax, (var, points) in zip(axes[0], sweeps.items(), strict=True):
@@ -315,9 +322,4 @@ def plot_sweep(name: str, sweeps: dict[str, list[dict]], title: str) -> Path | N
         ax.set_ylabel("fwd+bwd seconds")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = results_dir() / f"{name}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_figure(plt, fig, name, title)

@@ -280,14 +280,17 @@ def _register_fake() -> None:
             return (logits.new_empty((r,), dtype=acc), logits.new_empty((r,), dtype=acc),
                     logits.new_empty((r,), dtype=acc))
 
-        @torch.library.register_fake("crossent_ext::fused")
-        def _(logits, target, weight, grad_out, label_smoothing, z_loss, softcap, ignore_index,
-              reduction, acc_out=False):
+        def loss_and_z(logits, reduction, acc_out):  # what fused and fused_loss return
             shape = (logits.shape[0],) if reduction == 0 else ()
             dtype = logits.dtype
             if acc_out:
                 dtype = torch.float64 if dtype == torch.float64 else torch.float32
             return logits.new_empty(shape, dtype=dtype), logits.new_empty(shape, dtype=dtype)
+
+        @torch.library.register_fake("crossent_ext::fused")
+        def _(logits, target, weight, grad_out, label_smoothing, z_loss, softcap, ignore_index,
+              reduction, acc_out=False):
+            return loss_and_z(logits, reduction, acc_out)
 
         @torch.library.register_fake("crossent_ext::binary")
         def _(logits, targets, weight, pos_weight, focal, alpha, gamma, reduction, want_grad):
@@ -307,11 +310,7 @@ def _register_fake() -> None:
         @torch.library.register_fake("crossent_ext::fused_loss")
         def _(logits, target, weight, label_smoothing, z_loss, softcap, ignore_index,
               reduction, acc_out):
-            shape = (logits.shape[0],) if reduction == 0 else ()
-            dtype = logits.dtype
-            if acc_out:
-                dtype = torch.float64 if dtype == torch.float64 else torch.float32
-            return logits.new_empty(shape, dtype=dtype), logits.new_empty(shape, dtype=dtype)
+            return loss_and_z(logits, reduction, acc_out)
 
         @torch.library.register_fake("crossent_ext::binary_loss")
         def _(logits, targets, weight, pos_weight, focal, alpha, gamma, reduction):
