@@ -331,20 +331,27 @@ def _register_fake() -> None:
         pass
 
 
-_PULLBACKS: dict[str, Any] = {}  # the Library object that keeps the registrations, and names
+# The kernels' reduction argument, and back (a pullback op receives the code).
+REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}
+REDUCTION_NAMES = {code: name for name, code in REDUCTION_CODES.items()}
+
+_PULLBACK_LIB: list[Any] = []  # the Library object that keeps the registrations alive
+_REGISTERED: set[int] = set()  # the kernel tables already registered, by identity
 
 
-def register_pullbacks(kernels: dict[str, Any]) -> None:
-    """Register Python ``CompositeImplicitAutograd`` kernels for the ``*_pullback`` ops that
-    the C++ closed-form nodes call under ``create_graph`` (each once per process): the loss
-    written in differentiable torch ops, so that autograd records the second-order graph."""
-    lib = _PULLBACKS.get("")
-    if lib is None:
-        lib = _PULLBACKS[""] = torch.library.Library("crossent_ext", "IMPL")
-    for name, fn in kernels.items():
-        if name not in _PULLBACKS:
-            lib.impl(name, fn, "CompositeImplicitAutograd")
-            _PULLBACKS[name] = fn
+def pullback_ops(kernels: dict[str, Any]) -> Any:
+    """``torch.ops.crossent_ext``, once ``kernels`` (op name -> Python function, a module's
+    constant table) are registered as the ``CompositeImplicitAutograd`` kernels of the
+    ``*_pullback`` ops: those the C++ closed-form nodes call under ``create_graph``, the loss
+    written in differentiable torch ops so that autograd records the second-order graph. The
+    first call per table registers it; the others cost one set lookup."""
+    if id(kernels) not in _REGISTERED:
+        if not _PULLBACK_LIB:
+            _PULLBACK_LIB.append(torch.library.Library("crossent_ext", "IMPL"))
+        for name, fn in kernels.items():
+            _PULLBACK_LIB[0].impl(name, fn, "CompositeImplicitAutograd")
+        _REGISTERED.add(id(kernels))
+    return torch.ops.crossent_ext
 
 
 def info() -> dict[str, Any]:

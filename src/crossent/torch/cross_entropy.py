@@ -31,7 +31,7 @@ from ._rows import acc_dtype, rows_forward, use_extension
 _HUGEPAGE_BYTES = 1 << 25
 
 
-_REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}
+_REDUCTION_CODES = _ext.REDUCTION_CODES
 
 
 def _fused(x, target, weight, grad_out, opts: Opts, acc_out: bool = False):
@@ -42,17 +42,13 @@ def _fused(x, target, weight, grad_out, opts: Opts, acc_out: bool = False):
         opts.ignore_index, _REDUCTION_CODES[opts.reduction], acc_out)
 
 
-_READY = False
-
-
 def _fused_pullback(x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
                     label_smoothing: float, z_loss: float, softcap: float, ignore_index: int,
                     reduction: int, acc_out: bool, cot: torch.Tensor) -> torch.Tensor:
     """``fused_loss``'s node under create_graph: the gradient of :func:`composite_rows`, in
     differentiable ops (registered as the CompositeImplicitAutograd kernel of
     ``crossent_ext::fused_pullback``)."""
-    names = {code: name for name, code in _REDUCTION_CODES.items()}
-    opts = check_options(names[reduction], label_smoothing, z_loss, softcap or None,
+    opts = check_options(_ext.REDUCTION_NAMES[reduction], label_smoothing, z_loss, softcap or None,
                          ignore_index)
     out_dtype = acc_dtype(x.dtype) if acc_out else x.dtype
     with torch.enable_grad(), autocast_off(cot.device.type):
@@ -61,13 +57,12 @@ def _fused_pullback(x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor 
     return g
 
 
+_PULLBACKS = {"fused_pullback": _fused_pullback}
+
+
 def _ops() -> Any:
     """``torch.ops.crossent_ext``, with ``fused_pullback`` registered."""
-    global _READY
-    if not _READY:
-        _ext.register_pullbacks({"fused_pullback": _fused_pullback})
-        _READY = True
-    return torch.ops.crossent_ext
+    return _ext.pullback_ops(_PULLBACKS)
 
 
 def composite_rows(x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,

@@ -30,7 +30,7 @@ from ._rows import use_extension
 __all__ = ["sigmoid_cross_entropy", "sigmoid_focal_loss", "distillation_loss",
            "multi_margin_loss"]
 
-_REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
+_REDUCTIONS = _ext.REDUCTION_CODES
 
 
 def _served(x: Any, other: Any, reduction: Any) -> bool:
@@ -56,8 +56,7 @@ def _acc(dtype: torch.dtype) -> torch.dtype:
 # torch ops, so autograd records the second-order graph. The options arrive as the kernel took
 # them (reduction as its code, a focal alpha of None as -1).
 
-_NAMES = {code: name for name, code in _REDUCTIONS.items()}
-_READY = False
+_NAMES = _ext.REDUCTION_NAMES
 
 
 def _binary_pullback(x: torch.Tensor, t: torch.Tensor, w: torch.Tensor | None,
@@ -100,15 +99,13 @@ def _multi_margin_pullback(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor | N
     return pullback(cot)["logits"]
 
 
+_PULLBACKS = {"binary_pullback": _binary_pullback, "distill_pullback": _distill_pullback,
+              "multi_margin_pullback": _multi_margin_pullback}
+
+
 def _ops() -> Any:
-    """``torch.ops.crossent_ext``, with the pullbacks registered."""
-    global _READY
-    if not _READY:
-        _ext.register_pullbacks({"binary_pullback": _binary_pullback,
-                                 "distill_pullback": _distill_pullback,
-                                 "multi_margin_pullback": _multi_margin_pullback})
-        _READY = True
-    return torch.ops.crossent_ext
+    """``torch.ops.crossent_ext``, with the pullbacks above registered."""
+    return _ext.pullback_ops(_PULLBACKS)
 
 
 # --- sigmoid cross-entropy and sigmoid focal loss --------------------------------------------
