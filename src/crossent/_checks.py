@@ -194,6 +194,20 @@ def class_labels(xp: Any, labels: Any, logits: Any, ax: int, ignore_index: int |
     return labels
 
 
+def shape(x: Any, want: tuple[int, ...], name: str, dims: str | None = None) -> None:
+    """Refuse ``x`` unless its shape is ``want``; ``dims`` names the axes in the message
+    (``"(N,)"`` reads "labels must have shape (N,) = (8,)")."""
+    if tuple(x.shape) != tuple(want):
+        expected = f"{dims} = {tuple(want)}" if dims else str(tuple(want))
+        raise ValueError(f"{name} must have shape {expected}, got {tuple(x.shape)}")
+
+
+def matrix(x: Any, name: str, dims: str = "(N, D)") -> None:
+    """Refuse ``x`` unless it has two axes (``dims`` names them in the message)."""
+    if x.ndim != 2:
+        raise ValueError(f"{name} must have shape {dims}, got {tuple(x.shape)}")
+
+
 def same_shape(a: Any, b: Any, name_a: str, name_b: str) -> None:
     if tuple(a.shape) != tuple(b.shape):
         raise ValueError(

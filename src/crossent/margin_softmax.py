@@ -173,10 +173,7 @@ def _margin_inputs(embeddings: Array, weight: Array, labels: Array) -> Any:
     xp, embeddings, weight, labels = A.common(embeddings=embeddings, weight=weight, labels=labels)
     _checks.floating(xp, embeddings, "embeddings")
     _checks.floating(xp, weight, "weight")
-    if embeddings.ndim != 2:
-        raise ValueError(
-            f"embeddings must have shape (N, embedding_dim), got {tuple(embeddings.shape)}"
-        )
+    _checks.matrix(embeddings, "embeddings", "(N, embedding_dim)")
     if weight.ndim != 2 or weight.shape[1] != embeddings.shape[1]:
         raise ValueError(
             f"weight must have shape (num_classes, embedding_dim={embeddings.shape[1]}), "
@@ -187,10 +184,7 @@ def _margin_inputs(embeddings: Array, weight: Array, labels: Array) -> Any:
             f"labels must be an integer array of class indices, got dtype "
             f"{A.dtype_name(labels.dtype)}"
         )
-    if tuple(labels.shape) != (embeddings.shape[0],):
-        raise ValueError(
-            f"labels must have shape (N,) = ({embeddings.shape[0]},), got {tuple(labels.shape)}"
-        )
+    _checks.shape(labels, (embeddings.shape[0],), "labels", "(N,)")
     _checks.labels_in_range(xp, labels, weight.shape[0], None, "labels")
     return xp
 

@@ -36,8 +36,7 @@ __all__ = [
 
 def _pm1(xp: Any, target: Array, shape: tuple, dtype: Any, name: str = "target") -> Array:
     """Targets in {-1, 1} as floats of ``shape`` (PyTorch's pair labels)."""
-    if tuple(target.shape) != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(target.shape)}")
+    _checks.shape(target, shape, name)
     t = A.as_float(xp, A.upcast(xp, target), dtype)
     if _checks.any_true(xp, (t != 1) & (t != -1)):
         lo, hi = float(xp.min(t)), float(xp.max(t))
@@ -48,8 +47,7 @@ def _pm1(xp: Any, target: Array, shape: tuple, dtype: Any, name: str = "target")
 def _real_target(xp: Any, target: Array, shape: tuple, dtype: Any) -> Array:
     """Any real targets as floats of ``shape`` (PyTorch's ranking target: 1 and -1 are the
     usual values, others scale the difference)."""
-    if tuple(target.shape) != tuple(shape):
-        raise ValueError(f"target must have shape {tuple(shape)}, got {tuple(target.shape)}")
+    _checks.shape(target, shape, "target")
     return A.as_float(xp, A.upcast(xp, target), dtype)
 
 
@@ -142,8 +140,7 @@ def margin_ranking_loss(need: tuple[str, ...], input1: Array, input2: Array, tar
 
 
 def _similarity_labels(xp: Any, labels: Array, shape: tuple, dtype: Any) -> Array:
-    if tuple(labels.shape) != tuple(shape):
-        raise ValueError(f"labels must have shape {tuple(shape)}, got {tuple(labels.shape)}")
+    _checks.shape(labels, shape, "labels")
     y = A.as_float(xp, A.upcast(xp, labels), dtype)
     _checks.in_unit_interval(xp, y, "labels")
     return y
@@ -452,14 +449,8 @@ def ntxent_loss(need: tuple[str, ...], embeddings: Array, labels: Array, *,
     _checks.floating(xp, embeddings, "embeddings")
     _checks.reduction(reduction)
     tau = _checks.positive(temperature, "temperature")
-    if embeddings.ndim != 2:
-        raise ValueError(
-            f"embeddings must have shape (N, D), got {tuple(embeddings.shape)}"
-        )
-    if labels.ndim != 1 or labels.shape[0] != embeddings.shape[0]:
-        raise ValueError(
-            f"labels must have shape (N,) = ({embeddings.shape[0]},), got {tuple(labels.shape)}"
-        )
+    _checks.matrix(embeddings, "embeddings")
+    _checks.shape(labels, (embeddings.shape[0],), "labels", "(N,)")
     x = A.upcast(xp, embeddings)
     dt = x.dtype
     n = x.shape[0]

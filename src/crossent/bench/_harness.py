@@ -38,7 +38,16 @@ def default_results_dir() -> Path:
 
 class GradCase:
     """A benchmark case whose steps fill the ``.grad`` of the tensors ``leaves()`` returns:
-    the reset between steps and the size of the gradients every contender must return."""
+    the reset between steps and the size of the gradients every contender must return.
+
+    ``spec`` holds the constructor's keyword arguments (a ``--child`` subprocess rebuilds the
+    case from them) and ``device`` the device type its tensors live on."""
+
+    spec: dict[str, Any]
+    device: str = "cpu"
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.spec)
 
     def leaves(self) -> Sequence[Any]:
         raise NotImplementedError
@@ -64,10 +73,16 @@ def parser(doc: str, sizes: dict[str, int], dtypes: Sequence[str], contenders: S
     p.add_argument("--quick", action="store_true", help="small sizes, 2 repeats: a smoke run")
     p.add_argument("--sweep", action="store_true", help="scaling sweep over V and N (time only)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    p.add_argument("--contenders", default=",".join(contenders))
+    p.add_argument("--contenders", type=names, default=list(contenders),
+                   help=f"comma-separated (default: {','.join(contenders)})")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--case", help=argparse.SUPPRESS)
     return p
+
+
+def names(text: str) -> list[str]:
+    """A comma-separated command-line list."""
+    return [name for name in text.split(",") if name]
 
 
 def run_child(args: argparse.Namespace, case_cls: Any, make_step: Callable) -> bool:
@@ -200,6 +215,34 @@ def measure_memory(module: str, contender: str, case: dict, timeout: float = 900
     return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]}
 
 
+def ratios(seconds: float | None, times: dict[str, Timing], baselines: dict[str, str]
+           ) -> dict[str, float]:
+    """``seconds`` over each baseline contender's median, keyed by the column that
+    ``baselines`` maps to that contender; a column is absent where either time is missing."""
+    out = {}
+    for column, base in baselines.items():
+        ref = times.get(base, {}).get("median_s")
+        if seconds and ref:
+            out[column] = seconds / ref
+    return out
+
+
+def ratio_rows(times: dict[str, Timing], contenders: Sequence[str], baselines: dict[str, str]
+               ) -> list[dict[str, Any]]:
+    """A table row per contender: its timing and its :func:`ratios` to the baselines."""
+    return [{"name": name, **times.get(name, {}),
+             **ratios(times.get(name, {}).get("median_s"), times, baselines)}
+            for name in contenders]
+
+
+def step_memory(module: str, name: str, case: GradCase, make_step: Callable) -> dict:
+    """One contender's extra peak memory: in a fresh ``python -m module`` process on CPU,
+    from the allocator's peak in process on CUDA."""
+    if case.device == "cpu":
+        return measure_memory(module, name, case.as_dict())
+    return cuda_measure(make_step(name, case), case.reset, case.grad_bytes)
+
+
 def add_memory(row: dict, mem: dict, logits_bytes: int) -> None:
     """Put one memory measurement into a table row: the bytes, and both as multiples of the
     logits (with the gradients every contender returns, and without them)."""
@@ -256,10 +299,44 @@ def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
             print("  ".join("-" * w for w in widths))
 
 
+def sweep_point(sweeps: dict[str, list[dict]], var: str, n: int, v: int,
+                rows: list[dict]) -> None:
+    """Print one point of a scaling sweep over ``var`` and add it to ``sweeps[var]`` (rows
+    whose name starts with "floor" are reference lines, not contenders)."""
+    times = {r["name"]: r for r in rows if not r["name"].startswith("floor")}
+    print(f"{var} sweep  N={n:6d} V={v:7d}  " + "  ".join(
+        f"{c}={t.get('median_s', float('nan')):.4f}s" for c, t in times.items()))
+    sweeps[var].append({"N": n, "V": v, "times": times})
+
+
+def time_columns(fmt: str) -> list[tuple[str, str, str]]:
+    """The first columns of a contenders table: the name, the median and the best time."""
+    return [("name", "contender", ""), ("median_s", "median s", fmt), ("min_s", "min s", fmt)]
+
+
+def memory_columns(fmt: str = "{:.3f}") -> list[tuple[str, str, str]]:
+    """The columns :func:`add_memory` fills: extra peak memory over one logits matrix, with
+    and without the gradients every contender returns."""
+    return [("extra_x_logits", "peak mem x logits", fmt), ("work_x_logits", "excl. grads", fmt)]
+
+
 def save(name: str, payload: dict) -> Path:
     path = results_dir() / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2, default=str))
     return path
+
+
+def wrote(path: Path, png: Path | None) -> None:
+    print(f"wrote {path}" + (f" and {png}" if png else ""))
+
+
+def report(name: str, title: str, rows: list[dict], columns: list[tuple[str, str, str]],
+           payload: dict) -> None:
+    """Print the title and the table, save ``payload`` with the rows as ``name.json`` and a
+    bar plot of the rows as ``name.png`` into the results folder."""
+    print(title)
+    print_table(rows, columns)
+    wrote(save(name, {**payload, "rows": rows}), plot_bars(name, rows, title))
 
 
 def _pyplot() -> Any:

@@ -31,14 +31,12 @@ class Case(H.GradCase):
     def __init__(self, n: int, v: int, dtype: str = "float32", device: str = "cpu",
                  seed: int = 0) -> None:
         g = torch.Generator(device="cpu").manual_seed(seed)
-        self.n, self.v, self.dtype = n, v, dtype
+        self.spec = {"n": n, "v": v, "dtype": dtype, "device": device, "seed": seed}
+        self.device = torch.device(device).type
         x = torch.randn(n, v, generator=g).to(_DTYPES[dtype])
         self.x = x.to(device).requires_grad_(True)
         self.y = torch.randint(0, v, (n,), generator=g).to(device)
         self.logits_bytes = self.x.numel() * self.x.element_size()
-
-    def as_dict(self) -> dict:
-        return {"n": self.n, "v": self.v, "dtype": self.dtype, "device": self.x.device.type}
 
     def leaves(self) -> tuple:
         return (self.x,)
@@ -95,51 +93,35 @@ def run_point(case: Case, contenders, repeats: int, memory: bool, script: str) -
         except Exception as exc:
             print(f"skipping {name}: {exc}")
     times = H.time_steps(steps, repeats=repeats, warmup=1, reset=case.reset)
-    floor = floor_seconds(case) if case.x.device.type == "cpu" else None
-    eager = times.get("eager", {}).get("median_s")
-    comp = times.get("compiled", {}).get("median_s")
-    rows = []
-    for name in contenders:
-        t = times.get(name, {})
-        row = {"name": name, **t}
-        med = t.get("median_s")
-        if med:
-            row["x_eager"] = med / eager if eager else None
-            row["x_compiled"] = med / comp if comp else None
-            if name.startswith("crossent"):
-                # DRAM traffic of the fused pass: read the logits once, write the gradient once
-                row["GB_s"] = 2 * case.logits_bytes / med / 1e9
-                if floor:
-                    row["floor_frac"] = floor / med
-        if memory and "error" not in t:
-            mem = (H.measure_memory(script, name, case.as_dict()) if case.x.device.type == "cpu"
-                   else _cuda_mem(name, case))
-            H.add_memory(row, mem, case.logits_bytes)
-        rows.append(row)
+    floor = floor_seconds(case) if case.device == "cpu" else None
+    baselines = {"x_eager": "eager", "x_compiled": "compiled"}
+    rows = H.ratio_rows(times, contenders, baselines)
+    for row in rows:
+        med = row.get("median_s")
+        if med and row["name"].startswith("crossent"):
+            # DRAM traffic of the fused pass: read the logits once, write the gradient once
+            row["GB_s"] = 2 * case.logits_bytes / med / 1e9
+            if floor:
+                row["floor_frac"] = floor / med
+        if memory and "error" not in row:
+            H.add_memory(row, H.step_memory(script, row["name"], case, make_step),
+                         case.logits_bytes)
     if floor:
         rows.append({"name": "floor (exp pass + page faults)", "median_s": floor,
-                     "x_eager": floor / eager if eager else None,
-                     "x_compiled": floor / comp if comp else None})
+                     **H.ratios(floor, times, baselines)})
     return rows
 
 
-def _cuda_mem(name: str, case: Case) -> dict:
-    return H.cuda_measure(make_step(name, case), case.reset, case.grad_bytes)
-
-
-COLUMNS = [("name", "contender", ""), ("median_s", "median s", "{:.4f}"),
-           ("min_s", "min s", "{:.4f}"), ("x_eager", "x eager", "{:.2f}"),
-           ("x_compiled", "x compiled", "{:.2f}"),
-           ("extra_x_logits", "peak mem x logits", "{:.2f}"),
-           ("work_x_logits", "excl. grad", "{:.2f}"), ("GB_s", "GB/s", "{:.1f}"),
-           ("floor_frac", "floor frac", "{:.2f}")]
+COLUMNS = [*H.time_columns("{:.4f}"), ("x_eager", "x eager", "{:.2f}"),
+           ("x_compiled", "x compiled", "{:.2f}"), *H.memory_columns("{:.2f}"),
+           ("GB_s", "GB/s", "{:.1f}"), ("floor_frac", "floor frac", "{:.2f}")]
 
 
 def main(argv: list[str] | None = None) -> int:
     a = H.parser(__doc__, {"n": 4096, "v": 32768}, list(_DTYPES), CONTENDERS).parse_args(argv)
     if H.run_child(a, Case, make_step):
         return 0
-    contenders = [c for c in a.contenders.split(",") if c]
+    contenders = a.contenders
     script = __spec__.name
     import crossent.torch as ct
 
@@ -154,13 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = run_point(case, contenders, repeats, not a.no_memory, script)
     title = (f"cross-entropy fwd+bwd, N={n} V={v} {a.dtype} {a.device}, "
              f"{H.machine()['threads']} threads")
-    print(title)
-    H.print_table(rows, COLUMNS)
-    name = "cross_entropy_quick" if a.quick else "cross_entropy"
-    path = H.save(name, {"case": case.as_dict(), "machine": H.machine(), "backend": info,
-                         "rows": rows})
-    png = H.plot_bars(name, rows, title)
-    print(f"wrote {path}" + (f" and {png}" if png else ""))
+    H.report("cross_entropy_quick" if a.quick else "cross_entropy", title, rows, COLUMNS,
+             {"case": case.as_dict(), "machine": H.machine(), "backend": info})
     return 0
 
 
@@ -174,16 +151,12 @@ def _sweep(a, contenders: list[str], info: dict) -> int:
     for var, n, v in points:
         torch._dynamo.reset()  # each size compiles afresh instead of hitting the recompile limit
         case = Case(n, v, a.dtype, a.device)
-        rows = run_point(case, contenders, 2 if a.quick else 3, False, "")
-        times = {r["name"]: r for r in rows if not r["name"].startswith("floor")}
-        print(f"{var} sweep  N={n:6d} V={v:7d}  " + "  ".join(
-            f"{c}={t.get('median_s', float('nan')):.4f}s" for c, t in times.items()))
-        sweeps[var].append({"N": n, "V": v, "times": times})
+        H.sweep_point(sweeps, var, n, v,
+                      run_point(case, contenders, 2 if a.quick else 3, False, ""))
         del case
     name = "cross_entropy_sweep_quick" if a.quick else "cross_entropy_sweep"
-    path = H.save(name, {"machine": H.machine(), "backend": info, "sweeps": sweeps})
-    png = H.plot_sweep(name, sweeps, f"cross-entropy fwd+bwd scaling, {a.dtype} {a.device}")
-    print(f"wrote {path}" + (f" and {png}" if png else ""))
+    H.wrote(H.save(name, {"machine": H.machine(), "backend": info, "sweeps": sweeps}),
+            H.plot_sweep(name, sweeps, f"cross-entropy fwd+bwd scaling, {a.dtype} {a.device}"))
     return 0
 
 

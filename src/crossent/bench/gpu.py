@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | int:
     unknown = [d for d in dtypes if d not in _DTYPES]
     if unknown:
         raise SystemExit(f"--dtypes: unknown {unknown[0]!r}; choose from {', '.join(_DTYPES)}")
-    chosen = [c for c in a.contenders.split(",") if c]
+    chosen = H.names(a.contenders)
     if cuda:
         fused_shapes, linear_shapes = (QUICK_FUSED, QUICK_LINEAR) if a.quick else \
             (FUSED_SHAPES, LINEAR_SHAPES)
@@ -404,9 +404,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | int:
     name = "gpu_quick" if a.quick or not cuda else "gpu"
     payload = {"device": dev_name, "machine": H.machine(), "backend": info, "wall_s": wall,
                "results": results, "targets": checks, "markdown": table}
-    path = H.save(name, payload)
-    png = _plot(results, f"cross-entropy fwd+bwd on {dev_name}", name)
-    print(f"wrote {path}" + (f" and {png}" if png else ""))
+    H.wrote(H.save(name, payload), _plot(results, f"cross-entropy fwd+bwd on {dev_name}", name))
     return payload
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any
 
 import torch
 
@@ -42,7 +41,7 @@ QUICK: dict[str, Shape] = {
 }
 
 
-class Case:
+class Case(H.GradCase):
     """A LlamaForCausalLM with random weights (untied head) and one batch of labels."""
 
     def __init__(self, name: str, vocab: int, hidden: int, intermediate: int, layers: int,
@@ -69,15 +68,8 @@ class Case:
         self.logits_bytes = batch * seq * vocab * torch.finfo(_DTYPES[dtype]).bits // 8
         self.device = device
 
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.spec)
-
-    def reset(self) -> None:
-        self.model.zero_grad(set_to_none=True)
-
-    def grad_bytes(self) -> int:
-        return sum(0 if p.grad is None else p.grad.numel() * p.grad.element_size()
-                   for p in self.model.parameters())
+    def leaves(self) -> list[torch.Tensor]:
+        return list(self.model.parameters())
 
 
 def make_step(name: str, c: Case) -> H.Step:
@@ -103,24 +95,15 @@ def run_point(case: Case, contenders: list[str], repeats: int, memory: bool,
               script: str) -> list[dict]:
     steps = {name: make_step(name, case) for name in contenders}
     times = H.time_steps(steps, repeats=repeats, warmup=1, reset=case.reset)
-    base = times.get("stock", {}).get("median_s")
-    rows: list[dict] = []
-    for name in contenders:
-        t = times.get(name, {})
-        row: dict[str, Any] = {"config": case.spec["name"], "name": name, **t}
-        med = t.get("median_s")
-        if med and base:
-            row["x_stock_time"] = med / base
-        if memory and "error" not in t:
-            mem = (H.measure_memory(script, name, case.as_dict()) if case.device == "cpu"
-                   else H.cuda_measure(make_step(name, case), case.reset, case.grad_bytes))
-            row.update({k: v for k, v in mem.items() if k in ("extra_bytes", "grad_bytes",
-                                                                "error")})
+    rows = H.ratio_rows(times, contenders, {"x_stock_time": "stock"})
+    for row in rows:
+        row["config"] = case.spec["name"]
+        if memory and "error" not in row:
+            mem = H.step_memory(script, row["name"], case, make_step)
+            H.add_memory(row, mem, case.logits_bytes)
             if "extra_bytes" in mem:
                 row["extra_mib"] = mem["extra_bytes"] / 2**20
                 row["work_mib"] = (mem["extra_bytes"] - mem["grad_bytes"]) / 2**20
-                row["extra_x_logits"] = mem["extra_bytes"] / case.logits_bytes
-        rows.append(row)
     stock = next((r for r in rows if r["name"] == "stock"), {})
     for r in rows:
         if stock.get("extra_bytes") and "extra_bytes" in r:
@@ -153,9 +136,8 @@ def main(argv: list[str] | None = None) -> int | dict:
         return 0
     if a.sweep:
         p.error("the hf benchmark has no --sweep")
-    contenders = [c for c in a.contenders.split(",") if c]
-    names = [c for c in (a.configs or ("tiny" if a.quick else ",".join(CONFIGS))).split(",")
-             if c]
+    contenders = a.contenders
+    names = H.names(a.configs or ("tiny" if a.quick else ",".join(CONFIGS)))
     unknown = [n for n in names + contenders if n not in CONFIGS and n not in CONTENDERS]
     if unknown:
         p.error(f"unknown config or contender {unknown[0]!r}")
@@ -180,8 +162,7 @@ def main(argv: list[str] | None = None) -> int | dict:
     path = H.save(out, {"cases": cases, "machine": H.machine(),
                         "transformers": transformers.__version__, "rows": rows})
     plot_rows = [{**r, "name": f"{r['config']} {r['name']}"} for r in rows]
-    png = H.plot_bars(out, plot_rows, title)
-    print(f"wrote {path}" + (f" and {png}" if png else ""))
+    H.wrote(path, H.plot_bars(out, plot_rows, title))
     return {"rows": rows}
 
 

@@ -31,16 +31,13 @@ class Case(H.GradCase):
     def __init__(self, n: int, h: int, v: int, dtype: str = "float32", device: str = "cpu",
                  seed: int = 0) -> None:
         g = torch.Generator().manual_seed(seed)
-        self.n, self.h, self.v, self.dtype = n, h, v, dtype
+        self.spec = {"n": n, "h": h, "v": v, "dtype": dtype, "device": device, "seed": seed}
+        self.device = torch.device(device).type
         dt = _DTYPES[dtype]
         self.hid = torch.randn(n, h, generator=g).to(dt).to(device).requires_grad_(True)
         self.w = (torch.randn(v, h, generator=g) / h**0.5).to(dt).to(device).requires_grad_(True)
         self.y = torch.randint(0, v, (n,), generator=g).to(device)
         self.logits_bytes = n * v * self.hid.element_size()
-
-    def as_dict(self) -> dict:
-        return {"n": self.n, "h": self.h, "v": self.v, "dtype": self.dtype,
-                "device": self.hid.device.type}
 
     def leaves(self) -> tuple:
         return (self.hid, self.w)
@@ -64,29 +61,17 @@ def make_step(name: str, c: Case):
 def run_point(case: Case, contenders, repeats: int, memory: bool, script: str) -> list[dict]:
     steps = {name: make_step(name, case) for name in contenders}
     times = H.time_steps(steps, repeats=repeats, warmup=1, reset=case.reset)
-    base = times.get("materialised", {}).get("median_s")
-    torch_t = times.get("torch-chunked", {}).get("median_s")
-    rows = []
-    for name in contenders:
-        t = times.get(name, {})
-        row = {"name": name, **t}
-        med = t.get("median_s")
-        if med:
-            row["x_materialised"] = med / base if base else None
-            row["x_torch_chunked"] = med / torch_t if torch_t else None
-        if memory and "error" not in t:
-            mem = (H.measure_memory(script, name, case.as_dict()) if case.hid.device.type == "cpu"
-                   else H.cuda_measure(make_step(name, case), case.reset, case.grad_bytes))
-            H.add_memory(row, mem, case.logits_bytes)
-        rows.append(row)
+    rows = H.ratio_rows(times, contenders, {"x_materialised": "materialised",
+                                            "x_torch_chunked": "torch-chunked"})
+    for row in rows:
+        if memory and "error" not in row:
+            H.add_memory(row, H.step_memory(script, row["name"], case, make_step),
+                         case.logits_bytes)
     return rows
 
 
-COLUMNS = [("name", "contender", ""), ("median_s", "median s", "{:.3f}"),
-           ("min_s", "min s", "{:.3f}"), ("x_materialised", "x materialised", "{:.2f}"),
-           ("x_torch_chunked", "x torch-chunked", "{:.2f}"),
-           ("extra_x_logits", "peak mem x logits", "{:.3f}"),
-           ("work_x_logits", "excl. grads", "{:.3f}")]
+COLUMNS = [*H.time_columns("{:.3f}"), ("x_materialised", "x materialised", "{:.2f}"),
+           ("x_torch_chunked", "x torch-chunked", "{:.2f}"), *H.memory_columns()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     a = H.parser(__doc__, sizes, list(_DTYPES), CONTENDERS).parse_args(argv)
     if H.run_child(a, Case, make_step):
         return 0
-    contenders = [c for c in a.contenders.split(",") if c]
+    contenders = a.contenders
     import crossent.torch as ct
 
     info = ct.backend_info()
@@ -108,13 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = run_point(case, contenders, repeats, not a.no_memory, __spec__.name)
     title = (f"linear cross-entropy fwd+bwd, N={n} H={h} V={v} {a.dtype} {a.device}, "
              f"{H.machine()['threads']} threads")
-    print(title)
-    H.print_table(rows, COLUMNS)
-    name = "linear_cross_entropy_quick" if a.quick else "linear_cross_entropy"
-    path = H.save(name, {"case": case.as_dict(), "machine": H.machine(), "backend": info,
-                         "chunk_size": ct.choose_chunk_size(n, v, h), "rows": rows})
-    png = H.plot_bars(name, rows, title)
-    print(f"wrote {path}" + (f" and {png}" if png else ""))
+    H.report("linear_cross_entropy_quick" if a.quick else "linear_cross_entropy", title, rows,
+             COLUMNS, {"case": case.as_dict(), "machine": H.machine(), "backend": info,
+                       "chunk_size": ct.choose_chunk_size(n, v, h)})
     return 0
 
 
@@ -127,16 +108,12 @@ def _sweep(a, contenders: list[str], info: dict) -> int:
     h = 64 if a.quick else a.h
     for var, n, v in points:
         case = Case(n, h, v, a.dtype, a.device)
-        rows = run_point(case, contenders, 2 if a.quick else 3, False, "")
-        times = {r["name"]: r for r in rows}
-        print(f"{var} sweep  N={n:6d} V={v:7d}  " + "  ".join(
-            f"{c}={t.get('median_s', float('nan')):.4f}s" for c, t in times.items()))
-        sweeps[var].append({"N": n, "V": v, "times": times})
+        H.sweep_point(sweeps, var, n, v,
+                      run_point(case, contenders, 2 if a.quick else 3, False, ""))
         del case
     name = "linear_cross_entropy_sweep_quick" if a.quick else "linear_cross_entropy_sweep"
-    path = H.save(name, {"machine": H.machine(), "backend": info, "H": h, "sweeps": sweeps})
-    png = H.plot_sweep(name, sweeps, f"linear cross-entropy fwd+bwd scaling, H={h} {a.dtype}")
-    print(f"wrote {path}" + (f" and {png}" if png else ""))
+    H.wrote(H.save(name, {"machine": H.machine(), "backend": info, "H": h, "sweeps": sweeps}),
+            H.plot_sweep(name, sweeps, f"linear cross-entropy fwd+bwd scaling, H={h} {a.dtype}"))
     return 0
 
 

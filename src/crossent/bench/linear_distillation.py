@@ -32,7 +32,8 @@ class Case(H.GradCase):
     def __init__(self, n: int, h: int, v: int, dtype: str = "float32", device: str = "cpu",
                  seed: int = 0) -> None:
         g = torch.Generator().manual_seed(seed)
-        self.n, self.h, self.v, self.dtype = n, h, v, dtype
+        self.spec = {"n": n, "h": h, "v": v, "dtype": dtype, "device": device, "seed": seed}
+        self.device = torch.device(device).type
         dt = _DTYPES[dtype]
         ht = 2 * h  # the teacher is wider than the student
 
@@ -43,10 +44,6 @@ class Case(H.GradCase):
         self.ws = rand(v, h, scale=h**-0.5).requires_grad_(True)
         self.ht, self.wt = rand(n, ht), rand(v, ht, scale=ht**-0.5)
         self.logits_bytes = n * v * self.hs.element_size()
-
-    def as_dict(self) -> dict:
-        return {"n": self.n, "h": self.h, "v": self.v, "dtype": self.dtype,
-                "device": self.hs.device.type}
 
     def leaves(self) -> tuple:
         return (self.hs, self.ws)
@@ -69,10 +66,8 @@ def make_step(name: str, c: Case):
     raise ValueError(f"unknown contender {name!r}")
 
 
-COLUMNS = [("name", "contender", ""), ("median_s", "median s", "{:.3f}"),
-           ("min_s", "min s", "{:.3f}"), ("x_materialised", "x materialised", "{:.2f}"),
-           ("extra_x_logits", "peak mem x logits", "{:.3f}"),
-           ("work_x_logits", "excl. grads", "{:.3f}")]
+COLUMNS = [*H.time_columns("{:.3f}"), ("x_materialised", "x materialised", "{:.2f}"),
+           *H.memory_columns()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     a = H.parser(__doc__, sizes, list(_DTYPES), CONTENDERS).parse_args(argv)
     if H.run_child(a, Case, make_step):
         return 0
-    contenders = [c for c in a.contenders.split(",") if c]
+    contenders = a.contenders
     import crossent.torch as ct
 
     n, h, v, repeats = a.n, a.h, a.v, a.repeats
@@ -89,29 +84,16 @@ def main(argv: list[str] | None = None) -> int:
     case = Case(n, h, v, a.dtype, a.device)
     steps = {name: make_step(name, case) for name in contenders}
     times = H.time_steps(steps, repeats=repeats, warmup=1, reset=case.reset)
-    base = times.get("materialised", {}).get("median_s")
-    rows = []
-    for name in contenders:
-        t = times.get(name, {})
-        row = {"name": name, **t}
-        if t.get("median_s") and base:
-            row["x_materialised"] = t["median_s"] / base
-        if not a.no_memory and "error" not in t:
-            mem = (H.measure_memory(__spec__.name, name, case.as_dict())
-                   if case.hs.device.type == "cpu"
-                   else H.cuda_measure(make_step(name, case), case.reset, case.grad_bytes))
-            H.add_memory(row, mem, case.logits_bytes)
-        rows.append(row)
+    rows = H.ratio_rows(times, contenders, {"x_materialised": "materialised"})
+    for row in rows:
+        if not a.no_memory and "error" not in row:
+            H.add_memory(row, H.step_memory(__spec__.name, row["name"], case, make_step),
+                         case.logits_bytes)
     title = (f"linear distillation fwd+bwd, N={n} H={h} (teacher {2 * h}) V={v} T={_T} "
              f"{a.dtype} {a.device}, {H.machine()['threads']} threads")
-    print(title)
-    H.print_table(rows, COLUMNS)
-    name = "linear_distillation_quick" if a.quick else "linear_distillation"
-    path = H.save(name, {"case": case.as_dict(), "machine": H.machine(),
-                         "chunk_size": ct.choose_distill_chunk(n, v, case.hs.element_size()),
-                         "rows": rows})
-    png = H.plot_bars(name, rows, title)
-    print(f"wrote {path}" + (f" and {png}" if png else ""))
+    H.report("linear_distillation_quick" if a.quick else "linear_distillation", title, rows,
+             COLUMNS, {"case": case.as_dict(), "machine": H.machine(),
+                       "chunk_size": ct.choose_distill_chunk(n, v, case.hs.element_size())})
     return 0
 
 

@@ -40,15 +40,13 @@ _FULL_MATRICES = {"materialised": 11.5, "pml": 5.5, "crossent": 0.1}
 class Case(H.GradCase):
     def __init__(self, n: int, d: int, c: int, seed: int = 0) -> None:
         g = torch.Generator().manual_seed(seed)
+        self.spec = {"n": n, "d": d, "c": c, "seed": seed}
         self.n, self.d, self.c = n, d, c
         self.x = torch.randn(n, d, generator=g).requires_grad_(True)
         self.w = (torch.randn(c, d, generator=g) * 0.01).requires_grad_(True)
         self.y = torch.randint(0, c, (n,), generator=g)
         self.logits_bytes = n * c * 4
         self.params = [self.x, self.w]
-
-    def as_dict(self) -> dict:
-        return {"n": self.n, "d": self.d, "c": self.c}
 
     def leaves(self) -> tuple:
         return tuple(self.params)
@@ -107,20 +105,12 @@ def run_point(case: Case, contenders, repeats: int, memory: bool) -> list[dict]:
         except ImportError as e:
             skipped[name] = f"skipped: {e}"
     times = H.time_steps(steps, repeats=repeats, warmup=1, reset=case.reset)
-    base = times.get("materialised", {}).get("median_s")
-    rows = []
-    for name in contenders:
-        if name in skipped:
-            rows.append({"name": name, "error": skipped[name]})
-            continue
-        t = times.get(name, {})
-        row = {"name": name, **t}
-        if t.get("median_s") and base:
-            row["x_materialised"] = t["median_s"] / base
-        if memory and "error" not in t:
-            mem = H.measure_memory(__spec__.name, name, case.as_dict())
-            H.add_memory(row, mem, case.logits_bytes)
-        rows.append(row)
+    times.update({name: {"error": why} for name, why in skipped.items()})
+    rows = H.ratio_rows(times, contenders, {"x_materialised": "materialised"})
+    for row in rows:
+        if memory and "error" not in row:
+            H.add_memory(row, H.step_memory(__spec__.name, row["name"], case, make_step),
+                         case.logits_bytes)
     return rows
 
 
@@ -197,10 +187,8 @@ def per_rank_memory(n: int, d: int, c: int, worlds=(1, 2, 4)) -> list[dict]:
     return rows
 
 
-COLUMNS = [("name", "contender", ""), ("median_s", "median s", "{:.2f}"),
-           ("min_s", "min s", "{:.2f}"), ("x_materialised", "x materialised", "{:.2f}"),
-           ("extra_x_logits", "peak mem x logits", "{:.3f}"),
-           ("work_x_logits", "excl. grads", "{:.4f}"), ("error", "note", "")]
+COLUMNS = [*H.time_columns("{:.2f}"), ("x_materialised", "x materialised", "{:.2f}"),
+           *H.memory_columns(), ("error", "note", "")]
 RANK_COLUMNS = [("world", "P", ""), ("weight_bytes", "centres/rank MiB", "{:.0f}"),
                 ("extra_bytes", "extra peak MiB", "{:.0f}"),
                 ("held_bytes", "held/rank MiB", "{:.0f}"), ("x_one_rank", "x P=1", "{:.2f}"),
@@ -219,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     p.add_argument("--no-memory", action="store_true")
-    p.add_argument("--contenders", default=",".join(CONTENDERS))
+    p.add_argument("--contenders", type=H.names, default=list(CONTENDERS))
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--case", help=argparse.SUPPRESS)
     p.add_argument("--rank-child", action="store_true", help=argparse.SUPPRESS)
@@ -233,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if H.run_child(a, Case, make_step):
         return 0
-    contenders = [c for c in a.contenders.split(",") if c]
+    contenders = a.contenders
     n, d, sizes, repeats = a.n, a.d, a.c, a.repeats
     if a.quick:
         n, d, sizes, repeats = 64, 32, [5000], 2
@@ -254,10 +242,9 @@ def main(argv: list[str] | None = None) -> int:
             point["ranks"] = ranks
         results["points"].append(point)
     name = "margin_quick" if a.quick else "margin"
-    path = H.save(name, results)
     last = results["points"][-1]
-    png = H.plot_bars(name, last["rows"], f"ArcFace fwd+bwd, C={last['case']['c']}")
-    print(f"wrote {path}" + (f" and {png}" if png else ""))
+    H.wrote(H.save(name, results),
+            H.plot_bars(name, last["rows"], f"ArcFace fwd+bwd, C={last['case']['c']}"))
     return 0
 
 

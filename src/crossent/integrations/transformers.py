@@ -103,15 +103,8 @@ def causal_lm_loss(
         https://huggingface.co/docs/transformers/main/en/main_classes/trainer
         (``ForCausalLMLoss`` in ``transformers/loss/loss_utils.py``).
     """
-    logits = logits.float()
-    if shift_labels is None:
-        padded = F.pad(labels, (0, 1), value=ignore_index)
-        shift_labels = padded[..., 1:]
-    flat = logits.reshape(-1, vocab_size)
-    target = shift_labels.reshape(-1).to(flat.device)
-    if target.shape[0] != flat.shape[0]:
-        raise ValueError(f"logits have {flat.shape[0]} positions but labels have "
-                         f"{target.shape[0]}")
+    flat = logits.float().reshape(-1, vocab_size)
+    target = _targets(labels, shift_labels, ignore_index, flat, "logits have {} positions")
     reduction = "mean" if num_items_in_batch is None else "sum"
     loss = cross_entropy(flat, target, ignore_index=ignore_index, reduction=reduction)
     return _per_item(loss, num_items_in_batch)
@@ -426,16 +419,24 @@ def _logit_transform(ops: list[tuple[str, tuple[Any, ...]]], name: str
     return scale, cap
 
 
-def _fused_loss(
-    model: torch.nn.Module,
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    vocab_size: int,
-    num_items_in_batch: torch.Tensor | int | None = None,
-    ignore_index: int = -100,
-    shift_labels: torch.Tensor | None = None,
-    **kwargs: Any,
-) -> torch.Tensor:
+def _targets(labels: torch.Tensor, shift_labels: torch.Tensor | None, ignore_index: int,
+             rows: torch.Tensor, holder: str) -> torch.Tensor:
+    """The flat labels that the positions of ``rows`` predict, on its device: ``labels``
+    shifted left by one (``ignore_index`` at the end) unless ``shift_labels`` is given. The
+    shift moves the labels (a cheap int copy), never the logits or the hidden states.
+    ``holder`` words the error, ``{}`` standing for the number of positions."""
+    if shift_labels is None:
+        shift_labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
+    target = shift_labels.reshape(-1).to(rows.device)
+    if target.shape[0] != rows.shape[0]:
+        raise ValueError(f"{holder.format(rows.shape[0])} but labels have {target.shape[0]}")
+    return target
+
+
+def _fused_loss(model: torch.nn.Module, logits: torch.Tensor, labels: torch.Tensor,
+                vocab_size: int, num_items_in_batch: torch.Tensor | int | None = None,
+                ignore_index: int = -100, shift_labels: torch.Tensor | None = None,
+                **kwargs: Any) -> torch.Tensor:
     """The patched model's ``loss_function`` (``ForCausalLMLoss``'s signature)."""
     state: _State | None = model.__dict__.get(_STATE)
     stash = None if state is None else state.stash
@@ -445,20 +446,14 @@ def _fused_loss(
                               shift_labels, **kwargs)
     assert state is not None
     scale, cap = _logit_transform(stash.ops, type(model).__name__)
-    if shift_labels is None:
-        # the shift moves the labels (a cheap int copy), never the (B, T, H) hidden states
-        padded = F.pad(labels, (0, 1), value=ignore_index)
-        shift_labels = padded[..., 1:]
     hidden = stash.hidden
     weight = stash.head.weight
     bias: torch.Tensor | None = stash.head.bias
     # accelerate's device_map hooks move a head's input to its device inside the forward that
     # capture() replaced: move it here
     h = hidden.reshape(-1, hidden.shape[-1]).to(weight.device)
-    target = shift_labels.reshape(-1).to(h.device)
-    if target.shape[0] != h.shape[0]:
-        raise ValueError(f"the model kept {h.shape[0]} positions (logits_to_keep?) but labels "
-                         f"have {target.shape[0]}")
+    target = _targets(labels, shift_labels, ignore_index, h,
+                      "the model kept {} positions (logits_to_keep?)")
     if scale != 1.0:  # scale * (h W^T + b) = (scale h) W^T + scale b
         h = h * scale
         bias = None if bias is None else bias * scale

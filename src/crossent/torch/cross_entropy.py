@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, overload
 
 import torch
 
@@ -26,6 +26,9 @@ from ._common import (
     transform_active,
 )
 from ._rows import acc_dtype, rows_forward, use_extension
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 # Fresh gradient buffers at least this large get a transparent-huge-page hint (fewer faults).
 _HUGEPAGE_BYTES = 1 << 25
@@ -320,39 +323,34 @@ def _rows_layout(logits: torch.Tensor, target: torch.Tensor, prob: bool, functio
     return x, t, batch, copied
 
 
-@overload
-def cross_entropy(
-    logits: torch.Tensor, target: torch.Tensor, weight: Any = ...,
-    size_average: bool | None = ..., ignore_index: int = ..., reduce: bool | None = ...,
-    reduction: str = ..., label_smoothing: float = ..., *, sample_weight: Any = ...,
-    z_loss: float = ...,
-    softcap: float | None = ..., inplace_backward: bool = ...,
-    return_z_loss: Literal[False] = ..., impl: str = ...,
-) -> torch.Tensor: ...
+class _Options(TypedDict, total=False):
+    """:func:`cross_entropy`'s keyword-only options but ``return_z_loss``, for its overloads."""
+
+    sample_weight: Any
+    z_loss: float
+    softcap: float | None
+    inplace_backward: bool
+    impl: str
 
 
 @overload
-def cross_entropy(
-    logits: torch.Tensor, target: torch.Tensor, weight: Any = ...,
-    size_average: bool | None = ..., ignore_index: int = ..., reduce: bool | None = ...,
-    reduction: str = ..., label_smoothing: float = ..., *, sample_weight: Any = ...,
-    z_loss: float = ...,
-    softcap: float | None = ..., inplace_backward: bool = ..., return_z_loss: Literal[True],
-    impl: str = ...,
-) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: Any = ...,
+                  size_average: bool | None = ..., ignore_index: int = ...,
+                  reduce: bool | None = ..., reduction: str = ..., label_smoothing: float = ...,
+                  *, return_z_loss: Literal[False] = ..., **options: Unpack[_Options]
+                  ) -> torch.Tensor: ...
 @overload
-def cross_entropy(
-    logits: torch.Tensor, target: torch.Tensor, weight: Any = ...,
-    size_average: bool | None = ..., ignore_index: int = ..., reduce: bool | None = ...,
-    reduction: str = ..., label_smoothing: float = ..., *, sample_weight: Any = ...,
-    z_loss: float = ...,
-    softcap: float | None = ..., inplace_backward: bool = ..., return_z_loss: bool,
-    impl: str = ...,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
-
-
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: Any = ...,
+                  size_average: bool | None = ..., ignore_index: int = ...,
+                  reduce: bool | None = ..., reduction: str = ..., label_smoothing: float = ...,
+                  *, return_z_loss: Literal[True], **options: Unpack[_Options]
+                  ) -> tuple[torch.Tensor, torch.Tensor]: ...
+@overload
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: Any = ...,
+                  size_average: bool | None = ..., ignore_index: int = ...,
+                  reduce: bool | None = ..., reduction: str = ..., label_smoothing: float = ...,
+                  *, return_z_loss: bool, **options: Unpack[_Options]
+                  ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
 def cross_entropy(
     logits: torch.Tensor,
     target: torch.Tensor,

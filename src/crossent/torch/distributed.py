@@ -20,7 +20,7 @@ single-device users. A group of one process hands over to ``crossent.torch.cross
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypedDict, overload
 
 import torch
 import torch.distributed as dist
@@ -354,46 +354,46 @@ def _parallel(shard: _Shard, impl: str) -> bool:
     return True
 
 
-@overload
-def vocab_parallel_cross_entropy(
-    logits_shard: torch.Tensor, target: torch.Tensor, *, group: Any = ...,
-    vocab_start_index: int | None = ..., vocab_size: int | None = ..., ignore_index: int = ...,
-    label_smoothing: float = ..., reduction: str = ..., z_loss: float = ...,
-    inplace_backward: bool = ..., return_z_loss: Literal[False] = ..., impl: str = ...,
-) -> torch.Tensor: ...
+class _ShardOptions(TypedDict, total=False):
+    """The vocabulary-parallel losses' common keyword-only options, for their overloads."""
+
+    group: Any
+    vocab_start_index: int | None
+    vocab_size: int | None
+    ignore_index: int
+    label_smoothing: float
+    reduction: str
+    z_loss: float
+    impl: str
+
+
+class _LogitsOptions(_ShardOptions, total=False):
+    inplace_backward: bool
+
+
+class _LinearOptions(_ShardOptions, total=False):
+    chunk_size: int | None
 
 
 @overload
-def vocab_parallel_cross_entropy(
-    logits_shard: torch.Tensor, target: torch.Tensor, *, group: Any = ...,
-    vocab_start_index: int | None = ..., vocab_size: int | None = ..., ignore_index: int = ...,
-    label_smoothing: float = ..., reduction: str = ..., z_loss: float = ...,
-    inplace_backward: bool = ..., return_z_loss: Literal[True], impl: str = ...,
-) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-
+def vocab_parallel_cross_entropy(logits_shard: torch.Tensor, target: torch.Tensor, *,
+                                 return_z_loss: Literal[False] = ...,
+                                 **options: Unpack[_LogitsOptions]) -> torch.Tensor: ...
 @overload
-def vocab_parallel_cross_entropy(
-    logits_shard: torch.Tensor, target: torch.Tensor, *, group: Any = ...,
-    vocab_start_index: int | None = ..., vocab_size: int | None = ..., ignore_index: int = ...,
-    label_smoothing: float = ..., reduction: str = ..., z_loss: float = ...,
-    inplace_backward: bool = ..., return_z_loss: bool, impl: str = ...,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
+def vocab_parallel_cross_entropy(logits_shard: torch.Tensor, target: torch.Tensor, *,
+                                 return_z_loss: Literal[True], **options: Unpack[_LogitsOptions]
+                                 ) -> tuple[torch.Tensor, torch.Tensor]: ...
+@overload
+def vocab_parallel_cross_entropy(logits_shard: torch.Tensor, target: torch.Tensor, *,
+                                 return_z_loss: bool, **options: Unpack[_LogitsOptions]
+                                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def vocab_parallel_cross_entropy(
-    logits_shard: torch.Tensor,
-    target: torch.Tensor,
-    *,
-    group: Any = None,
-    vocab_start_index: int | None = None,
-    vocab_size: int | None = None,
-    ignore_index: int = -100,
-    label_smoothing: float = 0.0,
-    reduction: str = "mean",
-    z_loss: float = 0.0,
-    inplace_backward: bool = False,
-    return_z_loss: bool = False,
+    logits_shard: torch.Tensor, target: torch.Tensor, *, group: Any = None,
+    vocab_start_index: int | None = None, vocab_size: int | None = None,
+    ignore_index: int = -100, label_smoothing: float = 0.0, reduction: str = "mean",
+    z_loss: float = 0.0, inplace_backward: bool = False, return_z_loss: bool = False,
     impl: str = "auto",
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     r"""Softmax cross-entropy over a vocabulary split across the ranks of a process group.
@@ -642,49 +642,26 @@ class _VocabParallelLinearCE(torch.autograd.Function):
 @overload
 def vocab_parallel_linear_cross_entropy(
     hidden: torch.Tensor, weight_shard: torch.Tensor, target: torch.Tensor,
-    bias_shard: torch.Tensor | None = ..., *, group: Any = ...,
-    vocab_start_index: int | None = ..., vocab_size: int | None = ...,
-    chunk_size: int | None = ..., ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: str = ..., z_loss: float = ..., return_z_loss: Literal[False] = ...,
-    impl: str = ...,
-) -> torch.Tensor: ...
-
-
+    bias_shard: torch.Tensor | None = ..., *, return_z_loss: Literal[False] = ...,
+    **options: Unpack[_LinearOptions]) -> torch.Tensor: ...
 @overload
 def vocab_parallel_linear_cross_entropy(
     hidden: torch.Tensor, weight_shard: torch.Tensor, target: torch.Tensor,
-    bias_shard: torch.Tensor | None = ..., *, group: Any = ...,
-    vocab_start_index: int | None = ..., vocab_size: int | None = ...,
-    chunk_size: int | None = ..., ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: str = ..., z_loss: float = ..., return_z_loss: Literal[True], impl: str = ...,
-) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-
+    bias_shard: torch.Tensor | None = ..., *, return_z_loss: Literal[True],
+    **options: Unpack[_LinearOptions]) -> tuple[torch.Tensor, torch.Tensor]: ...
 @overload
 def vocab_parallel_linear_cross_entropy(
     hidden: torch.Tensor, weight_shard: torch.Tensor, target: torch.Tensor,
-    bias_shard: torch.Tensor | None = ..., *, group: Any = ...,
-    vocab_start_index: int | None = ..., vocab_size: int | None = ...,
-    chunk_size: int | None = ..., ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: str = ..., z_loss: float = ..., return_z_loss: bool, impl: str = ...,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
+    bias_shard: torch.Tensor | None = ..., *, return_z_loss: bool,
+    **options: Unpack[_LinearOptions]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def vocab_parallel_linear_cross_entropy(
-    hidden: torch.Tensor,
-    weight_shard: torch.Tensor,
-    target: torch.Tensor,
-    bias_shard: torch.Tensor | None = None,
-    *,
-    group: Any = None,
-    vocab_start_index: int | None = None,
-    vocab_size: int | None = None,
-    chunk_size: int | None = None,
-    ignore_index: int = -100,
-    label_smoothing: float = 0.0,
-    reduction: str = "mean",
-    z_loss: float = 0.0,
-    return_z_loss: bool = False,
+    hidden: torch.Tensor, weight_shard: torch.Tensor, target: torch.Tensor,
+    bias_shard: torch.Tensor | None = None, *, group: Any = None,
+    vocab_start_index: int | None = None, vocab_size: int | None = None,
+    chunk_size: int | None = None, ignore_index: int = -100, label_smoothing: float = 0.0,
+    reduction: str = "mean", z_loss: float = 0.0, return_z_loss: bool = False,
     impl: str = "auto",
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     r"""Cross-entropy of ``hidden @ W.T + b`` with W's rows (the vocabulary) split across ranks.

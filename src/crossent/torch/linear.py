@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, NamedTuple, overload
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypedDict, overload
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,9 @@ from ._common import (
 from ._dtensor import gathered, replicated_activation
 from ._rows import acc_dtype, rows_forward
 from .cross_entropy import composite_rows
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 _MIB = 1 << 20
 # Below this many rows a chunk's three GEMMs stop amortising the reads of `weight` and the
@@ -314,48 +317,47 @@ def _per_position(v: torch.Tensor, rows: _Rows) -> torch.Tensor:
     return full.reshape(rows.shifted)[..., :-1]
 
 
-@overload
-def linear_cross_entropy(
-    hidden: torch.Tensor | None = ..., lm_head_weight: torch.Tensor | None = ...,
-    target: torch.Tensor | None = ..., bias: torch.Tensor | None = ..., *,
-    weight: Any = ..., sample_weight: Any = ..., chunk_size: int | None = ...,
-    ignore_index: int | None = ..., label_smoothing: float = ..., reduction: str = ...,
-    z_loss: float = ..., softcap: float | None = ..., shift: bool = ...,
-    return_z_loss: Literal[False] = ..., return_lse: Literal[False] = ..., impl: str = ...,
-    accum_dtype: torch.dtype | None = ...,
-    input: torch.Tensor | None = ..., linear_weight: torch.Tensor | None = ...,
-    linear_bias: torch.Tensor | None = ..., options: Any = ...,
-) -> torch.Tensor: ...
+class _Options(TypedDict, total=False):
+    """:func:`linear_cross_entropy`'s keyword-only options but ``return_z_loss`` and
+    ``return_lse``, for its overloads."""
+
+    weight: Any
+    sample_weight: Any
+    chunk_size: int | None
+    ignore_index: int | None
+    label_smoothing: float
+    reduction: str
+    z_loss: float
+    softcap: float | None
+    shift: bool
+    impl: str
+    accum_dtype: torch.dtype | None
+    input: torch.Tensor | None
+    linear_weight: torch.Tensor | None
+    linear_bias: torch.Tensor | None
+    options: Any
 
 
 @overload
-def linear_cross_entropy(
-    hidden: torch.Tensor | None = ..., lm_head_weight: torch.Tensor | None = ...,
-    target: torch.Tensor | None = ..., bias: torch.Tensor | None = ..., *,
-    weight: Any = ..., sample_weight: Any = ..., chunk_size: int | None = ...,
-    ignore_index: int | None = ..., label_smoothing: float = ..., reduction: str = ...,
-    z_loss: float = ..., softcap: float | None = ..., shift: bool = ...,
-    return_z_loss: bool, return_lse: Literal[False] = ..., impl: str = ...,
-    accum_dtype: torch.dtype | None = ...,
-    input: torch.Tensor | None = ..., linear_weight: torch.Tensor | None = ...,
-    linear_bias: torch.Tensor | None = ..., options: Any = ...,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
-
-
+def linear_cross_entropy(hidden: torch.Tensor | None = ...,
+                         lm_head_weight: torch.Tensor | None = ...,
+                         target: torch.Tensor | None = ..., bias: torch.Tensor | None = ..., *,
+                         return_z_loss: Literal[False] = ..., return_lse: Literal[False] = ...,
+                         **options: Unpack[_Options]) -> torch.Tensor: ...
 @overload
-def linear_cross_entropy(
-    hidden: torch.Tensor | None = ..., lm_head_weight: torch.Tensor | None = ...,
-    target: torch.Tensor | None = ..., bias: torch.Tensor | None = ..., *,
-    weight: Any = ..., sample_weight: Any = ..., chunk_size: int | None = ...,
-    ignore_index: int | None = ..., label_smoothing: float = ..., reduction: str = ...,
-    z_loss: float = ..., softcap: float | None = ..., shift: bool = ...,
-    return_z_loss: bool = ..., return_lse: bool = ..., impl: str = ...,
-    accum_dtype: torch.dtype | None = ...,
-    input: torch.Tensor | None = ..., linear_weight: torch.Tensor | None = ...,
-    linear_bias: torch.Tensor | None = ..., options: Any = ...,
-) -> torch.Tensor | tuple[torch.Tensor, ...]: ...
-
-
+def linear_cross_entropy(hidden: torch.Tensor | None = ...,
+                         lm_head_weight: torch.Tensor | None = ...,
+                         target: torch.Tensor | None = ..., bias: torch.Tensor | None = ..., *,
+                         return_z_loss: bool, return_lse: Literal[False] = ...,
+                         **options: Unpack[_Options]
+                         ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
+@overload
+def linear_cross_entropy(hidden: torch.Tensor | None = ...,
+                         lm_head_weight: torch.Tensor | None = ...,
+                         target: torch.Tensor | None = ..., bias: torch.Tensor | None = ..., *,
+                         return_z_loss: bool = ..., return_lse: bool = ...,
+                         **options: Unpack[_Options]
+                         ) -> torch.Tensor | tuple[torch.Tensor, ...]: ...
 def linear_cross_entropy(
     hidden: torch.Tensor | None = None,
     lm_head_weight: torch.Tensor | None = None,

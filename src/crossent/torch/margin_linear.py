@@ -505,8 +505,7 @@ def check_inputs(embeddings: Any, class_weight: Any, labels: Any, sub_centers: A
     require_floating(class_weight, weight_name)
     require_class_indices(labels)
     k = _checks.positive_int(sub_centers, "sub_centers")
-    if embeddings.dim() != 2:
-        raise ValueError(f"embeddings must have shape (N, D), got {tuple(embeddings.shape)}")
+    _checks.matrix(embeddings, "embeddings")
     if class_weight.dim() != 2 or class_weight.shape[1] != embeddings.shape[1]:
         raise ValueError(f"{weight_name} must have shape (C * sub_centers, D) with D = "
                          f"embeddings.shape[1] = {embeddings.shape[1]}, got "
@@ -514,9 +513,7 @@ def check_inputs(embeddings: Any, class_weight: Any, labels: Any, sub_centers: A
     if class_weight.shape[0] % k:
         raise ValueError(f"{weight_name} must have a multiple of sub_centers={k} rows (C * "
                          f"sub_centers, class-major), got {class_weight.shape[0]}")
-    if tuple(labels.shape) != (embeddings.shape[0],):
-        raise ValueError(f"labels must have shape (N,) = ({embeddings.shape[0]},), got "
-                         f"{tuple(labels.shape)}")
+    _checks.shape(labels, (embeddings.shape[0],), "labels", "(N,)")
     if class_weight.device != embeddings.device or labels.device != embeddings.device:
         raise ValueError(f"embeddings, {weight_name} and labels must be on one device, got "
                          f"{embeddings.device}, {class_weight.device}, {labels.device}")
