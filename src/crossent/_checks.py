@@ -24,6 +24,15 @@ def floating(xp: Any, x: Any, name: str) -> None:
         )
 
 
+def loss_inputs(reduction_: Any, **arrays: Any) -> tuple[Any, ...]:
+    """``(xp, *arrays)`` as :func:`crossent._array.common` gives them, the first array checked
+    floating (it is named after its keyword) and the reduction checked."""
+    xp, *converted = A.common(**arrays)
+    floating(xp, converted[0], next(iter(arrays)))
+    reduction(reduction_)
+    return (xp, *converted)
+
+
 _INT64 = (-(2 ** 63), 2 ** 63 - 1)
 
 

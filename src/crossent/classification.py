@@ -127,9 +127,7 @@ def softmax_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
                          {"weight": weight, "sample_weight": sample_weight,
                           "ignore_index": ignore_index, "label_smoothing": label_smoothing,
                           "where": where, "reduction": reduction})
-    xp, logits, targets = A.common(logits=logits, targets=targets)
-    _checks.floating(xp, logits, "logits")
-    _checks.reduction(reduction)
+    xp, logits, targets = _checks.loss_inputs(reduction, logits=logits, targets=targets)
     eps = _checks.unit_interval(label_smoothing, "label_smoothing")
     smoothing = _checks.is_traced(eps) or eps > 0
     ignored = _checks.index(ignore_index, "ignore_index", allow_none=True)
@@ -306,9 +304,7 @@ def sigmoid_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, 
     formula), https://www.tensorflow.org/api_docs/python/tf/nn/sigmoid_cross_entropy_with_logits;
     PyTorch docs of ``BCEWithLogitsLoss``.
     """
-    xp, logits, targets = A.common(logits=logits, targets=targets)
-    _checks.floating(xp, logits, "logits")
-    _checks.reduction(reduction)
+    xp, logits, targets = _checks.loss_inputs(reduction, logits=logits, targets=targets)
     x = A.upcast(xp, logits)
     t = _binary_targets(xp, targets, logits)
     w = _broadcast_weight(xp, weight, x, "weight")
@@ -401,9 +397,7 @@ def binary_cross_entropy(need: tuple[str, ...], probs: Array, targets: Array, *,
     and "Cross Entropy损失函数" (article), for the names and the binary formula; PyTorch docs
     of ``BCELoss``.
     """
-    xp, probs, targets = A.common(probs=probs, targets=targets)
-    _checks.floating(xp, probs, "probs")
-    _checks.reduction(reduction)
+    xp, probs, targets = _checks.loss_inputs(reduction, probs=probs, targets=targets)
     _checks.in_unit_interval(xp, probs, "probs")
     p = A.upcast(xp, probs)
     if not A.is_floating(xp, targets):
@@ -494,9 +488,8 @@ def mean_squared_error(need: tuple[str, ...], predictions: Array, targets: Array
     References: "Cross Entropy损失函数" (article: 0-1 error and MSE vs cross-entropy, the
     three-animal example of two models).
     """
-    xp, predictions, targets = A.common(predictions=predictions, targets=targets)
-    _checks.floating(xp, predictions, "predictions")
-    _checks.reduction(reduction)
+    xp, predictions, targets = _checks.loss_inputs(reduction, predictions=predictions,
+                                                   targets=targets)
     ax = _checks.axis(axis, predictions.ndim)
     y = A.upcast(xp, predictions)
     t = _class_targets(xp, targets, predictions, ax)

@@ -89,9 +89,7 @@ def poly1_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, *,
                          {"logits": logits, "targets": targets}, ("logits", "targets"), axis,
                          {"epsilon": epsilon, "ignore_index": ignore_index, "where": where,
                           "reduction": reduction})
-    xp, logits, targets = A.common(logits=logits, targets=targets)
-    _checks.floating(xp, logits, "logits")
-    _checks.reduction(reduction)
+    xp, logits, targets = _checks.loss_inputs(reduction, logits=logits, targets=targets)
     eps = _checks.real(epsilon, "epsilon")
     ax = _checks.class_axis(logits, axis)
     zin = A.upcast(xp, logits)
@@ -201,9 +199,7 @@ def asymmetric_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
     References: Ben-Baruch et al. 2021, "Asymmetric Loss For Multi-Label Classification",
     ICCV (arXiv:2009.14119), and its reference code (Alibaba-MIIL/ASL, timm).
     """
-    xp, logits, targets = A.common(logits=logits, targets=targets)
-    _checks.floating(xp, logits, "logits")
-    _checks.reduction(reduction)
+    xp, logits, targets = _checks.loss_inputs(reduction, logits=logits, targets=targets)
     g_neg = _checks.non_negative(gamma_neg, "gamma_neg")
     g_pos = _checks.non_negative(gamma_pos, "gamma_pos")
     c = 0.0 if clip is None else _checks.unit_interval(clip, "clip")
@@ -339,9 +335,7 @@ def sparsemax_loss(need: tuple[str, ...], logits: Array, labels: Array, *, axis:
     References: Martins & Astudillo 2016, "From Softmax to Sparsemax", ICML; Blondel,
     Martins & Niculae 2020, "Learning with Fenchel-Young Losses", JMLR 21.
     """
-    xp, logits, labels = A.common(logits=logits, labels=labels)
-    _checks.floating(xp, logits, "logits")
-    _checks.reduction(reduction)
+    xp, logits, labels = _checks.loss_inputs(reduction, logits=logits, labels=labels)
     ax = _checks.class_axis(logits, axis)
     _checks.class_labels(xp, labels, logits, ax, None, "labels")
     z = A.upcast(xp, A.move_axis_last(xp, logits, ax))
@@ -394,9 +388,7 @@ def binary_sparsemax_loss(need: tuple[str, ...], logits: Array, labels: Array, *
     References: Blondel, Martins & Niculae 2020, "Learning with Fenchel-Young Losses", JMLR
     21 (sec. 4.4).
     """
-    xp, logits, labels = A.common(logits=logits, labels=labels)
-    _checks.floating(xp, logits, "logits")
-    _checks.reduction(reduction)
+    xp, logits, labels = _checks.loss_inputs(reduction, logits=logits, labels=labels)
     x = A.upcast(xp, logits)
     _checks.same_shape(logits, labels, "logits", "labels")
     y = A.as_float(xp, labels, x.dtype)
@@ -460,9 +452,7 @@ def generalized_cross_entropy(need: tuple[str, ...], logits: Array, labels: Arra
     References: Zhang & Sabuncu 2018, "Generalized Cross Entropy Loss for Training Deep
     Neural Networks with Noisy Labels", NeurIPS (arXiv:1805.07836).
     """
-    xp, logits, labels = A.common(logits=logits, labels=labels)
-    _checks.floating(xp, logits, "logits")
-    _checks.reduction(reduction)
+    xp, logits, labels = _checks.loss_inputs(reduction, logits=logits, labels=labels)
     q = _checks.number(q, "q", low=0.0, high=1.0, low_open=True, what="in (0, 1]")
     ax = _checks.class_axis(logits, axis)
     _checks.class_labels(xp, labels, logits, ax, ignore_index, "labels")

@@ -144,9 +144,7 @@ def sigmoid_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
     #   log(1 - p)) with the logaddexp weights A = t (1 - p) / q, B = (1 - t) p / q (in [0, 1],
     #   A + B = 1) and k(d) = -sigma(d) log sigma(d) / (1 - sigma(d)) in [0, 1]: every piece
     #   is bounded by 1 or by a log-sigmoid, so nothing blows up where q -> 0.
-    xp, logits, targets = A.common(logits=logits, targets=targets)
-    _checks.floating(xp, logits, "logits")
-    _checks.reduction(reduction)
+    xp, logits, targets = _checks.loss_inputs(reduction, logits=logits, targets=targets)
     g = _checks.non_negative(gamma, "gamma")
     a = None if alpha is None else _checks.unit_interval(alpha, "alpha")
     avg = _checks.avg_factor(avg_factor, reduction)
@@ -329,9 +327,7 @@ def softmax_focal_loss(need: tuple[str, ...], logits: Array, targets: Array, *,
     # = a_c t_c [g (1-p_c)^(g-1) p_c log p_c - (1-p_c)^g] = -a_c t_c (1-p_c)^g (1 + g k_c),
     # k_c = -p_c log p_c / (1 - p_c) in [0, 1] (-> 1 as p -> 1): the (1 - p)^(g - 1) that
     # diverges for g < 1 is absorbed analytically (see _plogp_ratio).
-    xp, logits, targets = A.common(logits=logits, targets=targets)
-    _checks.floating(xp, logits, "logits")
-    _checks.reduction(reduction)
+    xp, logits, targets = _checks.loss_inputs(reduction, logits=logits, targets=targets)
     g = _checks.non_negative(gamma, "gamma")
     avg = _checks.avg_factor(avg_factor, reduction)
     ax = _checks.class_axis(logits, axis)

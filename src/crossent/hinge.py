@@ -99,9 +99,7 @@ def _binary_margin(need: tuple[str, ...], scores: Array, targets: Array, margin:
                    squared: bool, reduction: str) -> tuple[Array, Pullback | None]:
     """``max(0, margin - t s)`` (squared when asked): the hinge (margin 1) and the
     perceptron (margin 0), with their common subgradient."""
-    xp, scores, targets = A.common(scores=scores, targets=targets)
-    _checks.floating(xp, scores, "scores")
-    _checks.reduction(reduction)
+    xp, scores, targets = _checks.loss_inputs(reduction, scores=scores, targets=targets)
     s = A.upcast(xp, scores)
     t = _sign_targets(xp, targets, scores)
     h = margin - t * s
@@ -160,9 +158,7 @@ def multi_margin_loss(need: tuple[str, ...], logits: Array, labels: Array, *, p:
     References: Weston & Watkins 1999, "Support vector machines for multi-class pattern
     recognition"; PyTorch docs of ``torch.nn.MultiMarginLoss``.
     """
-    xp, logits, labels = A.common(logits=logits, labels=labels)
-    _checks.floating(xp, logits, "logits")
-    _checks.reduction(reduction)
+    xp, logits, labels = _checks.loss_inputs(reduction, logits=logits, labels=labels)
     _checks.class_axis(logits, -1, "logits")
     if p not in (1, 2) or isinstance(p, bool):
         raise ValueError(f"p must be 1 or 2 (as in PyTorch), got {p!r}")
@@ -238,9 +234,7 @@ def _multiclass_margin(need: tuple[str, ...], scores: Array, labels: Array, marg
                        reduction: str) -> tuple[Array, Pullback | None]:
     """``max_j (s_j + margin [j != y]) - s_y``: Crammer-Singer's hinge (margin 1) and the
     multiclass perceptron (margin 0), ties sharing the subgradient of the max."""
-    xp, scores, labels = A.common(scores=scores, labels=labels)
-    _checks.floating(xp, scores, "scores")
-    _checks.reduction(reduction)
+    xp, scores, labels = _checks.loss_inputs(reduction, scores=scores, labels=labels)
     _checks.class_axis(scores, -1, "scores")
     z = A.upcast(xp, scores)
     _checks.class_labels(xp, labels, z, z.ndim - 1, None, "labels", "scores")
@@ -371,9 +365,7 @@ def categorical_hinge_loss(need: tuple[str, ...], scores: Array, targets: Array,
 
     References: Keras documentation of ``CategoricalHinge``; Crammer & Singer 2001.
     """
-    xp, scores, targets = A.common(scores=scores, targets=targets)
-    _checks.floating(xp, scores, "scores")
-    _checks.reduction(reduction)
+    xp, scores, targets = _checks.loss_inputs(reduction, scores=scores, targets=targets)
     _checks.class_axis(scores, -1, "scores")
     z = A.upcast(xp, scores)
     if A.is_integer(xp, targets):

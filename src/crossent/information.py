@@ -99,9 +99,7 @@ def _class_axis(p: Array, axis: int) -> int:
 def _prepare_one(p: Array, axis: int, reduction: str) -> tuple[Any, Array, Array, int, Any]:
     """Validate and upcast one distribution; returns ``(xp, p, pc, axis, out_dtype)``: ``pc``
     is ``p`` in the compute dtype."""
-    xp, p = A.common(p=p)
-    _checks.floating(xp, p, "p")
-    _checks.reduction(reduction)
+    xp, p = _checks.loss_inputs(reduction, p=p)
     ax = _class_axis(p, axis)
     _checks.in_unit_interval(xp, p, "p")
     return xp, p, A.upcast(xp, p), ax, p.dtype

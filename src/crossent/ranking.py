@@ -261,9 +261,7 @@ def contrastive_loss_from_distances(need: tuple[str, ...], distances: Array, lab
 
     References: Hadsell, Chopra & LeCun 2006 (eq. 4).
     """
-    xp, distances, labels = A.common(distances=distances, labels=labels)
-    _checks.floating(xp, distances, "distances")
-    _checks.reduction(reduction)
+    xp, distances, labels = _checks.loss_inputs(reduction, distances=distances, labels=labels)
     margin = _checks.non_negative(margin, "margin")
     d = A.upcast(xp, distances)
     y = _similarity_labels(xp, labels, d.shape, d.dtype)
@@ -445,9 +443,7 @@ def ntxent_loss(need: tuple[str, ...], embeddings: Array, labels: Array, *,
     References: Chen et al. 2020, "A Simple Framework for Contrastive Learning of Visual
     Representations" (arXiv:2002.05709); Sohn 2016.
     """
-    xp, embeddings, labels = A.common(embeddings=embeddings, labels=labels)
-    _checks.floating(xp, embeddings, "embeddings")
-    _checks.reduction(reduction)
+    xp, embeddings, labels = _checks.loss_inputs(reduction, embeddings=embeddings, labels=labels)
     tau = _checks.positive(temperature, "temperature")
     _checks.matrix(embeddings, "embeddings")
     _checks.shape(labels, (embeddings.shape[0],), "labels", "(N,)")

@@ -46,6 +46,15 @@ class GradCase:
     spec: dict[str, Any]
     device: str = "cpu"
 
+    def keep(self, **spec: Any) -> Any:
+        """Keep the constructor's arguments as ``spec`` (and their device type); return a
+        CPU ``torch.Generator`` seeded with ``spec["seed"]`` for the case's data."""
+        import torch
+
+        self.spec = spec
+        self.device = torch.device(spec.get("device", "cpu")).type
+        return torch.Generator().manual_seed(spec.get("seed", 0))
+
     def as_dict(self) -> dict[str, Any]:
         return dict(self.spec)
 
@@ -83,6 +92,15 @@ def parser(doc: str, sizes: dict[str, int], dtypes: Sequence[str], contenders: S
 def names(text: str) -> list[str]:
     """A comma-separated command-line list."""
     return [name for name in text.split(",") if name]
+
+
+def start(doc: str, sizes: dict[str, int], dtypes: Sequence[str], contenders: Sequence[str],
+          case_cls: Any, make_step: Callable, argv: list[str] | None
+          ) -> argparse.Namespace | None:
+    """Parse a fwd+bwd benchmark's command line (:func:`parser`); None when this process is
+    a ``--child`` that has measured its contender's memory (:func:`run_child`) and is done."""
+    args = parser(doc, sizes, dtypes, contenders).parse_args(argv)
+    return None if run_child(args, case_cls, make_step) else args
 
 
 def run_child(args: argparse.Namespace, case_cls: Any, make_step: Callable) -> bool:

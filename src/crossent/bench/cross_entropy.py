@@ -30,9 +30,7 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 class Case(H.GradCase):
     def __init__(self, n: int, v: int, dtype: str = "float32", device: str = "cpu",
                  seed: int = 0) -> None:
-        g = torch.Generator(device="cpu").manual_seed(seed)
-        self.spec = {"n": n, "v": v, "dtype": dtype, "device": device, "seed": seed}
-        self.device = torch.device(device).type
+        g = self.keep(n=n, v=v, dtype=dtype, device=device, seed=seed)
         x = torch.randn(n, v, generator=g).to(_DTYPES[dtype])
         self.x = x.to(device).requires_grad_(True)
         self.y = torch.randint(0, v, (n,), generator=g).to(device)
@@ -118,22 +116,22 @@ COLUMNS = [*H.time_columns("{:.4f}"), ("x_eager", "x eager", "{:.2f}"),
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = H.parser(__doc__, {"n": 4096, "v": 32768}, list(_DTYPES), CONTENDERS).parse_args(argv)
-    if H.run_child(a, Case, make_step):
+    a = H.start(__doc__, {"n": 4096, "v": 32768}, list(_DTYPES), CONTENDERS, Case, make_step,
+                argv)
+    if a is None:
         return 0
-    contenders = a.contenders
     script = __spec__.name
     import crossent.torch as ct
 
     info = ct.backend_info()
     print(f"crossent backend: {info['cpu']}  ({H.machine()})")
     if a.sweep:
-        return _sweep(a, contenders, info)
+        return _sweep(a, a.contenders, info)
     n, v, repeats = a.n, a.v, a.repeats
     if a.quick:
         n, v, repeats = 256, 4096, 2
     case = Case(n, v, a.dtype, a.device)
-    rows = run_point(case, contenders, repeats, not a.no_memory, script)
+    rows = run_point(case, a.contenders, repeats, not a.no_memory, script)
     title = (f"cross-entropy fwd+bwd, N={n} V={v} {a.dtype} {a.device}, "
              f"{H.machine()['threads']} threads")
     H.report("cross_entropy_quick" if a.quick else "cross_entropy", title, rows, COLUMNS,

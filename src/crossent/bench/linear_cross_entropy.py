@@ -30,9 +30,7 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 class Case(H.GradCase):
     def __init__(self, n: int, h: int, v: int, dtype: str = "float32", device: str = "cpu",
                  seed: int = 0) -> None:
-        g = torch.Generator().manual_seed(seed)
-        self.spec = {"n": n, "h": h, "v": v, "dtype": dtype, "device": device, "seed": seed}
-        self.device = torch.device(device).type
+        g = self.keep(n=n, h=h, v=v, dtype=dtype, device=device, seed=seed)
         dt = _DTYPES[dtype]
         self.hid = torch.randn(n, h, generator=g).to(dt).to(device).requires_grad_(True)
         self.w = (torch.randn(v, h, generator=g) / h**0.5).to(dt).to(device).requires_grad_(True)
@@ -75,22 +73,21 @@ COLUMNS = [*H.time_columns("{:.3f}"), ("x_materialised", "x materialised", "{:.2
 
 
 def main(argv: list[str] | None = None) -> int:
-    sizes = {"n": 4096, "h": 512, "v": 32768}
-    a = H.parser(__doc__, sizes, list(_DTYPES), CONTENDERS).parse_args(argv)
-    if H.run_child(a, Case, make_step):
+    a = H.start(__doc__, {"n": 4096, "h": 512, "v": 32768}, list(_DTYPES), CONTENDERS, Case,
+                make_step, argv)
+    if a is None:
         return 0
-    contenders = a.contenders
     import crossent.torch as ct
 
     info = ct.backend_info()
     print(f"crossent backend: {info['cpu']}  ({H.machine()})")
     if a.sweep:
-        return _sweep(a, contenders, info)
+        return _sweep(a, a.contenders, info)
     n, h, v, repeats = a.n, a.h, a.v, a.repeats
     if a.quick:
         n, h, v, repeats = 512, 64, 4096, 2
     case = Case(n, h, v, a.dtype, a.device)
-    rows = run_point(case, contenders, repeats, not a.no_memory, __spec__.name)
+    rows = run_point(case, a.contenders, repeats, not a.no_memory, __spec__.name)
     title = (f"linear cross-entropy fwd+bwd, N={n} H={h} V={v} {a.dtype} {a.device}, "
              f"{H.machine()['threads']} threads")
     H.report("linear_cross_entropy_quick" if a.quick else "linear_cross_entropy", title, rows,

@@ -31,9 +31,7 @@ _T = 2.0
 class Case(H.GradCase):
     def __init__(self, n: int, h: int, v: int, dtype: str = "float32", device: str = "cpu",
                  seed: int = 0) -> None:
-        g = torch.Generator().manual_seed(seed)
-        self.spec = {"n": n, "h": h, "v": v, "dtype": dtype, "device": device, "seed": seed}
-        self.device = torch.device(device).type
+        g = self.keep(n=n, h=h, v=v, dtype=dtype, device=device, seed=seed)
         dt = _DTYPES[dtype]
         ht = 2 * h  # the teacher is wider than the student
 
@@ -71,20 +69,19 @@ COLUMNS = [*H.time_columns("{:.3f}"), ("x_materialised", "x materialised", "{:.2
 
 
 def main(argv: list[str] | None = None) -> int:
-    sizes = {"n": 4096, "h": 256, "v": 32000}
-    a = H.parser(__doc__, sizes, list(_DTYPES), CONTENDERS).parse_args(argv)
-    if H.run_child(a, Case, make_step):
+    a = H.start(__doc__, {"n": 4096, "h": 256, "v": 32000}, list(_DTYPES), CONTENDERS, Case,
+                make_step, argv)
+    if a is None:
         return 0
-    contenders = a.contenders
     import crossent.torch as ct
 
     n, h, v, repeats = a.n, a.h, a.v, a.repeats
     if a.quick:
         n, h, v, repeats = 1024, 64, 8192, 2
     case = Case(n, h, v, a.dtype, a.device)
-    steps = {name: make_step(name, case) for name in contenders}
+    steps = {name: make_step(name, case) for name in a.contenders}
     times = H.time_steps(steps, repeats=repeats, warmup=1, reset=case.reset)
-    rows = H.ratio_rows(times, contenders, {"x_materialised": "materialised"})
+    rows = H.ratio_rows(times, a.contenders, {"x_materialised": "materialised"})
     for row in rows:
         if not a.no_memory and "error" not in row:
             H.add_memory(row, H.step_memory(__spec__.name, row["name"], case, make_step),

@@ -39,8 +39,7 @@ _FULL_MATRICES = {"materialised": 11.5, "pml": 5.5, "crossent": 0.1}
 
 class Case(H.GradCase):
     def __init__(self, n: int, d: int, c: int, seed: int = 0) -> None:
-        g = torch.Generator().manual_seed(seed)
-        self.spec = {"n": n, "d": d, "c": c, "seed": seed}
+        g = self.keep(n=n, d=d, c=c, seed=seed)
         self.n, self.d, self.c = n, d, c
         self.x = torch.randn(n, d, generator=g).requires_grad_(True)
         self.w = (torch.randn(c, d, generator=g) * 0.01).requires_grad_(True)

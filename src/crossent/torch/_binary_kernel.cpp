@@ -327,22 +327,15 @@ at::Tensor binary_loss_autograd(const at::Tensor& logits, const at::Tensor& targ
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(crossent_ext, m) {
-  m.def(
-      "binary(Tensor logits, Tensor targets, Tensor? weight, Tensor? pos_weight, bool focal, "
-      "float alpha, float gamma, int reduction, bool want_grad) -> (Tensor, Tensor)");
-  m.def(
-      "binary_loss(Tensor logits, Tensor targets, Tensor? weight, Tensor? pos_weight, "
-      "bool focal, float alpha, float gamma, int reduction) -> Tensor");
-  m.def(
-      "binary_pullback(Tensor logits, Tensor targets, Tensor? weight, Tensor? pos_weight, "
-      "bool focal, float alpha, float gamma, int reduction, Tensor cot) -> Tensor");
+  const std::string args =
+      "Tensor logits, Tensor targets, Tensor? weight, Tensor? pos_weight, bool focal, "
+      "float alpha, float gamma, int reduction";
+  m.def(("binary(" + args + ", bool want_grad) -> (Tensor, Tensor)").c_str());
+  def_closed_form(m, "binary", args);
 }
 
 TORCH_LIBRARY_IMPL(crossent_ext, CPU, m) {
-  m.impl("binary", &binary);
-  m.impl("binary_loss", &binary_loss);
+  m.impl("binary", &binary).impl("binary_loss", &binary_loss);
 }
 
-TORCH_LIBRARY_IMPL(crossent_ext, AutogradCPU, m) {
-  m.impl("binary_loss", &binary_loss_autograd);
-}
+TORCH_LIBRARY_IMPL(crossent_ext, AutogradCPU, m) { m.impl("binary_loss", &binary_loss_autograd); }

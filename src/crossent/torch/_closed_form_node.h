@@ -12,6 +12,7 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/functions/utils.h>
+#include <torch/library.h>
 
 #include <functional>
 #include <mutex>
@@ -89,6 +90,15 @@ inline at::Tensor attach_closed_form(const at::Tensor& loss, at::Tensor grad,
   node->pullback_ = std::move(pullback);
   torch::autograd::set_history(loss, node);
   return loss;
+}
+
+// Declare a closed-form op NAME_loss(ARGS) -> RETURNS and NAME_pullback(ARGS, Tensor cot) ->
+// Tensor, the definition's pullback that create_graph calls (its kernel is registered from
+// Python): one argument list for both, so the pullback always receives the op's inputs.
+inline void def_closed_form(torch::Library& m, const std::string& name, const std::string& args,
+                            const std::string& returns = "Tensor") {
+  m.def((name + "_loss(" + args + ") -> " + returns).c_str());
+  m.def((name + "_pullback(" + args + ", Tensor cot) -> Tensor").c_str());
 }
 
 // The checks every closed-form op's autograd kernel makes; true when a node is needed.

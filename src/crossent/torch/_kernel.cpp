@@ -541,20 +541,14 @@ TORCH_LIBRARY(crossent_ext, m) {
       "float label_smoothing, float z_loss, float softcap, int ignore_index, int reduction, "
       "bool acc_out=False) -> (Tensor, Tensor)");
   m.def("advise_hugepage(Tensor t) -> ()");
-  m.def(
-      "fused_loss(Tensor logits, Tensor target, Tensor? weight, float label_smoothing, "
-      "float z_loss, float softcap, int ignore_index, int reduction, bool acc_out) "
-      "-> (Tensor, Tensor)");
-  m.def(
-      "fused_pullback(Tensor logits, Tensor target, Tensor? weight, float label_smoothing, "
-      "float z_loss, float softcap, int ignore_index, int reduction, bool acc_out, "
-      "Tensor cot) -> Tensor");
+  def_closed_form(m, "fused",
+                  "Tensor logits, Tensor target, Tensor? weight, float label_smoothing, "
+                  "float z_loss, float softcap, int ignore_index, int reduction, bool acc_out",
+                  "(Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(crossent_ext, CPU, m) {
-  m.impl("rows", &rows);
-  m.impl("fused", &fused);
-  m.impl("advise_hugepage", &advise_hugepage);
+  m.impl("rows", &rows).impl("fused", &fused).impl("advise_hugepage", &advise_hugepage);
   m.impl("fused_loss", &fused_loss);
 }
 

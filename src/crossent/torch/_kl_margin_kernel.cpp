@@ -330,32 +330,21 @@ at::Tensor multi_margin_loss_autograd(const at::Tensor& logits, const at::Tensor
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(crossent_ext, m) {
-  m.def(
-      "distill_rows(Tensor student, Tensor teacher, float temperature, int reduction, "
-      "bool want_grad) -> (Tensor, Tensor)");
-  m.def(
-      "multi_margin_rows(Tensor logits, Tensor labels, Tensor? weight, int p, float margin, "
-      "int reduction, bool want_grad) -> (Tensor, Tensor)");
-  m.def("distill_loss(Tensor student, Tensor teacher, float temperature, int reduction) -> Tensor");
-  m.def(
-      "distill_pullback(Tensor student, Tensor teacher, float temperature, int reduction, "
-      "Tensor cot) -> Tensor");
-  m.def(
-      "multi_margin_loss(Tensor logits, Tensor labels, Tensor? weight, int p, float margin, "
-      "int reduction) -> Tensor");
-  m.def(
-      "multi_margin_pullback(Tensor logits, Tensor labels, Tensor? weight, int p, "
-      "float margin, int reduction, Tensor cot) -> Tensor");
+  const std::string distill = "Tensor student, Tensor teacher, float temperature, int reduction";
+  const std::string margin =
+      "Tensor logits, Tensor labels, Tensor? weight, int p, float margin, int reduction";
+  m.def(("distill_rows(" + distill + ", bool want_grad) -> (Tensor, Tensor)").c_str());
+  m.def(("multi_margin_rows(" + margin + ", bool want_grad) -> (Tensor, Tensor)").c_str());
+  def_closed_form(m, "distill", distill);
+  def_closed_form(m, "multi_margin", margin);
 }
 
 TORCH_LIBRARY_IMPL(crossent_ext, CPU, m) {
-  m.impl("distill_rows", &distill_rows);
-  m.impl("multi_margin_rows", &multi_margin_rows);
-  m.impl("distill_loss", &distill_loss);
-  m.impl("multi_margin_loss", &multi_margin_loss);
+  m.impl("distill_rows", &distill_rows).impl("multi_margin_rows", &multi_margin_rows);
+  m.impl("distill_loss", &distill_loss).impl("multi_margin_loss", &multi_margin_loss);
 }
 
 TORCH_LIBRARY_IMPL(crossent_ext, AutogradCPU, m) {
-  m.impl("distill_loss", &distill_loss_autograd);
-  m.impl("multi_margin_loss", &multi_margin_loss_autograd);
+  m.impl("distill_loss", &distill_loss_autograd)
+      .impl("multi_margin_loss", &multi_margin_loss_autograd);
 }

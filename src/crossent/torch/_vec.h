@@ -99,17 +99,22 @@ inline A block_max(const A* z, int64_t n) {
   return r;
 }
 
-// Vectorised exp. Sleef's (1 ulp) in general; for float lanes on AVX-512 an inline version
-// that avoids a library call per vector: Cody-Waite reduction x = n ln2 + r, the Cephes expf
-// polynomial for exp(r) on |r| <= ln2/2 (about 1 ulp), and vscalefps for 2^n, which rounds
-// gradual underflow correctly. Inputs are clamped at -104 (exp < 2^-150 rounds to 0); NaN
-// passes through (vmaxps returns its second operand when either is NaN).
+// Vectorised exp and tanh (the softcap's): Sleef's in general (exp within 1 ulp); float lanes
+// on AVX-512 have the inline versions below, which avoid a library call per vector.
 template <typename A>
 inline Vectorized<A> vexp(const Vectorized<A>& x) {
   return x.exp();
 }
+template <typename A>
+inline Vectorized<A> vtanh(const Vectorized<A>& x) {
+  return x.tanh();
+}
 
 #if defined(CPU_CAPABILITY_AVX512)
+// exp: Cody-Waite reduction x = n ln2 + r, the Cephes expf polynomial for exp(r) on
+// |r| <= ln2/2 (about 1 ulp), and vscalefps for 2^n, which rounds gradual underflow
+// correctly. Inputs are clamped at -104 (exp < 2^-150 rounds to 0); NaN passes through (vmaxps
+// returns its second operand when either is NaN).
 template <>
 inline Vectorized<float> vexp<float>(const Vectorized<float>& xv) {
   const __m512 x = _mm512_max_ps(_mm512_set1_ps(-104.0f), __m512(xv));
@@ -126,18 +131,11 @@ inline Vectorized<float> vexp<float>(const Vectorized<float>& xv) {
   const __m512 y = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
   return Vectorized<float>(_mm512_scalef_ps(y, n));
 }
-#endif
 
-// Vectorised tanh for the softcap. Sleef's in general; for float lanes on AVX-512, built on
-// vexp: for |u| < 0.625 the odd polynomial u + u^3 Q(u^2) (Q a least-squares fit on
-// Chebyshev nodes, < 1 ulp there), above it 1 - 2 / (exp(2|u|) + 1) (no cancellation once
-// tanh > 0.55; ~2 ulp); |u| is clamped at 9 where tanh rounds to 1. About 5x faster than Sleef.
-template <typename A>
-inline Vectorized<A> vtanh(const Vectorized<A>& x) {
-  return x.tanh();
-}
-
-#if defined(CPU_CAPABILITY_AVX512)
+// tanh, built on vexp: for |u| < 0.625 the odd polynomial u + u^3 Q(u^2) (Q a least-squares
+// fit on Chebyshev nodes, < 1 ulp there), above it 1 - 2 / (exp(2|u|) + 1) (no cancellation
+// once tanh > 0.55; ~2 ulp); |u| is clamped at 9 where tanh rounds to 1. About 5x faster than
+// Sleef.
 template <>
 inline Vectorized<float> vtanh<float>(const Vectorized<float>& xv) {
   const __m512 x = __m512(xv);
