@@ -114,6 +114,20 @@ def half_inputs(backend: str, dtype: str, x32: np.ndarray):
     return xh, xh.astype(np.float32)
 
 
+def check_summed_in_float32(backend: str, dtype: str, fn, x32: np.ndarray, target: np.ndarray):
+    """``crossent.value_and_grad(fn)`` summed over ``x32`` in ``dtype`` and ``target`` on
+    ``backend``: value and gradient are of ``dtype``, and the value is ``fn`` of the half
+    values in float64 to 1e-2."""
+    import crossent
+
+    xh, x_up = half_inputs(backend, dtype, x32)
+    v, g = crossent.value_and_grad(fn)(xh, to_backend(backend, target), reduction="sum")
+    assert str(v.dtype).endswith(dtype) and str(g.dtype).endswith(dtype), fn.__name__
+    ref = float(fn(x_up.astype(np.float64), target, reduction="sum"))
+    # accumulated in fp32: only the final rounding to the half type is lost
+    assert abs(float(to_numpy(v).astype(np.float64)) - ref) <= 1e-2 * abs(ref), fn.__name__
+
+
 def partial_in(fn, args, nums, kw, wrap):
     """``fn`` as a function of the differentiated arguments ``nums`` only (``wrap`` makes the
     others backend arrays)."""
@@ -218,6 +232,33 @@ def check_torch_second_order(fn, arrays, kw, diff, reduction, closed_form=True):
         assert torch.autograd.gradgradcheck(g, (tensors[i],))
 
 
+def second_order_tests(make_cases, fused=()):
+    """A module's two second-order tests over the ``(fn, arrays, kw, diff)`` cases that
+    ``make_cases()`` returns: ``check_torch_second_order`` under every reduction (the backward
+    must be crossent's closed-form Function but for the losses in ``fused``, which have a
+    registered fused path), and ``check_jax_second_order``. The module binds them to names
+    pytest collects."""
+    import pytest
+
+    count = len(make_cases())
+
+    @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+    @pytest.mark.parametrize("index", range(count))
+    def test_torch_gradcheck_and_gradgradcheck(index, reduction):
+        fn, arrays, kw, diff = make_cases()[index]
+        check_torch_second_order(fn, arrays, kw, diff, reduction, closed_form=fn not in fused)
+
+    # Each case with one reduction, in turn (all three are covered; the reduction is a linear
+    # map after the per-item custom_jvp): a JAX second-order check compiles for ~10 s on a
+    # 2-core machine, and torch's gradgradcheck above runs every combination.
+    @pytest.mark.parametrize("index,reduction",
+                             [(i, ("none", "mean", "sum")[i % 3]) for i in range(count)])
+    def test_jax_check_grads_to_second_order(index, reduction):
+        check_jax_second_order(*make_cases()[index], reduction)
+
+    return test_torch_gradcheck_and_gradgradcheck, test_jax_check_grads_to_second_order
+
+
 def check_jax_second_order(fn, arrays, kw, diff, reduction):
     """``check_grads`` w.r.t. the arguments ``diff`` under jit (one compiled program per
     transformation: a fraction of the eager time): forward mode to order 1, reverse to 2."""
@@ -234,3 +275,73 @@ def check_jax_second_order(fn, arrays, kw, diff, reduction):
         return fn(*full, reduction=reduction, **jkw)
 
     check_grads_fwd_rev(jax.jit(f), tuple(jarrays[i] for i in diff))
+
+
+# --- checks shared by the modules that list their losses as (fn, args, kw) cases ------------
+
+
+def check_value_and_grad_on_backend(backend: str, cases):
+    """``crossent.value_and_grad`` of each ``(fn, args, kw)`` of ``cases`` on ``backend``
+    (jitted on JAX) equals its value and gradient on the NumPy arrays."""
+    import crossent
+
+    for fn, args, kw in cases:
+        ref_v, ref_g = crossent.value_and_grad(fn)(*args, **kw)
+        vag = jit_on(backend, lambda *a, fn=fn, kw=kw: crossent.value_and_grad(fn)(*a, **kw))
+        v, g = vag(*[to_backend(backend, a) for a in args])
+        np.testing.assert_allclose(to_numpy(v), ref_v, rtol=1e-12, err_msg=fn.__name__)
+        np.testing.assert_allclose(to_numpy(g), ref_g, rtol=1e-10, atol=1e-14,
+                                   err_msg=fn.__name__)
+
+
+def check_low_precision(cases, dtype, argnums=None):
+    """Each ``(fn, args, kw)`` of ``cases`` on torch tensors, the arguments ``argnums`` (by
+    default every float64 one) in ``dtype``: value and gradient come back in ``dtype``, and the
+    value is the float64 one to a few per cent."""
+    import pytest
+    import torch
+
+    import crossent
+
+    for fn, args, kw in cases:
+        ref = fn(*args, **kw)
+        lowered = [i in argnums if argnums is not None else a.dtype == np.float64
+                   for i, a in enumerate(args)]
+        targs = [torch.from_numpy(a).to(dtype) if low else torch.from_numpy(a)
+                 for a, low in zip(args, lowered, strict=True)]
+        out, g = crossent.value_and_grad(fn)(*targs, **kw)
+        assert out.dtype == dtype and g.dtype == dtype, fn.__name__
+        assert float(out) == pytest.approx(float(ref), rel=3e-2, abs=1e-2), fn.__name__
+
+
+def check_inputs_not_mutated(cases):
+    """``crossent.value_and_grad`` of each ``(fn, args, kw)`` of ``cases`` leaves its NumPy
+    arguments as they were."""
+    import crossent
+
+    for fn, args, kw in cases:
+        copies = [a.copy() for a in args]
+        crossent.value_and_grad(fn)(*args, **kw)
+        for a, c in zip(args, copies, strict=True):
+            np.testing.assert_array_equal(a, c, err_msg=fn.__name__)
+
+
+def closed_form_tests(cases):
+    """A module's two closed-form tests over its ``(id, fn, args, nums, kw)`` cases:
+    ``check_torch_backward_is_the_closed_form`` under every reduction, and
+    ``check_jax_closed_form_derivatives``. The module binds them to names pytest collects."""
+    import pytest
+
+    each_case = pytest.mark.parametrize("fn,args,nums,kw", [c[1:] for c in cases],
+                                        ids=[c[0] for c in cases])
+
+    @pytest.mark.parametrize("reduction", ("mean", "sum", "none"))
+    @each_case
+    def test_torch_backward_is_the_closed_form(fn, args, nums, kw, reduction):
+        check_torch_backward_is_the_closed_form(fn, args, nums, kw, reduction)
+
+    @each_case
+    def test_jax_derivatives_of_the_closed_form(fn, args, nums, kw):
+        check_jax_closed_form_derivatives(fn, args, nums, kw)
+
+    return test_torch_backward_is_the_closed_form, test_jax_derivatives_of_the_closed_form

@@ -57,6 +57,14 @@ def kernel_backend(request, monkeypatch):
     return request.param
 
 
+@pytest.fixture(params=[("numpy", "float16"), ("torch", "float16"), ("torch", "bfloat16"),
+                        ("jax", "float16"), ("jax", "bfloat16")], ids="-".join)
+def half_precision(request):
+    """A (backend, dtype) pair of a half-precision type on a backend that has it (NumPy has no
+    bfloat16)."""
+    return request.param
+
+
 @pytest.fixture
 def rng(request):
     """A NumPy generator of the test's own, seeded from its node id: a test's data does not

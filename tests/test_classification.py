@@ -17,11 +17,11 @@ from hypothesis.extra import numpy as hnp
 import crossent
 from tests._backends import (
     BACKENDS,
-    check_jax_second_order,
-    check_torch_second_order,
+    check_summed_in_float32,
     finite_difference,
     half_inputs,
     node_name,
+    second_order_tests,
     to_backend,
     to_numpy,
 )
@@ -305,22 +305,9 @@ def _second_order_cases():
     ]
 
 
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("index", range(8))
-def test_torch_gradcheck_and_gradgradcheck(index, reduction):
-    fn, arrays, kw, diff = _second_order_cases()[index]
-    # softmax CE has a registered fused path, not the generic Function
-    check_torch_second_order(fn, arrays, kw, diff, reduction,
-                             closed_form=fn is not crossent.softmax_cross_entropy)
-
-
-# Each case with one reduction, in turn (all three are covered; the reduction is a linear map
-# after the per-item custom_jvp): a JAX second-order check compiles for ~10 s on a 2-core
-# machine, and torch's gradgradcheck above runs every combination.
-@pytest.mark.parametrize("index,reduction",
-                         [(i, ("none", "mean", "sum")[i % 3]) for i in range(8)])
-def test_jax_check_grads_to_second_order(index, reduction):
-    check_jax_second_order(*_second_order_cases()[index], reduction)
+# softmax CE has a registered fused path, not the generic Function
+test_torch_gradcheck_and_gradgradcheck, test_jax_check_grads_to_second_order = (
+    second_order_tests(_second_order_cases, fused=(crossent.softmax_cross_entropy,)))
 
 
 # --- the same numbers on every backend -----------------------------------------------------
@@ -355,20 +342,12 @@ def test_same_value_and_gradient_on_every_backend(backend, index, rng):
     assert ref_v.shape == ()
 
 
-@pytest.mark.parametrize("backend", ["numpy", "torch", "jax"])
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_half_precision_is_computed_in_float32(backend, dtype, rng):
-    if backend == "numpy" and dtype == "bfloat16":
-        pytest.skip("NumPy has no bfloat16")
+def test_half_precision_is_computed_in_float32(half_precision, rng):
+    backend, dtype = half_precision
     x32 = rng.normal(scale=5, size=(8, 50)).astype(np.float32)
     y = rng.integers(0, 50, size=8)
-    xh, x_up = half_inputs(backend, dtype, x32)
-    v, g = crossent.value_and_grad(crossent.softmax_cross_entropy)(
-        xh, to_backend(backend, y), reduction="sum")
-    assert str(v.dtype).endswith(dtype) and str(g.dtype).endswith(dtype)
-    ref = crossent.softmax_cross_entropy(x_up.astype(np.float64), y, reduction="sum")
-    # accumulated in fp32: only the final rounding to the half type is lost
-    assert abs(float(to_numpy(v).astype(np.float64)) - float(ref)) <= 1e-2 * abs(float(ref))
+    check_summed_in_float32(backend, dtype, crossent.softmax_cross_entropy, x32, y)
+    xh, _ = half_inputs(backend, dtype, x32)
     sv = crossent.sigmoid_cross_entropy(xh, to_backend(backend, (x32 > 0).astype(np.float32)))
     assert str(sv.dtype).endswith(dtype)
 

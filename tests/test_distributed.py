@@ -420,25 +420,27 @@ def test_inputs_not_mutated_by_default(single_path):
     assert torch.equal(x.detach(), before)
 
 
+@pytest.mark.parametrize(("option", "match"), [
+    ({"group": object()}, "not initialised"),
+    ({"vocab_start_index": 3}, "vocab_start_index must be 0"),
+    ({"vocab_start_index": -1}, "vocab_start_index must be a non-negative int"),
+    ({"vocab_size": 5}, "vocab_size must equal"),
+    ({"reduction": "avg"}, "reduction"),
+    ({"label_smoothing": 1.5}, "label_smoothing"),
+    ({"z_loss": -1.0}, "z_loss"),
+], ids=["group", "vocab_start_index_3", "vocab_start_index_negative", "vocab_size",
+        "reduction", "label_smoothing", "z_loss"])
+def test_errors_bad_option(single_path, option, match):
+    with pytest.raises(ValueError, match=match):
+        vocab_parallel_cross_entropy(torch.zeros(2, 3), torch.tensor([0, 1]), impl=single_path,
+                                     **option)
+
+
 def test_errors(single_path):
     vpce = functools.partial(vocab_parallel_cross_entropy, impl=single_path)
     vplce = functools.partial(vocab_parallel_linear_cross_entropy, impl=single_path)
     x = torch.zeros(2, 3)
     y = torch.tensor([0, 1])
-    with pytest.raises(ValueError, match="not initialised"):
-        vpce(x, y, group=object())
-    with pytest.raises(ValueError, match="vocab_start_index must be 0"):
-        vpce(x, y, vocab_start_index=3)
-    with pytest.raises(ValueError, match="vocab_start_index must be a non-negative int"):
-        vpce(x, y, vocab_start_index=-1)
-    with pytest.raises(ValueError, match="vocab_size must equal"):
-        vpce(x, y, vocab_size=5)
-    with pytest.raises(ValueError, match="reduction"):
-        vpce(x, y, reduction="avg")
-    with pytest.raises(ValueError, match="label_smoothing"):
-        vpce(x, y, label_smoothing=1.5)
-    with pytest.raises(ValueError, match="z_loss"):
-        vpce(x, y, z_loss=-1.0)
     with pytest.raises(ValueError, match="target must have shape"):
         vpce(x, torch.tensor([0, 1, 2]))
     with pytest.raises(ValueError, match="class indices"):

@@ -20,8 +20,10 @@ from crossent import extended as E
 from tests._backends import (
     BACKENDS,
     check_grads_fwd_rev,
+    check_inputs_not_mutated,
+    check_low_precision,
+    check_value_and_grad_on_backend,
     finite_difference,
-    jit_on,
     to_backend,
     to_numpy,
 )
@@ -329,13 +331,7 @@ def _cases():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_backends(backend):
-    for fn, args, kw in _cases():
-        ref_v, ref_g = crossent.value_and_grad(fn)(*args, **kw)
-        vag = jit_on(backend, lambda *a, fn=fn, kw=kw: crossent.value_and_grad(fn)(*a, **kw))
-        v, g = vag(*[to_backend(backend, a) for a in args])
-        np.testing.assert_allclose(to_numpy(v), ref_v, rtol=1e-12, err_msg=fn.__name__)
-        np.testing.assert_allclose(to_numpy(g), ref_g, rtol=1e-10, atol=1e-14,
-                                   err_msg=fn.__name__)
+    check_value_and_grad_on_backend(backend, _cases())
     p = E.sparsemax(to_backend(backend, _cases()[0][1][0]))
     np.testing.assert_allclose(to_numpy(p), E.sparsemax(_cases()[0][1][0]), rtol=1e-13)
 
@@ -361,20 +357,11 @@ def test_closed_form_against_torch_autograd_through_the_definition():
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision(dtype):
-    for fn, args, kw in _cases():
-        ref = fn(*args, **kw)
-        targs = [T(args[0]).to(dtype)] + [T(a) for a in args[1:]]
-        out, g = crossent.value_and_grad(fn)(*targs, **kw)
-        assert out.dtype == dtype and g.dtype == dtype, fn.__name__
-        assert float(out) == pytest.approx(float(ref), rel=3e-2, abs=1e-2), fn.__name__
+    check_low_precision(_cases(), dtype, argnums=(0,))
 
 
 def test_inputs_are_not_mutated():
-    for fn, args, kw in _cases():
-        copies = [a.copy() for a in args]
-        crossent.value_and_grad(fn)(*args, **kw)
-        for a, c in zip(args, copies, strict=True):
-            np.testing.assert_array_equal(a, c)
+    check_inputs_not_mutated(_cases())
 
 
 # --- the closed form is the backward; double backward -----------------------------------------

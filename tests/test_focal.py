@@ -19,10 +19,9 @@ import crossent
 from crossent.focal import sigmoid_focal_loss, softmax_focal_loss
 from tests._backends import (
     BACKENDS,
-    check_jax_second_order,
-    check_torch_second_order,
+    check_summed_in_float32,
     finite_difference,
-    half_inputs,
+    second_order_tests,
     to_backend,
     to_numpy,
     torchvision_sigmoid_focal_loss,
@@ -407,21 +406,8 @@ def _second_order_cases():
     ]
 
 
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("index", range(8))
-def test_torch_gradcheck_and_gradgradcheck(index, reduction):
-    fn, arrays, kw, diff = _second_order_cases()[index]
-    check_torch_second_order(fn, arrays, kw, diff, reduction,
-                             closed_form=True)
-
-
-# Each case with one reduction, in turn (all three are covered; the reduction is a linear map
-# after the per-item custom_jvp): a JAX second-order check compiles for ~10 s on a 2-core
-# machine, and torch's gradgradcheck above runs every combination.
-@pytest.mark.parametrize("index,reduction",
-                         [(i, ("none", "mean", "sum")[i % 3]) for i in range(8)])
-def test_jax_check_grads_to_second_order(index, reduction):
-    check_jax_second_order(*_second_order_cases()[index], reduction)
+test_torch_gradcheck_and_gradgradcheck, test_jax_check_grads_to_second_order = (
+    second_order_tests(_second_order_cases))
 
 
 # --- Lin et al.'s Fig. 1: loss vs p_t for several gamma (arXiv:1708.02002) ------------------
@@ -510,21 +496,12 @@ def test_jit_under_jax():
     assert float(h(jnp.asarray(x))) == pytest.approx(float(sigmoid_focal_loss(x, t)), rel=1e-12)
 
 
-@pytest.mark.parametrize("backend", ["numpy", "torch", "jax"])
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_half_precision_is_computed_in_float32(backend, dtype, rng):
-    if backend == "numpy" and dtype == "bfloat16":
-        pytest.skip("NumPy has no bfloat16")
+def test_half_precision_is_computed_in_float32(half_precision, rng):
+    backend, dtype = half_precision
     x32 = rng.normal(scale=4, size=(8, 6)).astype(np.float32)
     y = rng.integers(0, 6, size=8)
-    xh, x_up = half_inputs(backend, dtype, x32)
-    tgt = np.eye(6)[y]
-    for fn, t_b, t_np in [(softmax_focal_loss, to_backend(backend, y), y),
-                          (sigmoid_focal_loss, to_backend(backend, tgt), tgt)]:
-        v, g = crossent.value_and_grad(fn)(xh, t_b, reduction="sum")
-        assert str(v.dtype).endswith(dtype) and str(g.dtype).endswith(dtype)
-        ref = float(fn(x_up.astype(np.float64), t_np, reduction="sum"))
-        assert abs(float(to_numpy(v).astype(np.float64)) - ref) <= 1e-2 * abs(ref)
+    check_summed_in_float32(backend, dtype, softmax_focal_loss, x32, y)
+    check_summed_in_float32(backend, dtype, sigmoid_focal_loss, x32, np.eye(6)[y])
 
 
 # --- properties ------------------------------------------------------------------------------

@@ -33,13 +33,7 @@ from crossent.information import (
     js_divergence,
     kl_divergence,
 )
-from tests._backends import (
-    BACKENDS,
-    check_grads_fwd_rev,
-    finite_difference,
-    to_backend,
-    to_numpy,
-)
+from tests._backends import BACKENDS, check_grads_fwd_rev, finite_difference, to_backend, to_numpy
 
 REDUCTIONS = ("none", "sum", "mean")
 

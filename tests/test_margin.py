@@ -21,8 +21,8 @@ from crossent import hinge as H
 from crossent import margin_softmax as M
 from tests._backends import (
     BACKENDS,
-    check_jax_closed_form_derivatives,
-    check_torch_backward_is_the_closed_form,
+    check_inputs_not_mutated,
+    closed_form_tests,
     finite_difference,
     jit_on,
     to_backend,
@@ -405,11 +405,8 @@ def test_hinge_family_backends(backend):
 
 def test_inputs_are_not_mutated():
     x, w, y = _face_data(seed=1)
-    copies = [a.copy() for a in (x, w, y)]
-    crossent.value_and_grad(M.arcface_loss)(x, w, y)
-    crossent.value_and_grad(M.large_margin_softmax_loss)(x, w, y)
-    for a, c in zip((x, w, y), copies, strict=True):
-        np.testing.assert_array_equal(a, c)
+    check_inputs_not_mutated([(M.arcface_loss, (x, w, y), {}),
+                              (M.large_margin_softmax_loss, (x, w, y), {})])
 
 
 # --- bad input messages ---------------------------------------------------------------------
@@ -470,18 +467,8 @@ def _closed_form_cases():
     ]
 
 
-CLOSED = _closed_form_cases()
-
-
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("name,fn,args,nums,kw", CLOSED, ids=[c[0] for c in CLOSED])
-def test_torch_backward_is_the_closed_form(name, fn, args, nums, kw, reduction):
-    check_torch_backward_is_the_closed_form(fn, args, nums, kw, reduction)
-
-
-@pytest.mark.parametrize("name,fn,args,nums,kw", CLOSED, ids=[c[0] for c in CLOSED])
-def test_jax_derivatives_of_the_closed_form(name, fn, args, nums, kw):
-    check_jax_closed_form_derivatives(fn, args, nums, kw)
+test_torch_backward_is_the_closed_form, test_jax_derivatives_of_the_closed_form = (
+    closed_form_tests(_closed_form_cases()))
 
 
 def _torch_margin_reference(kind, x, w, y, margin, scale, easy_margin=False):

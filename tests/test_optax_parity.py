@@ -317,6 +317,15 @@ ROW_MASK = np.array([True, False, True, True])
 MASKS = pytest.mark.parametrize("mask_kind", ["classes", "rows"])
 
 
+def masked_class_data(seed, mask_kind, keep_labels=False):
+    """``class_data(seed)`` and the ``where=`` of a MASKS case: ``class_mask(seed + 1)``
+    (``keep_labels``: with the labels' classes unmasked) or ROW_MASK."""
+    x, t, y = class_data(seed)
+    if mask_kind == "rows":
+        return x, t, y, ROW_MASK
+    return x, t, y, class_mask(seed + 1, labels=y if keep_labels else None)
+
+
 def masked_full(w):
     """The masked entries of a (B, C) array under a class or row mask."""
     return ~np.broadcast_to(w[:, None] if w.ndim == 1 else w, (B, C))
@@ -348,8 +357,7 @@ def check_masked_zero(grads, w):
 @reductions
 @MASKS
 def test_softmax_cross_entropy_where_probability_targets(backend, reduction, mask_kind):
-    x, t, _ = class_data(11)
-    w = class_mask(12) if mask_kind == "classes" else ROW_MASK
+    x, t, _, w = masked_class_data(11, mask_kind)
 
     def ref(x_, t_):
         return L.softmax_cross_entropy(x_, t_, where=w)
@@ -364,8 +372,7 @@ def test_softmax_cross_entropy_where_probability_targets(backend, reduction, mas
 @reductions
 @MASKS
 def test_softmax_cross_entropy_where_integer_labels(backend, reduction, mask_kind):
-    x, _, y = class_data(13)
-    w = class_mask(14, labels=y) if mask_kind == "classes" else ROW_MASK
+    x, _, y, w = masked_class_data(13, mask_kind, keep_labels=True)
 
     def ref(x_, y_):
         return L.softmax_cross_entropy_with_integer_labels(x_, y_, where=w)
@@ -382,8 +389,7 @@ def test_softmax_cross_entropy_where_integer_labels(backend, reduction, mask_kin
 @reductions
 @MASKS
 def test_poly1_cross_entropy_where(backend, reduction, mask_kind):
-    x, t, _ = class_data(15)
-    w = class_mask(16) if mask_kind == "classes" else ROW_MASK
+    x, t, _, w = masked_class_data(15, mask_kind)
     # the default epsilon (2.0) with the class mask, another one passed with the row mask
     epsilon, kw = (2.0, {}) if mask_kind == "classes" else (0.5, {"epsilon": 0.5})
     # Optax's poly loss does not expand a batch-shaped where itself

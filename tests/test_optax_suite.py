@@ -34,6 +34,8 @@ dice, make_fenchel_young_loss).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -97,6 +99,33 @@ AXIS_CASES = pytest.mark.parametrize("axis", [0, 1, 2], ids=lambda a: f"axis={a}
 SHAPE = (4, 5, 6)
 
 
+def check_axis_like_optax(mode, fn, preds, targets, axis, static=NONE, targets_have_axis=True):
+    """Optax's ``test_axis``: ``fn`` along ``axis`` equals ``fn`` along the last axis of the
+    arrays with ``axis`` moved there (integer labels have no class axis to move)."""
+    x = run(mode, fn, preds, targets, static={**static, "axis": axis})
+    if targets_have_axis:
+        targets = np.moveaxis(targets, axis, -1)
+    y = run(mode, fn, np.moveaxis(preds, axis, -1), targets, static=static)
+    np.testing.assert_allclose(x, y, atol=1e-4)
+
+
+class _SoftmaxCrossEntropyChecks:
+    """Optax's value and gradient checks of its softmax cross-entropy classes, which differ only
+    in their data: the subclass's ``YS`` (logits), ``TS`` (targets) and ``EXP`` (losses)."""
+
+    def test_scalar(self, mode):
+        out = run(mode, crossent.softmax_cross_entropy, self.YS[0], self.TS[0], static=NONE)
+        np.testing.assert_allclose(out, self.EXP[0], atol=1e-4)
+
+    def test_batched(self, mode):
+        out = run(mode, crossent.softmax_cross_entropy, self.YS, self.TS, static=NONE)
+        np.testing.assert_allclose(out, self.EXP, atol=1e-4)
+
+    def test_gradient(self, mode):
+        f = maybe_jit(mode, functools.partial(crossent.softmax_cross_entropy, **NONE))
+        check_grads_like_optax(mode, f, self.YS[:2], self.TS[:2])
+
+
 # --- SoftmaxCrossEntropyTest ------------------------------------------------------------------
 
 CE_YS = np.array([[10.0, 1.0, -2.0], [1.0, 4.0, 0.2]], dtype=np.float32)
@@ -106,20 +135,14 @@ CE_INT_TS = np.array([1, 0], dtype=np.int32)
 
 
 @pytest.mark.parametrize("mode", MODES)
-class TestSoftmaxCrossEntropy:
-    def test_scalar(self, mode):
-        out = run(mode, crossent.softmax_cross_entropy, CE_YS[0], CE_TS[0], static=NONE)
-        np.testing.assert_allclose(out, CE_EXP[0], atol=1e-4)
-
-    def test_batched(self, mode):
-        out = run(mode, crossent.softmax_cross_entropy, CE_YS, CE_TS, static=NONE)
-        np.testing.assert_allclose(out, CE_EXP, atol=1e-4)
+class TestSoftmaxCrossEntropy(_SoftmaxCrossEntropyChecks):
+    YS, TS, EXP = CE_YS, CE_TS, CE_EXP
 
     def test_gradient(self, mode):
-        f = maybe_jit(mode, functools.partial(crossent.softmax_cross_entropy, **NONE))
-        check_grads_like_optax(mode, f, CE_YS[:2], CE_TS[:2])
+        super().test_gradient(mode)
         # JAX (traced) logits with NumPy labels must give finite gradients (Optax's mask half
         # of this check is not restated: crossent has no where=)
+        f = maybe_jit(mode, functools.partial(crossent.softmax_cross_entropy, **NONE))
         gs = jax.grad(lambda x: jnp.sum(f(x, CE_TS)))(CE_YS)
         assert bool(jnp.all(jnp.isfinite(gs)))
 
@@ -128,11 +151,7 @@ class TestSoftmaxCrossEntropy:
         r = seeded(axis)
         preds = r.normal(size=SHAPE)
         targets = r.dirichlet(np.ones(SHAPE[-1]), size=SHAPE[:-1])
-        x = run(mode, crossent.softmax_cross_entropy, preds, targets,
-                static={**NONE, "axis": axis})
-        y = run(mode, crossent.softmax_cross_entropy, np.moveaxis(preds, axis, -1),
-                np.moveaxis(targets, axis, -1), static=NONE)
-        np.testing.assert_allclose(x, y, atol=1e-4)
+        check_axis_like_optax(mode, crossent.softmax_cross_entropy, preds, targets, axis)
 
 
 # --- SafeSoftmaxCrossEntropyTest (crossent's softmax_cross_entropy is also Optax's safe one) --
@@ -147,18 +166,8 @@ SAFE_EXP = np.array([9.00013, 3.0696733, 0.693147, np.inf, 0.0], dtype=np.float3
 
 
 @pytest.mark.parametrize("mode", MODES)
-class TestSafeSoftmaxCrossEntropy:
-    def test_scalar(self, mode):
-        out = run(mode, crossent.softmax_cross_entropy, SAFE_YS[0], SAFE_TS[0], static=NONE)
-        np.testing.assert_allclose(out, SAFE_EXP[0], atol=1e-4)
-
-    def test_batched(self, mode):
-        out = run(mode, crossent.softmax_cross_entropy, SAFE_YS, SAFE_TS, static=NONE)
-        np.testing.assert_allclose(out, SAFE_EXP, atol=1e-4)
-
-    def test_gradient(self, mode):
-        f = maybe_jit(mode, functools.partial(crossent.softmax_cross_entropy, **NONE))
-        check_grads_like_optax(mode, f, SAFE_YS[:2], SAFE_TS[:2])
+class TestSafeSoftmaxCrossEntropy(_SoftmaxCrossEntropyChecks):
+    YS, TS, EXP = SAFE_YS, SAFE_TS, SAFE_EXP
 
     def test_against_plain_implementation(self, mode):
         # crossent has one function for both; the "plain" one is the textbook formula
@@ -201,11 +210,8 @@ class TestSoftmaxCrossEntropyWithIntegerLabels:
         r = seeded(10 + axis)
         preds = r.normal(size=SHAPE)
         targets = r.integers(SHAPE[axis], size=SHAPE[:axis] + SHAPE[axis + 1:])
-        x = run(mode, crossent.softmax_cross_entropy, preds, targets,
-                static={**NONE, "axis": axis})
-        y = run(mode, crossent.softmax_cross_entropy, np.moveaxis(preds, axis, -1), targets,
-                static=NONE)
-        np.testing.assert_allclose(x, y, atol=1e-4)
+        check_axis_like_optax(mode, crossent.softmax_cross_entropy, preds, targets, axis,
+                              targets_have_axis=False)
 
 
 # --- SigmoidCrossEntropyTest ------------------------------------------------------------------
@@ -289,11 +295,7 @@ class TestPolyLoss:
         r = seeded(20 + axis)
         preds = r.normal(size=SHAPE)
         targets = r.dirichlet(np.ones(SHAPE[-1]), size=SHAPE[:-1])
-        x = run(mode, crossent.poly1_cross_entropy, preds, targets,
-                static={**NONE, "axis": axis})
-        y = run(mode, crossent.poly1_cross_entropy, np.moveaxis(preds, axis, -1),
-                np.moveaxis(targets, axis, -1), static=NONE)
-        np.testing.assert_allclose(x, y, atol=1e-4)
+        check_axis_like_optax(mode, crossent.poly1_cross_entropy, preds, targets, axis)
 
 
 # --- HingeTest --------------------------------------------------------------------------------
@@ -428,48 +430,43 @@ def optax_kl_log_targets(log_predictions, log_targets, axis=-1):
     return crossent.kl_divergence(_exp(log_targets), _exp(log_predictions), axis=axis, **NONE)
 
 
-@pytest.mark.parametrize("mode", MODES)
-class TestKLDivergence:
-    def test_scalar(self, mode):
-        out = run(mode, optax_kl, KL_LOG_PS[0], KL_QS[0])
-        np.testing.assert_allclose(out, KL_EXP[0], atol=1e-4)
+class KLVariant(NamedTuple):
+    fn: Callable
+    targets: np.ndarray  # Optax's targets for KL_LOG_PS
+    expected: np.ndarray
+    seed: int  # of the axis test (plus the axis)
+    as_target: Callable  # a Dirichlet draw as this variant's targets
 
-    def test_batched(self, mode):
-        out = run(mode, optax_kl, KL_LOG_PS, KL_QS)
-        np.testing.assert_allclose(out, KL_EXP, atol=1e-4)
+
+# Optax's KLDivergenceTest and KLDivergenceWithLogTargetsTest check the same properties, each
+# with its own inputs, expected numbers and seeds: one class runs both.
+KL_VARIANTS = [
+    pytest.param(KLVariant(optax_kl, KL_QS, KL_EXP, 30, lambda q: q), id="KLDivergence"),
+    pytest.param(KLVariant(optax_kl_log_targets, KL_LOG_TS, KL_LOG_EXP, 40, np.log),
+                 id="KLDivergenceWithLogTargets"),
+]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kl", KL_VARIANTS)
+class TestKLDivergence:
+    def test_scalar(self, mode, kl):
+        out = run(mode, kl.fn, KL_LOG_PS[0], kl.targets[0])
+        np.testing.assert_allclose(out, kl.expected[0], atol=1e-4)
+
+    def test_batched(self, mode, kl):
+        out = run(mode, kl.fn, KL_LOG_PS, kl.targets)
+        np.testing.assert_allclose(out, kl.expected, atol=1e-4)
 
     @AXIS_CASES
-    def test_axis(self, mode, axis):
-        r = seeded(30 + axis)
+    def test_axis(self, mode, kl, axis):
+        r = seeded(kl.seed + axis)
         # Optax feeds N(0, 1) draws as log-predictions; crossent needs q in [0, 1], so they are
         # log-normalised along the axis first (the property tested, axis handling, is unchanged)
         preds = log_softmax_np(r.normal(size=SHAPE), axis)
-        targets = r.dirichlet(np.ones(SHAPE[-1]), size=SHAPE[:-1])
-        x = run(mode, optax_kl, preds, targets, static={"axis": axis})
-        y = run(mode, optax_kl, np.moveaxis(preds, axis, -1), np.moveaxis(targets, axis, -1))
-        np.testing.assert_allclose(x, y, atol=1e-4)
-
-
-@pytest.mark.parametrize("mode", MODES)
-class TestKLDivergenceWithLogTargets:
-    def test_scalar(self, mode):
-        out = run(mode, optax_kl_log_targets, KL_LOG_PS[0], KL_LOG_TS[0])
-        np.testing.assert_allclose(out, KL_LOG_EXP[0], atol=1e-4)
-
-    def test_batched(self, mode):
-        out = run(mode, optax_kl_log_targets, KL_LOG_PS, KL_LOG_TS)
-        np.testing.assert_allclose(out, KL_LOG_EXP, atol=1e-4)
-
-    @AXIS_CASES
-    def test_axis(self, mode, axis):
-        r = seeded(40 + axis)
-        # log-normalised along the axis, as in TestKLDivergence.test_axis
-        preds = log_softmax_np(r.normal(size=SHAPE), axis)
-        targets = np.log(r.dirichlet(np.ones(SHAPE[-1]), size=SHAPE[:-1]))
-        x = run(mode, optax_kl_log_targets, preds, targets, static={"axis": axis})
-        y = run(mode, optax_kl_log_targets, np.moveaxis(preds, axis, -1),
-                np.moveaxis(targets, axis, -1))
-        np.testing.assert_allclose(x, y, atol=1e-4)
+        targets = kl.as_target(r.dirichlet(np.ones(SHAPE[-1]), size=SHAPE[:-1]))
+        # optax_kl* return per-example values themselves
+        check_axis_like_optax(mode, kl.fn, preds, targets, axis, static={})
 
 
 # --- SigmoidFocalLossTest ---------------------------------------------------------------------

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
 import crossent
 
@@ -71,3 +74,35 @@ def test_a_missing_optional_dependency_names_its_extra():
         assert last.startswith("ImportError") and f"pip install '{extra}'" in last, last
     # the core itself needs neither
     assert _import_without("torch", "crossent.classification").returncode == 0
+
+
+def test_the_built_wheel_runs_on_its_own_files(tmp_path):
+    # what pip-installing crossent gives a user: the loss table (a data file), the benchmark
+    # suite and the kernel sources must be in the wheel, not only in this checkout
+    root = Path(__file__).resolve().parents[1]
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "--no-build-isolation",
+         "-q", "-w", str(tmp_path / "dist")], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr
+    (wheel,) = (tmp_path / "dist").glob("crossent-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        files = set(zf.namelist())
+    for name in ("crossent/losses.toml", "crossent/py.typed", "crossent/bench/generic.py",
+                 "crossent/torch/_kernel.cpp", "crossent/torch/_closed_form_node.h"):
+        assert name in files, name
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(site)
+    env = dict(os.environ, PYTHONPATH=str(site))
+    code = ("import crossent, crossent.names as n, json; "
+            "print(json.dumps([crossent.__file__, n.get('SoftmaxWithLoss').name, "
+            "len(n.catalog())]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    path, name, count = json.loads(out.stdout.strip().splitlines()[-1])
+    assert Path(path).is_relative_to(site)
+    assert name == "softmax_cross_entropy" and count == 35
+    listed = subprocess.run([sys.executable, "-m", "crossent", "bench", "--list"],
+                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert listed.returncode == 0 and "generic" in listed.stdout, listed.stderr

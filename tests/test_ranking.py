@@ -18,12 +18,11 @@ import crossent
 from crossent import ranking as R
 from tests._backends import (
     BACKENDS,
-    check_jax_closed_form_derivatives,
-    check_torch_backward_is_the_closed_form,
+    check_inputs_not_mutated,
+    check_low_precision,
+    check_value_and_grad_on_backend,
+    closed_form_tests,
     finite_difference,
-    jit_on,
-    to_backend,
-    to_numpy,
 )
 
 T = torch.from_numpy
@@ -46,6 +45,17 @@ def _torch_grads(fn, args, nums, **kw):
     return tuple(ts[i].grad.numpy() for i in nums)
 
 
+def _both_inputs_against_torch(ours, theirs, x1, x2, y, **kw):
+    """For a loss of two inputs and a target: crossent's value and closed-form gradients w.r.t.
+    ``x1`` (the default argnum) and ``x2`` (argnums=1), and torch autograd's."""
+    got = (*crossent.value_and_grad(ours)(x1, x2, y, **kw),
+           crossent.grad(ours, argnums=1)(x1, x2, y, **kw))
+    t1, t2 = T(x1).requires_grad_(), T(x2).requires_grad_()
+    out = theirs(t1, t2, T(y), **kw)
+    out.sum().backward()
+    return got, (out.detach().numpy(), t1.grad.numpy(), t2.grad.numpy())
+
+
 # --- margin ranking -------------------------------------------------------------------------
 
 
@@ -56,19 +66,14 @@ def test_margin_ranking_matches_torch(margin, reduction):
     x1, x2 = rng.normal(size=(2, 12))
     x2[:3] = x1[:3]  # ties: at margin 0 the loss sits on its kink, PyTorch passes the gradient
     y = rng.choice([-1.0, 1.0], size=12)
-    ref, g_ref = _torch_value_and_grad(F.margin_ranking_loss, x1, x2, y, margin=margin,
-                                       reduction=reduction)
-    value, g = crossent.value_and_grad(R.margin_ranking_loss)(x1, x2, y, margin=margin,
-                                                              reduction=reduction)
+    (value, g, g2), (ref, g_ref, g2_ref) = _both_inputs_against_torch(
+        R.margin_ranking_loss, F.margin_ranking_loss, x1, x2, y, margin=margin,
+        reduction=reduction)
     np.testing.assert_allclose(value, ref, rtol=1e-14)
     np.testing.assert_allclose(g, g_ref, rtol=1e-14)
     # the gradient w.r.t. input2 is its negative
-    x2t = T(x2).requires_grad_()
-    F.margin_ranking_loss(T(x1), x2t, T(y), margin=margin, reduction=reduction).sum().backward()
-    np.testing.assert_allclose(-g, x2t.grad.numpy(), rtol=1e-14)
-    g2 = crossent.grad(R.margin_ranking_loss, argnums=1)(x1, x2, y, margin=margin,
-                                                         reduction=reduction)
-    np.testing.assert_allclose(g2, x2t.grad.numpy(), rtol=1e-14)
+    np.testing.assert_allclose(-g, g2_ref, rtol=1e-14)
+    np.testing.assert_allclose(g2, g2_ref, rtol=1e-14)
 
 
 # --- contrastive ----------------------------------------------------------------------------
@@ -258,17 +263,12 @@ def test_cosine_embedding_matches_torch(margin, reduction):
     x1, x2 = rng.normal(size=(2, 9, 4))
     x1[0] = 0.0  # a zero vector: PyTorch's 1e-12 keeps it finite, and so does crossent
     y = rng.choice([-1, 1], size=9)
-    ref, g_ref = _torch_value_and_grad(F.cosine_embedding_loss, x1, x2, y, margin=margin,
-                                       reduction=reduction)
-    value, g = crossent.value_and_grad(R.cosine_embedding_loss)(x1, x2, y, margin=margin,
-                                                                reduction=reduction)
+    (value, g, g2), (ref, g_ref, g2_ref) = _both_inputs_against_torch(
+        R.cosine_embedding_loss, F.cosine_embedding_loss, x1, x2, y, margin=margin,
+        reduction=reduction)
     np.testing.assert_allclose(value, ref, rtol=1e-13)
     np.testing.assert_allclose(g[1:], g_ref[1:], rtol=1e-11, atol=1e-15)
     np.testing.assert_allclose(g[0], g_ref[0], rtol=1e-8)  # ~1e6: rounding order shows
-    (g2_ref,) = _torch_grads(F.cosine_embedding_loss, (x1, x2, y), (1,), margin=margin,
-                             reduction=reduction)
-    g2 = crossent.grad(R.cosine_embedding_loss, argnums=1)(x1, x2, y, margin=margin,
-                                                           reduction=reduction)
     np.testing.assert_allclose(g2, g2_ref, rtol=1e-11, atol=1e-15)
     one = F.cosine_embedding_loss(T(x1[1]), T(x2[1]), T(y[1:2]).squeeze(0), margin=margin)
     assert float(R.cosine_embedding_loss(x1[1], x2[1], y[1], margin=margin)) == pytest.approx(
@@ -295,31 +295,16 @@ def _ranking_cases():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_backends(backend):
-    for fn, args, kw in _ranking_cases():
-        ref_v, ref_g = crossent.value_and_grad(fn)(*args, **kw)
-        vag = jit_on(backend, lambda *a, fn=fn, kw=kw: crossent.value_and_grad(fn)(*a, **kw))
-        v, g = vag(*[to_backend(backend, a) for a in args])
-        np.testing.assert_allclose(to_numpy(v), ref_v, rtol=1e-12, err_msg=fn.__name__)
-        np.testing.assert_allclose(to_numpy(g), ref_g, rtol=1e-10, atol=1e-14,
-                                   err_msg=fn.__name__)
+    check_value_and_grad_on_backend(backend, _ranking_cases())
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 def test_low_precision_dtypes(dtype):
-    for fn, args, kw in _ranking_cases():
-        ref = fn(*args, **kw)
-        targs = [T(a).to(dtype) if a.dtype == np.float64 else T(a) for a in args]
-        out, g = crossent.value_and_grad(fn)(*targs, **kw)
-        assert out.dtype == dtype and g.dtype == dtype, fn.__name__
-        assert float(out) == pytest.approx(float(ref), rel=3e-2, abs=1e-2), fn.__name__
+    check_low_precision(_ranking_cases(), dtype)
 
 
 def test_inputs_are_not_mutated():
-    for fn, args, kw in _ranking_cases():
-        copies = [a.copy() for a in args]
-        crossent.value_and_grad(fn)(*args, **kw)
-        for a, c in zip(args, copies, strict=True):
-            np.testing.assert_array_equal(a, c)
+    check_inputs_not_mutated(_ranking_cases())
 
 
 def test_errors():
@@ -377,18 +362,8 @@ def _closed_form_cases():
     ]
 
 
-CLOSED = _closed_form_cases()
-
-
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("name,fn,args,nums,kw", CLOSED, ids=[c[0] for c in CLOSED])
-def test_torch_backward_is_the_closed_form(name, fn, args, nums, kw, reduction):
-    check_torch_backward_is_the_closed_form(fn, args, nums, kw, reduction)
-
-
-@pytest.mark.parametrize("name,fn,args,nums,kw", CLOSED, ids=[c[0] for c in CLOSED])
-def test_jax_derivatives_of_the_closed_form(name, fn, args, nums, kw):
-    check_jax_closed_form_derivatives(fn, args, nums, kw)
+test_torch_backward_is_the_closed_form, test_jax_derivatives_of_the_closed_form = (
+    closed_form_tests(_closed_form_cases()))
 
 
 def _torch_ntxent_reference(x, labels, tau):

@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-from _backends import FUSED_NODES, node_name  # noqa: E402
+from _backends import FUSED_NODES, node_name, torchvision_sigmoid_focal_loss  # noqa: E402
 
 import crossent  # noqa: E402
 from crossent.torch import _ext  # noqa: E402
@@ -61,17 +61,6 @@ def ref_bce(x, t, weight=None, pos_weight=None, reduction="mean"):
     return F.binary_cross_entropy_with_logits(
         x, t, weight=None if weight is None else weight.double(),
         pos_weight=None if pos_weight is None else pos_weight.double(), reduction=reduction)
-
-
-def ref_focal(x, t, alpha=0.25, gamma=2.0, reduction="mean"):
-    """torchvision.ops.sigmoid_focal_loss, restated (no CPU wheel of torchvision here)."""
-    p = torch.sigmoid(x)
-    ce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
-    p_t = p * t + (1 - p) * (1 - t)
-    loss = ce * ((1 - p_t) ** gamma)
-    if alpha is not None:
-        loss = (alpha * t + (1 - alpha) * (1 - t)) * loss
-    return {"mean": loss.mean, "sum": loss.sum, "none": lambda: loss}[reduction]()
 
 
 def ref_kd(s, t, temperature=1.0, reduction="mean"):
@@ -130,7 +119,7 @@ def test_sigmoid_focal_loss_matches_torchvision_formula(rng, dtype, soft, kw):
     shape = (29, 7, 3)  # RetinaNet-like (N, A, C): any shape is element-wise
     x = _logits(rng, shape, dtype, hostile=False)  # the reference's (1 - p_t)^g is unstable
     t = rng.uniform(size=shape) if soft else (rng.uniform(size=shape) > 0.7) * 1.0
-    _against_reference(crossent.sigmoid_focal_loss, ref_focal, x,
+    _against_reference(crossent.sigmoid_focal_loss, torchvision_sigmoid_focal_loss, x,
                        torch.from_numpy(t).to(dtype), dtype, rng, **kw)
 
 
@@ -372,6 +361,7 @@ def test_what_the_kernels_decline_still_works(rng):
                     torch.autograd.grad(want, (x, teacher)), strict=True):
         torch.testing.assert_close(a, b)
     g = torch.func.grad(lambda v: crossent.sigmoid_focal_loss(v, t.detach()))(x.detach())
-    torch.testing.assert_close(g, torch.autograd.grad(ref_focal(x, t.detach()), x)[0])
+    torch.testing.assert_close(g, torch.autograd.grad(
+        torchvision_sigmoid_focal_loss(x, t.detach(), reduction="mean"), x)[0])
     out = crossent.distillation_loss(x.T, teacher.detach().T, axis=0)
     torch.testing.assert_close(out, ref_kd(x, teacher.detach()))
