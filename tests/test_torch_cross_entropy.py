@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import itertools
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -512,3 +513,122 @@ def test_impl_argument_chooses_the_implementation(monkeypatch):
     with pytest.raises(ValueError, match="impl='kernel'"):
         ct.cross_entropy(x, y, impl="kernel")
     torch.testing.assert_close(ct.cross_entropy(x, y, label_smoothing=0.1), ref)
+
+
+# --- the common call's direct route, and the kernel's row widths --------------------------
+
+_COMMON = {"weight": None, "size_average": None, "reduce": None, "reduction": "mean",
+           "label_smoothing": 0.0, "sample_weight": None, "z_loss": 0.0, "softcap": None,
+           "inplace_backward": False, "return_z_loss": False, "impl": "auto",
+           "ignore_index": -100}
+
+
+def _takes_direct_route(logits, target, **changes):
+    from crossent.torch.cross_entropy import _common_call
+
+    return _common_call(logits, target, **{**_COMMON, **changes})
+
+
+@pytest.mark.skipif(not _ext.load(), reason="the C++ kernel is not available here")
+def test_the_common_call_takes_the_direct_route_and_nothing_else_does():
+    x = torch.randn(8, 5, requires_grad=True)
+    y = torch.randint(0, 5, (8,))
+    assert _takes_direct_route(x, y)
+    assert _takes_direct_route(x, y, reduction="none", ignore_index=3)
+    # every deviation goes through the general checks
+    for changes in ({"weight": torch.ones(5)}, {"label_smoothing": 0.1}, {"z_loss": 1e-4},
+                    {"softcap": 30.0}, {"sample_weight": torch.ones(8)}, {"impl": "kernel"},
+                    {"inplace_backward": True}, {"return_z_loss": True}, {"reduction": "avg"},
+                    {"size_average": False}, {"ignore_index": 2 ** 64}, {"label_smoothing": 0},
+                    {"ignore_index": torch.tensor(3)}):
+        assert not _takes_direct_route(x, y, **changes), changes
+    for logits, target in ((x.detach(), y), (x, y.int()), (x, y[:7]), (x, y.float()),
+                           (x.t(), torch.randint(0, 8, (5,))), (x[:, None], y[:, None]),
+                           (torch.nn.Parameter(x.detach()), y), (x[:0], y[:0])):
+        assert not _takes_direct_route(logits, target)
+    with torch.no_grad():
+        assert not _takes_direct_route(x, y)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not _takes_direct_route(x, y)
+    assert torch.func.grad(lambda s: (_takes_direct_route(s, y) or 0) + s.sum())(
+        x.detach()).eq(1).all()
+
+
+@pytest.mark.skipif(not _ext.load(), reason="the C++ kernel is not available here")
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_the_direct_route_matches_the_general_path(reduction, dtype):
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(33, 7, generator=g) * 4).to(dtype)
+    y = torch.randint(0, 7, (33,), generator=g)
+    y[::5] = 2  # ignored rows
+    direct = _ours(x, y, reduction=reduction, ignore_index=2)
+    general = _ours(x, y, reduction=reduction, ignore_index=2, impl="kernel")
+    for a, b in zip(direct, general, strict=True):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    ref = _ref(x, y, reduction=reduction, ignore_index=2)
+    tol = 2e-2 if dtype is torch.bfloat16 else 1e-6
+    for a, b in zip(direct, ref, strict=True):
+        torch.testing.assert_close(a.double(), b, rtol=tol, atol=tol)
+
+
+@pytest.mark.skipif(not _ext.load(), reason="the C++ kernel is not available here")
+def test_the_direct_route_refuses_a_label_out_of_range_like_the_general_path():
+    x = torch.randn(4, 3, requires_grad=True)
+    messages = []
+    for impl in ("auto", "kernel"):
+        with pytest.raises(ValueError, match=r"class indices in \[0, 3\)") as err:
+            cross_entropy(x, torch.tensor([0, 3, 1, 2]), impl=impl)
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
+    assert x.grad is None
+
+
+@pytest.mark.parametrize("impl", ["auto", "torch"])
+def test_every_row_width_against_float64(impl):
+    # widths around each vector size (8 lanes on AVX2, 16 on AVX-512) and the 1024-class
+    # block: the kernel's full vectors, its overlapping last vector and its narrow rows
+    g = torch.Generator().manual_seed(11)
+    for c in [*range(1, 41), 63, 64, 65, 1023, 1024, 1025, 2050]:
+        x = torch.randn(6, c, generator=g) * 6
+        x[0, -1] = 30.0  # the row's maximum in the last lane
+        y = torch.randint(0, c, (6,), generator=g)
+        got = _ours(x, y, impl=impl, reduction="sum")
+        ref = _ref(x, y, reduction="sum")
+        for a, b in zip(got, ref, strict=True):
+            torch.testing.assert_close(a.double(), b, rtol=2e-6, atol=1e-6, msg=f"C={c}")
+
+
+def test_exp_in_the_kernels_is_accurate_down_to_gradual_underflow():
+    # the sigmoid loss's gradient at label 0 is sigmoid(x) = e / (1 + e), e = exp(x): for
+    # x < -17 it is exp(x) to the last bit, so this sweeps the kernels' vectorised exp
+    # (inline on AVX2 / AVX-512, Sleef elsewhere) over its whole range, against float64
+    import crossent
+
+    x64 = np.concatenate([np.linspace(-104.0, 30.0, 200_001),
+                          [-87.3365, -87.33655, -103.28, -103.2789, -150.0, -1e30]])
+    x = torch.tensor(x64.astype(np.float32), requires_grad=True)
+    crossent.sigmoid_cross_entropy(x, torch.zeros_like(x), reduction="sum").backward()
+    got = x.grad.double().numpy()
+    xf = x.detach().double().numpy()
+    ref = np.exp(xf - np.logaddexp(0.0, xf))  # sigmoid, without overflow at -1e30
+    normal = ref >= np.finfo(np.float32).tiny
+    ulps = np.abs(got - ref)[normal] / np.spacing(ref[normal].astype(np.float32))
+    assert ulps.max() <= 4.0, ulps.max()
+    # below the normal range: the kernels round gradual underflow, within two units of its
+    # last place (2**-149); torch's sigmoid, the fallback's, flushes it to zero
+    sub = np.abs(got - ref)[~normal]
+    if backend_info()["cpu"] == "cpp-extension":
+        assert (sub <= 2 * 2.0 ** -149).all(), sub.max()
+    else:
+        assert (sub <= np.finfo(np.float32).tiny).all(), sub.max()
+
+
+def test_exp_keeps_nan_and_infinities():
+    import crossent
+
+    x = torch.tensor([float("nan"), float("inf"), -float("inf"), 89.0, -104.5],
+                     requires_grad=True)
+    crossent.sigmoid_cross_entropy(x, torch.zeros(5), reduction="sum").backward()
+    g = x.grad
+    assert g[0].isnan() and g[1] == 1.0 and g[2] == 0.0 and g[3] == 1.0 and g[4] == 0.0

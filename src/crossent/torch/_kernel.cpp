@@ -146,7 +146,9 @@ void run_rows(const at::Tensor& logits, const at::Tensor& target, T* G, int64_t 
         }
         const A bm = block_max<A>(z, n);
         if (bm > m) {
-          s *= std::exp(m - bm);  // exp(-inf) = 0 on the first block
+          // rescale the mass so far (none before the first block: a row of one block, the
+          // small-C case, makes no scalar exp)
+          if (b > 0) s *= std::exp(m - bm);
           m = bm;
         }
         mb[b] = m;
@@ -205,7 +207,8 @@ void run_rows(const at::Tensor& logits, const at::Tensor& target, T* G, int64_t 
           } else {
             dst = e.data() + j0;
           }
-          const A f = mb[b] == ninf ? A(0) : inv * std::exp(mb[b] - m);
+          // a block whose running max is the row's needs no rescaling (exp(0) = 1 exactly)
+          const A f = mb[b] == ninf ? A(0) : mb[b] == m ? inv : inv * std::exp(mb[b] - m);
           const V vf(f);
           if constexpr (PROB) prob_block<T, A>(P + r * ps + j0, q.data(), o, j0, n);
           int64_t i = 0;
@@ -432,12 +435,22 @@ std::tuple<at::Tensor, at::Tensor> fused(
           zs = zden != 0 ? A(1.0 / zden) : A(0);
         }
         auto opts = logits.options().dtype(acc);
-        at::Tensor loss = at::zeros({R}, opts), zl = at::zeros({R}, opts);
-        at::Tensor lse = at::empty({R}, opts);
+        // per-row values: tensors only for reduction="none", where they are the result;
+        // otherwise scratch (three tensor allocations were a tenth of a 256 x 10 call)
+        at::Tensor loss, zl;
+        std::vector<A> scratch(size_t(reduction == 0 ? 1 : 3) * size_t(R), A(0));
+        A* lp = scratch.data();
+        A* zp = lp + (reduction == 0 ? 0 : R);
+        if (reduction == 0) {
+          loss = at::zeros({R}, opts);
+          zl = at::zeros({R}, opts);
+          lp = loss.data_ptr<A>();
+          zp = zl.data_ptr<A>();
+        }
+        A* lsep = reduction == 0 ? scratch.data() : zp + R;
         if (R > 0 && Vn > 0) {
           rows_impl<T, A>(logits, target, w, grad_out, &gs, 0, &zs, 0, label_smoothing, z_loss,
-                          softcap, ignore_index, loss.data_ptr<A>(), zl.data_ptr<A>(),
-                          lse.data_ptr<A>());
+                          softcap, ignore_index, lp, zp, lsep);
         }
         // The loss in the logits' dtype, or (acc_out: under autocast) in the accumulation
         // dtype, without a detour through half precision.
@@ -446,8 +459,6 @@ std::tuple<at::Tensor, at::Tensor> fused(
           out = (loss + zl).to(out_type);
           zout = zl.to(out_type);
         } else {
-          const A* lp = loss.const_data_ptr<A>();
-          const A* zp = zl.const_data_ptr<A>();
           double ls = 0, zsum = 0;  // double: exact enough for any batch, and cheap (R values)
           for (int64_t r = 0; r < R; ++r) {
             ls += double(lp[r]);

@@ -496,6 +496,11 @@ def cross_entropy(
         flash-attn ``cross_entropy`` (Dao); PaLM z-loss (Chowdhery et al., 2022, sec. 5);
         Gemma 2 logit soft-capping (Gemma Team, 2024).
     """
+    if _common_call(logits, target, weight, size_average, reduce, reduction, label_smoothing,
+                    sample_weight, z_loss, softcap, inplace_backward, return_z_loss, impl,
+                    ignore_index):
+        return _ops().fused_loss(logits, target, None, 0.0, 0.0, 0.0, ignore_index,
+                                 _REDUCTION_CODES[reduction], False)[0]
     if not isinstance(logits, torch.Tensor) or not isinstance(target, torch.Tensor):
         raise TypeError("logits and target must be torch.Tensor")
     if not logits.is_floating_point():
@@ -574,6 +579,34 @@ def cross_entropy(
                 loss, zpart = reduce_rows(main, zrows, opts.reduction, gs, zs)
                 loss, zpart = loss.to(out_dtype), zpart.to(out_dtype)
     return finish(loss, zpart, opts.reduction, batch, return_z_loss)
+
+
+def _common_call(logits: Any, target: Any, weight: Any, size_average: Any, reduce: Any,
+                 reduction: Any, label_smoothing: Any, sample_weight: Any, z_loss: Any,
+                 softcap: Any, inplace_backward: Any, return_z_loss: Any, impl: Any,
+                 ignore_index: Any) -> bool:
+    """Whether a call is the common training one that the kernel op takes as it is: contiguous
+    (N, C) CPU logits that require grad, N int64 labels, no option beyond the reduction and
+    ``ignore_index``, no autocast, transform or compilation. :func:`cross_entropy` then skips
+    its general checks (the op checks the labels itself): at 256 x 10 they cost as much as the
+    kernel. Every condition is one the general path would reach the same op with."""
+    return (type(logits) is torch.Tensor and type(target) is torch.Tensor and weight is None
+            and size_average is None and reduce is None and sample_weight is None
+            and softcap is None and inplace_backward is False and return_z_loss is False
+            and impl == "auto" and type(label_smoothing) is float and label_smoothing == 0.0
+            and type(z_loss) is float and z_loss == 0.0 and type(ignore_index) is int
+            and _INT64_MIN <= ignore_index <= _INT64_MAX and reduction in _REDUCTION_CODES
+            and logits.dim() == 2 and target.dim() == 1 and target.dtype is torch.int64
+            and logits.requires_grad and logits.dtype in _KERNEL_DTYPES and logits.is_cpu
+            and logits.shape[0] == target.shape[0] and logits.shape[0] > 0
+            and logits.shape[1] > 0 and logits.is_contiguous() and target.is_contiguous()
+            and torch.is_grad_enabled() and not torch.compiler.is_compiling()
+            and not transform_active(logits, target) and not autocast_enabled("cpu")
+            and _ext.load())
+
+
+_INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+_KERNEL_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
 def softmax_cross_entropy_rows(logits: torch.Tensor, targets: Any, *, axis: Any = -1,
