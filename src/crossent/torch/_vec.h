@@ -111,27 +111,37 @@ inline Vectorized<A> vtanh(const Vectorized<A>& x) {
   return x.tanh();
 }
 
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+// The inline exps' shared core, on x already clamped: x = n ln2 + r with |r| <= ln2/2
+// (Cody-Waite, ln2 in two parts), exp(r) by the Cephes expf polynomial (about 1 ulp); returns
+// exp(r) and sets n, which each ISA applies as 2^n its own way.
+inline Vectorized<float> expf_reduced(const Vectorized<float>& x, Vectorized<float>& n) {
+  using V = Vectorized<float>;
+  n = (x * V(1.44269504088896341f)).round();
+  V r = at::vec::fmadd(n, V(-0.693359375f), x);
+  r = at::vec::fmadd(n, V(2.12194440e-4f), r);
+  V p(1.9875691500e-4f);
+  p = at::vec::fmadd(p, r, V(1.3981999507e-3f));
+  p = at::vec::fmadd(p, r, V(8.3334519073e-3f));
+  p = at::vec::fmadd(p, r, V(4.1665795894e-2f));
+  p = at::vec::fmadd(p, r, V(1.6666665459e-1f));
+  p = at::vec::fmadd(p, r, V(5.0000001201e-1f));
+  return at::vec::fmadd(p, r * r, r + V(1.0f));
+}
+#endif
+
 #if defined(CPU_CAPABILITY_AVX512)
-// exp: Cody-Waite reduction x = n ln2 + r, the Cephes expf polynomial for exp(r) on
-// |r| <= ln2/2 (about 1 ulp), and vscalefps for 2^n, which rounds gradual underflow
-// correctly. Inputs are clamped at -104 (exp < 2^-150 rounds to 0); NaN passes through (vmaxps
-// returns its second operand when either is NaN).
+// exp: expf_reduced, then vscalefps for 2^n, which rounds gradual underflow correctly. Inputs
+// are clamped at -104 (exp < 2^-150 rounds to 0); NaN passes through (vmaxps returns its
+// second operand when either is NaN).
 template <>
 inline Vectorized<float> vexp<float>(const Vectorized<float>& xv) {
-  const __m512 x = _mm512_max_ps(_mm512_set1_ps(-104.0f), __m512(xv));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  const __m512 y = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  return Vectorized<float>(_mm512_scalef_ps(y, n));
+  Vectorized<float> n;
+  const Vectorized<float> y =
+      expf_reduced(Vectorized<float>(_mm512_max_ps(_mm512_set1_ps(-104.0f), __m512(xv))), n);
+  return Vectorized<float>(_mm512_scalef_ps(__m512(y), __m512(n)));
 }
+
 // tanh, built on vexp: for |u| < 0.625 the odd polynomial u + u^3 Q(u^2) (Q a least-squares
 // fit on Chebyshev nodes, < 1 ulp there), above it 1 - 2 / (exp(2|u|) + 1) (no cancellation
 // once tanh > 0.55; ~2 ulp); |u| is clamped at 9 where tanh rounds to 1. About 5x faster than
@@ -161,32 +171,24 @@ inline Vectorized<float> vtanh<float>(const Vectorized<float>& xv) {
 #endif
 
 #if defined(CPU_CAPABILITY_AVX2) && !defined(CPU_CAPABILITY_AVX512)
-// exp on AVX2: the AVX-512 version's reduction and polynomial; without vscalefps, 2^n is two
-// normal powers 2^(n/2) 2^(n - n/2) (n in [-150, 129]), so that gradual underflow is rounded
-// once, by the last product. Inputs are clamped to [-104, 89] (exp(89) overflows to inf, as it
+// exp on AVX2: expf_reduced, then (without vscalefps) 2^n as two normal powers
+// 2^(n/2) 2^(n - n/2) (n in [-150, 129]), so that gradual underflow is rounded once, by the
+// last product. Inputs are clamped to [-104, 89] (exp(89) overflows to inf, as it
 // should); NaN passes through both clamps (vmaxps / vminps return their second operand).
 template <>
 inline Vectorized<float> vexp<float>(const Vectorized<float>& xv) {
-  const __m256 x = _mm256_min_ps(_mm256_set1_ps(89.0f),
-                                 _mm256_max_ps(_mm256_set1_ps(-104.0f), __m256(xv)));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-  const __m256 y = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  const __m256i ni = _mm256_cvtps_epi32(n);
+  Vectorized<float> n;
+  const Vectorized<float> y = expf_reduced(
+      Vectorized<float>(_mm256_min_ps(_mm256_set1_ps(89.0f),
+                                      _mm256_max_ps(_mm256_set1_ps(-104.0f), __m256(xv)))),
+      n);
+  const __m256i ni = _mm256_cvtps_epi32(__m256(n));
   const __m256i n1 = _mm256_srai_epi32(ni, 1);
   const __m256i bias = _mm256_set1_epi32(127);
   const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
   const __m256 s2 = _mm256_castsi256_ps(
       _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, n1), bias), 23));
-  return Vectorized<float>(_mm256_mul_ps(_mm256_mul_ps(y, s1), s2));
+  return Vectorized<float>(_mm256_mul_ps(_mm256_mul_ps(__m256(y), s1), s2));
 }
 #endif
 
