@@ -540,7 +540,7 @@ def test_the_common_call_takes_the_direct_route_and_nothing_else_does():
                     {"softcap": 30.0}, {"sample_weight": torch.ones(8)}, {"impl": "kernel"},
                     {"inplace_backward": True}, {"return_z_loss": True}, {"reduction": "avg"},
                     {"size_average": False}, {"ignore_index": 2 ** 64}, {"label_smoothing": 0},
-                    {"ignore_index": torch.tensor(3)}):
+                    {"ignore_index": torch.tensor(3)}, {"reduction": ["mean"]}):
         assert not _takes_direct_route(x, y, **changes), changes
     for logits, target in ((x.detach(), y), (x, y.int()), (x, y[:7]), (x, y.float()),
                            (x.t(), torch.randint(0, 8, (5,))), (x[:, None], y[:, None]),
@@ -582,6 +582,8 @@ def test_the_direct_route_refuses_a_label_out_of_range_like_the_general_path():
         messages.append(str(err.value))
     assert messages[0] == messages[1]
     assert x.grad is None
+    with pytest.raises(ValueError, match="reduction"):  # an unhashable value, worded as usual
+        cross_entropy(x, torch.tensor([0, 1, 1, 2]), reduction=["mean"])
 
 
 @pytest.mark.parametrize("impl", ["auto", "torch"])

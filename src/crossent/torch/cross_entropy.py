@@ -595,7 +595,8 @@ def _common_call(logits: Any, target: Any, weight: Any, size_average: Any, reduc
             and softcap is None and inplace_backward is False and return_z_loss is False
             and impl == "auto" and type(label_smoothing) is float and label_smoothing == 0.0
             and type(z_loss) is float and z_loss == 0.0 and type(ignore_index) is int
-            and _INT64_MIN <= ignore_index <= _INT64_MAX and reduction in _REDUCTION_CODES
+            and _INT64_MIN <= ignore_index <= _INT64_MAX and type(reduction) is str
+            and reduction in _REDUCTION_CODES
             and logits.dim() == 2 and target.dim() == 1 and target.dtype is torch.int64
             and logits.requires_grad and logits.dtype in _KERNEL_DTYPES and logits.is_cpu
             and logits.shape[0] == target.shape[0] and logits.shape[0] > 0
