@@ -9,6 +9,7 @@ it computes the same formulas, and the tests hold the two to each other.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import array_api_compat.numpy as xnp
@@ -25,6 +26,14 @@ _REDUCTIONS = ("mean", "sum", "none")
 # classes up to which the row maximum is taken over the transposed logits (measured: at 256 x
 # 10, 2.4 us against 15.6 us for logits.max(axis=1); even at C = 100 they are close)
 _NARROW = 64
+
+
+@functools.lru_cache(maxsize=64)
+def _ones(c: int, dtype: np.dtype) -> np.ndarray:
+    """A read-only vector of ``c`` ones (the row-sum operand), made once per width."""
+    v = np.ones(c, dtype)
+    v.flags.writeable = False
+    return v
 
 
 def _row_max(x: np.ndarray) -> np.ndarray:
@@ -65,9 +74,10 @@ def softmax_cross_entropy(need: tuple[str, ...], logits: Any, targets: Any, *,
     e = logits - m
     np.exp(e, out=e)
     # a matrix-vector product sums the rows 2-3x faster than e.sum(axis=1)
-    s = (e @ np.ones(c, e.dtype))[:, None]
-    rows = np.arange(n)
-    per = (np.log(s) + m)[:, 0] - logits[rows, targets]
+    s = (e @ _ones(c, e.dtype))[:, None]
+    # the labels' flat positions: one 1-D gather is cheaper than indexing by (rows, labels)
+    at = np.arange(0, n * c, c) + targets
+    per = (np.log(s) + m)[:, 0] - logits.reshape(-1)[at]
     if reduction == "none":
         value = per
     else:
@@ -76,6 +86,6 @@ def softmax_cross_entropy(need: tuple[str, ...], logits: Any, targets: Any, *,
         return value, None
     scale = 1.0 / n if reduction == "mean" else 1.0
     e *= scale / s  # softmax(s) times the reduction's scale, in place on our own buffer
-    e[rows, targets] -= scale
+    e.reshape(-1)[at] -= scale  # the positions are distinct: one per row
     expand = (lambda cot: cot[:, None]) if reduction == "none" else (lambda cot: cot)
     return value, scaled_pullback(xnp, {"logits": e}, expand)

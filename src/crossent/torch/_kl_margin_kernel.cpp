@@ -185,9 +185,21 @@ void margin_impl(const at::Tensor& logits, const int64_t* Y, const A* w, int64_t
     return;
   }
   at::parallel_for(0, R, row_grain(C), [&](int64_t r0, int64_t r1) {
-    std::vector<A> z(C), g(G ? C : 0);
+    // fp32 / fp64 rows are read and their gradient written in place; half precision goes
+    // through accumulation-type copies
+    constexpr bool kDirect = std::is_same_v<T, A>;
+    std::vector<A> zbuf(kDirect ? 0 : C), gbuf(G && !kDirect ? C : 0);
     for (int64_t r = r0; r < r1; ++r) {
-      load_acc<T, A>(X + r * C, z.data(), C);
+      const A* z;
+      A* g = nullptr;
+      if constexpr (kDirect) {
+        z = reinterpret_cast<const A*>(X + r * C);
+        if (G) g = reinterpret_cast<A*>(G + r * C);
+      } else {
+        load_acc<T, A>(X + r * C, zbuf.data(), C);
+        z = zbuf.data();
+        if (G) g = gbuf.data();
+      }
       const int64_t y = Y[r];
       const A wy = w ? w[y] : A(1);
       const A zy = z[y];
@@ -196,14 +208,14 @@ void margin_impl(const at::Tensor& logits, const int64_t* Y, const A* w, int64_t
       A tail = A(0), gtail = A(0);
       int64_t j = 0;
       for (; j + V::size() <= C; j += V::size()) {
-        const V h = base + V::loadu(z.data() + j);
+        const V h = base + V::loadu(z + j);
         const V pos = h > zero;  // NaN counts as not violating, as in the definition
         const V hp = V::blendv(zero, h, pos);
         acc = acc + (p == 1 ? hp : hp * hp);
         if (G) {
           const V gj = (p == 1 ? (pos & V(A(1))) : two * hp) * coef;
           gacc = gacc + gj;
-          gj.store(g.data() + j);
+          gj.store(g + j);
         }
       }
       for (; j < C; ++j) {
@@ -225,7 +237,7 @@ void margin_impl(const at::Tensor& logits, const int64_t* Y, const A* w, int64_t
         A gsum = at::vec::vec_reduce_all<A>([](V& a, V& b) { return a + b; }, gacc) + gtail;
         gsum -= g[y];
         g[y] = -gsum;
-        store_acc<T, A>(g.data(), G + r * C, C);
+        if constexpr (!kDirect) store_acc<T, A>(g, G + r * C, C);
       }
     }
   });
