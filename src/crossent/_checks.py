@@ -33,7 +33,8 @@ def loss_inputs(reduction_: Any, **arrays: Any) -> tuple[Any, ...]:
     return (xp, *converted)
 
 
-_INT64 = (-(2 ** 63), 2 ** 63 - 1)
+#: The labels' dtype range: integer options (``ignore_index``) must fit in it.
+INT64_RANGE = (-(2 ** 63), 2 ** 63 - 1)
 
 
 def _is_array(value: Any) -> bool:
@@ -129,7 +130,7 @@ def index(value: Any, name: str, *, allow_none: bool = False) -> int | None:
             v = None
     if v is None:
         raise ValueError(f"{name} must be an integer, got {value!r}")
-    if not _INT64[0] <= v <= _INT64[1]:
+    if not INT64_RANGE[0] <= v <= INT64_RANGE[1]:
         raise ValueError(f"{name} must fit in int64 [-2**63, 2**63 - 1], got {value!r}")
     return v
 

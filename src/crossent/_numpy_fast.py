@@ -15,6 +15,7 @@ from typing import Any
 import array_api_compat.numpy as xnp
 import numpy as np
 
+from . import _checks
 from .gradients import Pullback, scaled_pullback
 
 __all__ = ["softmax_cross_entropy"]
@@ -59,7 +60,8 @@ def softmax_cross_entropy(need: tuple[str, ...], logits: Any, targets: Any, *,
             and type(axis) is int and axis in (-1, 1) and weight is None
             and sample_weight is None and where is None
             and type(label_smoothing) in (int, float) and label_smoothing == 0
-            and type(ignore_index) is int and -2**63 <= ignore_index < 2**63
+            and type(ignore_index) is int
+            and _checks.INT64_RANGE[0] <= ignore_index <= _checks.INT64_RANGE[1]
             and reduction in _REDUCTIONS
             and set(need) <= {"logits"}):
         return NotImplemented

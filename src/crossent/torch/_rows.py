@@ -50,7 +50,8 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-_EXT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+#: The dtypes the C++ kernels take.
+EXT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 IMPLS = ("auto", "kernel", "triton", "torch")
 
@@ -73,7 +74,7 @@ def use_extension(x: torch.Tensor, impl: str = "auto") -> bool:
     """Whether the C++ kernel serves this tensor under ``impl`` (see :func:`check_impl`)."""
     if impl in ("torch", "triton"):
         return False
-    ok = x.is_cpu and x.dtype in _EXT_DTYPES and _ext.load()
+    ok = x.is_cpu and x.dtype in EXT_DTYPES and _ext.load()
     if impl == "kernel" and not ok:
         why = _ext.info().get("error") or f"{x.device.type} {x.dtype} tensors"
         raise ValueError(f"impl='kernel': the C++ kernel cannot serve this call ({why}); "

@@ -25,7 +25,7 @@ from ._common import (
     scale_by_grad_output,
     transform_active,
 )
-from ._rows import acc_dtype, rows_forward, use_extension
+from ._rows import EXT_DTYPES, acc_dtype, rows_forward, use_extension
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -595,19 +595,16 @@ def _common_call(logits: Any, target: Any, weight: Any, size_average: Any, reduc
             and softcap is None and inplace_backward is False and return_z_loss is False
             and impl == "auto" and type(label_smoothing) is float and label_smoothing == 0.0
             and type(z_loss) is float and z_loss == 0.0 and type(ignore_index) is int
-            and _INT64_MIN <= ignore_index <= _INT64_MAX and type(reduction) is str
+            and _checks.INT64_RANGE[0] <= ignore_index <= _checks.INT64_RANGE[1]
+            and type(reduction) is str
             and reduction in _REDUCTION_CODES
             and logits.dim() == 2 and target.dim() == 1 and target.dtype is torch.int64
-            and logits.requires_grad and logits.dtype in _KERNEL_DTYPES and logits.is_cpu
+            and logits.requires_grad and logits.dtype in EXT_DTYPES and logits.is_cpu
             and logits.shape[0] == target.shape[0] and logits.shape[0] > 0
             and logits.shape[1] > 0 and logits.is_contiguous() and target.is_contiguous()
             and torch.is_grad_enabled() and not torch.compiler.is_compiling()
             and not transform_active(logits, target) and not autocast_enabled("cpu")
             and _ext.load())
-
-
-_INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
-_KERNEL_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
 def softmax_cross_entropy_rows(logits: torch.Tensor, targets: Any, *, axis: Any = -1,
