@@ -248,9 +248,11 @@ def ratios(seconds: float | None, times: dict[str, Timing], baselines: dict[str,
 def ratio_rows(times: dict[str, Timing], contenders: Sequence[str], baselines: dict[str, str]
                ) -> list[dict[str, Any]]:
     """A table row per contender: its timing and its :func:`ratios` to the baselines."""
-    return [{"name": name, **times.get(name, {}),
-             **ratios(times.get(name, {}).get("median_s"), times, baselines)}
-            for name in contenders]
+    rows = []
+    for name in contenders:
+        t = times.get(name, {})
+        rows.append({"name": name, **t, **ratios(t.get("median_s"), times, baselines)})
+    return rows
 
 
 def step_memory(module: str, name: str, case: GradCase, make_step: Callable) -> dict:

@@ -439,15 +439,17 @@ std::tuple<at::Tensor, at::Tensor> fused(
         // otherwise scratch (three tensor allocations were a tenth of a 256 x 10 call)
         at::Tensor loss, zl;
         std::vector<A> scratch(size_t(reduction == 0 ? 1 : 3) * size_t(R), A(0));
-        A* lp = scratch.data();
-        A* zp = lp + (reduction == 0 ? 0 : R);
+        A* lsep = scratch.data();
+        A *lp, *zp;
         if (reduction == 0) {
           loss = at::zeros({R}, opts);
           zl = at::zeros({R}, opts);
           lp = loss.data_ptr<A>();
           zp = zl.data_ptr<A>();
+        } else {
+          lp = lsep + R;
+          zp = lp + R;
         }
-        A* lsep = reduction == 0 ? scratch.data() : zp + R;
         if (R > 0 && Vn > 0) {
           rows_impl<T, A>(logits, target, w, grad_out, &gs, 0, &zs, 0, label_smoothing, z_loss,
                           softcap, ignore_index, lp, zp, lsep);
