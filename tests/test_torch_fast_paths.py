@@ -320,6 +320,56 @@ def test_multi_margin_learnable_weight_takes_the_definition(rng):
     torch.testing.assert_close(gw, want_gw)
 
 
+@pytest.mark.parametrize("label_dtype", [torch.int64, torch.int16, torch.uint8])
+def test_margin_kernel_lays_out_strided_logits_and_any_integer_labels(rng, label_dtype):
+    """The margin op makes the contiguous copy and the int64 labels itself: a transposed view
+    of a leaf still gets the C++ node, and the gradient and double backward (p = 2) reach the
+    leaf through the copy, as float64 PyTorch's own op computes them."""
+    x0 = torch.from_numpy(rng.normal(size=(6, 9)))
+    y = torch.from_numpy(rng.integers(0, 6, size=9))
+    v = torch.from_numpy(rng.normal(size=(9, 6)))
+    for reduction in ("mean", "none"):
+        leaf, ref_leaf = x0.clone().requires_grad_(), x0.clone().requires_grad_()
+        out = crossent.multi_margin_loss(leaf.T, y.to(label_dtype), p=2, reduction=reduction)
+        assert node_name(out) == "MultiMarginLossBackward"
+        torch.testing.assert_close(out, ref_mm(x0.T, y, p=2, reduction=reduction),
+                                   rtol=1e-12, atol=1e-14)
+        # PyTorch's op has no double backward: its p = 2 formula in differentiable ops
+        z = ref_leaf.T
+        h = (1.0 - z.gather(1, y[:, None]) + z).clamp_min(0).square().scatter(1, y[:, None], 0.0)
+        want = h.sum(1) / z.shape[1]
+        want = want.mean() if reduction == "mean" else want
+        (g,) = torch.autograd.grad(out.sum(), leaf, create_graph=True)
+        (want_g,) = torch.autograd.grad(want.sum(), ref_leaf, create_graph=True)
+        torch.testing.assert_close(g, want_g, rtol=1e-12, atol=1e-14)
+        hvp = torch.autograd.grad((g * v.T).sum(), leaf)[0]
+        torch.testing.assert_close(hvp, torch.autograd.grad((want_g * v.T).sum(), ref_leaf)[0],
+                                   rtol=1e-12, atol=1e-14)
+
+
+def test_margin_calls_the_kernel_declines_are_the_definitions(rng):
+    """One row of scores, an empty batch and bad labels or weights: the op refuses them before
+    writing anything and the definition serves the call (PyTorch's numbers) or words the
+    error."""
+    x = torch.from_numpy(rng.normal(size=5)).requires_grad_()
+    out = crossent.multi_margin_loss(x, torch.tensor(2))
+    assert not _fused(out)
+    want = F.multi_margin_loss(x, torch.tensor(2))
+    torch.testing.assert_close(out, want)
+    torch.testing.assert_close(torch.autograd.grad(out, x)[0], torch.autograd.grad(want, x)[0])
+    empty = torch.zeros(0, 4, requires_grad=True)
+    out = crossent.multi_margin_loss(empty, torch.zeros(0, dtype=torch.int64))
+    assert not _fused(out) and out.item() == 0.0
+    x = torch.zeros(3, 4, requires_grad=True)
+    with pytest.raises(TypeError, match="labels must be an integer array.*got dtype bool"):
+        crossent.multi_margin_loss(x, torch.tensor([True, False, True]))
+    with pytest.raises(ValueError, match=r"without the class axis \(3,\), got \(2,\)"):
+        crossent.multi_margin_loss(x, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"one weight per class \(4\), got shape \(5,\)"):
+        crossent.multi_margin_loss(x, torch.tensor([0, 1, 2]), weight=torch.ones(5))
+    assert x.grad is None
+
+
 def test_errors_are_the_definitions():
     x = torch.zeros(3, 4, requires_grad=True)
     with pytest.raises(ValueError, match=r"targets must hold probabilities in \[0, 1\], got "

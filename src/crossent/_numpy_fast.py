@@ -22,6 +22,7 @@ __all__ = ["softmax_cross_entropy"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _REDUCTIONS = ("mean", "sum", "none")
+_NEEDS = ((), ("logits",))
 
 
 # classes up to which the row maximum is taken over the transposed logits (measured: at 256 x
@@ -37,13 +38,25 @@ def _ones(c: int, dtype: np.dtype) -> np.ndarray:
     return v
 
 
+@functools.lru_cache(maxsize=64)
+def _row_starts(n: int, c: int) -> np.ndarray:
+    """The read-only flat positions ``0, c, 2c, ...`` of an ``(n, c)`` array's rows."""
+    v = np.arange(0, n * c, c)
+    v.flags.writeable = False
+    return v
+
+
+# the unsigned view of a label dtype, by item size (parsing "u8" each call costs a microsecond)
+_UNSIGNED = {k: np.dtype(f"u{k}") for k in (1, 2, 4, 8)}
+
+
 def _row_max(x: np.ndarray) -> np.ndarray:
-    """``x.max(axis=1, keepdims=True)`` of an ``(N, C)`` array. NumPy reduces short rows one
-    row at a time; over the ``(C, N)`` transposed copy the same maximum is ``C`` element-wise
-    vector maxima."""
+    """``x.max(axis=1)`` of an ``(N, C)`` array. NumPy reduces short rows one row at a time;
+    over the ``(C, N)`` transposed copy the same maximum is ``C`` element-wise vector
+    maxima."""
     if x.shape[1] <= _NARROW:
-        return np.ascontiguousarray(x.T).max(axis=0)[:, None]
-    return x.max(axis=1, keepdims=True)
+        return np.ascontiguousarray(x.T).max(axis=0)
+    return x.max(axis=1)
 
 
 def softmax_cross_entropy(need: tuple[str, ...], logits: Any, targets: Any, *,
@@ -62,24 +75,25 @@ def softmax_cross_entropy(need: tuple[str, ...], logits: Any, targets: Any, *,
             and type(label_smoothing) in (int, float) and label_smoothing == 0
             and type(ignore_index) is int
             and _checks.INT64_RANGE[0] <= ignore_index <= _checks.INT64_RANGE[1]
-            and reduction in _REDUCTIONS
-            and set(need) <= {"logits"}):
+            and reduction in _REDUCTIONS and need in _NEEDS):
         return NotImplemented
     n, c = logits.shape
     # ignored or out-of-range labels, and non-finite row maxima: the definition's cases (a
     # negative label is a huge unsigned one: one reduction checks both ends)
-    if targets.view(f"u{targets.itemsize}").max() >= c:
+    if targets.view(_UNSIGNED[targets.itemsize]).max() >= c:
         return NotImplemented
     m = _row_max(logits)
     if not np.isfinite(m).all():
         return NotImplemented
-    e = logits - m
+    e = logits - m[:, None]
     np.exp(e, out=e)
     # a matrix-vector product sums the rows 2-3x faster than e.sum(axis=1)
-    s = (e @ _ones(c, e.dtype))[:, None]
+    s = e @ _ones(c, e.dtype)
     # the labels' flat positions: one 1-D gather is cheaper than indexing by (rows, labels)
-    at = np.arange(0, n * c, c) + targets
-    per = (np.log(s) + m)[:, 0] - logits.reshape(-1)[at]
+    at = _row_starts(n, c) + targets
+    per = np.log(s)
+    per += m
+    per -= logits.take(at)
     if reduction == "none":
         value = per
     else:
@@ -87,7 +101,16 @@ def softmax_cross_entropy(need: tuple[str, ...], logits: Any, targets: Any, *,
     if not need:
         return value, None
     scale = 1.0 / n if reduction == "mean" else 1.0
-    e *= scale / s  # softmax(s) times the reduction's scale, in place on our own buffer
+    r = scale / s
+    e *= r[:, None]  # softmax(s) times the reduction's scale, in place on our own buffer
     e.reshape(-1)[at] -= scale  # the positions are distinct: one per row
-    expand = (lambda cot: cot[:, None]) if reduction == "none" else (lambda cot: cot)
+    expand = _new_class_axis if reduction == "none" else _same
     return value, scaled_pullback(xnp, {"logits": e}, expand)
+
+
+def _new_class_axis(cot: np.ndarray) -> np.ndarray:
+    return cot[:, None]
+
+
+def _same(cot: np.ndarray) -> np.ndarray:
+    return cot

@@ -57,11 +57,15 @@ __all__ = ["loss", "value_and_grad", "grad", "has_closed_form", "closed_form_arg
            "scaled_pullback"]
 
 
-def _any_autocast(torch_mod: Any) -> bool:
-    """Whether any ``torch.autocast`` region is on (True where torch cannot say cheaply: the
-    per-device check in ``under_autocast`` then decides)."""
-    query = getattr(torch_mod._C, "_is_any_autocast_enabled", None)
-    return True if query is None else bool(query())
+def _always() -> bool:
+    return True
+
+
+def _autocast_query(torch_mod: Any) -> Callable[[], bool]:
+    """Whether any ``torch.autocast`` region is on, as a function of no arguments (always True
+    where torch cannot say cheaply: the per-device check in ``under_autocast`` then
+    decides)."""
+    return getattr(torch_mod._C, "_is_any_autocast_enabled", _always)
 
 
 def _resolve(target: str) -> Callable[..., Any]:
@@ -94,11 +98,17 @@ class _Spec:
         self.numpy = numpy
         self._torch_fn: Callable[..., Any] | None = None
         self._numpy_fn: Callable[..., Any] | None = None
+        self.autocast_query: Callable[[], bool] | None = None
         # what split needs without Signature.bind (a few microseconds a call): the options'
         # defaults; any other call shape goes through bind, which words the TypeError
         self.defaults = {p.name: p.default for p in params if p.kind == p.KEYWORD_ONLY}
         self.simple = all(p.default is p.empty for p in params if p.name in self.arrays) \
             and all(p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in params)
+
+    def find_autocast_query(self, torch_mod: Any) -> Callable[[], bool]:
+        """The autocast query, looked up on the first torch call."""
+        self.autocast_query = _autocast_query(torch_mod)
+        return self.autocast_query
 
     def torch_impl(self) -> Callable[..., Any] | None:
         """The registered torch implementation (imported on first use, so the core never
@@ -177,8 +187,8 @@ def loss(*, wrt: Sequence[str], torch: str | None = None, numpy: str | None = No
             if torch_mod is not None and isinstance(first, torch_mod.Tensor):
                 impl = spec._torch_fn or spec.torch_impl()
                 # one C call decides the common case (no autocast region at all); at small
-                # shapes a loss's whole native fwd+bwd is ~25 us, so microseconds here count
-                if (_any_autocast(torch_mod)
+                # shapes a loss's whole native fwd+bwd is ~60 us, so microseconds here count
+                if ((spec.autocast_query or spec.find_autocast_query(torch_mod))()
                         and not getattr(impl, "handles_autocast", False)):
                     from . import _torch_autograd
 
@@ -288,18 +298,21 @@ def value_and_grad(loss_fn: Callable[..., Any], argnums: int | Sequence[int] | N
             raise ValueError(f"{loss_fn.__name__} has no closed-form gradient w.r.t. "
                              f"{spec.arrays[i]!r}; it has one w.r.t. {spec.wrt}")
     names = tuple(spec.arrays[i] for i in nums)
+    # the differentiated arguments' positions, in signature order (the order of the checks)
+    checked = sorted(set(nums))
 
     def vag(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
         arrays, options = spec.split(args, kwargs)
-        for n, a in zip(spec.arrays, arrays, strict=True):
-            if n in names and not _is_float_array(a):
-                raise ValueError(f"{n} must be a floating-point array to be differentiated, "
-                                 f"got {type(a).__name__}")
+        for i in checked:
+            if not _is_float_array(arrays[i]):
+                raise ValueError(f"{spec.arrays[i]} must be a floating-point array to be "
+                                 f"differentiated, got {type(arrays[i]).__name__}")
         value, pullback = spec.run(names, arrays, options)
         assert pullback is not None  # a definition asked for gradients returns a pullback
         grads = pullback(None)
-        out = tuple(grads[n] for n in names)
-        return value, (out if many else out[0])
+        if not many:
+            return value, grads[names[0]]
+        return value, tuple(grads[n] for n in names)
 
     vag.__name__ = f"value_and_grad_{loss_fn.__name__}"
     vag.__doc__ = f"Value and closed-form gradient of {loss_fn.__name__}."

@@ -254,8 +254,10 @@ std::tuple<at::Tensor, at::Tensor> binary(const at::Tensor& logits, const at::Te
   const int64_t last = logits.dim() ? logits.size(-1) : 1;
   const at::Tensor w = weight_of(weight, acc, n, last, "weight");
   const at::Tensor pw = weight_of(pos_weight, acc, n, last, "pos_weight");
-  at::Tensor loss_out = reduction == 0 ? at::empty_like(logits) : at::Tensor();
-  at::Tensor grad_out = want_grad ? at::empty_like(logits) : at::Tensor();
+  // logits are contiguous: plain empties of their sizes
+  const auto fresh = [&] { return at::empty(logits.sizes(), logits.options()); };
+  at::Tensor loss_out = reduction == 0 ? fresh() : at::Tensor();
+  at::Tensor grad_out = want_grad ? fresh() : at::Tensor();
   // an op returns tensors: "no gradient" is an empty one
   double total = 0.0;
   bool bad = false;
@@ -279,7 +281,7 @@ std::tuple<at::Tensor, at::Tensor> binary(const at::Tensor& logits, const at::Te
   if (!grad_out.defined()) grad_out = at::empty({0}, logits.options());
   if (reduction == 0) return {loss_out, grad_out};
   const double value = reduction == 1 ? total / double(n) : total;
-  return {at::scalar_tensor(value, logits.options()), grad_out};
+  return {scalar_out(value, logits.options()), grad_out};
 }
 
 // binary_loss: the loss alone; on tensors that require grad, with its ClosedFormBackward node

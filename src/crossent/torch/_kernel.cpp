@@ -467,8 +467,8 @@ std::tuple<at::Tensor, at::Tensor> fused(
             zsum += double(zp[r]);
           }
           const double zpart = zsum * double(zs);
-          out = at::scalar_tensor(ls * double(gs) + zpart, logits.options().dtype(out_type));
-          zout = at::scalar_tensor(zpart, logits.options().dtype(out_type));
+          out = scalar_out(ls * double(gs) + zpart, logits.options().dtype(out_type));
+          zout = scalar_out(zpart, logits.options().dtype(out_type));
         }
       });
   return {out, zout};
@@ -507,7 +507,7 @@ std::tuple<at::Tensor, at::Tensor> fused_loss_autograd(
     int64_t reduction, bool acc_out) {
   const bool need = needs_closed_form(logits, "fused_loss");
   auto grad_buffer = [](const at::Tensor& x) {
-    at::Tensor buf = at::empty_like(x, at::MemoryFormat::Contiguous);
+    at::Tensor buf = at::empty(x.sizes(), x.options());  // contiguous
     if (buf.nbytes() >= (size_t(1) << 25)) advise_hugepage(buf);  // fewer first-touch faults
     return buf;
   };

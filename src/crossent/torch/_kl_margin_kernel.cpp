@@ -38,7 +38,7 @@ at::Tensor reduce_rows(const std::vector<double>& rows, int64_t reduction,
   }
   double s = 0.0;
   for (double v : rows) s += v;
-  return at::scalar_tensor(reduction == 1 ? s / double(R) : s, opts);
+  return scalar_out(reduction == 1 ? s / double(R) : s, opts);
 }
 
 // One loss value per row of x: body(T{}, A{}, grad_scale, grad_ptr or nullptr, rows) fills
@@ -48,7 +48,8 @@ template <typename Body>
 std::tuple<at::Tensor, at::Tensor> row_loss(const at::Tensor& x, int64_t reduction,
                                             bool want_grad, Body body) {
   const int64_t R = x.size(0);
-  at::Tensor grad = want_grad ? at::empty_like(x) : at::empty({0}, x.options());
+  // x is contiguous: a plain empty of its sizes (empty_like's layout logic is a dispatch more)
+  at::Tensor grad = at::empty(want_grad ? x.sizes() : at::IntArrayRef{0}, x.options());
   std::vector<double> rows(R, 0.0);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "crossent_rows2",
                                   [&] {
@@ -243,17 +244,30 @@ void margin_impl(const at::Tensor& logits, const int64_t* Y, const A* w, int64_t
   });
 }
 
-std::tuple<at::Tensor, at::Tensor> multi_margin_rows(const at::Tensor& logits,
-                                                     const at::Tensor& labels,
+// The kernel's layout of multi_margin_rows' inputs: contiguous logits and int64 labels (a
+// differentiable copy where the caller's are not, so the node's edges still reach them).
+std::pair<at::Tensor, at::Tensor> margin_layout(const at::Tensor& logits,
+                                                const at::Tensor& labels) {
+  // what the kernel does not take is a ValueError, on which the Python path hands the call
+  // to the loss's definition: it serves the call or words the error
+  TORCH_CHECK_VALUE(logits.dim() == 2 && logits.size(0) > 0 && logits.size(1) > 0 &&
+                        labels.dim() == 1 && labels.size(0) == logits.size(0) &&
+                        at::isIntegralType(labels.scalar_type(), /*includeBool=*/false),
+                    "crossent multi_margin: the kernel takes non-empty (R, C) logits and (R,) "
+                    "integer labels");
+  return {logits.contiguous(),
+          (labels.scalar_type() == at::kLong ? labels : labels.to(at::kLong)).contiguous()};
+}
+
+std::tuple<at::Tensor, at::Tensor> multi_margin_rows(const at::Tensor& logits_in,
+                                                     const at::Tensor& labels_in,
                                                      const std::optional<at::Tensor>& weight,
                                                      int64_t p, double margin, int64_t reduction,
                                                      bool want_grad) {
   TORCH_CHECK(reduction >= 0 && reduction <= 2, "crossent multi_margin_rows: bad reduction");
   TORCH_CHECK(p == 1 || p == 2, "crossent multi_margin_rows: p must be 1 or 2");
-  TORCH_CHECK(logits.dim() == 2 && logits.is_contiguous() && labels.dim() == 1 &&
-                  labels.size(0) == logits.size(0) && labels.scalar_type() == at::kLong &&
-                  labels.is_contiguous(),
-              "crossent multi_margin_rows: contiguous (R, C) logits and (R,) int64 labels");
+  at::Tensor logits, labels;
+  std::tie(logits, labels) = margin_layout(logits_in, labels_in);
   const int64_t R = logits.size(0), C = logits.size(1);
   const int64_t* Y = labels.const_data_ptr<int64_t>();
   bool bad = false;
@@ -262,8 +276,9 @@ std::tuple<at::Tensor, at::Tensor> multi_margin_rows(const at::Tensor& logits,
   const auto acc = logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor w;
   if (weight.has_value() && weight->defined()) {
+    TORCH_CHECK_VALUE(weight->dim() == 1 && weight->size(0) == C,
+                      "crossent multi_margin_rows: weight is (C,)");
     w = weight->to(acc).contiguous();
-    TORCH_CHECK(w.dim() == 1 && w.size(0) == C, "crossent multi_margin_rows: weight is (C,)");
   }
   return row_loss(logits, reduction, want_grad, [&](auto t, auto a, auto gs, auto* G,
                                                      std::vector<double>& rows) {
@@ -310,12 +325,16 @@ at::Tensor multi_margin_loss(const at::Tensor& logits, const at::Tensor& labels,
   return std::get<0>(multi_margin_rows(logits, labels, weight, p, margin, reduction, false));
 }
 
-at::Tensor multi_margin_loss_autograd(const at::Tensor& logits, const at::Tensor& labels,
+at::Tensor multi_margin_loss_autograd(const at::Tensor& logits_in, const at::Tensor& labels_in,
                                       const std::optional<at::Tensor>& weight, int64_t p,
                                       double margin, int64_t reduction) {
   TORCH_CHECK(!(weight.has_value() && weight->defined() && weight->requires_grad()),
               "crossent multi_margin_loss: no gradient w.r.t. weight");
-  const bool need = needs_closed_form(logits, "multi_margin_loss");
+  const bool need = needs_closed_form(logits_in, "multi_margin_loss");
+  // laid out here, with autograd on: a copy of non-contiguous logits is differentiable, so
+  // the node's edge and double backward's pullback reach the caller's tensor through it
+  at::Tensor logits, labels;
+  std::tie(logits, labels) = margin_layout(logits_in, labels_in);
   at::Tensor loss, grad;
   {
     at::AutoDispatchBelowADInplaceOrView below;
