@@ -35,7 +35,8 @@ __all__ = [
 
 @loss(wrt=("logits", "targets"),
       torch="crossent.torch.cross_entropy:softmax_cross_entropy_rows",
-      numpy="crossent._numpy_fast:softmax_cross_entropy")
+      numpy="crossent._numpy_fast:softmax_cross_entropy",
+      jax="crossent._jax_kernel:softmax_cross_entropy")
 def softmax_cross_entropy(need: tuple[str, ...], logits: Array, targets: Array, *,
                           axis: int | tuple[int, ...] = -1, weight: Array | None = None,
                           sample_weight: Array | None = None,

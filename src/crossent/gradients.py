@@ -81,7 +81,7 @@ class _Spec:
 
     def __init__(self, defn: Callable[..., tuple[Array, Pullback | None]],
                  wrt: Sequence[str], torch: str | None = None,
-                 numpy: str | None = None) -> None:
+                 numpy: str | None = None, jax: str | None = None) -> None:
         sig = inspect.signature(defn)
         params = list(sig.parameters.values())[1:]  # drop ``need``
         self.defn = defn
@@ -96,6 +96,8 @@ class _Spec:
         self.signature = sig.replace(parameters=params, return_annotation="Array")
         self.torch = torch
         self.numpy = numpy
+        self.jax = jax
+        self._jax_fn: Callable[..., Any] | None = None
         self._torch_fn: Callable[..., Any] | None = None
         self._numpy_fn: Callable[..., Any] | None = None
         self.autocast_query: Callable[[], bool] | None = None
@@ -116,6 +118,12 @@ class _Spec:
         if self._torch_fn is None and self.torch is not None:
             self._torch_fn = _resolve(self.torch)
         return self._torch_fn
+
+    def jax_impl(self) -> Callable[..., Any] | None:
+        """The registered JAX implementation (public signature), or None."""
+        if self._jax_fn is None and self.jax is not None:
+            self._jax_fn = _resolve(self.jax)
+        return self._jax_fn
 
     def numpy_defn(self) -> Callable[..., Any] | None:
         """The registered NumPy definition for the common case, or None."""
@@ -164,21 +172,22 @@ def _is_float_array(x: Any) -> bool:
     return "float" in str(dt).rsplit(".", 1)[-1]
 
 
-def loss(*, wrt: Sequence[str], torch: str | None = None, numpy: str | None = None
-         ) -> Callable[[Callable[..., Any]], Loss]:
+def loss(*, wrt: Sequence[str], torch: str | None = None, numpy: str | None = None,
+         jax: str | None = None) -> Callable[[Callable[..., Any]], Loss]:
     """Turn a definition ``defn(need, *arrays, **options) -> (value, pullback)`` into the
     public loss; ``wrt`` names the array arguments it has a closed-form gradient for, and
     ``torch`` optionally a ``"module:function"`` fast path with the public signature that
     serves torch tensors (a registered delegation; it must agree with the definition, and
     returns ``NotImplemented`` for calls it leaves to the definition), and ``numpy`` a
     ``"module:function"`` definition for the common NumPy case (same contract as the
-    definition, ``NotImplemented`` for the rest).
+    definition, ``NotImplemented`` for the rest), and ``jax`` one with the public signature
+    that serves JAX arrays (``NotImplemented`` for what it leaves to the definition).
 
     The public function keeps the definition reachable as ``fn.with_pullback(need, *arrays,
     **options)`` for losses built on top of another one."""
 
     def make(defn: Callable[..., Any]) -> Loss:
-        spec = _Spec(defn, wrt, torch, numpy)
+        spec = _Spec(defn, wrt, torch, numpy, jax)
 
         @functools.wraps(defn)
         def public(*args: Any, **kwargs: Any) -> Any:
@@ -241,6 +250,11 @@ def _evaluate(spec: _Spec, arrays: list[Any], options: dict[str, Any]) -> Any:
 
         return _torch_autograd.apply(spec, arrays, options)
     if any(array_api_compat.is_jax_array(a) for a in arrays):
+        fast = spec._jax_fn or spec.jax_impl()
+        if fast is not None:
+            out = fast(*arrays, **options)
+            if out is not NotImplemented:
+                return out
         from . import _jax_autodiff
 
         return _jax_autodiff.apply(spec, arrays, options)

@@ -26,9 +26,6 @@ Environment:
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,6 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from .._native_build import build_locked, check_library, compiler, disabled
+
+# the cache root's name here, so tests and tools reach it through this module
+from .._native_build import cache_root as _cache_root
 
 _HERE = Path(__file__).parent
 _SOURCES = (_HERE / "_kernel.cpp", _HERE / "_binary_kernel.cpp", _HERE / "_kl_margin_kernel.cpp")
@@ -68,30 +70,9 @@ def _flags(capability: str) -> list[str]:
     return ["-DCPU_CAPABILITY=DEFAULT"]
 
 
-def _compiler() -> str | None:
-    for cand in (os.environ.get("CXX"), "g++", "c++"):
-        if cand and shutil.which(cand):
-            return cand
-    return None
-
-
-def _cache_root() -> Path:
-    env = os.environ.get("CROSSENT_CACHE_DIR")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "crossent"
-
-
 # What a build took on the project's 2-core machines (the three sources compiled in parallel);
 # printed as the expected wait before a build starts.
 _TYPICAL_BUILD_S = 60
-
-
-def _say(message: str) -> None:
-    """One line on stderr: a build or a wait on another process's build is the only thing
-    the kernel ever prints (minutes of silence look like a hang)."""
-    print(f"crossent: {message}", file=sys.stderr, flush=True)
 
 
 def _build(cxx: str, out: Path, flags: list[str]) -> None:
@@ -124,54 +105,6 @@ def _build(cxx: str, out: Path, flags: list[str]) -> None:
             raise RuntimeError(f"{' '.join(link_cmd)}\n{proc.stderr[-4000:]}")
 
 
-def _record_path(lib: Path) -> Path:
-    return lib.with_name(lib.name + ".sha256")
-
-
-def _digest(path: Path) -> tuple[int, str]:
-    """Size and SHA-256 of a file, read with plain reads (never mapped, so a short file
-    cannot fault)."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-    return size, h.hexdigest()
-
-
-def _write_record(lib: Path) -> None:
-    size, digest = _digest(lib)
-    record = _record_path(lib)
-    fd, tmp = tempfile.mkstemp(suffix=".sha256", dir=lib.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump({"size": size, "sha256": digest}, f)
-        os.replace(tmp, record)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _check_library(lib: Path) -> str | None:
-    """None when the cached library matches its build record, else what is wrong with it."""
-    if not lib.exists():
-        return "not built yet"
-    try:
-        record = json.loads(_record_path(lib).read_text())
-        want = (int(record["size"]), str(record["sha256"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return "no valid build record next to it"
-    try:
-        got = _digest(lib)
-    except OSError as exc:
-        return f"unreadable ({exc})"
-    if got != want:
-        return (f"it does not match its build record (size {got[0]}, expected {want[0]}; "
-                f"sha256 {got[1][:12]}, expected {want[1][:12]})")
-    return None
-
-
 # torch.compile calls this at trace time and keeps the answer as a constant (its lock, file
 # checks and build are host work that dynamo could not trace without a graph break).
 @torch.compiler.assume_constant_result
@@ -191,13 +124,13 @@ def load() -> bool:
 def _load() -> bool:
     import time
 
-    if os.environ.get("CROSSENT_NO_EXT", "") not in ("", "0"):
+    if disabled():
         _STATE["error"] = "disabled by CROSSENT_NO_EXT"
         return False
     if sys.platform != "linux":
         _STATE["error"] = f"the C++ kernel is built on Linux only (platform {sys.platform})"
         return False
-    cxx = _compiler()
+    cxx = compiler()
     if cxx is None:
         _STATE["error"] = "no C++ compiler found (set CXX)"
         return False
@@ -219,36 +152,14 @@ def _load() -> bool:
     try:
         # loaded in this process already
         already = hasattr(torch.ops.crossent_ext, "fused_pullback")
-        problem = None if already else _check_library(lib)
+        problem = None if already else check_library(lib)
         if problem is not None:
-            cache.mkdir(parents=True, exist_ok=True)
-            import fcntl
-
-            with open(cache / "build.lock", "w") as lock:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:  # another process (a DDP rank, an xdist worker)
-                    _say(f"waiting for another process to finish building the C++ kernel "
-                         f"({cache / 'build.lock'})")
-                    fcntl.flock(lock, fcntl.LOCK_EX)
-                problem = _check_library(lib)  # it may have finished meanwhile
-                if problem is not None:
-                    if lib.exists():
-                        rebuilt_because = f"the cached {lib} failed validation: {problem}"
-                    _say(f"compiling the C++ CPU kernel, once for this torch and CPU "
-                         f"(about {_TYPICAL_BUILD_S} s; cached in {cache})")
-                    t_build = time.perf_counter()
-                    fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
-                    os.close(fd)
-                    try:
-                        _build(cxx, Path(tmp), flags)
-                        os.replace(tmp, lib)
-                    finally:
-                        if os.path.exists(tmp):
-                            os.unlink(tmp)
-                    _write_record(lib)
-                    _STATE["build_seconds"] = round(time.perf_counter() - t_build, 1)
-                    _say(f"kernel built in {_STATE['build_seconds']} s")
+            if lib.exists():
+                rebuilt_because = f"the cached {lib} failed validation: {problem}"
+            _STATE["build_seconds"] = build_locked(
+                lib, lambda out: _build(cxx, out, flags),
+                f"compiling the C++ CPU kernel, once for this torch and CPU (about "
+                f"{_TYPICAL_BUILD_S} s; cached in {cache})")
         if not already:
             torch.ops.load_library(str(lib))
         _register_fake()
