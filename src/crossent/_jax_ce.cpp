@@ -350,23 +350,19 @@ ffi::Error ce_grad(ffi::ThreadPool pool, ffi::AnyBuffer logits, ffi::AnyBuffer l
   return dispatch(&pool, logits, labels, reduction, ignore_index, &*out, &*grad);
 }
 
+// The handlers' arguments, attributes and the loss result; crossent_ce_grad adds the gradient.
+auto ce_binding() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .Arg<ffi::AnyBuffer>()
+      .Arg<ffi::AnyBuffer>()
+      .Attr<int64_t>("reduction")
+      .Attr<int64_t>("ignore_index")
+      .Ret<ffi::AnyBuffer>();
+}
+
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(CrossentCe, ce,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Attr<int64_t>("reduction")
-                                  .Attr<int64_t>("ignore_index")
-                                  .Ret<ffi::AnyBuffer>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(CrossentCe, ce, ce_binding());
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(CrossentCeGrad, ce_grad,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Attr<int64_t>("reduction")
-                                  .Attr<int64_t>("ignore_index")
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(CrossentCeGrad, ce_grad, ce_binding().Ret<ffi::AnyBuffer>());
