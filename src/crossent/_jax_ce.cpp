@@ -277,20 +277,22 @@ template <typename T, typename L>
 ffi::Error run(ffi::ThreadPool* pool, const T* Z, const L* Y, const Shape& s, int64_t reduction,
                int64_t ignore_index, T* out, T* G) {
   const int64_t n = s.groups * s.R;
-  // per row: c (1 counted, 0 ignored, NaN bad); per group: the gradient's scale
+  // per row: c (1 counted, 0 ignored, NaN bad); per group: the rows counted (NaN when a
+  // label is bad) and the gradient's scale
   std::unique_ptr<double[]> cvals(new double[size_t(n)]), rows(new double[size_t(n)]);
+  std::unique_ptr<double[]> counted(new double[size_t(s.groups)]);
   std::unique_ptr<double[]> scale(new double[size_t(s.groups)]);
   const double nan = std::numeric_limits<double>::quiet_NaN();
   for (int64_t gi = 0; gi < s.groups; ++gi) {
-    double counted = 0.0;
+    double k = 0.0;
     for (int64_t r = gi * s.R; r < (gi + 1) * s.R; ++r) {
       const int64_t y = int64_t(Y[r]);
       cvals[r] = y == ignore_index ? 0.0 : (y >= 0 && y < s.C ? 1.0 : nan);
-      counted += cvals[r];
+      k += cvals[r];
     }
-    // "mean" divides by the counted rows: 0 when none counts, NaN when a label is bad
-    scale[gi] = reduction != 1 ? 1.0 : (counted == 0.0 ? 0.0 : 1.0 / counted);
-    if (reduction == 1 && std::isnan(counted)) scale[gi] = nan;
+    counted[gi] = k;
+    // "mean" divides by the counted rows: 0 when none counts (NaN stays NaN)
+    scale[gi] = reduction != 1 ? 1.0 : (k == 0.0 ? 0.0 : 1.0 / k);
   }
   parallel_rows(pool, n, s.C, [&](int64_t r0, int64_t r1) {
     rows_impl<T, L>(Z, Y, s, ignore_index, scale.get(), cvals.get(), G, rows.get(), r0, r1);
@@ -300,13 +302,11 @@ ffi::Error run(ffi::ThreadPool* pool, const T* Z, const L* Y, const Shape& s, in
     return ffi::Error::Success();
   }
   for (int64_t gi = 0; gi < s.groups; ++gi) {
-    double total = 0.0, counted = 0.0;
-    for (int64_t r = gi * s.R; r < (gi + 1) * s.R; ++r) {
-      total += rows[r];
-      counted += cvals[r];
-    }
+    double total = 0.0;
+    for (int64_t r = gi * s.R; r < (gi + 1) * s.R; ++r) total += rows[r];
     // the definition's safe division: a zero denominator gives 0
-    out[gi] = T(reduction == 2 ? total : (counted == 0.0 ? 0.0 : total / counted));
+    const double k = counted[gi];
+    out[gi] = T(reduction == 2 ? total : (k == 0.0 ? 0.0 : total / k));
   }
   return ffi::Error::Success();
 }

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _checks
 from . import _native_build as B
 
 _SOURCE = Path(__file__).with_name("_jax_ce.cpp")
@@ -41,7 +42,6 @@ _LOCK = threading.Lock()
 _STATE: dict[str, Any] = {"loaded": None, "error": None, "path": None, "build_seconds": None}
 _REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}
 _TARGETS = {"crossent_ce": "CrossentCe", "crossent_ce_grad": "CrossentCeGrad"}
-_INT64 = (-(2**63), 2**63 - 1)
 
 
 def _flags() -> list[str]:
@@ -207,10 +207,10 @@ def softmax_cross_entropy(logits: Any, targets: Any, *, axis: Any = -1, weight: 
             and type(axis) is int and axis in (-1, 1) and weight is None
             and sample_weight is None and where is None
             and type(label_smoothing) in (int, float) and label_smoothing == 0
-            and type(ignore_index) is int and _INT64[0] <= ignore_index <= _INT64[1]
+            and type(ignore_index) is int
+            and _checks.INT64_RANGE[0] <= ignore_index <= _checks.INT64_RANGE[1]
             and type(reduction) is str and reduction in _REDUCTION_CODES and load()):
         return NotImplemented
-    from . import _checks
     from ._array import concrete
 
     y = jnp.asarray(targets)
@@ -225,10 +225,13 @@ def softmax_cross_entropy(logits: Any, targets: Any, *, axis: Any = -1, weight: 
         from .classification import softmax_cross_entropy as sce
         from .gradients import _spec_of
 
+        # the definition, with this call's own options
         return _jax_autodiff.apply(_spec_of(sce), [z, labels],
-                                   {"axis": -1, "weight": None, "sample_weight": None,
-                                    "ignore_index": ignore_index, "label_smoothing": 0.0,
-                                    "where": None, "reduction": reduction})
+                                   {"axis": axis, "weight": weight,
+                                    "sample_weight": sample_weight,
+                                    "ignore_index": ignore_index,
+                                    "label_smoothing": label_smoothing, "where": where,
+                                    "reduction": reduction})
 
     return jax.lax.platform_dependent(
         logits, y, cpu=lambda z, labels: value(z, labels, reduction, ignore_index),

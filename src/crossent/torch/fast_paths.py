@@ -25,7 +25,7 @@ import torch
 
 from . import _ext
 from ._common import kernel_call
-from ._rows import EXT_DTYPES
+from ._rows import use_extension
 
 __all__ = ["sigmoid_cross_entropy", "sigmoid_focal_loss", "distillation_loss",
            "multi_margin_loss"]
@@ -39,8 +39,8 @@ def _served(x: Any, other: Any, reduction: Any) -> bool:
     is felt."""
     return (isinstance(x, torch.Tensor) and isinstance(other, torch.Tensor)
             and type(reduction) is str and reduction in _REDUCTIONS
-            and x.is_cpu and other.is_cpu and x.dtype in EXT_DTYPES and x.numel() > 0
-            and not other.requires_grad and kernel_call(x, other) and _ext.load())
+            and other.is_cpu and x.numel() > 0 and not other.requires_grad
+            and kernel_call(x, other) and use_extension(x))
 
 
 def _number(v: Any) -> bool:
