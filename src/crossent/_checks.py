@@ -37,6 +37,21 @@ def loss_inputs(reduction_: Any, **arrays: Any) -> tuple[Any, ...]:
 INT64_RANGE = (-(2 ** 63), 2 ** 63 - 1)
 
 
+def plain_softmax_call(logits: Any, targets: Any, axis: Any, weight: Any, sample_weight: Any,
+                       ignore_index: Any, label_smoothing: Any, where: Any, reduction: Any
+                       ) -> bool:
+    """Whether a softmax cross-entropy call is the one its backend kernels take: ``(N, C)``
+    logits with the classes last, ``(N,)`` targets, ``N, C > 0``, and no option beyond an
+    int64 ``ignore_index`` and a known reduction (the dtypes are each kernel's own check)."""
+    return (logits.ndim == 2 and targets.ndim == 1
+            and targets.shape[0] == logits.shape[0] > 0 and logits.shape[1] > 0
+            and type(axis) is int and axis in (-1, 1) and weight is None
+            and sample_weight is None and where is None
+            and type(label_smoothing) in (int, float) and label_smoothing == 0
+            and type(ignore_index) is int and INT64_RANGE[0] <= ignore_index <= INT64_RANGE[1]
+            and type(reduction) is str and reduction in ("mean", "sum", "none"))
+
+
 def _is_array(value: Any) -> bool:
     return hasattr(value, "shape") and hasattr(value, "dtype")
 

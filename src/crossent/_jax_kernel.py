@@ -201,15 +201,11 @@ def softmax_cross_entropy(logits: Any, targets: Any, *, axis: Any = -1, weight: 
     import jax.numpy as jnp
 
     if not (isinstance(logits, jax.Array) and isinstance(targets, (jax.Array, np.ndarray))
-            and logits.ndim == 2 and logits.dtype in (jnp.float32, jnp.float64)
-            and targets.ndim == 1 and jnp.issubdtype(targets.dtype, jnp.integer)
-            and targets.shape[0] == logits.shape[0] > 0 and logits.shape[1] > 0
-            and type(axis) is int and axis in (-1, 1) and weight is None
-            and sample_weight is None and where is None
-            and type(label_smoothing) in (int, float) and label_smoothing == 0
-            and type(ignore_index) is int
-            and _checks.INT64_RANGE[0] <= ignore_index <= _checks.INT64_RANGE[1]
-            and type(reduction) is str and reduction in _REDUCTION_CODES and load()):
+            and logits.dtype in (jnp.float32, jnp.float64)
+            and jnp.issubdtype(targets.dtype, jnp.integer)
+            and _checks.plain_softmax_call(logits, targets, axis, weight, sample_weight,
+                                           ignore_index, label_smoothing, where, reduction)
+            and load()):
         return NotImplemented
     from ._array import concrete
 

@@ -21,7 +21,6 @@ from .gradients import Pullback, scaled_pullback
 __all__ = ["softmax_cross_entropy"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-_REDUCTIONS = ("mean", "sum", "none")
 _NEEDS = ((), ("logits",))
 
 
@@ -67,15 +66,10 @@ def softmax_cross_entropy(need: tuple[str, ...], logits: Any, targets: Any, *,
     """Softmax cross-entropy of ``(N, C)`` float32/float64 logits and in-range integer labels,
     no class or sample weights, no smoothing: ``lse(s) - s_y``, gradient ``softmax(s) - onehot(y)``
     (over N for "mean"), from one exp per logit; else ``NotImplemented``."""
-    if not (type(logits) is np.ndarray and type(targets) is np.ndarray and logits.ndim == 2
-            and logits.dtype in _FLOATS and targets.ndim == 1 and targets.dtype.kind in "iu"
-            and targets.shape[0] == logits.shape[0] > 0 and logits.shape[1] > 0
-            and type(axis) is int and axis in (-1, 1) and weight is None
-            and sample_weight is None and where is None
-            and type(label_smoothing) in (int, float) and label_smoothing == 0
-            and type(ignore_index) is int
-            and _checks.INT64_RANGE[0] <= ignore_index <= _checks.INT64_RANGE[1]
-            and reduction in _REDUCTIONS and need in _NEEDS):
+    if not (type(logits) is np.ndarray and type(targets) is np.ndarray
+            and logits.dtype in _FLOATS and targets.dtype.kind in "iu" and need in _NEEDS
+            and _checks.plain_softmax_call(logits, targets, axis, weight, sample_weight,
+                                           ignore_index, label_smoothing, where, reduction)):
         return NotImplemented
     n, c = logits.shape
     # ignored or out-of-range labels, and non-finite row maxima: the definition's cases (a
